@@ -1,0 +1,325 @@
+//! Regenerates `bundle-spec/vectors/`: `cargo run -p offpack-bundle --example make-vectors [DIR]`.
+//!
+//! Each vector is `<name>.offpack` with `<name>.expect` holding `ok` or the error kind `verify` must report
+//! (`BundleError::kind()`); some have a `<name>.offpack.sha256` sidecar. Output is deterministic.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use offpack_bundle::testkit::{self, RawEntry};
+use offpack_bundle::{BlobRef, BundleWriter, Digest, Image, IndexEntry, Manifest, WriteOptions};
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+fn main() -> Result<()> {
+    let dir = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors"));
+    std::fs::create_dir_all(&dir)?;
+    for entry in std::fs::read_dir(&dir)? {
+        let p = entry?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".offpack") || name.ends_with(".expect") || name.ends_with(".sha256") {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    let v = Vectors { dir: dir.clone() };
+
+    // Valid bundles written by the real writer.
+    let minimal = v.path("ok-minimal");
+    write_sample(&minimal, true)?;
+    std::fs::remove_file(sidecar(&minimal))?;
+    v.expect("ok-minimal", "ok")?;
+    write_sample(&v.path("ok-with-sidecar"), true)?;
+    v.expect("ok-with-sidecar", "ok")?;
+    write_sample(&v.path("ok-no-images"), false)?;
+    std::fs::remove_file(sidecar(&v.path("ok-no-images")))?;
+    v.expect("ok-no-images", "ok")?;
+
+    // Everything else is assembled from the entries of ok-minimal.
+    let entries = testkit::read_entries(&minimal)?;
+    let base: Vec<RawEntry> = entries.iter().map(|(e, data)| raw(e, data)).collect();
+    let manifest_ref = |entries: &[RawEntry]| -> BlobRef {
+        let last = entries
+            .iter()
+            .rev()
+            .find(|e| e.index_path.as_deref() == Some("offpack.json"));
+        let data = last.map(|e| e.data.clone()).unwrap_or_default();
+        BlobRef {
+            digest: Digest::of_bytes(&data),
+            size: data.len() as u64,
+        }
+    };
+    let blob_pos = base.iter().position(is_blob).ok_or("no blob")?;
+    let some_hex = "ab".repeat(32);
+
+    // ok with directory entries (allowed, not indexed).
+    let mut with_dirs = base.clone();
+    for (i, name) in [(1, "blobs/"), (2, "blobs/sha256/")] {
+        with_dirs.insert(
+            i,
+            RawEntry {
+                index_path: None,
+                ..dir_entry(name)
+            },
+        );
+    }
+    v.write(
+        "ok-directories",
+        &testkit::assemble(&with_dirs, manifest_ref(&with_dirs)),
+        "ok",
+    )?;
+
+    let mut bad_digest = base.clone();
+    let last = bad_digest[blob_pos].data.len() - 1;
+    bad_digest[blob_pos].data[last] ^= 1;
+    v.write(
+        "bad-digest",
+        &testkit::assemble(&bad_digest, manifest_ref(&bad_digest)),
+        "bad-digest",
+    )?;
+
+    let good = std::fs::read(&minimal)?;
+    v.write("truncated-file", &good[..good.len() / 2], "not-a-bundle")?;
+
+    // A frame cut short in the middle of the file, the trailer kept intact.
+    let blob_entry = &entries[blob_pos].0;
+    let cut_start = (blob_entry.offset + blob_entry.compressed_len - 9) as usize;
+    let cut_end = (blob_entry.offset + blob_entry.compressed_len) as usize;
+    let mut cut = good[..cut_start].to_vec();
+    cut.extend_from_slice(&good[cut_end..]);
+    v.write("truncated-frame", &cut, "corrupt-frame")?;
+
+    let mut bad_index = good.clone();
+    let index_byte = bad_index.len() - 48 - 20;
+    bad_index[index_byte] ^= 0x01;
+    v.write("bad-index-hash", &bad_index, "bad-index")?;
+
+    // Index consistent with its hash but wrong about an offset.
+    let shifted = base.clone();
+    let mut bytes = testkit::assemble(&shifted, manifest_ref(&shifted));
+    rewrite_index(&mut bytes, |idx| {
+        if let Some(e) = idx["entries"].get_mut(blob_pos) {
+            e["offset"] = (e["offset"].as_u64().unwrap_or(0) + 1).into();
+        }
+    })?;
+    v.write("bad-index-offset", &bytes, "bad-index")?;
+
+    for (name, path, kind) in [
+        (
+            "path-traversal",
+            "blobs/../../../tmp/evil",
+            "path-traversal",
+        ),
+        ("absolute-path", "/tmp/evil", "absolute-path"),
+        ("unknown-entry", "etc/passwd", "unknown-entry"),
+    ] {
+        let mut e = base.clone();
+        e.insert(1, RawEntry::regular(path, b"evil\n".to_vec()));
+        v.write(name, &testkit::assemble(&e, manifest_ref(&e)), kind)?;
+    }
+
+    for (name, flag, kind) in [
+        ("symlink", b'2', "symlink"),
+        ("hardlink", b'1', "hardlink"),
+        ("device-file", b'3', "device-file"),
+        ("fifo", b'6', "device-file"),
+        ("pax-header", b'x', "bad-tar-header"),
+    ] {
+        let mut h = testkit::header(&format!("blobs/sha256/{some_hex}"), 0, flag);
+        if flag == b'1' || flag == b'2' {
+            h[157..168].copy_from_slice(b"/etc/passwd");
+            testkit::set_checksum(&mut h);
+        }
+        let mut e = base.clone();
+        e.insert(
+            1,
+            RawEntry {
+                header: h,
+                data: Vec::new(),
+                index_path: None,
+                index_size: 0,
+                index_digest: None,
+                raw_header: false,
+            },
+        );
+        v.write(name, &testkit::assemble(&e, manifest_ref(&e)), kind)?;
+    }
+
+    let mut dup = base.clone();
+    dup.insert(blob_pos + 1, dup[blob_pos].clone());
+    v.write(
+        "duplicate-entry",
+        &testkit::assemble(&dup, manifest_ref(&dup)),
+        "duplicate-entry",
+    )?;
+
+    // The header claims 512 more bytes than the data (and the index) has.
+    let mut lies = base.clone();
+    let real = lies[blob_pos].data.len() as u64;
+    let name = lies[blob_pos].index_path.clone().unwrap_or_default();
+    lies[blob_pos].header = testkit::header(&name, real + 512, b'0');
+    v.write(
+        "size-lies",
+        &testkit::assemble(&lies, manifest_ref(&lies)),
+        "size-mismatch",
+    )?;
+
+    // Raw header frames (the unknown-digest layout) are valid.
+    let mut raw_headers = base.clone();
+    raw_headers[blob_pos].raw_header = true;
+    v.write(
+        "ok-raw-header",
+        &testkit::assemble(&raw_headers, manifest_ref(&raw_headers)),
+        "ok",
+    )?;
+
+    let mut future = base.clone();
+    let last = future.len() - 1;
+    let mut json: serde_json::Value = serde_json::from_slice(&future[last].data)?;
+    json["format_version"] = "2.0".into();
+    future[last] = RawEntry::regular("offpack.json", serde_json::to_vec_pretty(&json)?);
+    v.write(
+        "unknown-major-version",
+        &testkit::assemble(&future, manifest_ref(&future)),
+        "unsupported-version",
+    )?;
+
+    let mut missing = base.clone();
+    missing.remove(blob_pos);
+    v.write(
+        "missing-blob",
+        &testkit::assemble(&missing, manifest_ref(&missing)),
+        "missing-blob",
+    )?;
+
+    let mismatch = v.path("sidecar-mismatch");
+    std::fs::write(&mismatch, &good)?;
+    std::fs::write(
+        sidecar(&mismatch),
+        format!("{}  sidecar-mismatch.offpack\n", "0".repeat(64)),
+    )?;
+    v.expect("sidecar-mismatch", "sidecar-mismatch")?;
+
+    let plain = zstd::encode_all(&b"not a bundle"[..], 3)?;
+    v.write("not-a-bundle", &plain, "not-a-bundle")?;
+    println!("vectors written to {}", dir.display());
+    Ok(())
+}
+
+struct Vectors {
+    dir: PathBuf,
+}
+
+impl Vectors {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.offpack"))
+    }
+    fn expect(&self, name: &str, kind: &str) -> Result<()> {
+        std::fs::write(self.dir.join(format!("{name}.expect")), format!("{kind}\n"))?;
+        Ok(())
+    }
+    fn write(&self, name: &str, bytes: &[u8], kind: &str) -> Result<()> {
+        std::fs::write(self.path(name), bytes)?;
+        self.expect(name, kind)
+    }
+}
+
+fn sidecar(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}
+
+fn is_blob(e: &RawEntry) -> bool {
+    e.index_path
+        .as_deref()
+        .is_some_and(|p| p.starts_with("blobs/"))
+}
+
+fn raw(e: &IndexEntry, data: &[u8]) -> RawEntry {
+    RawEntry::regular(&e.path, data.to_vec())
+}
+
+fn dir_entry(name: &str) -> RawEntry {
+    RawEntry {
+        header: testkit::header(name, 0, b'5'),
+        data: Vec::new(),
+        index_path: None,
+        index_size: 0,
+        index_digest: None,
+        raw_header: false,
+    }
+}
+
+/// Replaces the trailer's index with an edited one (hash recomputed).
+fn rewrite_index(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut serde_json::Value)) -> Result<()> {
+    let len_pos = bytes.len() - 48;
+    let len = u64::from_le_bytes(bytes[len_pos..len_pos + 8].try_into()?) as usize;
+    let start = len_pos - len;
+    let mut index: serde_json::Value = serde_json::from_slice(&bytes[start..len_pos])?;
+    edit(&mut index);
+    let json = serde_json::to_vec(&index)?;
+    bytes.truncate(start - 8);
+    bytes.extend_from_slice(&testkit::trailer(&json));
+    Ok(())
+}
+
+/// A small realistic image: two layer tars (one added with an unknown digest), a config listing them.
+fn write_sample(path: &Path, with_image: bool) -> Result<()> {
+    let opts = WriteOptions {
+        level: 3,
+        threads: 1,
+    };
+    let mut w = BundleWriter::create(path, opts)?;
+    let mut manifest = Manifest::new("0.1.0", "shop");
+    manifest.created = "2026-01-01T00:00:00Z".into();
+    manifest.platforms = vec!["linux/amd64".into()];
+    if with_image {
+        let layer1 = layer_tar("app/main.py", b"print('hello')\n")?;
+        let layer2 = layer_tar("etc/motd", b"offline\n")?;
+        let d1 = w.add_blob(layer1.len() as u64, &layer1[..])?;
+        let d2 = w.add_blob_bytes(&layer2)?;
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": ["python", "main.py"]},
+            "rootfs": {"type": "layers", "diff_ids": [d1.to_string(), d2.to_string()]},
+        });
+        let config = serde_json::to_vec(&config)?;
+        let cd = w.add_blob_bytes(&config)?;
+        manifest.images.push(Image {
+            refs: vec!["shop_backend:latest".into()],
+            id: cd.clone(),
+            platform: "linux/amd64".into(),
+            config: BlobRef {
+                digest: cd,
+                size: config.len() as u64,
+            },
+            layers: vec![
+                BlobRef {
+                    digest: d1,
+                    size: layer1.len() as u64,
+                },
+                BlobRef {
+                    digest: d2,
+                    size: layer2.len() as u64,
+                },
+            ],
+            oci_manifest: None,
+        });
+    }
+    w.finish(manifest)?;
+    Ok(())
+}
+
+fn layer_tar(name: &str, content: &[u8]) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, name, content)?;
+    Ok(b.into_inner()?)
+}

@@ -1,0 +1,305 @@
+//! The one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while writing, reading or checking a bundle.
+///
+/// Each message says what is wrong and what to do. [`BundleError::is_corruption`] separates failed checks
+/// (the bundle is damaged or not a bundle: exit code 1) from usage and environment errors (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Reading the data given to the writer failed (e.g. the engine's export stream broke).
+    #[error("reading {what} failed: {source}")]
+    Source {
+        /// What was being read.
+        what: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The data given to the writer does not match what the caller declared.
+    #[error(
+        "{what}: {detail}; the source changed or the declared value is wrong, retry the export"
+    )]
+    SourceMismatch {
+        /// What was being written.
+        what: String,
+        /// Expected versus actual.
+        detail: String,
+    },
+    /// The manifest given to the writer names a blob that was never written.
+    #[error(
+        "{referenced_by} names blob {digest}, which was not added to the bundle; add it before finish()"
+    )]
+    UnwrittenBlob {
+        /// The missing blob.
+        digest: String,
+        /// Which manifest item names it.
+        referenced_by: String,
+    },
+    /// A caller-supplied value is invalid (a digest string, an option, an entry name).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The requested blob is not in the bundle.
+    #[error("blob {0} is not in this bundle")]
+    NotFound(String),
+    /// The file has no offpack index footer.
+    #[error(
+        "{}: not an offpack bundle, or truncated ({detail}); check the path, or copy the bundle again",
+        path.display()
+    )]
+    NotABundle {
+        /// The file.
+        path: PathBuf,
+        /// What was missing.
+        detail: String,
+    },
+    /// The file ends early.
+    #[error("bundle is truncated at byte {offset} ({context}): copy it again")]
+    Truncated {
+        /// Where the data stopped.
+        offset: u64,
+        /// What was being read.
+        context: String,
+    },
+    /// zstd data does not decompress.
+    #[error(
+        "compressed data is corrupt in the frame at byte {offset}: {detail}; copy the bundle again"
+    )]
+    CorruptFrame {
+        /// File offset of the frame (or of the failure when the frame start is unknown).
+        offset: u64,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The index at the end of the file is damaged or disagrees with the archive.
+    #[error("bundle index is damaged: {0}; copy the bundle again")]
+    BadIndex(String),
+    /// A tar header is malformed.
+    #[error(
+        "tar header at tar offset {tar_offset} (file byte {offset}) is invalid: {detail}; copy the bundle again"
+    )]
+    BadTarHeader {
+        /// Offset of the header in the decompressed stream.
+        tar_offset: u64,
+        /// File offset of the frame holding it.
+        offset: u64,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A blob's content does not hash to its name.
+    #[error(
+        "entry `{entry}` at file byte {offset}: content hashes to {actual}, expected {expected}; the bundle is corrupt, copy it again"
+    )]
+    BadDigest {
+        /// The entry.
+        entry: String,
+        /// File offset of its first frame.
+        offset: u64,
+        /// The digest its name (or the index) promises.
+        expected: String,
+        /// The digest of its bytes.
+        actual: String,
+    },
+    /// An entry's size differs from what the index or header claims.
+    #[error(
+        "entry `{entry}` at file byte {offset}: {detail}; the bundle is corrupt, copy it again"
+    )]
+    SizeMismatch {
+        /// The entry.
+        entry: String,
+        /// File offset of its first frame.
+        offset: u64,
+        /// Expected versus actual.
+        detail: String,
+    },
+    /// A path with a `..`, `.` or empty component.
+    #[error(
+        "entry `{entry}` at file byte {offset} has an unsafe path (`..`, `.` or empty component); refusing the bundle"
+    )]
+    PathTraversal {
+        /// The entry.
+        entry: String,
+        /// File offset of its frame.
+        offset: u64,
+    },
+    /// An absolute path.
+    #[error("entry `{entry}` at file byte {offset} has an absolute path; refusing the bundle")]
+    AbsolutePath {
+        /// The entry.
+        entry: String,
+        /// File offset of its frame.
+        offset: u64,
+    },
+    /// A symbolic link entry.
+    #[error(
+        "entry `{entry}` at file byte {offset} is a symbolic link; bundles contain regular files only, refusing the bundle"
+    )]
+    Symlink {
+        /// The entry.
+        entry: String,
+        /// File offset of its frame.
+        offset: u64,
+    },
+    /// A hard link entry.
+    #[error(
+        "entry `{entry}` at file byte {offset} is a hard link; bundles contain regular files only, refusing the bundle"
+    )]
+    Hardlink {
+        /// The entry.
+        entry: String,
+        /// File offset of its frame.
+        offset: u64,
+    },
+    /// A device, FIFO or other special entry.
+    #[error(
+        "entry `{entry}` at file byte {offset} is a {kind}; bundles contain regular files only, refusing the bundle"
+    )]
+    SpecialFile {
+        /// The entry.
+        entry: String,
+        /// File offset of its frame.
+        offset: u64,
+        /// "character device", "block device", "FIFO", "pax header", ...
+        kind: String,
+    },
+    /// The same path appears twice.
+    #[error(
+        "entry `{entry}` at file byte {offset} appears twice in the bundle; refusing the bundle"
+    )]
+    DuplicateEntry {
+        /// The entry.
+        entry: String,
+        /// File offset of the second occurrence.
+        offset: u64,
+    },
+    /// A name that format v1 does not define.
+    #[error(
+        "entry `{entry}` at file byte {offset} is not part of an offpack bundle (unknown name or misplaced entry); refusing the bundle"
+    )]
+    UnknownEntry {
+        /// The entry.
+        entry: String,
+        /// File offset of its frame.
+        offset: u64,
+    },
+    /// offpack.json, index.json, manifest.json or an OCI manifest/config is invalid or inconsistent.
+    #[error("{0}; the bundle is corrupt or was written by a broken offpack, recreate it")]
+    BadManifest(String),
+    /// offpack.json names a blob that is not in the bundle.
+    #[error(
+        "{referenced_by} names blob {digest}, which is not in the bundle; the bundle is incomplete, recreate it"
+    )]
+    MissingBlob {
+        /// The missing blob.
+        digest: String,
+        /// Which manifest item names it.
+        referenced_by: String,
+    },
+    /// A bundle of another major format version.
+    #[error(
+        "bundle format version {found} is not supported: this offpack reads format {supported}; use an offpack release that supports format {found}"
+    )]
+    UnsupportedVersion {
+        /// The bundle's `format_version` (or index version).
+        found: String,
+        /// What this reader supports.
+        supported: String,
+    },
+    /// The sidecar `.sha256` file disagrees with the bundle.
+    #[error(
+        "{}: the bundle hashes to {actual} but its checksum file says {expected}; the bundle is damaged, copy it again",
+        sidecar.display()
+    )]
+    SidecarMismatch {
+        /// The sidecar file.
+        sidecar: PathBuf,
+        /// Hex digest in the sidecar.
+        expected: String,
+        /// Hex digest of the bundle.
+        actual: String,
+    },
+    /// The sidecar `.sha256` file is malformed.
+    #[error("{}: {detail}; expected one line `<64 hex>  <file name>`, copy it again or delete it", path.display())]
+    BadSidecar {
+        /// The sidecar file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A metadata item is larger than this reader accepts.
+    #[error(
+        "{what} is {size} bytes, more than the limit of {limit}; the bundle is corrupt or not from offpack"
+    )]
+    TooLarge {
+        /// The item.
+        what: String,
+        /// Its declared size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+impl BundleError {
+    /// True when the bundle failed a check (damaged, truncated, inconsistent, unsupported): the CLI exits 1.
+    /// False for usage and environment errors (missing file, bad argument, broken source): the CLI exits 2.
+    pub fn is_corruption(&self) -> bool {
+        !matches!(
+            self,
+            BundleError::Io { .. }
+                | BundleError::Source { .. }
+                | BundleError::SourceMismatch { .. }
+                | BundleError::UnwrittenBlob { .. }
+                | BundleError::InvalidInput(_)
+                | BundleError::NotFound(_)
+        )
+    }
+
+    /// A short stable name for the kind of error, as used by the test vectors' `.expect` files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BundleError::Io { .. } => "io",
+            BundleError::Source { .. } => "source",
+            BundleError::SourceMismatch { .. } => "source-mismatch",
+            BundleError::UnwrittenBlob { .. } => "unwritten-blob",
+            BundleError::InvalidInput(_) => "invalid-input",
+            BundleError::NotFound(_) => "not-found",
+            BundleError::NotABundle { .. } => "not-a-bundle",
+            BundleError::Truncated { .. } => "truncated",
+            BundleError::CorruptFrame { .. } => "corrupt-frame",
+            BundleError::BadIndex(_) => "bad-index",
+            BundleError::BadTarHeader { .. } => "bad-tar-header",
+            BundleError::BadDigest { .. } => "bad-digest",
+            BundleError::SizeMismatch { .. } => "size-mismatch",
+            BundleError::PathTraversal { .. } => "path-traversal",
+            BundleError::AbsolutePath { .. } => "absolute-path",
+            BundleError::Symlink { .. } => "symlink",
+            BundleError::Hardlink { .. } => "hardlink",
+            BundleError::SpecialFile { .. } => "device-file",
+            BundleError::DuplicateEntry { .. } => "duplicate-entry",
+            BundleError::UnknownEntry { .. } => "unknown-entry",
+            BundleError::BadManifest(_) => "bad-manifest",
+            BundleError::MissingBlob { .. } => "missing-blob",
+            BundleError::UnsupportedVersion { .. } => "unsupported-version",
+            BundleError::SidecarMismatch { .. } => "sidecar-mismatch",
+            BundleError::BadSidecar { .. } => "bad-sidecar",
+            BundleError::TooLarge { .. } => "too-large",
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        BundleError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

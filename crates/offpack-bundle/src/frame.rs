@@ -1,0 +1,470 @@
+//! The zstd layer: the raw header frame, the trailer, positional I/O and a decompressor that reports where
+//! each frame starts.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read};
+
+use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer};
+
+use crate::BundleError;
+
+/// zstd frame magic, little-endian bytes.
+pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+/// The skippable frame magic the index uses (0x184D2A5E).
+pub(crate) const INDEX_FRAME_MAGIC: u32 = 0x184D_2A5E;
+/// Footer magic.
+pub(crate) const FOOTER_MAGIC: &[u8; 8] = b"OFFPKIDX";
+/// Footer size: u64 length + sha256 + magic.
+pub(crate) const FOOTER_LEN: u64 = 48;
+/// Skippable frame header size.
+pub(crate) const SKIPPABLE_HEADER_LEN: u64 = 8;
+/// Readers refuse larger indexes (spec 6.2).
+pub(crate) const MAX_INDEX_LEN: u64 = 64 << 20;
+
+/// Size of the raw header frame (spec 3.4).
+pub(crate) const RAW_HEADER_FRAME_LEN: u64 = 522;
+/// Where the 512 stored bytes start inside the raw header frame.
+pub(crate) const RAW_HEADER_OFFSET: u64 = 10;
+
+/// The raw header frame around a 512-byte tar header.
+pub(crate) fn raw_header_frame(header: &[u8; 512]) -> [u8; 522] {
+    let mut f = [0u8; 522];
+    f[..4].copy_from_slice(&ZSTD_MAGIC);
+    // Frame header descriptor: FCS 2 bytes (bits 7-6 = 01), single segment (bit 5), no checksum, no dict.
+    f[4] = 0x60;
+    // 2-byte FCS stores size - 256.
+    f[5..7].copy_from_slice(&(512u16 - 256).to_le_bytes());
+    // Block header: last = 1, type raw = 0, size 512 → (512 << 3) | 1.
+    let block = (512u32 << 3) | 1;
+    f[7..10].copy_from_slice(&block.to_le_bytes()[..3]);
+    f[10..].copy_from_slice(header);
+    f
+}
+
+/// The trailer: skippable frame holding `index_json` and the footer.
+pub(crate) fn trailer(index_json: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    let payload_len = index_json.len() as u64 + FOOTER_LEN;
+    let mut out = Vec::with_capacity(index_json.len() + 56);
+    out.extend_from_slice(&INDEX_FRAME_MAGIC.to_le_bytes());
+    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    out.extend_from_slice(index_json);
+    out.extend_from_slice(&(index_json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&sha2::Sha256::digest(index_json));
+    out.extend_from_slice(FOOTER_MAGIC);
+    out
+}
+
+/// Reads exactly `buf.len()` bytes at `offset` without moving any shared file position.
+pub(crate) fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match read_at(file, buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+#[cfg(unix)]
+pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+pub(crate) fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = std::os::windows::fs::FileExt::seek_write(file, buf, offset)?;
+        buf = &buf[n..];
+        offset += n as u64;
+    }
+    Ok(())
+}
+
+/// A `Read` over `[start, end)` of a file, using positional reads (several may share one `File`).
+pub(crate) struct RangeReader<'a> {
+    pub file: &'a File,
+    pub pos: u64,
+    pub end: u64,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (self.end.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = read_at(self.file, &mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Locates and checks the trailer; returns the index JSON and the file offset where the trailer starts.
+pub(crate) fn read_trailer(
+    file: &File,
+    file_len: u64,
+    path: &std::path::Path,
+) -> Result<(Vec<u8>, u64), BundleError> {
+    use sha2::Digest as _;
+    let not_bundle = |detail: &str| BundleError::NotABundle {
+        path: path.to_owned(),
+        detail: detail.to_owned(),
+    };
+    if file_len < FOOTER_LEN + SKIPPABLE_HEADER_LEN {
+        return Err(not_bundle("file is too short to hold an index footer"));
+    }
+    let mut footer = [0u8; 48];
+    read_exact_at(file, &mut footer, file_len - FOOTER_LEN)
+        .map_err(|e| BundleError::io(path, e))?;
+    if &footer[40..48] != FOOTER_MAGIC {
+        return Err(not_bundle("no OFFPKIDX footer at the end of the file"));
+    }
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&footer[..8]);
+    let index_len = u64::from_le_bytes(len_bytes);
+    let room = file_len - FOOTER_LEN - SKIPPABLE_HEADER_LEN;
+    if index_len > room {
+        return Err(BundleError::BadIndex(format!(
+            "footer declares an index of {index_len} bytes but only {room} bytes precede it"
+        )));
+    }
+    if index_len > MAX_INDEX_LEN {
+        return Err(BundleError::TooLarge {
+            what: "the bundle index".into(),
+            size: index_len,
+            limit: MAX_INDEX_LEN,
+        });
+    }
+    let trailer_start = room - index_len;
+    let mut frame_header = [0u8; 8];
+    read_exact_at(file, &mut frame_header, trailer_start).map_err(|e| BundleError::io(path, e))?;
+    let magic = u32::from_le_bytes([
+        frame_header[0],
+        frame_header[1],
+        frame_header[2],
+        frame_header[3],
+    ]);
+    let frame_size = u32::from_le_bytes([
+        frame_header[4],
+        frame_header[5],
+        frame_header[6],
+        frame_header[7],
+    ]);
+    if magic != INDEX_FRAME_MAGIC || u64::from(frame_size) != index_len + FOOTER_LEN {
+        return Err(BundleError::BadIndex(format!(
+            "no index frame header at byte {trailer_start} (the footer's length is wrong or the frame is damaged)"
+        )));
+    }
+    let mut index_json = vec![0u8; index_len as usize];
+    read_exact_at(file, &mut index_json, trailer_start + SKIPPABLE_HEADER_LEN)
+        .map_err(|e| BundleError::io(path, e))?;
+    if sha2::Sha256::digest(&index_json)[..] != footer[8..40] {
+        return Err(BundleError::BadIndex(
+            "the index does not match the SHA-256 in the footer".into(),
+        ));
+    }
+    Ok((index_json, trailer_start))
+}
+
+fn is_skippable_magic(m: [u8; 4]) -> bool {
+    let v = u32::from_le_bytes(m);
+    v & 0xFFFF_FFF0 == 0x184D_2A50
+}
+
+/// Decompresses a zstd frame sequence from `src` (which starts at file offset `base`) as one stream, and
+/// records where each frame starts. Stops at the first skippable frame (the trailer) or at the end of the
+/// input. Memory is bounded: zstd's window (≤ 128 MiB, `windowLog` 27) plus fixed buffers.
+pub(crate) struct FrameStream<R> {
+    src: R,
+    /// The file, for I/O error messages.
+    name: std::path::PathBuf,
+    inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
+    src_eof: bool,
+    /// File offset of `inbuf[in_start]`.
+    file_pos: u64,
+    dctx: DCtx<'static>,
+    at_frame_start: bool,
+    current_frame: u64,
+    out_total: u64,
+    /// (decompressed offset, file offset) of frames started but not yet claimed by the caller.
+    starts: VecDeque<(u64, u64)>,
+    /// File offset of the skippable frame that stopped decompression.
+    stopped_at: Option<u64>,
+}
+
+impl<R: Read> FrameStream<R> {
+    pub(crate) fn new(src: R, name: &std::path::Path, base: u64) -> Self {
+        FrameStream {
+            src,
+            name: name.to_owned(),
+            inbuf: vec![0; 1 << 17],
+            in_start: 0,
+            in_end: 0,
+            src_eof: false,
+            file_pos: base,
+            dctx: DCtx::create(),
+            at_frame_start: true,
+            current_frame: base,
+            out_total: 0,
+            starts: VecDeque::new(),
+            stopped_at: None,
+        }
+    }
+
+    /// Decompressed bytes produced so far.
+    pub(crate) fn out_pos(&self) -> u64 {
+        self.out_total
+    }
+
+    /// File offset of the frame currently being decompressed.
+    pub(crate) fn current_frame(&self) -> u64 {
+        self.current_frame
+    }
+
+    /// File offset where decompression stopped at a skippable frame, if it did.
+    pub(crate) fn stopped_at(&self) -> Option<u64> {
+        self.stopped_at
+    }
+
+    /// Returns the file offset of the frame that starts exactly at decompressed offset `out`, discarding
+    /// records of earlier frames; `None` if no frame starts there.
+    ///
+    /// A frame starting at the current position may not have been looked at yet: this peeks.
+    pub(crate) fn frame_starting_at(&mut self, out: u64) -> Result<Option<u64>, BundleError> {
+        if self.out_total == out && self.at_frame_start && self.stopped_at.is_none() {
+            self.begin_frame()?;
+        }
+        while let Some(&(o, f)) = self.starts.front() {
+            if o < out {
+                self.starts.pop_front();
+            } else if o == out {
+                self.starts.pop_front();
+                // Several frames may start at the same decompressed offset (empty frames): take the last.
+                let mut last = f;
+                while let Some(&(o2, f2)) = self.starts.front() {
+                    if o2 != out {
+                        break;
+                    }
+                    last = f2;
+                    self.starts.pop_front();
+                }
+                return Ok(Some(last));
+            } else {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands back the source (positioned after what was consumed) and the unconsumed buffered bytes.
+    pub(crate) fn into_parts(self) -> (R, Vec<u8>) {
+        let rest = self.inbuf[self.in_start..self.in_end].to_vec();
+        (self.src, rest)
+    }
+
+    fn fill(&mut self) -> Result<(), BundleError> {
+        if self.in_start == self.in_end {
+            self.in_start = 0;
+            self.in_end = 0;
+        } else if self.in_start > 0 {
+            self.inbuf.copy_within(self.in_start..self.in_end, 0);
+            self.in_end -= self.in_start;
+            self.in_start = 0;
+        }
+        if self.src_eof || self.in_end == self.inbuf.len() {
+            return Ok(());
+        }
+        loop {
+            match self.src.read(&mut self.inbuf[self.in_end..]) {
+                Ok(0) => {
+                    self.src_eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.in_end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BundleError::io(&self.name, e)),
+            }
+        }
+    }
+
+    /// At a frame boundary: look at the next magic. Returns false when the stream ended.
+    fn begin_frame(&mut self) -> Result<bool, BundleError> {
+        if self.stopped_at.is_some() {
+            return Ok(false);
+        }
+        while self.in_end - self.in_start < 4 && !self.src_eof {
+            self.fill()?;
+        }
+        let avail = self.in_end - self.in_start;
+        if avail == 0 {
+            return Ok(false);
+        }
+        if avail < 4 {
+            return Err(BundleError::Truncated {
+                offset: self.file_pos + avail as u64,
+                context: "a frame header".into(),
+            });
+        }
+        let mut magic = [0u8; 4];
+        magic.copy_from_slice(&self.inbuf[self.in_start..self.in_start + 4]);
+        if is_skippable_magic(magic) {
+            self.stopped_at = Some(self.file_pos);
+            return Ok(false);
+        }
+        if magic != ZSTD_MAGIC {
+            return Err(BundleError::CorruptFrame {
+                offset: self.file_pos,
+                detail: "expected a zstd frame here".into(),
+            });
+        }
+        self.current_frame = self.file_pos;
+        self.starts.push_back((self.out_total, self.file_pos));
+        self.at_frame_start = false;
+        Ok(true)
+    }
+
+    /// Reads decompressed bytes; 0 means the frame sequence ended (EOF or the trailer).
+    pub(crate) fn read_some(&mut self, out: &mut [u8]) -> Result<usize, BundleError> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.at_frame_start && !self.begin_frame()? {
+                return Ok(0);
+            }
+            if self.in_start == self.in_end {
+                self.fill()?;
+                if self.in_start == self.in_end {
+                    return Err(BundleError::Truncated {
+                        offset: self.file_pos,
+                        context: format!(
+                            "inside the frame that starts at byte {}",
+                            self.current_frame
+                        ),
+                    });
+                }
+            }
+            let mut input = InBuffer::around(&self.inbuf[self.in_start..self.in_end]);
+            let mut output = OutBuffer::around(&mut *out);
+            let hint = self
+                .dctx
+                .decompress_stream(&mut output, &mut input)
+                .map_err(|code| BundleError::CorruptFrame {
+                    offset: self.current_frame,
+                    detail: zstd::zstd_safe::get_error_name(code).to_owned(),
+                })?;
+            let consumed = input.pos();
+            let produced = output.pos();
+            self.in_start += consumed;
+            self.file_pos += consumed as u64;
+            self.out_total += produced as u64;
+            if hint == 0 {
+                self.at_frame_start = true;
+            }
+            if produced > 0 {
+                return Ok(produced);
+            }
+        }
+    }
+
+    /// Fills `buf` completely; `Ok(false)` if the stream ended before the first byte, an error if it ended
+    /// part-way.
+    pub(crate) fn read_full(&mut self, buf: &mut [u8], what: &str) -> Result<bool, BundleError> {
+        let mut got = 0;
+        while got < buf.len() {
+            let n = self.read_some(&mut buf[got..])?;
+            if n == 0 {
+                if got == 0 {
+                    return Ok(false);
+                }
+                return Err(self.ended_early(what));
+            }
+            got += n;
+        }
+        Ok(true)
+    }
+
+    /// The error for data that stops before `what` is complete.
+    pub(crate) fn ended_early(&self, what: &str) -> BundleError {
+        match self.stopped_at {
+            Some(at) => BundleError::SizeMismatch {
+                entry: what.to_owned(),
+                offset: at,
+                detail: "the archive ends (index frame reached) before the entry's declared size"
+                    .into(),
+            },
+            None => BundleError::Truncated {
+                offset: self.file_pos,
+                context: format!("while reading {what}"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_header_frame_decompresses_to_the_header() {
+        let header = [7u8; 512];
+        let frame = raw_header_frame(&header);
+        assert_eq!(frame.len() as u64, RAW_HEADER_FRAME_LEN);
+        assert_eq!(zstd::decode_all(&frame[..]).unwrap(), header.to_vec());
+    }
+
+    #[test]
+    fn frame_stream_reports_frame_starts_and_stops_at_trailer() {
+        let a = zstd::encode_all(&[1u8; 1000][..], 3).unwrap();
+        let b = raw_header_frame(&[2u8; 512]);
+        let mut file = a.clone();
+        file.extend_from_slice(&b);
+        file.extend_from_slice(&trailer(b"{}"));
+        let mut s = FrameStream::new(&file[..], "t".as_ref(), 0);
+        let mut out = vec![0u8; 1512];
+        assert!(s.read_full(&mut out, "test").unwrap());
+        assert_eq!(&out[..1000], &[1u8; 1000][..]);
+        assert_eq!(&out[1000..], &[2u8; 512][..]);
+        assert_eq!(s.read_some(&mut out).unwrap(), 0);
+        assert_eq!(s.stopped_at(), Some((a.len() + 522) as u64));
+        assert_eq!(s.frame_starting_at(0).unwrap(), Some(0));
+        assert_eq!(s.frame_starting_at(1000).unwrap(), Some(a.len() as u64));
+    }
+
+    #[test]
+    fn frame_stream_reports_truncation_and_corruption() {
+        let a = zstd::encode_all(&[1u8; 100_000][..], 3).unwrap();
+        let mut s = FrameStream::new(&a[..a.len() - 3], "t".as_ref(), 0);
+        let mut out = vec![0u8; 100_000];
+        assert_eq!(s.read_full(&mut out, "x").unwrap_err().kind(), "truncated");
+        let mut bad = a.clone();
+        bad[0] = 0;
+        let mut s = FrameStream::new(&bad[..], "t".as_ref(), 0);
+        assert_eq!(
+            s.read_full(&mut out, "x").unwrap_err().kind(),
+            "corrupt-frame"
+        );
+    }
+}

@@ -1,0 +1,493 @@
+//! `offpack.json` (offpack's manifest) and the metadata derived from it: OCI image manifests, the OCI
+//! `index.json` and Docker's `manifest.json`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::{BundleError, Digest};
+
+/// The format version this crate writes.
+pub const FORMAT_VERSION: &str = "1.0";
+/// The major format version this crate reads.
+pub const FORMAT_MAJOR: u32 = 1;
+
+/// A blob named by digest and size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    /// The blob's digest (its entry is `blobs/sha256/<hex>`).
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// `offpack.json`: what the bundle holds. Unknown fields are ignored (minor versions only add fields).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// `"MAJOR.MINOR"`; [`FORMAT_VERSION`] when written by this crate.
+    pub format_version: String,
+    /// Version of the offpack that wrote the bundle.
+    pub offpack_version: String,
+    /// RFC 3339 UTC creation time (see [`rfc3339_utc_now`]).
+    pub created: String,
+    /// The Compose project.
+    pub project: Project,
+    /// Target platforms, `os/arch[/variant]`.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// The images.
+    #[serde(default)]
+    pub images: Vec<Image>,
+    /// Reserved: language packages.
+    #[serde(default)]
+    pub packages: Vec<Package>,
+    /// Reserved: rebuild data, free-form.
+    #[serde(default)]
+    pub rebuild: Map<String, Value>,
+}
+
+/// The Compose project a bundle was made from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Project name.
+    pub name: String,
+    /// Project files and their digests at bundling time.
+    #[serde(default)]
+    pub files: Vec<ProjectFile>,
+}
+
+/// One project file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectFile {
+    /// Path relative to the project directory, `/`-separated.
+    pub path: String,
+    /// Digest of its content.
+    pub sha256: Digest,
+}
+
+/// One image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Every reference of the image, familiar form (`python:3.11-slim`, mirror-prefixed names too).
+    pub refs: Vec<String>,
+    /// Image ID: `sha256:<config digest hex>`.
+    pub id: Digest,
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// The config blob.
+    pub config: BlobRef,
+    /// Uncompressed layer tars, in order (digests = diff IDs).
+    pub layers: Vec<BlobRef>,
+    /// The OCI image manifest blob. [`crate::BundleWriter::finish`] writes it and fills this in (any value
+    /// given is replaced); always present in a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci_manifest: Option<BlobRef>,
+}
+
+/// Reserved: a language package stored as a blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    /// `pypi`, `npm`, ...
+    pub ecosystem: String,
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Original file name.
+    pub filename: String,
+    /// The blob.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Services that need it.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+impl Manifest {
+    /// An empty manifest for `project`, created now, format [`FORMAT_VERSION`].
+    pub fn new(offpack_version: &str, project: &str) -> Self {
+        Manifest {
+            format_version: FORMAT_VERSION.to_owned(),
+            offpack_version: offpack_version.to_owned(),
+            created: rfc3339_utc_now(),
+            project: Project {
+                name: project.to_owned(),
+                files: Vec::new(),
+            },
+            platforms: Vec::new(),
+            images: Vec::new(),
+            packages: Vec::new(),
+            rebuild: Map::new(),
+        }
+    }
+
+    /// Parses `offpack.json`, checking the major version first so a future format gets a clear message
+    /// rather than a field error.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, BundleError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            BundleError::BadManifest(format!("offpack.json is not valid JSON: {e}"))
+        })?;
+        let version = value
+            .get("format_version")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                BundleError::BadManifest("offpack.json has no `format_version` string".into())
+            })?;
+        check_format_version(version)?;
+        let manifest: Manifest = serde_json::from_value(value)
+            .map_err(|e| BundleError::BadManifest(format!("offpack.json is invalid: {e}")))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// Serializes as pretty JSON with a final newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+        out.push(b'\n');
+        out
+    }
+
+    /// Checks what serde cannot: the creation time format and image IDs.
+    pub fn validate(&self) -> Result<(), BundleError> {
+        if !is_rfc3339_utc(&self.created) {
+            return Err(BundleError::BadManifest(format!(
+                "offpack.json: `created` is `{}`, expected an RFC 3339 UTC time like 2026-01-31T12:00:00Z",
+                self.created
+            )));
+        }
+        for image in &self.images {
+            if image.id != image.config.digest {
+                return Err(BundleError::BadManifest(format!(
+                    "offpack.json: image {} has id {} but its config is {}",
+                    image.display_name(),
+                    image.id,
+                    image.config.digest
+                )));
+            }
+            parse_platform(&image.platform).ok_or_else(|| {
+                BundleError::BadManifest(format!(
+                    "offpack.json: image {} has platform `{}`, expected os/arch[/variant]",
+                    image.display_name(),
+                    image.platform
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Image {
+    /// A name for messages: the first reference, or the ID.
+    pub fn display_name(&self) -> String {
+        self.refs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| self.id.to_string())
+    }
+}
+
+/// Checks `MAJOR.MINOR` against [`FORMAT_MAJOR`].
+pub(crate) fn check_format_version(version: &str) -> Result<(), BundleError> {
+    let unsupported = || BundleError::UnsupportedVersion {
+        found: version.to_owned(),
+        supported: format!("{FORMAT_MAJOR}.x"),
+    };
+    let (major, minor) = version.split_once('.').ok_or_else(unsupported)?;
+    let major: u32 = major.parse().map_err(|_| unsupported())?;
+    minor.parse::<u32>().map_err(|_| unsupported())?;
+    if major != FORMAT_MAJOR {
+        return Err(unsupported());
+    }
+    Ok(())
+}
+
+/// The current time as RFC 3339 UTC with seconds precision, e.g. `2026-11-23T14:37:40Z`.
+pub fn rfc3339_utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339_from_unix(secs)
+}
+
+pub(crate) fn rfc3339_from_unix(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn is_rfc3339_utc(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    if b.len() < 20 || !digits(0..4) || !digits(5..7) || !digits(8..10) || !digits(11..13) {
+        return false;
+    }
+    if !digits(14..16) || !digits(17..19) {
+        return false;
+    }
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return false;
+    }
+    match &b[19..] {
+        [b'Z'] => true,
+        [b'.', rest @ .., b'Z'] => !rest.is_empty() && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// `os/arch[/variant]` → (os, arch, variant).
+fn parse_platform(p: &str) -> Option<(&str, &str, Option<&str>)> {
+    let mut parts = p.split('/');
+    let os = parts.next().filter(|s| !s.is_empty())?;
+    let arch = parts.next().filter(|s| !s.is_empty())?;
+    let variant = match parts.next() {
+        Some(v) if !v.is_empty() => Some(v),
+        Some(_) => return None,
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((os, arch, variant))
+}
+
+pub(crate) const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER_TAR_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// The exact `oci-layout` content.
+pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// The OCI image manifest of `image` (section 5.2 of the spec).
+pub(crate) fn oci_manifest_json(image: &Image) -> Vec<u8> {
+    let layers: Vec<Value> = image
+        .layers
+        .iter()
+        .map(|l| json!({"mediaType": OCI_LAYER_TAR_MEDIA_TYPE, "digest": l.digest, "size": l.size}))
+        .collect();
+    let value = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+        "config": {"mediaType": OCI_CONFIG_MEDIA_TYPE, "digest": image.config.digest, "size": image.config.size},
+        "layers": layers,
+    });
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
+/// `index.json` (section 5.3). Images must have `oci_manifest` set.
+pub(crate) fn oci_index_value(manifest: &Manifest) -> Value {
+    let mut descriptors = Vec::new();
+    for image in &manifest.images {
+        let Some(oci) = &image.oci_manifest else {
+            continue;
+        };
+        let mut base = Map::new();
+        base.insert("mediaType".into(), OCI_MANIFEST_MEDIA_TYPE.into());
+        base.insert("digest".into(), oci.digest.to_string().into());
+        base.insert("size".into(), oci.size.into());
+        if let Some((os, arch, variant)) = parse_platform(&image.platform) {
+            let mut platform = Map::new();
+            platform.insert("architecture".into(), arch.into());
+            platform.insert("os".into(), os.into());
+            if let Some(v) = variant {
+                platform.insert("variant".into(), v.into());
+            }
+            base.insert("platform".into(), Value::Object(platform));
+        }
+        if image.refs.is_empty() {
+            descriptors.push(Value::Object(base.clone()));
+        }
+        for reference in &image.refs {
+            let full = fully_qualified(reference);
+            let mut d = base.clone();
+            d.insert(
+                "annotations".into(),
+                json!({
+                    "io.containerd.image.name": full,
+                    "org.opencontainers.image.ref.name": tag_of(reference).unwrap_or(&full),
+                }),
+            );
+            descriptors.push(Value::Object(d));
+        }
+    }
+    json!({"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": descriptors})
+}
+
+/// Docker's `manifest.json` (section 5.4).
+pub(crate) fn docker_manifest_value(manifest: &Manifest) -> Value {
+    let items: Vec<Value> = manifest
+        .images
+        .iter()
+        .map(|image| {
+            let tags: Vec<&String> = image.refs.iter().filter(|r| !r.contains('@')).collect();
+            let layers: Vec<String> = image.layers.iter().map(|l| l.digest.blob_path()).collect();
+            json!({"Config": image.config.digest.blob_path(), "RepoTags": tags, "Layers": layers})
+        })
+        .collect();
+    Value::Array(items)
+}
+
+/// The tag of a reference, if it has one (`python:3.11` → `3.11`; `host:5000/x` → none).
+fn tag_of(reference: &str) -> Option<&str> {
+    let without_digest = reference.split('@').next().unwrap_or(reference);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+/// `python:3.11` → `docker.io/library/python:3.11` (Docker's normalization).
+pub(crate) fn fully_qualified(reference: &str) -> String {
+    let mut out = match reference.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            reference.to_owned()
+        }
+        Some(_) => format!("docker.io/{reference}"),
+        None => format!("docker.io/library/{reference}"),
+    };
+    if tag_of(&out).is_none() && !out.contains('@') {
+        out.push_str(":latest");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> Digest {
+        Digest::from_hex(&c.to_string().repeat(64)).unwrap()
+    }
+
+    fn image() -> Image {
+        Image {
+            refs: vec![
+                "python:3.11-slim".into(),
+                "mirror.local/library/python:3.11-slim".into(),
+            ],
+            id: digest('c'),
+            platform: "linux/arm64/v8".into(),
+            config: BlobRef {
+                digest: digest('c'),
+                size: 10,
+            },
+            layers: vec![BlobRef {
+                digest: digest('1'),
+                size: 20,
+            }],
+            oci_manifest: Some(BlobRef {
+                digest: digest('e'),
+                size: 30,
+            }),
+        }
+    }
+
+    #[test]
+    fn normalizes_references_like_docker() {
+        assert_eq!(
+            fully_qualified("python:3.11-slim"),
+            "docker.io/library/python:3.11-slim"
+        );
+        assert_eq!(fully_qualified("redis"), "docker.io/library/redis:latest");
+        assert_eq!(
+            fully_qualified("bitnami/redis:7"),
+            "docker.io/bitnami/redis:7"
+        );
+        assert_eq!(fully_qualified("localhost/app"), "localhost/app:latest");
+        assert_eq!(
+            fully_qualified("reg.local:5000/a/b:1"),
+            "reg.local:5000/a/b:1"
+        );
+        assert_eq!(tag_of("reg.local:5000/a/b"), None);
+    }
+
+    #[test]
+    fn docker_manifest_lists_tags_and_blob_paths() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        let mut img = image();
+        img.refs.push("python@sha256:".to_owned() + &"a".repeat(64));
+        m.images.push(img);
+        let v = docker_manifest_value(&m);
+        assert_eq!(v[0]["Config"], format!("blobs/sha256/{}", "c".repeat(64)));
+        assert_eq!(v[0]["RepoTags"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            v[0]["Layers"][0],
+            format!("blobs/sha256/{}", "1".repeat(64))
+        );
+    }
+
+    #[test]
+    fn oci_index_has_one_descriptor_per_reference() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        m.images.push(image());
+        let v = oci_index_value(&m);
+        let manifests = v["manifests"].as_array().unwrap();
+        assert_eq!(manifests.len(), 2);
+        assert_eq!(
+            manifests[0]["annotations"]["io.containerd.image.name"],
+            "docker.io/library/python:3.11-slim"
+        );
+        assert_eq!(
+            manifests[0]["annotations"]["org.opencontainers.image.ref.name"],
+            "3.11-slim"
+        );
+        assert_eq!(manifests[0]["platform"]["variant"], "v8");
+    }
+
+    #[test]
+    fn refuses_other_major_versions_naming_both() {
+        let json = br#"{"format_version":"2.0","something":"else"}"#;
+        let err = Manifest::from_json(json).unwrap_err();
+        assert_eq!(err.kind(), "unsupported-version");
+        let msg = err.to_string();
+        assert!(msg.contains("2.0") && msg.contains("1.x"), "{msg}");
+    }
+
+    #[test]
+    fn ignores_unknown_fields_of_same_major() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        m.images.push(image());
+        let mut v: Value = serde_json::from_slice(&m.to_json()).unwrap();
+        v["format_version"] = "1.7".into();
+        v["future_field"] = json!({"x": 1});
+        v["images"][0]["future"] = 3.into();
+        let parsed = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(parsed.images, m.images);
+    }
+
+    #[test]
+    fn validates_created_and_ids() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        assert!(m.validate().is_ok());
+        m.created = "yesterday".into();
+        assert_eq!(m.validate().unwrap_err().kind(), "bad-manifest");
+        m.created = "2026-01-31T12:00:00.123Z".into();
+        assert!(m.validate().is_ok());
+        let mut img = image();
+        img.id = digest('d');
+        m.images.push(img);
+        assert!(m.validate().unwrap_err().to_string().contains("has id"));
+    }
+
+    #[test]
+    fn formats_unix_times() {
+        assert_eq!(rfc3339_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_from_unix(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_from_unix(1_795_444_660), "2026-11-23T14:37:40Z");
+    }
+}

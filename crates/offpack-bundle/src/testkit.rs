@@ -1,0 +1,115 @@
+//! Building blocks for test vectors and tests: lets a generator write deliberately broken bundles.
+//! Not part of the stable API.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::manifest::BlobRef;
+use crate::{BundleError, BundleReader, Digest, INDEX_VERSION, Index, IndexEntry};
+
+/// A tar entry to assemble: header bytes as given, data, and what the index should say about it.
+#[derive(Clone, Debug)]
+pub struct RawEntry {
+    /// The 512-byte header, written as is.
+    pub header: [u8; 512],
+    /// The data; padded with zeros to a block.
+    pub data: Vec<u8>,
+    /// The index entry's path; `None` leaves the entry out of the index (directories).
+    pub index_path: Option<String>,
+    /// The index entry's size.
+    pub index_size: u64,
+    /// The index entry's digest.
+    pub index_digest: Option<Digest>,
+    /// Store the header in a raw frame of its own (as `add_blob` does).
+    pub raw_header: bool,
+}
+
+impl RawEntry {
+    /// A regular file with a canonical header and a truthful index entry.
+    pub fn regular(path: &str, data: Vec<u8>) -> Self {
+        RawEntry {
+            header: crate::tarhdr::regular_header(path, data.len() as u64),
+            index_path: Some(path.to_owned()),
+            index_size: data.len() as u64,
+            index_digest: Some(Digest::of_bytes(&data)),
+            data,
+            raw_header: false,
+        }
+    }
+}
+
+/// A canonical header with any type flag.
+pub fn header(name: &str, size: u64, typeflag: u8) -> [u8; 512] {
+    crate::tarhdr::header_with_type(name, size, typeflag)
+}
+
+/// Recomputes a header's checksum after editing it.
+pub fn set_checksum(h: &mut [u8; 512]) {
+    crate::tarhdr::set_checksum(h)
+}
+
+/// Assembles a bundle: each entry as one frame (or raw header frame + one frame), the end-of-archive frame,
+/// and a trailer with an index built from the entries' `index_*` fields and `manifest`.
+pub fn assemble(entries: &[RawEntry], manifest: BlobRef) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut tar_offset = 0u64;
+    let mut index_entries = Vec::new();
+    for e in entries {
+        let start = out.len() as u64;
+        let mut body = Vec::new();
+        if e.raw_header {
+            out.extend_from_slice(&crate::frame::raw_header_frame(&e.header));
+        } else {
+            body.extend_from_slice(&e.header);
+        }
+        body.extend_from_slice(&e.data);
+        body.resize(
+            body.len() + crate::tarhdr::padding(e.data.len() as u64) as usize,
+            0,
+        );
+        if !body.is_empty() {
+            out.extend_from_slice(&zstd::encode_all(&body[..], 3).unwrap_or_default());
+        }
+        if let Some(path) = &e.index_path {
+            index_entries.push(IndexEntry {
+                path: path.clone(),
+                digest: e.index_digest.clone(),
+                offset: start,
+                compressed_len: out.len() as u64 - start,
+                size: e.index_size,
+                tar_offset,
+            });
+        }
+        tar_offset += 512 + e.data.len() as u64 + crate::tarhdr::padding(e.data.len() as u64);
+    }
+    out.extend_from_slice(&zstd::encode_all(&[0u8; 1024][..], 3).unwrap_or_default());
+    let index = Index {
+        index_version: INDEX_VERSION,
+        entries: index_entries,
+        manifest,
+    };
+    out.extend_from_slice(&crate::frame::trailer(
+        &serde_json::to_vec(&index).unwrap_or_default(),
+    ));
+    out
+}
+
+/// Builds a trailer around arbitrary index JSON.
+pub fn trailer(index_json: &[u8]) -> Vec<u8> {
+    crate::frame::trailer(index_json)
+}
+
+/// Every entry of a valid bundle with its data, in archive order.
+pub fn read_entries(path: &Path) -> Result<Vec<(IndexEntry, Vec<u8>)>, BundleError> {
+    let reader = BundleReader::open(path)?;
+    let mut out = Vec::new();
+    for e in &reader.index().entries {
+        let mut data = Vec::new();
+        reader
+            .entry(&e.path)?
+            .read_to_end(&mut data)
+            .map_err(|err| BundleError::io(path, err))?;
+        out.push((e.clone(), data));
+    }
+    Ok(out)
+}

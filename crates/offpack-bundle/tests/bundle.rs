@@ -1,0 +1,427 @@
+//! Writing, reading, verifying and extracting real bundles.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use offpack_bundle::{
+    BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, SidecarStatus, WriteOptions,
+    extract, verify,
+};
+
+const OPTS: WriteOptions = WriteOptions {
+    level: 3,
+    threads: 1,
+};
+
+/// Deterministic pseudo-random bytes (xorshift), compressible enough to be realistic but not trivially.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 3 == 0 {
+                b'a' + (x % 4) as u8
+            } else {
+                x as u8
+            }
+        })
+        .collect()
+}
+
+/// Writes a bundle with one image whose layers are `layers` (odd ones through `add_blob`, the unknown-digest
+/// path). Returns the path and the manifest as written.
+fn write_bundle(dir: &Path, name: &str, layers: &[Vec<u8>]) -> (PathBuf, Manifest) {
+    let path = dir.join(name);
+    let mut w = BundleWriter::create(&path, OPTS).unwrap();
+    let mut refs = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let d = if i % 2 == 1 {
+            w.add_blob(layer.len() as u64, &layer[..]).unwrap()
+        } else {
+            let d = Digest::of_bytes(layer);
+            w.add_blob_with_digest(&d, layer.len() as u64, &layer[..])
+                .unwrap();
+            d
+        };
+        assert!(w.contains(&d));
+        refs.push(BlobRef {
+            digest: d,
+            size: layer.len() as u64,
+        });
+    }
+    let diff_ids: Vec<String> = refs.iter().map(|r| r.digest.to_string()).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    }))
+    .unwrap();
+    let cd = w.add_blob_bytes(&config).unwrap();
+    let mut manifest = Manifest::new("0.1.0-test", "shop");
+    manifest.platforms.push("linux/amd64".into());
+    manifest.images.push(Image {
+        refs: vec![
+            "python:3.11-slim".into(),
+            "mirror.local/library/python:3.11-slim".into(),
+        ],
+        id: cd.clone(),
+        platform: "linux/amd64".into(),
+        config: BlobRef {
+            digest: cd,
+            size: config.len() as u64,
+        },
+        layers: refs,
+        oci_manifest: None,
+    });
+    let written = w.finish(manifest.clone()).unwrap();
+    assert_eq!(written.path, path);
+    assert_eq!(written.size, std::fs::metadata(&path).unwrap().len());
+    let reader = BundleReader::open(&path).unwrap();
+    (path, reader.manifest().clone())
+}
+
+fn read_blob(reader: &BundleReader, d: &Digest) -> Vec<u8> {
+    let mut out = Vec::new();
+    reader.blob(d).unwrap().read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn round_trip_verify_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = vec![
+        bytes(1, 3000),
+        bytes(2, 0),
+        bytes(3, 512),
+        bytes(1, 3000),
+        bytes(4, 100_001),
+    ];
+    let (path, manifest) = write_bundle(dir.path(), "shop.offpack", &layers);
+
+    let mut last_progress = 0;
+    let report = verify(&path, &mut |n| last_progress = n).unwrap();
+    assert_eq!(last_progress, report.size);
+    assert!(matches!(report.sidecar, SidecarStatus::Matched(_)));
+    // 4 distinct layers + config + OCI manifest.
+    assert_eq!(report.blobs, 6);
+    assert!(report.unreferenced.is_empty());
+    assert_eq!(report.manifest, manifest);
+
+    let reader = BundleReader::open(&path).unwrap();
+    for layer in &layers {
+        assert_eq!(&read_blob(&reader, &Digest::of_bytes(layer)), layer);
+    }
+    let image = &reader.manifest().images[0];
+    let oci = image.oci_manifest.as_ref().unwrap();
+    let oci_json: serde_json::Value =
+        serde_json::from_slice(&read_blob(&reader, &oci.digest)).unwrap();
+    assert_eq!(oci_json["layers"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        oci_json["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    let missing = Digest::of_bytes(b"nope");
+    assert_eq!(reader.blob(&missing).err().unwrap().kind(), "not-found");
+
+    // The sidecar is in sha256sum format.
+    let sidecar = std::fs::read_to_string(dir.path().join("shop.offpack.sha256")).unwrap();
+    assert_eq!(
+        sidecar,
+        format!("{}  shop.offpack\n", report.sha256.unwrap())
+    );
+    let status = Command::new("sha256sum")
+        .arg("-c")
+        .arg("--quiet")
+        .arg("shop.offpack.sha256")
+        .current_dir(dir.path())
+        .status();
+    if let Ok(status) = status {
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn duplicates_are_dropped_by_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.offpack");
+    let mut w = BundleWriter::create(&path, OPTS).unwrap();
+    let data = bytes(9, 70_000);
+    let d1 = w.add_blob(data.len() as u64, &data[..]).unwrap();
+    let d2 = w.add_blob(data.len() as u64, &data[..]).unwrap();
+    let d3 = w.add_blob_bytes(&data).unwrap();
+    assert_eq!(d1, d2);
+    assert_eq!(d1, d3);
+    let written = w.finish(Manifest::new("0", "p")).unwrap();
+    assert_eq!(written.blobs, 1);
+    let report = verify(&path, &mut |_| {}).unwrap();
+    assert_eq!(report.unreferenced, vec![d1]);
+}
+
+#[test]
+fn writer_rejects_bad_input_and_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.offpack");
+    let mut w = BundleWriter::create(&path, OPTS).unwrap();
+    let data = bytes(5, 10_000);
+    let wrong = Digest::of_bytes(b"other");
+    let err = w
+        .add_blob_with_digest(&wrong, data.len() as u64, &data[..])
+        .unwrap_err();
+    assert_eq!(err.kind(), "source-mismatch");
+    assert!(!err.is_corruption());
+    assert!(!w.contains(&wrong));
+    let err = w.add_blob(20_000, &data[..]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("ended after 10000 of the declared 20000"),
+        "{err}"
+    );
+    let err = w.add_blob(5, &data[..]).unwrap_err();
+    assert!(
+        err.to_string().contains("longer than the declared 5"),
+        "{err}"
+    );
+    let d = w.add_blob_bytes(&data).unwrap();
+
+    let mut manifest = Manifest::new("0", "p");
+    let ghost = Digest::of_bytes(b"ghost");
+    manifest.images.push(Image {
+        refs: vec!["a:1".into()],
+        id: ghost.clone(),
+        platform: "linux/amd64".into(),
+        config: BlobRef {
+            digest: ghost,
+            size: 5,
+        },
+        layers: vec![BlobRef {
+            digest: d,
+            size: data.len() as u64,
+        }],
+        oci_manifest: None,
+    });
+    let err = w.finish(manifest).unwrap_err();
+    assert_eq!(err.kind(), "unwritten-blob");
+    assert!(err.to_string().contains("config of image a:1"), "{err}");
+    // No bundle appears and the temporary file is gone.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn standard_tools_read_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = vec![bytes(1, 5000), bytes(2, 777)];
+    let (path, manifest) = write_bundle(dir.path(), "t.offpack", &layers);
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc '{}' | tar -t", path.display()))
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    let names: Vec<String> = String::from_utf8(listing.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let image = &manifest.images[0];
+    let mut expected = vec!["oci-layout".to_owned()];
+    expected.extend(image.layers.iter().map(|l| l.digest.blob_path()));
+    expected.push(image.config.digest.blob_path());
+    expected.push(image.oci_manifest.as_ref().unwrap().digest.blob_path());
+    expected.extend(["index.json", "manifest.json", "offpack.json"].map(str::to_owned));
+    assert_eq!(names, expected);
+
+    // `tar -x` gives files whose names are their hashes.
+    let out = dir.path().join("x");
+    std::fs::create_dir(&out).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc '{}' | tar -x -C '{}'",
+            path.display(),
+            out.display()
+        ))
+        .stderr(Stdio::inherit())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for l in &image.layers {
+        let data = std::fs::read(out.join(l.digest.blob_path())).unwrap();
+        assert_eq!(Digest::of_bytes(&data), l.digest);
+    }
+    let docker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(docker[0]["RepoTags"][0], "python:3.11-slim");
+    assert_eq!(docker[0]["Config"], image.config.digest.blob_path());
+}
+
+#[test]
+fn extract_writes_a_verified_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = vec![bytes(7, 40_000)];
+    let (path, manifest) = write_bundle(dir.path(), "e.offpack", &layers);
+    let out = dir.path().join("out");
+    let report = extract(&path, &out).unwrap();
+    assert_eq!(report.manifest, manifest);
+    let layer = std::fs::read(out.join(manifest.images[0].layers[0].digest.blob_path())).unwrap();
+    assert_eq!(layer, layers[0]);
+    for name in ["oci-layout", "index.json", "manifest.json", "offpack.json"] {
+        assert!(out.join(name).is_file(), "{name}");
+    }
+    // No temporary files are left.
+    let leftovers = std::fs::read_dir(out.join("blobs/sha256"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[cfg(unix)]
+#[test]
+fn extract_does_not_follow_planted_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_bundle(dir.path(), "s.offpack", &[bytes(1, 100)]);
+    let out = dir.path().join("out");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("blobs")).unwrap();
+    let err = extract(&path, &out).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
+/// A small deterministic PRNG for positions.
+fn positions(seed: u64, n: usize, max: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % max
+        })
+        .collect()
+}
+
+#[test]
+fn flipped_bytes_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = vec![bytes(1, 20_000), bytes(2, 700), bytes(3, 0)];
+    let (path, _) = write_bundle(dir.path(), "f.offpack", &layers);
+    let good = std::fs::read(&path).unwrap();
+    let sidecar = std::fs::read(dir.path().join("f.offpack.sha256")).unwrap();
+    let bad = dir.path().join("bad.offpack");
+    let bad_sidecar = dir.path().join("bad.offpack.sha256");
+    let mut undetected_without_sidecar = 0;
+    for (i, pos) in positions(42, 400, good.len() as u64)
+        .into_iter()
+        .enumerate()
+    {
+        let mut copy = good.clone();
+        let flip = 1u8 << (i % 8);
+        copy[pos as usize] ^= flip;
+        std::fs::write(&bad, &copy).unwrap();
+        std::fs::write(&bad_sidecar, &sidecar).unwrap();
+        let err = verify(&bad, &mut |_| {}).expect_err(&format!("flip at {pos} not detected"));
+        assert!(err.is_corruption(), "flip at {pos}: {err}");
+
+        // Without the sidecar, a flip either fails or left every byte of content intact (e.g. a bit zstd ignores).
+        std::fs::remove_file(&bad_sidecar).unwrap();
+        if verify(&bad, &mut |_| {}).is_ok() {
+            undetected_without_sidecar += 1;
+            let reader = BundleReader::open(&bad).unwrap();
+            for layer in &layers {
+                assert_eq!(&read_blob(&reader, &Digest::of_bytes(layer)), layer);
+            }
+        }
+    }
+    assert!(
+        undetected_without_sidecar < 10,
+        "{undetected_without_sidecar}"
+    );
+}
+
+#[test]
+fn truncation_is_detected_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_bundle(dir.path(), "t.offpack", &[bytes(1, 30_000), bytes(2, 900)]);
+    let good = std::fs::read(&path).unwrap();
+    let bad = dir.path().join("cut.offpack");
+    let mut cuts = positions(7, 150, good.len() as u64);
+    cuts.extend([0, 1, 47, 48, 56, good.len() as u64 - 1]);
+    for cut in cuts {
+        std::fs::write(&bad, &good[..cut as usize]).unwrap();
+        let err = verify(&bad, &mut |_| {}).expect_err(&format!("cut at {cut} not detected"));
+        assert!(err.is_corruption(), "cut at {cut}: {err}");
+        assert!(BundleReader::open(&bad).is_err(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn blob_reader_reports_corrupt_content_at_eof() {
+    use offpack_bundle::testkit::{self, RawEntry};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_bundle(dir.path(), "c.offpack", &[bytes(1, 3000)]);
+    let mut entries: Vec<RawEntry> = testkit::read_entries(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(e, data)| RawEntry::regular(&e.path, data))
+        .collect();
+    let victim = entries
+        .iter()
+        .position(|e| e.index_path.as_deref().unwrap_or("").starts_with("blobs/"))
+        .unwrap();
+    let digest: Digest = format!(
+        "sha256:{}",
+        &entries[victim].index_path.clone().unwrap()[13..]
+    )
+    .parse()
+    .unwrap();
+    entries[victim].data[0] ^= 0xff;
+    entries[victim].index_digest = Some(digest.clone());
+    let offpack = entries.last().unwrap().data.clone();
+    let bytes = testkit::assemble(
+        &entries,
+        BlobRef {
+            digest: Digest::of_bytes(&offpack),
+            size: offpack.len() as u64,
+        },
+    );
+    let bad = dir.path().join("bad.offpack");
+    std::fs::write(&bad, bytes).unwrap();
+    let reader = BundleReader::open(&bad).unwrap();
+    let mut out = Vec::new();
+    let err = reader
+        .blob(&digest)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains(digest.hex()), "{err}");
+    assert_eq!(verify(&bad, &mut |_| {}).unwrap_err().kind(), "bad-digest");
+}
+
+#[test]
+fn not_a_bundle_and_missing_file_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = verify(&dir.path().join("absent.offpack"), &mut |_| {}).unwrap_err();
+    assert_eq!(err.kind(), "io");
+    assert!(!err.is_corruption());
+    let junk = dir.path().join("junk.offpack");
+    std::fs::write(&junk, b"hello").unwrap();
+    let err = verify(&junk, &mut |_| {}).unwrap_err();
+    assert_eq!(err.kind(), "not-a-bundle");
+    assert!(err.is_corruption());
+    assert!(err.to_string().contains("copy the bundle again"), "{err}");
+}

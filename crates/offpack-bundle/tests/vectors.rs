@@ -1,0 +1,64 @@
+//! Every vector in `bundle-spec/vectors/` gives the result its `.expect` file names.
+
+use std::path::Path;
+
+#[test]
+fn every_vector_gives_its_expected_result() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for path in paths {
+        if path.extension().and_then(|e| e.to_str()) != Some("offpack") {
+            continue;
+        }
+        let expect_path = path.with_extension("expect");
+        let expected = std::fs::read_to_string(&expect_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()))
+            .trim()
+            .to_owned();
+        let actual = match offpack_bundle::verify(&path, &mut |_| {}) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => {
+                assert!(
+                    e.is_corruption(),
+                    "{}: {e} is not classed as corruption",
+                    path.display()
+                );
+                format!("{} ({e})", e.kind())
+            }
+        };
+        let kind = actual.split(' ').next().unwrap_or("");
+        if kind != expected {
+            failures.push(format!(
+                "{}: expected {expected}, got {actual}",
+                path.display()
+            ));
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} vectors found in {}",
+        dir.display()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn valid_vectors_open_and_read() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
+    let reader = offpack_bundle::BundleReader::open(&dir.join("ok-minimal.offpack")).unwrap();
+    assert_eq!(reader.manifest().images.len(), 1);
+    assert_eq!(reader.manifest().images[0].refs, ["shop_backend:latest"]);
+    let err =
+        offpack_bundle::BundleReader::open(&dir.join("unknown-major-version.offpack")).unwrap_err();
+    assert!(
+        err.to_string().contains("2.0") && err.to_string().contains("1.x"),
+        "{err}"
+    );
+}

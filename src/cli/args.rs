@@ -1,0 +1,149 @@
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Carry a Docker Compose project across an air gap and keep it rebuildable there.
+///
+/// On the networked side: `offpack plan` shows what the project needs, `offpack bundle -o shop.offpack`
+/// writes it into one checksummed file, `offpack verify shop.offpack` checks it before it leaves.
+/// On the air-gapped side: `offpack verify`, `offpack load shop.offpack`, `offpack rebuild backend`,
+/// then `docker compose up -d` starts the project without pulling anything.
+#[derive(Debug, Parser)]
+#[command(
+    name = "offpack",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Print the result as one JSON document on stdout (progress events go to stderr as JSON lines).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print no progress, only the result and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what the far side will need: every image, the Dockerfile stages and base images of
+    /// each built service, and the mistakes that break builds offline. Reads files only.
+    Plan(PlanArgs),
+    /// Write the compose project's images into one checksummed bundle file (networked side).
+    /// Pulls missing images and builds services whose image is missing, then streams the
+    /// engine's image export into the bundle. Also writes `<bundle>.sha256`.
+    Bundle(BundleArgs),
+    /// Check every byte of a bundle: its checksum file, each blob's digest, the index and the manifest.
+    /// Exits 1 when anything is corrupt, naming what.
+    Verify(VerifyArgs),
+    /// Show what a bundle holds (project, images, sizes) without reading it all.
+    Inspect(InspectArgs),
+    /// Load a bundle's images into the engine (air-gapped side), skipping those already present.
+    /// Every blob is checked as it streams; a corrupt bundle loads nothing.
+    Load(LoadArgs),
+    /// Rebuild a service's image from its Dockerfile using the loaded images as cache, without any
+    /// registry, and tag it the way docker compose names it so that `docker compose up` uses it.
+    Rebuild(RebuildArgs),
+    /// Show what this machine's Docker Engine supports (version, API, storage, builders, registries).
+    Doctor(DoctorArgs),
+}
+
+/// Where the compose project is, with the same options as `docker compose`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ProjectArgs {
+    /// Compose file (repeatable; later files override earlier ones). Default: compose.yaml,
+    /// compose.yml, docker-compose.yaml or docker-compose.yml, plus its override file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Project directory (default: the directory of the first compose file).
+    #[arg(long, value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+    /// Project name (default: COMPOSE_PROJECT_NAME, the top-level `name:`, or the directory name).
+    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Environment file instead of `.env` (repeatable).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Activate a profile (repeatable; also COMPOSE_PROFILES).
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only images the engine does not have.
+    Missing,
+    /// Pull every image, even when the engine has one under that name.
+    Always,
+    /// Never pull; fail if an image is missing.
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Bundle file to write (written atomically: nothing appears there unless the bundle is complete).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// When to pull images of the plan.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+    /// Build every built service first, even if its image exists.
+    #[arg(long, conflicts_with = "no_build")]
+    pub build: bool,
+    /// Do not build services; their images are bundled only if the engine already has them.
+    #[arg(long)]
+    pub no_build: bool,
+    /// zstd compression level (1-19).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The bundle file.
+    pub bundle: PathBuf,
+    /// Load only the images these services need (repeatable).
+    #[arg(long = "service", value_name = "SERVICE")]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// The services to rebuild.
+    #[arg(required = true, value_name = "SERVICE")]
+    pub services: Vec<String>,
+    /// Do not use any cache (needs every RUN step to work offline).
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also check that the engine reaches this registry (repeatable), e.g. `127.0.0.1:5000` or `docker.io`.
+    #[arg(long = "registry", value_name = "HOST[:PORT]")]
+    pub registries: Vec<String>,
+}

@@ -1,0 +1,334 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use offpack_bundle::{BlobRef, BundleWriter, Digest, Manifest, WriteOptions};
+use serde::{Deserialize, Serialize};
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::cli::{BundleArgs, Output, PullPolicy};
+use crate::commands::human_bytes;
+use crate::engine::Engine;
+use crate::fetch::export::copy_export;
+use crate::plan::{Disk, PlanFinding, make_plan};
+use crate::project::load_project;
+use crate::rebuild::{BuildSettings, build_service, image_tags};
+use crate::reporter::Reporter;
+
+/// What the far side needs to know per service, kept under `rebuild` in offpack.json.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RebuildMeta {
+    pub services: BTreeMap<String, ServiceMeta>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ServiceMeta {
+    /// The names the service's image has (for built services, the names offpack tags).
+    pub image: Vec<String>,
+    pub built: bool,
+    /// IDs of every image the service needs: its own and the images its build uses.
+    pub images: BTreeSet<String>,
+}
+
+/// IDs of the images `services` need (all images when `services` is empty).
+pub fn images_for_services(manifest: &Manifest, services: &[String]) -> Result<BTreeSet<String>> {
+    if services.is_empty() {
+        return Ok(manifest.images.iter().map(|i| i.id.to_string()).collect());
+    }
+    let meta: RebuildMeta =
+        serde_json::from_value(serde_json::Value::Object(manifest.rebuild.clone()))
+            .context("the bundle's rebuild metadata is not what this offpack writes")?;
+    let mut ids = BTreeSet::new();
+    for service in services {
+        let entry = meta.services.get(service).ok_or_else(|| {
+            let known: Vec<&str> = meta.services.keys().map(String::as_str).collect();
+            anyhow!(
+                "the bundle has no service `{service}`; it has: {}",
+                known.join(", ")
+            )
+        })?;
+        ids.extend(entry.images.iter().cloned());
+    }
+    Ok(ids)
+}
+
+#[derive(Serialize)]
+struct BundleSummary {
+    path: String,
+    sha256: String,
+    size: u64,
+    uncompressed: u64,
+    images: usize,
+    blobs: usize,
+    seconds: f64,
+}
+
+pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
+    let started = Instant::now();
+    let project = load_project(&args.project)?;
+    let plan = make_plan(&project, &Disk)?;
+    for finding in &plan.findings {
+        reporter.warn(&describe(finding));
+    }
+    let engine = Engine::connect().await?;
+
+    // image ID -> every name the bundle records for it
+    let mut refs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut meta = RebuildMeta::default();
+    for image in &plan.images {
+        let id = ensure_image(
+            &engine,
+            &image.reference,
+            &image.aliases,
+            args.pull,
+            reporter,
+        )
+        .await?;
+        let names = refs.entry(id.clone()).or_default();
+        names.insert(image.reference.clone());
+        names.extend(image.aliases.iter().cloned());
+        for service in &image.used_by {
+            meta.services
+                .entry(service.clone())
+                .or_default()
+                .images
+                .insert(id.clone());
+        }
+    }
+    for service_plan in plan.services.iter().filter(|s| s.active) {
+        let service = &project.services[&service_plan.name];
+        let entry = meta.services.entry(service_plan.name.clone()).or_default();
+        if service_plan.build.is_none() {
+            entry.image = vec![service_plan.image.clone()];
+            continue;
+        }
+        let tags = image_tags(&project, service);
+        let existing = engine.image(&tags[0]).await?;
+        let id = if args.build || (existing.is_none() && !args.no_build) {
+            build_service(
+                &engine,
+                &project,
+                service,
+                service_plan,
+                &BuildSettings::default(),
+                reporter,
+            )
+            .await?
+            .image_id
+        } else if let Some(existing) = existing {
+            existing.id
+        } else {
+            reporter.warn(&format!(
+                "service {}: image {} is not in the engine and --no-build was given; it is not bundled, \
+                 so the far side must build it",
+                service_plan.name, tags[0]
+            ));
+            continue;
+        };
+        let entry = meta.services.entry(service_plan.name.clone()).or_default();
+        entry.image = tags.clone();
+        entry.built = true;
+        entry.images.insert(id.clone());
+        refs.entry(id).or_default().extend(tags);
+    }
+    if refs.is_empty() {
+        bail!(
+            "the project {} needs no images: nothing to bundle",
+            project.name
+        );
+    }
+
+    // Export by a name the engine knows for each image, so its tags come along.
+    let mut export_names = Vec::new();
+    let mut expected_size = 0;
+    for (id, names) in &refs {
+        let name = names
+            .iter()
+            .find(|n| !n.contains('@'))
+            .cloned()
+            .unwrap_or_else(|| id.clone());
+        let info = engine
+            .image(&name)
+            .await?
+            .ok_or_else(|| anyhow!("image {name} disappeared from the engine while bundling"))?;
+        if &info.id != id {
+            // The tag moved (or names another image): export by ID and keep the recorded names.
+            export_names.push(id.clone());
+        } else {
+            export_names.push(name);
+        }
+        expected_size += info.size;
+    }
+
+    let mut writer = BundleWriter::create(
+        &args.output,
+        WriteOptions {
+            level: args.level,
+            threads: 0,
+        },
+    )
+    .with_context(|| format!("cannot create the bundle {}", args.output.display()))?;
+    let task = reporter.start(
+        &format!("export {} images", export_names.len()),
+        Some(expected_size),
+    );
+    let stream = engine.export(&export_names);
+    let bridge = SyncIoBridge::new(StreamReader::new(stream));
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = progress.clone();
+    let copy = tokio::task::spawn_blocking(move || -> Result<(BundleWriter, Vec<_>)> {
+        let images = copy_export(bridge, &mut writer, &mut |n| {
+            sink.store(n, std::sync::atomic::Ordering::Relaxed)
+        })?;
+        Ok((writer, images))
+    });
+    let ticker = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            reporter.progress(task, progress.load(std::sync::atomic::Ordering::Relaxed));
+        }
+    };
+    let copied = tokio::select! {
+        copied = copy => copied,
+        _ = ticker => unreachable!("the ticker never ends"),
+        _ = tokio::signal::ctrl_c() => bail!("interrupted: no bundle was written at {}", args.output.display()),
+    };
+    let (writer, exported) = copied.context("the export copy stopped")??;
+    reporter.finish(task, "exported");
+
+    let mut manifest = Manifest::new(env!("CARGO_PKG_VERSION"), &project.name);
+    manifest.project.files = project_files(&project)?;
+    let mut platforms = BTreeSet::new();
+    for image in &exported {
+        let id = image.config.0.to_string();
+        let names = refs.get(&id).ok_or_else(|| {
+            anyhow!("the engine exported image {id}, which offpack did not ask for")
+        })?;
+        let info = engine
+            .image(&id)
+            .await?
+            .ok_or_else(|| anyhow!("image {id} disappeared from the engine"))?;
+        let platform = format!("{}/{}", info.os, info.architecture);
+        platforms.insert(platform.clone());
+        manifest.images.push(offpack_bundle::Image {
+            refs: names.iter().cloned().collect(),
+            id: image.config.0.clone(),
+            platform,
+            config: BlobRef {
+                digest: image.config.0.clone(),
+                size: image.config.1,
+            },
+            layers: image
+                .layers
+                .iter()
+                .map(|(d, s)| BlobRef {
+                    digest: d.clone(),
+                    size: *s,
+                })
+                .collect(),
+            oci_manifest: None,
+        });
+    }
+    for id in refs.keys() {
+        if !manifest.images.iter().any(|i| &i.id.to_string() == id) {
+            bail!("the engine's export did not contain image {id}; the bundle would be incomplete");
+        }
+    }
+    manifest.images.sort_by(|a, b| a.refs.cmp(&b.refs));
+    manifest.platforms = platforms.into_iter().collect();
+    manifest.rebuild = match serde_json::to_value(&meta)? {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("RebuildMeta serializes to an object"),
+    };
+    let images = manifest.images.len();
+    let written = tokio::task::spawn_blocking(move || writer.finish(manifest))
+        .await
+        .context("finishing the bundle stopped")??;
+    let summary = BundleSummary {
+        path: written.path.display().to_string(),
+        sha256: written.sha256.clone(),
+        size: written.size,
+        uncompressed: written.uncompressed,
+        images,
+        blobs: written.blobs,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    output.result(&summary, || {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "wrote {} ({}, {} uncompressed, {:.1}x) with {} images, {} unique blobs in {:.1}s",
+            summary.path,
+            human_bytes(summary.size),
+            human_bytes(summary.uncompressed),
+            summary.uncompressed as f64 / summary.size.max(1) as f64,
+            summary.images,
+            summary.blobs,
+            summary.seconds
+        );
+        let _ = writeln!(
+            s,
+            "sha256 {}  (also in {}.sha256)",
+            summary.sha256, summary.path
+        );
+        s
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes sure the engine has `reference` (under it or one of its aliases) per the pull policy;
+/// returns the image ID.
+async fn ensure_image(
+    engine: &Engine,
+    reference: &str,
+    aliases: &BTreeSet<String>,
+    policy: PullPolicy,
+    reporter: &dyn Reporter,
+) -> Result<String> {
+    if policy != PullPolicy::Always {
+        for name in std::iter::once(reference).chain(aliases.iter().map(String::as_str)) {
+            if let Some(info) = engine.image(name).await? {
+                return Ok(info.id);
+            }
+        }
+        if policy == PullPolicy::Never {
+            bail!("image {reference} is not in the engine and --pull never forbids pulling it");
+        }
+    }
+    engine.pull(reference, reporter).await?;
+    let info = engine
+        .image(reference)
+        .await?
+        .ok_or_else(|| anyhow!("the engine pulled {reference} but does not show it"))?;
+    Ok(info.id)
+}
+
+/// Digests of the compose files, so the far side can tell it has the same project.
+fn project_files(project: &offpack_compose::Project) -> Result<Vec<offpack_bundle::ProjectFile>> {
+    let mut files = Vec::new();
+    for path in &project.files {
+        let bytes = fs_err::read(path)?;
+        let relative = path
+            .strip_prefix(&project.project_directory)
+            .unwrap_or(path);
+        files.push(offpack_bundle::ProjectFile {
+            path: relative.to_string_lossy().replace('\\', "/"),
+            sha256: Digest::of_bytes(&bytes),
+        });
+    }
+    Ok(files)
+}
+
+fn describe(finding: &PlanFinding) -> String {
+    let place = match (&finding.file, finding.line) {
+        (Some(file), Some(line)) => format!("{}:{line}", file.display()),
+        (Some(file), None) => file.display().to_string(),
+        _ => format!("service {}", finding.service),
+    };
+    format!(
+        "{} {place}: {} (fix: {})",
+        finding.code, finding.message, finding.fix
+    )
+}

@@ -1,0 +1,203 @@
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use offpack_bundle::BundleReader;
+use serde::Serialize;
+
+use crate::cli::{LoadArgs, Output};
+use crate::commands::human_bytes;
+use crate::engine::{Engine, channel_body};
+use crate::error::CheckFailed;
+use crate::load::{LoadImage, write_load_stream};
+use crate::reporter::Reporter;
+
+#[derive(Debug, Serialize)]
+struct LoadReport {
+    loaded: Vec<String>,
+    already_present: Vec<String>,
+    retagged: Vec<String>,
+    bytes_streamed: u64,
+}
+
+pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
+    let bundle = BundleReader::open(&args.bundle)?;
+    let manifest = bundle.manifest().clone();
+    let wanted = crate::commands::bundle::images_for_services(&manifest, &args.services)?;
+    let engine = Engine::connect().await?;
+
+    let mut report = LoadReport {
+        loaded: Vec::new(),
+        already_present: Vec::new(),
+        retagged: Vec::new(),
+        bytes_streamed: 0,
+    };
+    let mut to_load = Vec::new();
+    for image in manifest
+        .images
+        .iter()
+        .filter(|i| wanted.contains(&i.id.to_string()))
+    {
+        let label = image
+            .refs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.to_string());
+        match engine.image(&image.id.to_string()).await? {
+            Some(_) => {
+                for reference in &image.refs {
+                    let current = engine.image(reference).await?;
+                    if current.as_ref().map(|c| c.id.as_str())
+                        != Some(image.id.to_string().as_str())
+                    {
+                        engine.tag(&image.id.to_string(), reference).await?;
+                        report.retagged.push(reference.clone());
+                    }
+                }
+                report.already_present.push(label);
+            }
+            None => {
+                to_load.push(LoadImage {
+                    config: image.config.digest.clone(),
+                    layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
+                    repo_tags: image
+                        .refs
+                        .iter()
+                        .filter(|r| !r.contains('@'))
+                        .cloned()
+                        .collect(),
+                });
+                report.loaded.push(label);
+            }
+        }
+    }
+    for name in &report.already_present {
+        reporter.step(&format!("{name}: already present"));
+    }
+
+    if !to_load.is_empty() {
+        let mut unique = BTreeSet::new();
+        let total: u64 = manifest
+            .images
+            .iter()
+            .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
+            .flat_map(|i| std::iter::once(&i.config).chain(i.layers.iter()))
+            .filter(|b| unique.insert(b.digest.clone()))
+            .map(|b| b.size)
+            .sum();
+        let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
+        let (writer, body) = channel_body();
+        let path: PathBuf = args.bundle.clone();
+        let images = to_load.clone();
+        let progress = ProgressSink::new();
+        let sink = progress.clone();
+        let stream_task = tokio::task::spawn_blocking(move || -> Result<u64> {
+            let mut writer = writer;
+            let result = BundleReader::open(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bundle| {
+                    write_load_stream(&bundle, &images, &mut writer, &mut |n| sink.set(n))
+                });
+            match result {
+                Ok(()) => Ok(sink.get()),
+                Err(e) => {
+                    writer.fail(&e);
+                    Err(e)
+                }
+            }
+        });
+        let ticker = {
+            let progress = progress.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    reporter.progress(task, progress.get());
+                }
+            }
+        };
+        let loaded = tokio::select! {
+            loaded = engine.load(body) => loaded,
+            _ = ticker => unreachable!("the ticker never ends"),
+        };
+        let streamed = stream_task
+            .await
+            .context("the load stream writer stopped")?;
+        match (streamed, loaded) {
+            (Err(e), _) => {
+                if is_corrupt_data(&e) {
+                    return Err(anyhow::Error::new(CheckFailed(format!(
+                        "{e:#}\nNothing was loaded: the bundle is corrupt. Copy it again and run `offpack verify`."
+                    ))));
+                }
+                return Err(e.context("streaming the bundle to the engine"));
+            }
+            (Ok(_), Err(e)) => return Err(e),
+            (Ok(bytes), Ok(_)) => report.bytes_streamed = bytes,
+        }
+        reporter.finish(
+            task,
+            &format!("{} streamed", human_bytes(report.bytes_streamed)),
+        );
+        for image in manifest
+            .images
+            .iter()
+            .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
+        {
+            if engine.image(&image.id.to_string()).await?.is_none() {
+                bail!(
+                    "the engine did not keep image {} after loading it",
+                    image.id
+                );
+            }
+            for reference in &image.refs {
+                let current = engine.image(reference).await?;
+                if current.as_ref().map(|c| c.id.as_str()) != Some(image.id.to_string().as_str()) {
+                    engine.tag(&image.id.to_string(), reference).await?;
+                }
+            }
+        }
+    }
+    output.result(&report, || {
+        format!(
+            "loaded {} images ({} streamed), {} already present{}",
+            report.loaded.len(),
+            human_bytes(report.bytes_streamed),
+            report.already_present.len(),
+            if report.retagged.is_empty() {
+                String::new()
+            } else {
+                format!(", retagged {}", report.retagged.join(", "))
+            }
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A blob whose bytes do not match its digest surfaces as an `InvalidData` I/O error.
+fn is_corrupt_data(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+            || cause
+                .downcast_ref::<offpack_bundle::BundleError>()
+                .is_some_and(|b| b.is_corruption())
+    })
+}
+
+/// Bytes streamed so far, shared between the blocking writer and the progress ticker.
+#[derive(Clone)]
+struct ProgressSink(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl ProgressSink {
+    fn new() -> Self {
+        Self(Default::default())
+    }
+    fn set(&self, n: u64) {
+        self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

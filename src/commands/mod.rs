@@ -1,0 +1,45 @@
+//! One module per subcommand: each runs the library's steps and prints its result.
+
+pub(crate) mod bundle;
+mod doctor;
+mod inspect;
+mod load;
+mod plan;
+mod rebuild;
+mod verify;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Command, Output};
+use crate::reporter::Reporter;
+
+/// Runs one subcommand.
+pub async fn run(command: Command, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
+    match command {
+        Command::Plan(args) => plan::run(args, output),
+        Command::Bundle(args) => bundle::run(args, output, reporter).await,
+        Command::Verify(args) => verify::run(args, output, reporter).await,
+        Command::Inspect(args) => inspect::run(args, output),
+        Command::Load(args) => load::run(args, output, reporter).await,
+        Command::Rebuild(args) => rebuild::run(args, output, reporter).await,
+        Command::Doctor(args) => doctor::run(args, output).await,
+    }
+}
+
+/// `1.5 GiB`-style sizes for people.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,358 @@
+//! The Docker Engine, through its API (bollard). Nothing else in offpack talks to the engine.
+
+mod auth;
+mod body;
+mod facts;
+
+pub use auth::registry_credentials;
+pub use body::{ChannelWriter, channel_body};
+pub use facts::{EngineFacts, RegistryCheck};
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use bollard::Docker;
+use bollard::models::ImageInspect;
+use bollard::query_parameters::{
+    BuildImageOptions, CreateImageOptions, ImportImageOptions, RemoveImageOptions, TagImageOptions,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::reporter::{Reporter, TaskId};
+
+/// A connection to one Docker Engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    endpoint: String,
+}
+
+/// What the engine knows of one image.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// `sha256:<config digest>`
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub size: u64,
+    pub os: String,
+    pub architecture: String,
+    /// Diff IDs of the layers, in order.
+    pub layers: Vec<String>,
+}
+
+/// How to build one image (the compose `build:` settings, resolved).
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// Path of the Dockerfile inside the context tar.
+    pub dockerfile: String,
+    pub tags: Vec<String>,
+    pub build_args: HashMap<String, String>,
+    pub target: Option<String>,
+    pub cache_from: Vec<String>,
+    pub labels: HashMap<String, String>,
+    pub platform: Option<String>,
+    pub network: Option<String>,
+    pub extra_hosts: Vec<String>,
+    pub no_cache: bool,
+}
+
+/// What a build printed and produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    pub image_id: String,
+    /// Steps the builder took from cache ("Using cache").
+    pub cached_steps: usize,
+    pub log: String,
+}
+
+impl Engine {
+    /// Connects to the engine named by `DOCKER_HOST`, or the default socket, and checks that it answers.
+    pub async fn connect() -> Result<Engine> {
+        let endpoint = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        let not_running = |detail: String| {
+            anyhow!(
+                "cannot reach the Docker Engine at {endpoint}: {detail}\n\
+                 Start the engine (e.g. `systemctl start docker`) or point DOCKER_HOST at a running one."
+            )
+        };
+        let docker = Docker::connect_with_defaults().map_err(|e| not_running(e.to_string()))?;
+        match tokio::time::timeout(Duration::from_secs(10), docker.ping()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(not_running(e.to_string())),
+            Err(_) => return Err(not_running("no answer within 10 s".into())),
+        }
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| not_running(format!("API version negotiation failed: {e}")))?;
+        Ok(Engine { docker, endpoint })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The engine's image of `reference` (a name or an ID), or `None` if it has none.
+    pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
+        match self.docker.inspect_image(reference).await {
+            Ok(inspect) => Ok(Some(image_info(inspect))),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("inspecting image {reference}")),
+        }
+    }
+
+    /// Pulls `reference` with the engine's own pull, reporting bytes as layers download.
+    pub async fn pull(&self, reference: &str, reporter: &dyn Reporter) -> Result<()> {
+        let (from_image, tag) = split_tag(reference);
+        let options = CreateImageOptions {
+            from_image: Some(from_image.to_string()),
+            tag: tag.map(str::to_string),
+            ..Default::default()
+        };
+        let credentials = registry_credentials(reference)?;
+        let task = reporter.start(&format!("pull {reference}"), None);
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
+        let mut layer_progress: HashMap<String, (u64, u64)> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| pull_error(reference, &e.to_string()))?;
+            if let Some(detail) = info.error_detail {
+                return Err(pull_error(reference, &detail.message.unwrap_or_default()));
+            }
+            if let (Some(id), Some(p)) = (info.id, info.progress_detail) {
+                let entry = layer_progress.entry(id).or_default();
+                if let Some(current) = p.current {
+                    entry.0 = current.max(0) as u64;
+                }
+                if let Some(total) = p.total {
+                    entry.1 = total.max(0) as u64;
+                }
+                let done: u64 = layer_progress.values().map(|(c, _)| c).sum();
+                reporter.progress(task, done);
+            }
+        }
+        reporter.finish(task, "pulled");
+        Ok(())
+    }
+
+    /// The engine's image export (`docker save`) of `names`, as a byte stream.
+    pub fn export(
+        &self,
+        names: &[String],
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + use<> {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.docker
+            .export_images(&refs)
+            .map(|r| r.map_err(std::io::Error::other))
+    }
+
+    /// Loads a `docker load` stream; returns what the engine said it loaded.
+    pub async fn load<S>(&self, body: S) -> Result<Vec<String>>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    {
+        let mut stream = self.docker.import_image_stream(
+            ImportImageOptions {
+                quiet: true,
+                ..Default::default()
+            },
+            body,
+            None,
+        );
+        let mut loaded = Vec::new();
+        while let Some(item) = stream.next().await {
+            let info = item.context("the engine's image load failed")?;
+            if let Some(detail) = info.error_detail {
+                bail!(
+                    "the engine refused the image load: {}",
+                    detail.message.unwrap_or_default()
+                );
+            }
+            if let Some(line) = info.stream {
+                let line = line.trim();
+                if !line.is_empty() {
+                    loaded.push(line.to_string());
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Gives image `id` the name `reference` (`repo:tag`).
+    pub async fn tag(&self, id: &str, reference: &str) -> Result<()> {
+        let (repo, tag) = split_tag(reference);
+        self.docker
+            .tag_image(
+                id,
+                Some(TagImageOptions {
+                    repo: Some(repo.to_string()),
+                    tag: tag.map(str::to_string),
+                }),
+            )
+            .await
+            .with_context(|| format!("tagging {id} as {reference}"))
+    }
+
+    /// Removes `reference`; a missing image is not an error.
+    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
+        let options = RemoveImageOptions {
+            force,
+            noprune: false,
+            ..Default::default()
+        };
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing image {reference}")),
+        }
+    }
+
+    /// Builds an image from a context tar stream with the classic builder, never pulling.
+    pub async fn build<S>(
+        &self,
+        request: &BuildRequest,
+        context: S,
+        reporter: &dyn Reporter,
+        task: TaskId,
+    ) -> Result<BuildOutcome>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
+    {
+        let options = BuildImageOptions {
+            dockerfile: request.dockerfile.clone(),
+            t: request.tags.first().cloned(),
+            extrahosts: (!request.extra_hosts.is_empty()).then(|| request.extra_hosts.join(",")),
+            nocache: request.no_cache,
+            cachefrom: (!request.cache_from.is_empty()).then(|| request.cache_from.clone()),
+            pull: None,
+            rm: true,
+            forcerm: true,
+            buildargs: Some(request.build_args.clone()),
+            labels: Some(request.labels.clone()),
+            networkmode: request.network.clone(),
+            platform: request.platform.clone().unwrap_or_default(),
+            target: request.target.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        let body = bollard::body_try_stream(context);
+        let mut stream = self.docker.build_image(options, None, Some(body));
+        let mut log = String::new();
+        let mut image_id = None;
+        let mut cached_steps = 0;
+        while let Some(item) = stream.next().await {
+            let info = item.context("the engine's build failed")?;
+            if let Some(detail) = info.error_detail {
+                let message = detail.message.unwrap_or_default();
+                bail!("build failed: {}\n{}", message.trim(), tail(&log, 20));
+            }
+            if let Some(text) = info.stream {
+                if text.contains("Using cache") {
+                    cached_steps += 1;
+                }
+                if text.starts_with("Step ") {
+                    reporter.step(text.trim());
+                }
+                log.push_str(&text);
+            }
+            if let Some(aux) = info.aux
+                && let Some(id) = aux.id
+            {
+                image_id = Some(id);
+            }
+        }
+        let image_id = image_id.ok_or_else(|| {
+            anyhow!(
+                "the engine finished the build without an image ID\n{}",
+                tail(&log, 20)
+            )
+        })?;
+        for tag in request.tags.iter().skip(1) {
+            self.tag(&image_id, tag).await?;
+        }
+        reporter.progress(task, 1);
+        Ok(BuildOutcome {
+            image_id,
+            cached_steps,
+            log,
+        })
+    }
+
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+}
+
+fn image_info(inspect: ImageInspect) -> ImageInfo {
+    ImageInfo {
+        id: inspect.id.unwrap_or_default(),
+        repo_tags: inspect.repo_tags.unwrap_or_default(),
+        size: inspect.size.unwrap_or_default().max(0) as u64,
+        os: inspect.os.unwrap_or_default(),
+        architecture: inspect.architecture.unwrap_or_default(),
+        layers: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+    }
+}
+
+fn pull_error(reference: &str, detail: &str) -> anyhow::Error {
+    anyhow!(
+        "cannot pull {reference}: {}\nIs the registry reachable and are you logged in (`docker login`)? \
+         On an air-gapped machine, load the image from a bundle instead.",
+        detail.trim()
+    )
+}
+
+/// Splits `repo:tag` / `repo@digest` into the parts the API takes.
+pub fn split_tag(reference: &str) -> (&str, Option<&str>) {
+    if let Some((name, digest)) = reference.split_once('@') {
+        // `repo:tag@digest`: the digest wins, as it does for the engine.
+        let repo = name
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .map_or(name, |(r, _)| r);
+        return (repo, Some(digest));
+    }
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
+        _ => (reference, None),
+    }
+}
+
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_tag_handles_ports_and_digests() {
+        assert_eq!(split_tag("node:18"), ("node", Some("18")));
+        assert_eq!(
+            split_tag("localhost:5000/app"),
+            ("localhost:5000/app", None)
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app:v1"),
+            ("localhost:5000/app", Some("v1"))
+        );
+        assert_eq!(split_tag("node"), ("node", None));
+        assert_eq!(
+            split_tag("node:18@sha256:abc"),
+            ("node", Some("sha256:abc"))
+        );
+    }
+}

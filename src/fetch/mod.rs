@@ -1,0 +1,3 @@
+//! Fetchers: bring what the plan needs into the bundle. Images come from the engine's export.
+
+pub mod export;

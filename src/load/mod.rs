@@ -1,0 +1,6 @@
+//! The air-gapped side's loader: hands the engine exactly the `docker load` stream it expects,
+//! built from the bundle's blobs, each checked against its digest as it streams.
+
+mod stream;
+
+pub use stream::{LoadImage, write_load_stream};

@@ -1,0 +1,142 @@
+use std::collections::HashSet;
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use offpack_bundle::{BundleReader, Digest};
+use serde::Serialize;
+
+/// One image to put into the load stream.
+#[derive(Debug, Clone)]
+pub struct LoadImage {
+    pub config: Digest,
+    pub layers: Vec<Digest>,
+    /// `repo:tag` names `docker load` will give the image.
+    pub repo_tags: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct LoadManifestEntry<'a> {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags")]
+    repo_tags: &'a [String],
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+fn blob_path(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
+}
+
+/// Writes a `docker load` tar of `images` to `out`: their configs and layers from the bundle, then
+/// `manifest.json`. A blob whose bytes do not match its digest stops the stream with an error that
+/// names the blob, so the engine never completes a load of corrupt data.
+pub fn write_load_stream(
+    bundle: &BundleReader,
+    images: &[LoadImage],
+    out: impl Write,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut tar = tar::Builder::new(out);
+    let mut written: HashSet<&Digest> = HashSet::new();
+    let mut done = 0u64;
+    for image in images {
+        for digest in std::iter::once(&image.config).chain(image.layers.iter()) {
+            if !written.insert(digest) {
+                continue;
+            }
+            let size = bundle
+                .index()
+                .entries
+                .iter()
+                .find(|e| e.digest.as_ref() == Some(digest))
+                .map(|e| e.size)
+                .with_context(|| format!("the bundle's index has no blob {digest}"))?;
+            let mut header = tar::Header::new_ustar();
+            header.set_size(size);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            let reader = bundle.blob(digest)?;
+            tar.append_data(&mut header, blob_path(digest), reader)
+                .with_context(|| format!("streaming blob {digest} to the engine"))?;
+            done += size;
+            on_bytes(done);
+        }
+    }
+    let manifest: Vec<LoadManifestEntry> = images
+        .iter()
+        .map(|image| LoadManifestEntry {
+            config: blob_path(&image.config),
+            repo_tags: &image.repo_tags,
+            layers: image.layers.iter().map(blob_path).collect(),
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&manifest)?;
+    let mut header = tar::Header::new_ustar();
+    header.set_size(manifest.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "manifest.json", manifest.as_slice())?;
+    tar.into_inner()?.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::export::copy_export;
+    use offpack_bundle::{BlobRef, BundleWriter, Image, Manifest, WriteOptions};
+    use std::io::Read;
+
+    #[test]
+    fn load_stream_holds_each_blob_once_and_a_manifest() {
+        let big = vec![3u8; 2 << 20];
+        let export = crate::fetch::export::tests::legacy_export(&big);
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t.offpack");
+        let mut writer = BundleWriter::create(&target, WriteOptions { level: 1, threads: 1 }).unwrap();
+        let images = copy_export(export.as_slice(), &mut writer, &mut |_| {}).unwrap();
+        let mut manifest = Manifest::new("test", "t");
+        for image in &images {
+            manifest.images.push(Image {
+                refs: image.repo_tags.clone(),
+                id: image.config.0.clone(),
+                platform: "linux/amd64".into(),
+                config: BlobRef { digest: image.config.0.clone(), size: image.config.1 },
+                layers: image.layers.iter().map(|(d, s)| BlobRef { digest: d.clone(), size: *s }).collect(),
+                oci_manifest: None,
+            });
+        }
+        writer.finish(manifest).unwrap();
+        offpack_bundle::verify(&target, &mut |_| {}).unwrap();
+
+        let bundle = BundleReader::open(&target).unwrap();
+        let load: Vec<LoadImage> = bundle
+            .manifest()
+            .images
+            .iter()
+            .map(|i| LoadImage {
+                config: i.config.digest.clone(),
+                layers: i.layers.iter().map(|l| l.digest.clone()).collect(),
+                repo_tags: i.refs.clone(),
+            })
+            .collect();
+        let mut out = Vec::new();
+        write_load_stream(&bundle, &load, &mut out, &mut |_| {}).unwrap();
+        let mut archive = tar::Archive::new(out.as_slice());
+        let mut names = Vec::new();
+        let mut docker_manifest = String::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            if name == "manifest.json" {
+                entry.read_to_string(&mut docker_manifest).unwrap();
+            }
+            names.push(name);
+        }
+        // 2 configs + 2 unique layers + manifest.json
+        assert_eq!(names.len(), 5, "{names:?}");
+        let parsed: serde_json::Value = serde_json::from_str(&docker_manifest).unwrap();
+        assert_eq!(parsed[1]["RepoTags"][0], "app:1");
+        assert_eq!(parsed[1]["Layers"][0], parsed[0]["Layers"][0]);
+    }
+}

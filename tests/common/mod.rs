@@ -1,0 +1,138 @@
+//! Test context for running the real `offpack` binary against the real engine.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `offpack` with an isolated environment: no inherited compose variables, the given working dir.
+pub fn offpack(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_offpack"));
+    cmd.current_dir(dir);
+    for var in [
+        "COMPOSE_FILE",
+        "COMPOSE_PROJECT_NAME",
+        "COMPOSE_PROFILES",
+        "COMPOSE_PATH_SEPARATOR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs a command and returns its output, printing it so a failing test shows what happened.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    eprintln!(
+        "$ {cmd:?}\n-> {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a command that must succeed.
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(out.status.success(), "command failed: {cmd:?}");
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The docker CLI, for the test's own checks of the engine's state.
+pub fn docker(args: &[&str]) -> Output {
+    run(Command::new("docker").args(args))
+}
+
+/// Whether the engine has an image under `reference`.
+pub fn image_exists(reference: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", reference])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+pub fn image_id(reference: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The engine must answer; tests that need it never skip silently.
+pub fn require_engine() {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        _ => panic!(
+            "these tests need a running Docker Engine; run `scripts/test-env up` (the README's test command does)"
+        ),
+    }
+}
+
+/// The compose CLI of this machine (`docker compose` where installed, else `docker-compose`).
+pub fn compose(dir: &Path, project: &str) -> Command {
+    let plugin = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let mut cmd = if plugin {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    };
+    cmd.current_dir(dir).args(["-p", project]);
+    cmd
+}
+
+/// Copies a directory tree (the example project) into `dest`.
+pub fn copy_tree(src: &Path, dest: &Path) {
+    for entry in walkdir::WalkDir::new(src) {
+        let entry = entry.expect("walk the example");
+        let relative = entry.path().strip_prefix(src).expect("inside src");
+        let target = dest.join(relative);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+        } else if entry.file_type().is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Polls `url` until it answers 2xx or `seconds` pass; returns the body.
+pub fn http_get(url: &str, seconds: u64) -> Option<String> {
+    for _ in 0..seconds * 2 {
+        if let Ok(out) = Command::new("curl")
+            .args(["-fsS", "--max-time", "2", url])
+            .output()
+            && out.status.success()
+        {
+            return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    None
+}

@@ -1,0 +1,184 @@
+//! The air-gap round trip on the real engine: bundle the example, remove every image it uses,
+//! verify, load, rebuild the backend offline, start the project and check it answers; then a
+//! corrupted bundle must fail `verify` and `load` and load nothing.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+const PROJECT: &str = "offpack-e2e";
+const HTTP_PORT: &str = "18080";
+
+fn images_of(bundle: &Path, dir: &Path) -> Vec<String> {
+    let out = ok(offpack(dir).args(["inspect", "--json"]).arg(bundle));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
+    manifest["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .flat_map(|i| {
+            i["refs"]
+                .as_array()
+                .expect("refs")
+                .iter()
+                .map(|r| r.as_str().expect("ref").to_string())
+        })
+        .collect()
+}
+
+fn remove_all(images: &[String]) {
+    for image in images {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", image])
+            .output();
+    }
+    for image in images {
+        assert!(!image_exists(image), "{image} is still in the engine");
+    }
+}
+
+struct ComposeDown<'a>(&'a Path);
+
+impl Drop for ComposeDown<'_> {
+    fn drop(&mut self) {
+        let _ = compose(self.0, PROJECT)
+            .args(["down", "--remove-orphans"])
+            .output();
+    }
+}
+
+#[test]
+fn air_gap_round_trip_of_the_example() {
+    require_engine();
+    let work = tempfile::tempdir().expect("tempdir");
+    let project = work.path().join("shop");
+    copy_tree(&repo_root().join("examples/shop"), &project);
+    let env = [
+        ("COMPOSE_PROJECT_NAME", PROJECT),
+        ("SHOP_HTTP_PORT", HTTP_PORT),
+        ("SHOP_API_PORT", "18000"),
+    ];
+    let bundle = work.path().join("shop.offpack");
+    let _down = ComposeDown(&project);
+
+    // Networked side.
+    ok(offpack(&project)
+        .envs(env)
+        .args(["bundle", "-o"])
+        .arg(&bundle));
+    assert!(bundle.exists(), "bundle written");
+    let sidecar = work.path().join("shop.offpack.sha256");
+    let sidecar_text = std::fs::read_to_string(&sidecar).expect("sidecar written");
+    assert!(
+        sidecar_text.ends_with("  shop.offpack\n"),
+        "sha256sum format: {sidecar_text}"
+    );
+    ok(std::process::Command::new("sha256sum")
+        .current_dir(work.path())
+        .args(["-c", "shop.offpack.sha256"]));
+    ok(offpack(&project).arg("verify").arg(&bundle));
+
+    let images = images_of(&bundle, &project);
+    for expected in [
+        "python:3.11-slim",
+        "node:18-slim",
+        "redis:7",
+        "offpack-e2e-backend",
+        "offpack-e2e-frontend",
+    ] {
+        assert!(
+            images
+                .iter()
+                .any(|i| i == expected || i == &format!("{expected}:latest")),
+            "bundle holds {expected}: {images:?}"
+        );
+    }
+    let ids_before: Vec<(String, Option<String>)> =
+        images.iter().map(|i| (i.clone(), image_id(i))).collect();
+
+    // The air gap: the engine has none of the project's images, and no registry answers.
+    let _ = std::process::Command::new("bash")
+        .args(["scripts/test-env", "registry-stop"])
+        .current_dir(repo_root())
+        .output();
+    remove_all(&images);
+
+    // Air-gapped side.
+    ok(offpack(&project).arg("verify").arg(&bundle));
+    let loaded = ok(offpack(&project).args(["load", "--json"]).arg(&bundle));
+    let report: serde_json::Value = serde_json::from_slice(&loaded.stdout).expect("load --json");
+    assert!(
+        report["loaded"].as_array().is_some_and(|a| !a.is_empty()),
+        "{report}"
+    );
+    for (image, id) in &ids_before {
+        assert_eq!(&image_id(image), id, "{image} comes back with the same ID");
+    }
+    // A second load finds everything present and streams nothing.
+    let again = ok(offpack(&project).args(["load", "--json"]).arg(&bundle));
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).expect("load --json");
+    assert_eq!(again["loaded"].as_array().map(Vec::len), Some(0), "{again}");
+
+    // Change the backend's code and rebuild it offline from cache.
+    let app = project.join("backend/app.py");
+    let mut code = std::fs::read_to_string(&app).expect("backend/app.py");
+    code.push_str("\n# changed on the air-gapped side\n");
+    std::fs::write(&app, code).expect("write app.py");
+    let rebuilt = ok(offpack(&project)
+        .envs(env)
+        .args(["rebuild", "backend", "--json"]));
+    let rebuilt: serde_json::Value =
+        serde_json::from_slice(&rebuilt.stdout).expect("rebuild --json");
+    assert!(
+        rebuilt[0]["cached_steps"].as_u64().unwrap_or(0) >= 1,
+        "the pip install step came from cache: {rebuilt}"
+    );
+
+    ok(compose(&project, PROJECT)
+        .envs(env)
+        .args(["up", "-d", "--no-build"]));
+    let health = http_get(&format!("http://127.0.0.1:{HTTP_PORT}/api/health"), 60);
+    assert!(health.is_some(), "the backend answers through the frontend");
+    let page = http_get(&format!("http://127.0.0.1:{HTTP_PORT}/"), 10).expect("frontend answers");
+    assert!(!page.is_empty());
+    ok(compose(&project, PROJECT)
+        .envs(env)
+        .args(["down", "--remove-orphans"]));
+
+    // One corrupt byte: verify fails naming what is corrupt, load loads nothing.
+    let mut bytes = std::fs::read(&bundle).expect("read bundle");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&bundle, &bytes).expect("write corrupt bundle");
+    let verify = run(offpack(&project).arg("verify").arg(&bundle));
+    assert_eq!(
+        verify.status.code(),
+        Some(1),
+        "verify exits 1 on corruption"
+    );
+    let message = stderr(&verify);
+    assert!(
+        message.contains("blobs/sha256/")
+            || message.contains("sha256:")
+            || message.contains("checksum"),
+        "names what is corrupt: {message}"
+    );
+
+    remove_all(&images);
+    let load = run(offpack(&project).arg("load").arg(&bundle));
+    assert_eq!(load.status.code(), Some(1), "load exits 1 on corruption");
+    for image in &images {
+        assert!(
+            !image_exists(image),
+            "{image} must not be loaded from a corrupt bundle"
+        );
+    }
+
+    // Leave the engine as we found it: the good images back in place.
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&bundle, &bytes).expect("restore bundle");
+    ok(offpack(&project).arg("load").arg(&bundle));
+}
