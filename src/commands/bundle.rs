@@ -12,7 +12,7 @@ use crate::cli::{BundleArgs, Output, PullPolicy};
 use crate::commands::human_bytes;
 use crate::engine::Engine;
 use crate::fetch::export::copy_export;
-use crate::plan::{Disk, PlanFinding, make_plan};
+use crate::plan::{Disk, PlanFinding, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags};
 use crate::reporter::Reporter;
@@ -104,7 +104,10 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
             entry.image = vec![service_plan.image.clone()];
             continue;
         }
-        let tags = image_tags(&project, service);
+        let tags = image_tags(&project, service)
+            .iter()
+            .map(|t| familiar_name(t))
+            .collect::<Result<Vec<_>>>()?;
         let existing = engine.image(&tags[0]).await?;
         let id = if args.build || (existing.is_none() && !args.no_build) {
             build_service(

@@ -25,6 +25,18 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     let bundle = BundleReader::open(&args.bundle)?;
     let manifest = bundle.manifest().clone();
     let wanted = crate::commands::bundle::images_for_services(&manifest, &args.services)?;
+    // A name `docker load` refuses would stop the load after earlier images were imported:
+    // check every name first, so a load is all or nothing.
+    for image in &manifest.images {
+        for reference in &image.refs {
+            if crate::plan::familiar_name(reference).is_err() {
+                return Err(anyhow::Error::new(CheckFailed(format!(
+                    "the bundle names image {} `{reference}`, which is not a valid image reference",
+                    image.id
+                ))));
+            }
+        }
+    }
     let engine = Engine::connect().await?;
 
     let mut report = LoadReport {
@@ -86,6 +98,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             .filter(|b| unique.insert(b.digest.clone()))
             .map(|b| b.size)
             .sum();
+        check_space(&engine, total).await?;
         let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
         let (writer, body) = channel_body();
         let path: PathBuf = args.bundle.clone();
@@ -172,6 +185,28 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a load the engine's disk cannot hold, when the engine runs on this machine.
+async fn check_space(engine: &Engine, stream_bytes: u64) -> Result<()> {
+    if !engine.endpoint().starts_with("unix://") {
+        return Ok(());
+    }
+    let root = engine.facts(&[]).await?.docker_root_dir;
+    let Some(free) = crate::load::free_space(std::path::Path::new(&root)) else {
+        return Ok(());
+    };
+    let needed = crate::load::space_needed(stream_bytes);
+    if free < needed {
+        bail!(
+            "the engine's data root {root} has {} free, but loading these images needs about {} \
+             (the engine unpacks the whole stream before importing it); free some space or load \
+             fewer services with --service",
+            human_bytes(free),
+            human_bytes(needed)
+        );
+    }
+    Ok(())
 }
 
 /// A blob whose bytes do not match its digest surfaces as an `InvalidData` I/O error.

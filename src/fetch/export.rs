@@ -245,7 +245,8 @@ pub(crate) mod tests {
         let mut link = tar::Header::new_ustar();
         link.set_entry_type(tar::EntryType::Symlink);
         link.set_size(0);
-        tar.append_link(&mut link, "v1other/layer.tar", "../v1base/layer.tar").unwrap();
+        tar.append_link(&mut link, "v1other/layer.tar", "../v1base/layer.tar")
+            .unwrap();
         add(&mut tar, "manifest.json", manifest.as_bytes());
         add(&mut tar, "repositories", b"{}");
         tar.into_inner().unwrap()
@@ -257,15 +258,29 @@ pub(crate) mod tests {
         let export = legacy_export(&big);
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("t.offpack");
-        let mut writer = BundleWriter::create(&target, offpack_bundle::WriteOptions { level: 1, threads: 1 }).unwrap();
+        let mut writer = BundleWriter::create(
+            &target,
+            offpack_bundle::WriteOptions {
+                level: 1,
+                threads: 1,
+            },
+        )
+        .unwrap();
         let mut seen = 0;
         let images = copy_export(export.as_slice(), &mut writer, &mut |n| seen = n).unwrap();
         assert!(seen > big.len() as u64);
         assert_eq!(images.len(), 2);
         assert_eq!(images[0].repo_tags, vec!["base:1"]);
         assert_eq!(images[1].layers.len(), 2);
-        assert_eq!(images[1].layers[0], images[0].layers[0], "the shared layer is one blob");
-        assert_eq!(images[0].layers[0].0, Digest::of_bytes(&big), "a layer's blob is named by its SHA-256");
+        assert_eq!(
+            images[1].layers[0], images[0].layers[0],
+            "the shared layer is one blob"
+        );
+        assert_eq!(
+            images[0].layers[0].0,
+            Digest::of_bytes(&big),
+            "a layer's blob is named by its SHA-256"
+        );
         assert_eq!(images[0].layers[0].1, big.len() as u64);
     }
 
@@ -276,9 +291,20 @@ pub(crate) mod tests {
         h.set_size(1);
         tar.append_data(&mut h, "x", &b"x"[..]).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let mut writer =
-            BundleWriter::create(&dir.path().join("t.offpack"), offpack_bundle::WriteOptions { level: 1, threads: 1 }).unwrap();
-        let err = copy_export(tar.into_inner().unwrap().as_slice(), &mut writer, &mut |_| {}).unwrap_err();
+        let mut writer = BundleWriter::create(
+            &dir.path().join("t.offpack"),
+            offpack_bundle::WriteOptions {
+                level: 1,
+                threads: 1,
+            },
+        )
+        .unwrap();
+        let err = copy_export(
+            tar.into_inner().unwrap().as_slice(),
+            &mut writer,
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("manifest.json"), "{err}");
     }
 

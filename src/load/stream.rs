@@ -93,7 +93,14 @@ mod tests {
         let export = crate::fetch::export::tests::legacy_export(&big);
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("t.offpack");
-        let mut writer = BundleWriter::create(&target, WriteOptions { level: 1, threads: 1 }).unwrap();
+        let mut writer = BundleWriter::create(
+            &target,
+            WriteOptions {
+                level: 1,
+                threads: 1,
+            },
+        )
+        .unwrap();
         let images = copy_export(export.as_slice(), &mut writer, &mut |_| {}).unwrap();
         let mut manifest = Manifest::new("test", "t");
         for image in &images {
@@ -101,8 +108,18 @@ mod tests {
                 refs: image.repo_tags.clone(),
                 id: image.config.0.clone(),
                 platform: "linux/amd64".into(),
-                config: BlobRef { digest: image.config.0.clone(), size: image.config.1 },
-                layers: image.layers.iter().map(|(d, s)| BlobRef { digest: d.clone(), size: *s }).collect(),
+                config: BlobRef {
+                    digest: image.config.0.clone(),
+                    size: image.config.1,
+                },
+                layers: image
+                    .layers
+                    .iter()
+                    .map(|(d, s)| BlobRef {
+                        digest: d.clone(),
+                        size: *s,
+                    })
+                    .collect(),
                 oci_manifest: None,
             });
         }

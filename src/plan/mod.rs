@@ -82,6 +82,14 @@ fn package_manager_of(file: &str) -> Option<&'static str> {
     })
 }
 
+/// `name` as Docker shows it, with its tag (`node` → `node:latest`): the form the bundle records
+/// and `docker load` accepts.
+pub fn familiar_name(name: &str) -> Result<String> {
+    Ok(ImageRef::parse(name)
+        .with_context(|| format!("invalid image reference `{name}`"))?
+        .familiar())
+}
+
 /// The platform offpack plans for when a service names none.
 pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 
@@ -128,7 +136,8 @@ fn plan_service(
     files: &dyn ProjectFiles,
     findings: &mut Vec<PlanFinding>,
 ) -> Result<ServicePlan> {
-    let image = service.image_name(&project.name);
+    let image = familiar_name(&service.image_name(&project.name))
+        .with_context(|| format!("service {}", service.name))?;
     let platform = service
         .platform
         .clone()
@@ -209,8 +218,14 @@ fn plan_service(
         install_steps: Vec::new(),
     };
     if let Some(text) = text {
-        let dockerfile = offpack_dockerfile::parse(&text)
-            .with_context(|| format!("{dockerfile_label}: cannot parse the Dockerfile"))?;
+        let dockerfile = offpack_dockerfile::parse(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{dockerfile_label}:{}: {} (service {})",
+                e.line,
+                e.message,
+                service.name
+            )
+        })?;
         let options = ResolveOptions {
             target: build.target.as_deref(),
             build_args: &build.args,

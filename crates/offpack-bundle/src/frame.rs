@@ -1,7 +1,6 @@
 //! The zstd layer: the raw header frame, the trailer, positional I/O and a decompressor that reports where
 //! each frame starts.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 
@@ -205,8 +204,10 @@ pub(crate) struct FrameStream<R> {
     at_frame_start: bool,
     current_frame: u64,
     out_total: u64,
-    /// (decompressed offset, file offset) of frames started but not yet claimed by the caller.
-    starts: VecDeque<(u64, u64)>,
+    /// The decompressed offset at which the caller wants to know whether a frame starts (a tar header).
+    watch: Option<u64>,
+    /// File offset of the (last) frame that started at `watch`.
+    watched: Option<u64>,
     /// File offset of the skippable frame that stopped decompression.
     stopped_at: Option<u64>,
 }
@@ -225,7 +226,8 @@ impl<R: Read> FrameStream<R> {
             at_frame_start: true,
             current_frame: base,
             out_total: 0,
-            starts: VecDeque::new(),
+            watch: None,
+            watched: None,
             stopped_at: None,
         }
     }
@@ -245,34 +247,18 @@ impl<R: Read> FrameStream<R> {
         self.stopped_at
     }
 
-    /// Returns the file offset of the frame that starts exactly at decompressed offset `out`, discarding
-    /// records of earlier frames; `None` if no frame starts there.
-    ///
-    /// A frame starting at the current position may not have been looked at yet: this peeks.
-    pub(crate) fn frame_starting_at(&mut self, out: u64) -> Result<Option<u64>, BundleError> {
-        if self.out_total == out && self.at_frame_start && self.stopped_at.is_none() {
-            self.begin_frame()?;
-        }
-        while let Some(&(o, f)) = self.starts.front() {
-            if o < out {
-                self.starts.pop_front();
-            } else if o == out {
-                self.starts.pop_front();
-                // Several frames may start at the same decompressed offset (empty frames): take the last.
-                let mut last = f;
-                while let Some(&(o2, f2)) = self.starts.front() {
-                    if o2 != out {
-                        break;
-                    }
-                    last = f2;
-                    self.starts.pop_front();
-                }
-                return Ok(Some(last));
-            } else {
-                break;
-            }
-        }
-        Ok(None)
+    /// Asks to record whether a frame starts at decompressed offset `out`: call before reading the bytes at
+    /// `out`, then ask [`watched_start`](Self::watched_start). (Only one position is tracked, so memory stays
+    /// constant however many frames the input has.)
+    pub(crate) fn watch(&mut self, out: u64) {
+        self.watch = Some(out);
+        self.watched = None;
+    }
+
+    /// File offset of the frame that starts at the watched offset, if one does. With several (empty) frames
+    /// there, the last one: the one whose output begins there.
+    pub(crate) fn watched_start(&self) -> Option<u64> {
+        self.watched
     }
 
     /// Hands back the source (positioned after what was consumed) and the unconsumed buffered bytes.
@@ -340,7 +326,9 @@ impl<R: Read> FrameStream<R> {
             });
         }
         self.current_frame = self.file_pos;
-        self.starts.push_back((self.out_total, self.file_pos));
+        if self.watch == Some(self.out_total) {
+            self.watched = Some(self.file_pos);
+        }
         self.at_frame_start = false;
         Ok(true)
     }
@@ -443,14 +431,20 @@ mod tests {
         file.extend_from_slice(&b);
         file.extend_from_slice(&trailer(b"{}"));
         let mut s = FrameStream::new(&file[..], "t".as_ref(), 0);
-        let mut out = vec![0u8; 1512];
-        assert!(s.read_full(&mut out, "test").unwrap());
-        assert_eq!(&out[..1000], &[1u8; 1000][..]);
-        assert_eq!(&out[1000..], &[2u8; 512][..]);
+        let mut out = vec![0u8; 1000];
+        s.watch(0);
+        assert!(s.read_full(&mut out[..600], "test").unwrap());
+        assert_eq!(s.watched_start(), Some(0));
+        s.watch(600);
+        assert!(s.read_full(&mut out[600..], "test").unwrap());
+        assert_eq!(s.watched_start(), None);
+        assert_eq!(&out[..], &[1u8; 1000][..]);
+        s.watch(1000);
+        assert!(s.read_full(&mut out[..512], "test").unwrap());
+        assert_eq!(&out[..512], &[2u8; 512][..]);
+        assert_eq!(s.watched_start(), Some(a.len() as u64));
         assert_eq!(s.read_some(&mut out).unwrap(), 0);
         assert_eq!(s.stopped_at(), Some((a.len() + 522) as u64));
-        assert_eq!(s.frame_starting_at(0).unwrap(), Some(0));
-        assert_eq!(s.frame_starting_at(1000).unwrap(), Some(a.len() as u64));
     }
 
     #[test]

@@ -351,15 +351,20 @@ fn tag_of(reference: &str) -> Option<&str> {
     last.split_once(':').map(|(_, tag)| tag)
 }
 
-/// `python:3.11` → `docker.io/library/python:3.11` (Docker's normalization).
+/// `python:3.11` → `docker.io/library/python:3.11` (Docker's normalization, spec 5.3).
 pub(crate) fn fully_qualified(reference: &str) -> String {
     let mut out = match reference.split_once('/') {
         Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
             reference.to_owned()
         }
-        Some(_) => format!("docker.io/{reference}"),
-        None => format!("docker.io/library/{reference}"),
+        _ => format!("docker.io/{reference}"),
     };
+    if let Some(rest) = out.strip_prefix("docker.io/") {
+        let path = rest.split('@').next().unwrap_or(rest);
+        if !path.contains('/') {
+            out = format!("docker.io/library/{rest}");
+        }
+    }
     if tag_of(&out).is_none() && !out.contains('@') {
         out.push_str(":latest");
     }
@@ -409,6 +414,15 @@ mod tests {
             "docker.io/bitnami/redis:7"
         );
         assert_eq!(fully_qualified("localhost/app"), "localhost/app:latest");
+        assert_eq!(
+            fully_qualified("docker.io/python"),
+            "docker.io/library/python:latest"
+        );
+        let pinned = format!("redis@sha256:{}", "a".repeat(64));
+        assert_eq!(
+            fully_qualified(&pinned),
+            format!("docker.io/library/{pinned}")
+        );
         assert_eq!(
             fully_qualified("reg.local:5000/a/b:1"),
             "reg.local:5000/a/b:1"

@@ -42,21 +42,18 @@ impl BundleReader {
                 _ => None,
             })
             .collect();
-        let mut reader = BundleReader {
+        let entry = index
+            .entry(OFFPACK_JSON)
+            .ok_or_else(|| BundleError::BadIndex("index has no offpack.json entry".into()))?;
+        let bytes = read_entry_bytes(&file, path, entry)?;
+        let manifest = Manifest::from_json(&bytes)?;
+        Ok(BundleReader {
             path: path.to_owned(),
             file,
             index,
-            manifest: crate::Manifest::new("", ""),
+            manifest,
             by_digest,
-        };
-        let entry = reader
-            .index
-            .entry(OFFPACK_JSON)
-            .cloned()
-            .ok_or_else(|| BundleError::BadIndex("index has no offpack.json entry".into()))?;
-        let bytes = reader.read_entry_bytes(&entry)?;
-        reader.manifest = Manifest::from_json(&bytes)?;
-        Ok(reader)
+        })
     }
 
     /// The bundle's `offpack.json`.
@@ -101,70 +98,77 @@ impl BundleReader {
     }
 
     fn entry_reader(&self, e: &IndexEntry) -> Result<EntryReader<'_>, BundleError> {
-        let range = RangeReader {
-            file: &self.file,
-            pos: e.offset,
-            end: e.offset + e.compressed_len,
-        };
-        let decoder =
-            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 16, range))
-                .map_err(|err| BundleError::io(&self.path, err))?;
-        let mut reader = EntryReader {
-            inner: decoder,
-            name: e.path.clone(),
-            offset: e.offset,
-            size: e.size,
-            remaining: e.size,
-            hasher: Sha256::new(),
-            expected: e.digest.clone(),
-            checked: false,
-        };
-        let mut header = [0u8; 512];
-        let mut got = 0;
-        while got < header.len() {
-            let n = reader.inner_read(&mut header[got..])?;
-            if n == 0 {
-                return Err(BundleError::BadIndex(format!(
-                    "the frames of `{}` at byte {} hold no complete tar header",
-                    e.path, e.offset
-                )));
-            }
-            got += n;
-        }
-        let parsed = tarhdr::parse_header(&header).map_err(|detail| BundleError::BadTarHeader {
-            tar_offset: e.tar_offset,
-            offset: e.offset,
-            detail,
-        })?;
-        if parsed.path != e.path || parsed.size != e.size || parsed.entry_type != EntryType::Regular
-        {
+        open_entry(&self.file, &self.path, e)
+    }
+}
+
+fn open_entry<'a>(
+    file: &'a File,
+    path: &Path,
+    e: &IndexEntry,
+) -> Result<EntryReader<'a>, BundleError> {
+    let range = RangeReader {
+        file,
+        pos: e.offset,
+        end: e.offset + e.compressed_len,
+    };
+    let decoder =
+        zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 16, range))
+            .map_err(|err| BundleError::io(path, err))?;
+    let mut reader = EntryReader {
+        inner: decoder,
+        name: e.path.clone(),
+        offset: e.offset,
+        size: e.size,
+        remaining: e.size,
+        hasher: Sha256::new(),
+        expected: e.digest.clone(),
+        checked: false,
+    };
+    let mut header = [0u8; 512];
+    let mut got = 0;
+    while got < header.len() {
+        let n = reader.inner_read(&mut header[got..])?;
+        if n == 0 {
             return Err(BundleError::BadIndex(format!(
-                "index entry `{}` ({} bytes) at byte {} points at a header for `{}` ({} bytes)",
-                e.path, e.size, e.offset, parsed.path, parsed.size
+                "the frames of `{}` at byte {} hold no complete tar header",
+                e.path, e.offset
             )));
         }
-        Ok(reader)
+        got += n;
     }
+    let parsed = tarhdr::parse_header(&header).map_err(|detail| BundleError::BadTarHeader {
+        tar_offset: e.tar_offset,
+        offset: e.offset,
+        detail,
+    })?;
+    if parsed.path != e.path || parsed.size != e.size || parsed.entry_type != EntryType::Regular {
+        return Err(BundleError::BadIndex(format!(
+            "index entry `{}` ({} bytes) at byte {} points at a header for `{}` ({} bytes)",
+            e.path, e.size, e.offset, parsed.path, parsed.size
+        )));
+    }
+    Ok(reader)
+}
 
-    /// Reads a whole metadata entry (bounded by [`MAX_METADATA_LEN`]).
-    fn read_entry_bytes(&self, e: &IndexEntry) -> Result<Vec<u8>, BundleError> {
-        if e.size > MAX_METADATA_LEN {
-            return Err(BundleError::TooLarge {
-                what: e.path.clone(),
-                size: e.size,
-                limit: MAX_METADATA_LEN,
-            });
+/// Reads a whole metadata entry (bounded by [`MAX_METADATA_LEN`]).
+fn read_entry_bytes(file: &File, path: &Path, e: &IndexEntry) -> Result<Vec<u8>, BundleError> {
+    if e.size > MAX_METADATA_LEN {
+        return Err(BundleError::TooLarge {
+            what: e.path.clone(),
+            size: e.size,
+            limit: MAX_METADATA_LEN,
+        });
+    }
+    let mut reader = open_entry(file, path, e)?;
+    let mut out = Vec::with_capacity(e.size.min(1 << 20) as usize);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.checked_read(&mut buf)?;
+        if n == 0 {
+            return Ok(out);
         }
-        let mut reader = self.entry_reader(e)?;
-        let mut out = Vec::with_capacity(e.size.min(1 << 20) as usize);
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = reader.checked_read(&mut buf)?;
-            if n == 0 {
-                return Ok(out);
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
+        out.extend_from_slice(&buf[..n]);
     }
 }
 

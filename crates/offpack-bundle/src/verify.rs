@@ -279,6 +279,7 @@ impl WalkState<'_> {
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let tar_offset = fs.out_pos();
+            fs.watch(tar_offset);
             if !fs.read_full(&mut header, "a tar header")? {
                 return Err(match fs.stopped_at() {
                     Some(at) => BundleError::BadTarHeader {
@@ -292,7 +293,7 @@ impl WalkState<'_> {
                     },
                 });
             }
-            let frame_start = fs.frame_starting_at(tar_offset)?;
+            let frame_start = fs.watched_start();
             let offset = frame_start.unwrap_or_else(|| fs.current_frame());
             let bad_header = |detail: String| BundleError::BadTarHeader {
                 tar_offset,
@@ -795,5 +796,24 @@ mod tests {
         );
         assert!(check_path_safety("blobs/sha256/", true, 0).is_ok());
         assert!(check_path_safety("blobs/sha256/abc", false, 0).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod sidecar_tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("b.offpack");
+        assert!(read_sidecar(&bundle).unwrap().is_none());
+        let hex = "A".repeat(64);
+        std::fs::write(sidecar_path(&bundle), format!("{hex} *b.offpack\n")).unwrap();
+        assert_eq!(read_sidecar(&bundle).unwrap().unwrap().1, "a".repeat(64));
+        std::fs::write(sidecar_path(&bundle), "xyz  b.offpack\n").unwrap();
+        assert_eq!(read_sidecar(&bundle).unwrap_err().kind(), "bad-sidecar");
+        std::fs::write(sidecar_path(&bundle), format!("{hex}  a\n{hex}  b\n")).unwrap();
+        assert_eq!(read_sidecar(&bundle).unwrap_err().kind(), "bad-sidecar");
     }
 }

@@ -242,6 +242,12 @@ impl BundleWriter {
         };
         let index_json =
             serde_json::to_vec(&index).map_err(|e| BundleError::BadManifest(e.to_string()))?;
+        if index_json.len() as u64 > frame::MAX_INDEX_LEN {
+            return Err(BundleError::InvalidInput(format!(
+                "the bundle would have {} entries, more than a reader accepts; split the project",
+                index.entries.len()
+            )));
+        }
         self.emit(&frame::trailer(&index_json))?;
         self.catch_up_hash()?;
 
@@ -544,4 +550,91 @@ fn write_sidecar(bundle: &Path, sha256: &str) -> Result<(), BundleError> {
     tmp.persist(&path)
         .map_err(|e| BundleError::io(&path, e.error))?;
     sync_parent(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::ZSTD_MAGIC;
+
+    fn entry<'a>(index: &'a Index, d: &Digest) -> &'a IndexEntry {
+        index
+            .entries
+            .iter()
+            .find(|e| e.digest.as_ref() == Some(d))
+            .unwrap()
+    }
+
+    fn written_index(bytes: &[u8]) -> Index {
+        let len_pos = bytes.len() - 48;
+        let len = u64::from_le_bytes(bytes[len_pos..len_pos + 8].try_into().unwrap()) as usize;
+        serde_json::from_slice(&bytes[len_pos - len..len_pos]).unwrap()
+    }
+
+    #[test]
+    fn unknown_digest_header_is_patched_in_its_raw_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.offpack");
+        let mut w = BundleWriter::create(
+            &path,
+            WriteOptions {
+                level: 3,
+                threads: 1,
+            },
+        )
+        .unwrap();
+        let data = vec![42u8; 1000];
+        let d = w.add_blob(1000, &data[..]).unwrap();
+        w.finish(Manifest::new("0", "p")).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let e = entry(&written_index(&bytes), &d).clone();
+        let at = e.offset as usize;
+        assert_eq!(&bytes[at..at + 4], &ZSTD_MAGIC);
+        assert_eq!(bytes[at + 4], 0x60);
+        assert_eq!(
+            &bytes[at + 10..at + 522],
+            &tarhdr::regular_header(&d.blob_path(), 1000)[..]
+        );
+        let decompressed = zstd::decode_all(&bytes[at..at + e.compressed_len as usize]).unwrap();
+        assert_eq!(decompressed.len(), 512 + 1024);
+        assert_eq!(&decompressed[512..1512], &data[..]);
+    }
+
+    #[test]
+    fn large_blobs_span_several_frames_and_the_sidecar_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.offpack");
+        let mut w = BundleWriter::create(
+            &path,
+            WriteOptions {
+                level: 1,
+                threads: 2,
+            },
+        )
+        .unwrap();
+        let data: Vec<u8> = (0..CHUNK + 5000).map(|i| (i % 251) as u8).collect();
+        let d = w.add_blob_bytes(&data).unwrap();
+        let written = w.finish(Manifest::new("0", "p")).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let e = entry(&written_index(&bytes), &d).clone();
+        let frame = &bytes[e.offset as usize..];
+        let first = zstd::zstd_safe::find_frame_compressed_size(frame).unwrap() as u64;
+        assert!(first < e.compressed_len, "one frame holds the whole entry");
+        assert_eq!(written.sha256, hex::encode(Sha256::digest(&bytes)));
+        let sidecar = std::fs::read_to_string(dir.path().join("big.offpack.sha256")).unwrap();
+        assert_eq!(sidecar, format!("{}  big.offpack\n", written.sha256));
+        assert_eq!(written.blobs, 1);
+    }
+
+    #[test]
+    fn invalid_manifest_is_a_usage_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let w =
+            BundleWriter::create(&dir.path().join("m.offpack"), WriteOptions::default()).unwrap();
+        let mut m = Manifest::new("0", "p");
+        m.format_version = "3.0".into();
+        let err = w.finish(m).unwrap_err();
+        assert_eq!(err.kind(), "invalid-input");
+        assert!(!err.is_corruption());
+    }
 }

@@ -62,3 +62,67 @@ fn valid_vectors_open_and_read() {
         "{err}"
     );
 }
+
+#[test]
+fn extracting_vectors_never_writes_outside_the_destination() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("offpack") {
+            continue;
+        }
+        let expected = std::fs::read_to_string(path.with_extension("expect")).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("a/b/dest");
+        let result = offpack_bundle::extract(&path, &dest);
+        assert_eq!(
+            result.is_ok(),
+            expected.trim() == "ok",
+            "{}: {:?}",
+            path.display(),
+            result.err()
+        );
+        // Only `a/b/dest` exists under the root, and only regular files and the blobs directories under it.
+        let mut stack = vec![root.path().to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let p = e.path();
+                let kind = e.file_type().unwrap();
+                assert!(
+                    !kind.is_symlink(),
+                    "{}: link {}",
+                    path.display(),
+                    p.display()
+                );
+                if kind.is_dir() {
+                    let rel = p
+                        .strip_prefix(root.path())
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned();
+                    assert!(
+                        [
+                            "a",
+                            "a/b",
+                            "a/b/dest",
+                            "a/b/dest/blobs",
+                            "a/b/dest/blobs/sha256"
+                        ]
+                        .contains(&rel.as_str()),
+                        "{}: unexpected directory {rel}",
+                        path.display()
+                    );
+                    stack.push(p);
+                } else {
+                    assert!(
+                        p.starts_with(&dest),
+                        "{}: wrote {}",
+                        path.display(),
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -76,7 +76,7 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Project> {
                 .and_then(|f| f.parent().map(Path::to_path_buf))
         })
         .unwrap_or_else(|| cwd.clone());
-    let first_env_files = session.env_files(cwd, &first_dir, &opts.env_files, &env)?;
+    let first_env_files = session.env_files(cwd, &first_dir, &opts.env_files, &opts.environment)?;
     session.merge_env_files(&mut env, &first_env_files)?;
 
     let files = if !explicit_files.is_empty() {
@@ -106,7 +106,8 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Project> {
             .unwrap_or_else(|| cwd.clone()),
     };
     if project_dir != first_dir {
-        let second_env_files = session.env_files(cwd, &project_dir, &opts.env_files, &env)?;
+        let second_env_files =
+            session.env_files(cwd, &project_dir, &opts.env_files, &opts.environment)?;
         session.merge_env_files(&mut env, &second_env_files)?;
     }
 
@@ -359,7 +360,13 @@ impl Session {
         let mut documents = Vec::new();
         for raw in serde_norway::Deserializer::from_str(&text) {
             let value = serde_norway::Value::deserialize(raw).map_err(|e| {
-                let err = ComposeError::new(format!("invalid YAML: {e}"))
+                let mut message = e.to_string();
+                if let Some(at) = e.location() {
+                    // The location is shown in front already.
+                    let repeated = format!(" at line {} column {}", at.line(), at.column());
+                    message = message.replacen(&repeated, "", 1);
+                }
+                let err = ComposeError::new(format!("invalid YAML: {message}"))
                     .in_file(file)
                     .hint("fix the YAML syntax");
                 match e.location() {
@@ -509,7 +516,15 @@ impl Session {
         merge::enforce_unicity(&mut dict, &FieldPath::root())
             .map_err(|e| ComposeError::new(e).in_file(file))?;
         if mode.validate {
-            validate::validate(&dict).map_err(|e| ComposeError::new(e).in_file(file))?;
+            validate::validate(&dict).map_err(|invalid| {
+                let line = invalid
+                    .service
+                    .and_then(|service| find_service_line(text, &service))
+                    .map(|(index, _)| index + 1);
+                ComposeError::new(invalid.message)
+                    .in_file(file)
+                    .at_line(line)
+            })?;
             if let Some(map) = dict.as_map_mut() {
                 if map.remove("version").is_some() {
                     self.warn(format!(

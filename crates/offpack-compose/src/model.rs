@@ -141,7 +141,15 @@ fn service(
     let path = FieldPath::of(&["services", name]);
     let string = |key: &str| fields.get(key).and_then(Node::as_str).map(String::from);
     let profiles = string_list(fields.get("profiles"));
-    let dependencies = dependencies(fields.get("depends_on"));
+    let mut dependencies = dependencies(fields.get("depends_on"));
+    for implicit in implicit_dependencies(fields) {
+        if !dependencies.iter().any(|d| d.name == implicit) {
+            dependencies.push(Dependency {
+                name: implicit,
+                required: true,
+            });
+        }
+    }
     let build = match fields.get("build") {
         None | Some(Node::Null) => None,
         Some(node) => Some(build(node, &path.child("build"), env)?),
@@ -156,7 +164,14 @@ fn service(
             image: string("image"),
             build,
             platform: string("platform"),
-            pull_policy: string("pull_policy"),
+            // compose normalizes the old spelling.
+            pull_policy: string("pull_policy").map(|p| {
+                if p == "if_not_present" {
+                    "missing".to_string()
+                } else {
+                    p
+                }
+            }),
             depends_on,
         },
         dependencies,
@@ -190,6 +205,32 @@ fn dependencies(node: Option<&Node>) -> Vec<Dependency> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// Services a service needs without listing them in `depends_on`, which compose adds to it:
+/// `links`, `volumes_from` (not `container:`), and `service:` in `network_mode`, `ipc`, `pid`,
+/// `uts`, `cgroup`.
+fn implicit_dependencies(fields: &BTreeMap<String, Node>) -> Vec<String> {
+    let mut names = Vec::new();
+    for link in string_list(fields.get("links")) {
+        names.push(link.split(':').next().unwrap_or_default().to_string());
+    }
+    for namespace in ["network_mode", "ipc", "pid", "uts", "cgroup"] {
+        if let Some(shared) = fields
+            .get(namespace)
+            .and_then(Node::as_str)
+            .and_then(|v| v.strip_prefix("service:"))
+        {
+            names.push(shared.to_string());
+        }
+    }
+    for volumes in string_list(fields.get("volumes_from")) {
+        if !volumes.starts_with("container:") {
+            names.push(volumes.split(':').next().unwrap_or_default().to_string());
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 fn string_list(node: Option<&Node>) -> Vec<String> {

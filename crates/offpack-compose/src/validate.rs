@@ -169,18 +169,34 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// A validation failure: the message starts with the field path; `service` names the service
+/// at fault, if any, so the caller can point at its line.
+#[derive(Debug)]
+pub(crate) struct Invalid {
+    pub(crate) service: Option<String>,
+    pub(crate) message: String,
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid {
+            service: None,
+            message,
+        }
+    }
+}
+
 /// Checks a merged model; the error names the field path.
-pub(crate) fn validate(root: &Node) -> Result<(), String> {
+pub(crate) fn validate(root: &Node) -> Result<(), Invalid> {
     let root_path = FieldPath::root();
     let Node::Map(top) = root else {
-        return Err(format!(
-            "the top level must be a mapping, not {}",
-            root.kind()
-        ));
+        return Err(format!("the top level must be a mapping, not {}", root.kind()).into());
     };
     for key in top.keys() {
         if !key.starts_with("x-") && !TOP_LEVEL.contains(&key.as_str()) {
-            return Err(unknown_key(&root_path, key, TOP_LEVEL).replacen(": ", "", 1));
+            return Err(unknown_key(&root_path, key, TOP_LEVEL)
+                .replacen(": ", "", 1)
+                .into());
         }
     }
     if let Some(name) = top.get("name") {
@@ -190,11 +206,14 @@ pub(crate) fn validate(root: &Node) -> Result<(), String> {
         None | Some(Node::Null) => Ok(()),
         Some(Node::Map(services)) => {
             for (name, service) in services {
-                validate_service(name, service)?;
+                validate_service(name, service).map_err(|message| Invalid {
+                    service: Some(name.clone()),
+                    message,
+                })?;
             }
             Ok(())
         }
-        Some(other) => Err(format!("services must be a mapping, not {}", other.kind())),
+        Some(other) => Err(format!("services must be a mapping, not {}", other.kind()).into()),
     }
 }
 
@@ -291,6 +310,16 @@ fn validate_build(node: &Node, path: &FieldPath) -> Result<(), String> {
     for key in ["args", "labels", "ssh", "additional_contexts"] {
         if let Some(value) = fields.get(key) {
             expect_list_or_dict(value, &path.child(key))?;
+        }
+    }
+    if let Some(Node::Seq(items)) = fields.get("additional_contexts") {
+        for (i, item) in items.iter().enumerate() {
+            if item.as_str().is_some_and(|s| !s.contains('=')) {
+                return Err(format!(
+                    "{} must be name=context",
+                    path.child("additional_contexts").child(&format!("[{i}]"))
+                ));
+            }
         }
     }
     if let Some(secrets) = fields.get("secrets") {
@@ -400,7 +429,7 @@ mod tests {
 
     fn check(src: &str) -> Result<(), String> {
         let value: serde_norway::Value = serde_norway::from_str(src).expect("test YAML parses");
-        validate(&convert_document(value).expect("converts").root)
+        validate(&convert_document(value).expect("converts").root).map_err(|e| e.message)
     }
 
     #[test]
@@ -436,6 +465,12 @@ mod tests {
         let err = check("services:\n  web:\n    profiles: dev\n").expect_err("profiles string");
         assert!(
             err.contains("services.web.profiles must be a list"),
+            "{err}"
+        );
+        let err = check("services:\n  web:\n    build: {additional_contexts: [base]}\n")
+            .expect_err("context without name");
+        assert!(
+            err.contains("additional_contexts[0] must be name=context"),
             "{err}"
         );
         let err = check("services:\n  'bad name': {image: x}\n").expect_err("name");

@@ -751,8 +751,12 @@ fn build_errors_name_the_field() {
         e.contains("services.a.build.args[0]") && e.contains("trailing space"),
         "{e}"
     );
-    f.write("p/compose.yaml", "services:\n  a:\n    biuld: .\n");
+    let file = f.write("p/compose.yaml", "services:\n  a:\n    biuld: .\n");
     let e = err(&f.opts_in("p"));
+    assert!(
+        e.starts_with(&format!("{}:2: services.a: unknown key", file.display())),
+        "{e}"
+    );
     assert!(e.contains("did you mean `build`"), "{e}");
 }
 
@@ -1059,4 +1063,54 @@ fn error_display_names_file_field_and_advice() {
             file.display()
         )
     );
+}
+
+#[test]
+fn implicit_dependencies_and_pull_policy_normalization() {
+    let f = Fixture::new();
+    f.write(
+        "p/compose.yaml",
+        "services:\n  app:\n    image: a\n    pull_policy: if_not_present\n    network_mode: service:vpn\n    links: [db:database]\n    volumes_from: [data:ro, 'container:legacy']\n  vpn: {image: v, profiles: [net]}\n  db: {image: d, profiles: [data]}\n  data: {image: x, profiles: [data]}\n",
+    );
+    let p = ok(&f.opts_in("p"));
+    let app = &p.services["app"];
+    assert_eq!(app.pull_policy.as_deref(), Some("missing"));
+    assert_eq!(
+        app.depends_on,
+        vec!["data".to_string(), "db".into(), "vpn".into()]
+    );
+    assert!(p.services.values().all(|s| s.active));
+}
+
+#[test]
+fn reset_inside_an_extended_file_applies_to_its_own_base() {
+    let f = Fixture::new();
+    f.write(
+        "p/reset.yaml",
+        "services:\n  init:\n    image: alpine\n    command: sleep infinity\n    build: {context: ., target: t}\n  base:\n    extends: {service: init}\n    build: {target: !reset null}\n",
+    );
+    f.write(
+        "p/compose.yaml",
+        "services:\n  test:\n    extends: {file: reset.yaml, service: base}\n",
+    );
+    let p = ok(&f.opts_in("p"));
+    assert_eq!(build(&p, "test").target, None);
+    assert_eq!(image(&p, "test").as_deref(), Some("alpine"));
+}
+
+#[test]
+fn alias_bombs_are_refused() {
+    let f = Fixture::new();
+    let mut text = String::from(
+        "x-a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for level in 1..9 {
+        let prev = (b'a' + level - 1) as char;
+        let cur = (b'a' + level) as char;
+        text.push_str(&format!("x-{cur}: &{cur} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+    }
+    text.push_str("services:\n  web: {image: w}\n");
+    f.write("p/compose.yaml", &text);
+    let e = err(&f.opts_in("p"));
+    assert!(e.contains("invalid YAML"), "{e}");
 }
