@@ -1,16 +1,16 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use offpack_bundle::BundleReader;
+use offpack_bundle::{BundleReader, Digest};
 use serde::Serialize;
 
 use crate::cli::{LoadArgs, Output};
 use crate::commands::human_bytes;
 use crate::engine::{Engine, channel_body};
 use crate::error::CheckFailed;
-use crate::load::{LoadImage, write_load_stream};
+use crate::load::{LoadImage, chain, write_load_stream};
 use crate::reporter::Reporter;
 
 #[derive(Debug, Serialize)]
@@ -18,6 +18,8 @@ struct LoadReport {
     loaded: Vec<String>,
     already_present: Vec<String>,
     retagged: Vec<String>,
+    /// Layers not sent because the engine already holds them (same layer on the same base).
+    layers_skipped: usize,
     bytes_streamed: u64,
 }
 
@@ -43,6 +45,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         loaded: Vec::new(),
         already_present: Vec::new(),
         retagged: Vec::new(),
+        layers_skipped: 0,
         bytes_streamed: 0,
     };
     let mut to_load = Vec::new();
@@ -89,7 +92,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     }
 
     if !to_load.is_empty() {
-        let mut unique = BTreeSet::new();
+        let omit = layers_the_engine_has(&engine, &to_load).await?;
+        let mut unique: BTreeSet<Digest> = omit.iter().cloned().collect();
         let total: u64 = manifest
             .images
             .iter()
@@ -98,6 +102,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             .filter(|b| unique.insert(b.digest.clone()))
             .map(|b| b.size)
             .sum();
+        report.layers_skipped = omit.len();
         check_space(&engine, total).await?;
         let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
         let (writer, body) = channel_body();
@@ -110,7 +115,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             let result = BundleReader::open(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|bundle| {
-                    write_load_stream(&bundle, &images, &mut writer, &mut |n| sink.set(n))
+                    write_load_stream(&bundle, &images, &omit, &mut writer, &mut |n| sink.set(n))
                 });
             match result {
                 Ok(()) => Ok(sink.get()),
@@ -185,6 +190,23 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// Layers of `images` the engine already holds on the same chain. Only the classic store skips
+/// them on load; with the containerd image store every layer is sent.
+async fn layers_the_engine_has(engine: &Engine, images: &[LoadImage]) -> Result<HashSet<Digest>> {
+    if engine.facts(&[]).await?.containerd_image_store {
+        return Ok(HashSet::new());
+    }
+    let have = engine.images().await?;
+    let present = chain::present_chains(have.iter().map(|i| i.layers.as_slice()));
+    let wanted: Vec<Vec<String>> = images
+        .iter()
+        .map(|i| i.layers.iter().map(|d| d.to_string()).collect())
+        .collect();
+    let wanted: Vec<&[String]> = wanted.iter().map(Vec::as_slice).collect();
+    let omit = chain::layers_to_omit(&wanted, &present);
+    Ok(omit.iter().filter_map(|d| d.parse().ok()).collect())
 }
 
 /// Refuses a load the engine's disk cannot hold, when the engine runs on this machine.

@@ -108,6 +108,28 @@ impl Engine {
         }
     }
 
+    /// Every image the engine holds (including intermediate ones), with its layers.
+    pub async fn images(&self) -> Result<Vec<ImageInfo>> {
+        let options = bollard::query_parameters::ListImagesOptions {
+            all: true,
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .context("listing the engine's images")?;
+        let mut images = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            // An image removed between the list and the inspect is simply gone.
+            if let Some(info) = self.image(&summary.id).await? {
+                images.push(info);
+            }
+        }
+        images.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(images)
+    }
+
     /// Pulls `reference` with the engine's own pull, reporting bytes as layers download.
     pub async fn pull(&self, reference: &str, reporter: &dyn Reporter) -> Result<()> {
         let (from_image, tag) = split_tag(reference);

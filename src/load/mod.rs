@@ -1,6 +1,7 @@
 //! The air-gapped side's loader: hands the engine exactly the `docker load` stream it expects,
 //! built from the bundle's blobs, each checked against its digest as it streams.
 
+pub mod chain;
 mod space;
 mod stream;
 

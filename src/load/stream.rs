@@ -29,16 +29,19 @@ fn blob_path(digest: &Digest) -> String {
 }
 
 /// Writes a `docker load` tar of `images` to `out`: their configs and layers from the bundle, then
-/// `manifest.json`. A blob whose bytes do not match its digest stops the stream with an error that
-/// names the blob, so the engine never completes a load of corrupt data.
+/// `manifest.json`. Layers in `omit` (those whose chain the engine already holds) are named in
+/// `manifest.json` but not sent: the engine's classic store never opens them. A blob whose bytes
+/// do not match its digest stops the stream with an error that names the blob, so the engine never
+/// completes a load of corrupt data.
 pub fn write_load_stream(
     bundle: &BundleReader,
     images: &[LoadImage],
+    omit: &HashSet<Digest>,
     out: impl Write,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let mut tar = tar::Builder::new(out);
-    let mut written: HashSet<&Digest> = HashSet::new();
+    let mut written: HashSet<&Digest> = omit.iter().collect();
     let mut done = 0u64;
     for image in images {
         for digest in std::iter::once(&image.config).chain(image.layers.iter()) {
@@ -138,7 +141,7 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        write_load_stream(&bundle, &load, &mut out, &mut |_| {}).unwrap();
+        write_load_stream(&bundle, &load, &HashSet::new(), &mut out, &mut |_| {}).unwrap();
         let mut archive = tar::Archive::new(out.as_slice());
         let mut names = Vec::new();
         let mut docker_manifest = String::new();
@@ -155,5 +158,25 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&docker_manifest).unwrap();
         assert_eq!(parsed[1]["RepoTags"][0], "app:1");
         assert_eq!(parsed[1]["Layers"][0], parsed[0]["Layers"][0]);
+
+        // With the shared base layer present in the engine, it is named but not sent.
+        let base = load[0].layers[0].clone();
+        let mut out = Vec::new();
+        write_load_stream(
+            &bundle,
+            &load,
+            &[base.clone()].into_iter().collect(),
+            &mut out,
+            &mut |_| {},
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(out.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(!names.contains(&format!("blobs/sha256/{}", base.hex())));
     }
 }

@@ -10,9 +10,9 @@ pub use model::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use offpack_compose::{BuildContext, DockerfileSource, Project, Service};
-use offpack_dockerfile::{ImageRef, ResolveOptions, UseKind};
+use offpack_dockerfile::{ImageRef, PackageInstall, ResolveOptions, UseKind};
 
 /// Reads the files a plan needs (Dockerfiles, the list of files in a build context).
 pub trait ProjectFiles {
@@ -95,226 +95,696 @@ pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 
 /// Makes the plan of `project`.
 pub fn make_plan(project: &Project, files: &dyn ProjectFiles) -> Result<Plan> {
+    make_plan_with_digests(project, files, &|_| None)
+}
+
+/// Makes the plan of `project`; `digest_of(familiar reference)` gives the digest an image
+/// resolved to when the caller knows it (`docker image inspect`'s `RepoDigests`), so that the
+/// fix of an unpinned image can name the exact digest to pin.
+pub fn make_plan_with_digests(
+    project: &Project,
+    files: &dyn ProjectFiles,
+    digest_of: &dyn Fn(&str) -> Option<String>,
+) -> Result<Plan> {
+    let mut planner = Planner {
+        project,
+        files,
+        digest_of,
+        findings: Vec::new(),
+    };
     let mut services = Vec::new();
-    let mut images: BTreeMap<String, PlannedImage> = BTreeMap::new();
-    let mut findings = Vec::new();
     for service in project.services.values() {
-        let plan = plan_service(project, service, files, &mut findings)?;
-        if plan.active {
-            for (reference, role, aliases) in plan.images_needed() {
-                let entry = images
-                    .entry(reference.clone())
-                    .or_insert_with(|| PlannedImage {
-                        reference: reference.clone(),
-                        role,
-                        aliases: BTreeSet::new(),
-                        used_by: BTreeSet::new(),
-                    });
-                entry.used_by.insert(service.name.clone());
-                entry.aliases.extend(aliases);
-            }
+        services.push(planner.service(service)?);
+    }
+    let mut findings = planner.findings;
+    let built = built_images(project, &services);
+    mark_built_images(&mut services, &built, &mut findings);
+
+    let mut images: BTreeMap<String, PlannedImage> = BTreeMap::new();
+    for service in services.iter().filter(|s| s.active) {
+        for needed in service.images_needed() {
+            let entry = images
+                .entry(needed.reference.clone())
+                .or_insert_with(|| PlannedImage {
+                    reference: needed.reference.clone(),
+                    role: needed.role,
+                    aliases: BTreeSet::new(),
+                    platforms: BTreeSet::new(),
+                    used_by: BTreeSet::new(),
+                });
+            entry.role = entry.role.min(needed.role);
+            entry.used_by.insert(service.name.clone());
+            entry.aliases.extend(needed.aliases);
+            entry.platforms.extend(needed.platforms);
         }
-        services.push(plan);
     }
     findings.sort_by(|a, b| {
-        (&a.service, &a.file, a.line, a.code).cmp(&(&b.service, &b.file, b.line, b.code))
+        (&a.service, &a.file, a.line, a.code, &a.message)
+            .cmp(&(&b.service, &b.file, b.line, b.code, &b.message))
     });
+    findings.dedup_by(|a, b| {
+        (&a.service, &a.file, a.line, a.code, &a.message)
+            == (&b.service, &b.file, b.line, b.code, &b.message)
+    });
+    let directory = &project.project_directory;
     Ok(Plan {
         schema_version: PLAN_SCHEMA_VERSION,
         project: project.name.clone(),
-        project_directory: project.project_directory.clone(),
-        compose_files: project.files.clone(),
+        project_directory: directory.clone(),
+        compose_files: project
+            .files
+            .iter()
+            .map(|f| PathBuf::from(relative(directory, f)))
+            .collect(),
         services,
         images: images.into_values().collect(),
         findings,
+        warnings: project.warnings.clone(),
     })
 }
 
-fn plan_service(
-    project: &Project,
-    service: &Service,
-    files: &dyn ProjectFiles,
-    findings: &mut Vec<PlanFinding>,
-) -> Result<ServicePlan> {
-    let image = familiar_name(&service.image_name(&project.name))
-        .with_context(|| format!("service {}", service.name))?;
-    let platform = service
-        .platform
-        .clone()
-        .unwrap_or_else(|| DEFAULT_PLATFORM.to_string());
-    let mut plan = ServicePlan {
-        name: service.name.clone(),
-        active: service.active,
-        image: image.clone(),
-        image_from_compose: service.image.is_some(),
-        platform: platform.clone(),
-        pull_policy: service.pull_policy.clone(),
-        build: None,
-    };
-    let Some(build) = &service.build else {
-        let reference = ImageRef::parse(&image).with_context(|| {
-            format!(
-                "service {}: invalid image reference `{image}`",
-                service.name
-            )
-        })?;
-        if reference.tag.as_deref() == Some("latest")
-            && reference.digest.is_none()
-            && service.active
-        {
-            findings.push(PlanFinding {
-                code: "OP002",
-                severity: Severity::Warning,
-                service: service.name.clone(),
-                file: None,
-                line: None,
-                message: format!("service image `{image}` is not pinned: the far side may get another image than the one tested"),
-                fix: format!("pin a tag or digest, e.g. `{}@sha256:...`", reference.familiar()),
-            });
-        }
-        return Ok(plan);
-    };
+/// `path` relative to `base` (`/`-separated) when inside it, else as is.
+fn relative(base: &Path, path: &Path) -> String {
+    match path.strip_prefix(base) {
+        Ok(inside) if inside.as_os_str().is_empty() => ".".to_string(),
+        Ok(inside) => inside.to_string_lossy().replace('\\', "/"),
+        Err(_) => path.display().to_string(),
+    }
+}
 
-    let (context_dir, context_label) = match &build.context {
-        BuildContext::Local(dir) => (Some(dir.clone()), dir.display().to_string()),
-        BuildContext::Remote(url) => {
-            findings.push(PlanFinding {
-                code: "OP007",
-                severity: Severity::Error,
-                service: service.name.clone(),
-                file: Some(build.source.file.clone()),
-                line: build.source.line,
-                message: format!("build context `{url}` is remote: the far side cannot fetch it"),
-                fix: "check the sources out next to the compose file and use a local context"
-                    .into(),
-            });
-            (None, url.clone())
-        }
-    };
-    let (dockerfile_label, text) = match &build.dockerfile {
-        DockerfileSource::Path(path) => {
-            let text = files.read_to_string(path).with_context(|| {
-                format!(
-                    "service {}: cannot read its Dockerfile {}",
-                    service.name,
-                    path.display()
-                )
-            })?;
-            (path.display().to_string(), Some(text))
-        }
-        DockerfileSource::Inline(text) => ("(dockerfile_inline)".to_string(), Some(text.clone())),
-    };
-    let mut build_plan = BuildPlan {
-        context: context_label,
-        dockerfile: dockerfile_label.clone(),
-        target: build.target.clone(),
-        platforms: build.platforms.clone(),
-        build_args: build.args.clone(),
-        cache_from: build.cache_from.clone(),
-        stages: Vec::new(),
-        images: Vec::new(),
-        frontend: None,
-        package_files: Vec::new(),
-        install_steps: Vec::new(),
-    };
-    if let Some(text) = text {
-        let dockerfile = offpack_dockerfile::parse(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{dockerfile_label}:{}: {} (service {})",
-                e.line,
-                e.message,
-                service.name
-            )
-        })?;
-        let options = ResolveOptions {
-            target: build.target.as_deref(),
-            build_args: &build.args,
-            target_platform: &platform,
-            build_platform: DEFAULT_PLATFORM,
-        };
-        let resolved = offpack_dockerfile::resolve(&dockerfile, &options).with_context(|| {
-            format!(
-                "{dockerfile_label}: cannot resolve the build of service {}",
-                service.name
-            )
-        })?;
-        build_plan.stages = resolved
-            .stages_needed
-            .iter()
-            .filter_map(|&i| dockerfile.stages.get(i))
-            .map(|s| s.name.clone().unwrap_or_else(|| s.index.to_string()))
-            .collect();
-        // The classic builder (what `offpack rebuild` and compose v1 use here) builds every stage up to
-        // the target, BuildKit only the reachable ones: bundle the superset.
-        for used in &resolved.classic_builder_images {
-            build_plan
-                .images
-                .push(image_source(used, &dockerfile_label));
-        }
-        build_plan.frontend = resolved
-            .frontend
-            .as_ref()
-            .map(|f| image_source(f, &dockerfile_label));
-        for step in &resolved.run_steps {
-            if !step.installs.is_empty() {
-                build_plan.install_steps.push(InstallStep {
-                    line: step.line,
-                    command: step.command.clone(),
-                    installs: step.installs.iter().map(|i| format!("{i:?}")).collect(),
-                });
+/// Names of the images the active services build (their image and `build.tags`), with the
+/// service building each.
+fn built_images(project: &Project, services: &[ServicePlan]) -> BTreeMap<String, String> {
+    let mut built = BTreeMap::new();
+    for plan in services.iter().filter(|s| s.active && s.build.is_some()) {
+        built
+            .entry(plan.image.clone())
+            .or_insert_with(|| plan.name.clone());
+        let tags = project
+            .services
+            .get(&plan.name)
+            .and_then(|s| s.build.as_ref())
+            .map(|b| b.tags.as_slice())
+            .unwrap_or_default();
+        for tag in tags {
+            if let Ok(name) = familiar_name(tag) {
+                built.entry(name).or_insert_with(|| plan.name.clone());
             }
         }
-        for finding in &resolved.findings {
-            findings.push(PlanFinding {
+    }
+    built
+}
+
+/// Images the project builds are not pulled: a service sharing a built service's `image:` is
+/// built (compose's `isServiceImageToBuild`), and a Dockerfile that uses such an image gets it
+/// from that build. Unpinned-image findings do not apply to them.
+fn mark_built_images(
+    services: &mut [ServicePlan],
+    built: &BTreeMap<String, String>,
+    findings: &mut Vec<PlanFinding>,
+) {
+    for service in services.iter_mut() {
+        if service.build.is_none()
+            && let Some(builder) = built.get(&service.image)
+        {
+            service.acquire = Acquire::Build;
+            service.built_by = Some(builder.clone());
+            findings
+                .retain(|f| !(f.service == service.name && f.code == "OP002" && f.line.is_none()));
+        }
+        let name = service.name.clone();
+        let Some(build) = service.build.as_mut() else {
+            continue;
+        };
+        for image in &mut build.images {
+            let Some(builder) = built.get(&image.reference) else {
+                continue;
+            };
+            if builder == &name {
+                continue;
+            }
+            image.built_by = Some(builder.clone());
+            let (file, line) = (PathBuf::from(&image.file), Some(image.line));
+            let quoted = format!("`{}`", image.written);
+            findings.retain(|f| {
+                !(f.service == name
+                    && f.code == "OP002"
+                    && f.file.as_ref() == Some(&file)
+                    && f.line == line
+                    && f.message.starts_with(&quoted))
+            });
+        }
+    }
+}
+
+struct Planner<'a> {
+    project: &'a Project,
+    files: &'a dyn ProjectFiles,
+    digest_of: &'a dyn Fn(&str) -> Option<String>,
+    findings: Vec<PlanFinding>,
+}
+
+/// The Dockerfile of a build, read and parsed.
+struct ParsedDockerfile {
+    label: String,
+    dockerfile: offpack_dockerfile::Dockerfile,
+}
+
+impl Planner<'_> {
+    fn relative(&self, path: &Path) -> String {
+        relative(&self.project.project_directory, path)
+    }
+
+    fn finding(
+        &mut self,
+        code: &'static str,
+        severity: Severity,
+        service: &str,
+        place: Option<(&Path, Option<usize>)>,
+        message: String,
+        fix: String,
+    ) {
+        let (file, line) = match place {
+            Some((file, line)) => (Some(PathBuf::from(self.relative(file))), line),
+            None => (None, None),
+        };
+        self.findings.push(PlanFinding {
+            code,
+            severity,
+            service: service.to_string(),
+            file,
+            line,
+            message,
+            fix,
+        });
+    }
+
+    /// The fix for an unpinned image: the digest to pin when known, else how to find it.
+    fn pin_fix(&self, familiar: &str) -> String {
+        let repository = familiar
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map_or(familiar, |(name, _)| name);
+        match (self.digest_of)(familiar) {
+            Some(digest) => format!(
+                "pin the digest the plan resolved: `{repository}@{digest}` (keep a version tag before `@` for readers)"
+            ),
+            None => format!(
+                "pin the digest the plan resolves it to: `{repository}:<version>@sha256:<digest>`; after `offpack bundle`, \
+                 `docker image inspect --format '{{{{index .RepoDigests 0}}}}' {familiar}` prints it"
+            ),
+        }
+    }
+
+    fn service(&mut self, service: &Service) -> Result<ServicePlan> {
+        let image = familiar_name(&service.image_name(&self.project.name)).with_context(|| {
+            format!(
+                "service {}: its image name is not a valid reference",
+                service.name
+            )
+        })?;
+        let platforms = match (&service.platform, &service.build) {
+            (Some(platform), _) => vec![platform.clone()],
+            (None, Some(build)) if !build.platforms.is_empty() => {
+                let mut all = build.platforms.clone();
+                all.dedup();
+                all
+            }
+            _ => vec![DEFAULT_PLATFORM.to_string()],
+        };
+        let acquire = match (&service.build, service.pull_policy.as_deref()) {
+            (Some(_), _) => Acquire::Build,
+            (None, Some("never")) => Acquire::Local,
+            (None, _) => Acquire::Pull,
+        };
+        let mut plan = ServicePlan {
+            name: service.name.clone(),
+            active: service.active,
+            profiles: service.profiles.clone(),
+            image: image.clone(),
+            image_from_compose: service.image.is_some(),
+            acquire,
+            built_by: None,
+            platform: service.platform.clone(),
+            platforms,
+            pull_policy: service.pull_policy.clone(),
+            build: None,
+        };
+        if service.active {
+            self.pull_policy_findings(service, &plan);
+        }
+        let Some(build) = &service.build else {
+            let reference = ImageRef::parse(&image).with_context(|| {
+                format!(
+                    "service {}: invalid image reference `{image}`",
+                    service.name
+                )
+            })?;
+            if service.active
+                && reference.digest.is_none()
+                && reference.tag.as_deref() == Some("latest")
+            {
+                let written = service.image.as_deref().unwrap_or(&image);
+                let fix = self.pin_fix(&image);
+                self.finding(
+                    "OP002",
+                    Severity::Warning,
+                    &service.name,
+                    None,
+                    format!(
+                        "service image `{written}` is not pinned ({}): the far side may get another image than the one tested",
+                        if written.ends_with(":latest") { "`latest`" } else { "no tag, so `latest`" }
+                    ),
+                    fix,
+                );
+            }
+            return Ok(plan);
+        };
+        plan.build = Some(self.build(service, build, &image, &plan.platforms)?);
+        Ok(plan)
+    }
+
+    /// Pull policies that make `docker compose up` pull even when the image is loaded.
+    fn pull_policy_findings(&mut self, service: &Service, plan: &ServicePlan) {
+        let Some(policy) = service.pull_policy.as_deref() else {
+            return;
+        };
+        let periodic =
+            matches!(policy, "daily" | "weekly" | "refresh") || policy.starts_with("every_");
+        if policy != "always" && !periodic {
+            return;
+        }
+        let (severity, consequence) = if service.build.is_some() {
+            (
+                Severity::Warning,
+                "the pull fails offline and compose falls back to building it",
+            )
+        } else {
+            (Severity::Error, "the pull fails offline and `up` stops")
+        };
+        let when = if periodic {
+            "periodically"
+        } else {
+            "on every `up`"
+        };
+        self.finding(
+            "OP008",
+            severity,
+            &service.name,
+            None,
+            format!(
+                "`pull_policy: {policy}` makes docker compose pull `{}` {when} even when the bundle loaded it; {consequence}",
+                plan.image
+            ),
+            "set `pull_policy: missing` (or remove it) for the air-gapped side, e.g. in a compose override file"
+                .into(),
+        );
+    }
+
+    fn build(
+        &mut self,
+        service: &Service,
+        build: &offpack_compose::Build,
+        image: &str,
+        platforms: &[String],
+    ) -> Result<BuildPlan> {
+        let compose_file = build.source.file.clone();
+        let compose_line = build.source.line;
+        let context_dir = match &build.context {
+            BuildContext::Local(dir) => Some(dir.clone()),
+            BuildContext::Remote(url) => {
+                self.finding(
+                    "OP007",
+                    Severity::Error,
+                    &service.name,
+                    Some((&compose_file, compose_line)),
+                    format!("build context `{url}` is remote: the far side cannot fetch it"),
+                    "check the sources out next to the compose file and use a local context".into(),
+                );
+                None
+            }
+        };
+        let context = match &build.context {
+            BuildContext::Local(dir) => self.relative(dir),
+            BuildContext::Remote(url) => url.clone(),
+        };
+        let mut plan = BuildPlan {
+            context,
+            dockerfile: String::new(),
+            target: build.target.clone(),
+            platforms: build.platforms.clone(),
+            build_args: build.args.clone(),
+            cache_from: build.cache_from.clone(),
+            additional_contexts: build
+                .additional_contexts
+                .iter()
+                .map(|(name, value)| (name.clone(), self.context_value(value)))
+                .collect(),
+            ssh: build.ssh.clone(),
+            secrets: build.secrets.clone(),
+            stages: Vec::new(),
+            images: Vec::new(),
+            frontend: None,
+            package_files: Vec::new(),
+            install_steps: Vec::new(),
+        };
+        let parsed = match &build.dockerfile {
+            DockerfileSource::Path(path) => match &build.context {
+                BuildContext::Local(_) => {
+                    let text = self.files.read_to_string(path).with_context(|| {
+                        format!(
+                            "service {}: cannot read its Dockerfile {}; check `build.dockerfile` and `build.context`",
+                            service.name,
+                            path.display()
+                        )
+                    })?;
+                    let label = self.relative(path);
+                    Some((label, text))
+                }
+                // Inside a remote context: offpack cannot read it (OP007 says so).
+                BuildContext::Remote(_) => None,
+            },
+            DockerfileSource::Inline(text) => {
+                Some(("(dockerfile_inline)".to_string(), text.clone()))
+            }
+        };
+        plan.dockerfile = match (&parsed, &build.dockerfile) {
+            (Some((label, _)), _) => label.clone(),
+            (None, DockerfileSource::Path(path)) => path.display().to_string(),
+            (None, DockerfileSource::Inline(_)) => "(dockerfile_inline)".to_string(),
+        };
+        if let Some((label, text)) = parsed {
+            let dockerfile = offpack_dockerfile::parse(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{label}:{}: {} (service {})",
+                    e.line,
+                    e.message,
+                    service.name
+                )
+            })?;
+            self.resolve_dockerfile(
+                service,
+                build,
+                &ParsedDockerfile { label, dockerfile },
+                platforms,
+                &mut plan,
+            )?;
+        }
+        self.additional_context_images(service, build, platforms, &mut plan)?;
+        if let Some(dir) = &context_dir {
+            let mut package_files: Vec<PackageFile> = self
+                .files
+                .list(dir, 3)
+                .into_iter()
+                .filter_map(|f| {
+                    package_manager_of(&f).map(|m| PackageFile {
+                        path: f,
+                        manager: m.to_string(),
+                    })
+                })
+                .collect();
+            package_files.sort_by(|a, b| a.path.cmp(&b.path));
+            plan.package_files = package_files;
+        }
+        self.cache_from_findings(service, build, image);
+        Ok(plan)
+    }
+
+    /// A named context's value as the plan shows it: local paths relative, the rest as written.
+    fn context_value(&self, value: &str) -> String {
+        let path = Path::new(value);
+        if path.is_absolute() {
+            self.relative(path)
+        } else {
+            value.to_string()
+        }
+    }
+
+    fn resolve_dockerfile(
+        &mut self,
+        service: &Service,
+        build: &offpack_compose::Build,
+        parsed: &ParsedDockerfile,
+        platforms: &[String],
+        plan: &mut BuildPlan,
+    ) -> Result<()> {
+        let label = &parsed.label;
+        let dockerfile = &parsed.dockerfile;
+        let mut findings: Vec<offpack_dockerfile::Finding> = Vec::new();
+        for (n, platform) in platforms.iter().enumerate() {
+            let options = ResolveOptions {
+                target: build.target.as_deref(),
+                build_args: &build.args,
+                target_platform: platform,
+                build_platform: DEFAULT_PLATFORM,
+            };
+            let resolved = offpack_dockerfile::resolve(dockerfile, &options).map_err(|e| {
+                anyhow::anyhow!(
+                    "{label}: cannot resolve the build of service {}: {e}",
+                    service.name
+                )
+            })?;
+            if n == 0 {
+                plan.stages = resolved
+                    .stages_needed
+                    .iter()
+                    .filter_map(|&i| dockerfile.stages.get(i))
+                    .map(|s| s.name.clone().unwrap_or_else(|| s.index.to_string()))
+                    .collect();
+                for step in &resolved.run_steps {
+                    if !step.installs.is_empty() {
+                        plan.install_steps.push(InstallStep {
+                            line: step.line,
+                            command: step.command.clone(),
+                            installs: step.installs.iter().map(describe_install).collect(),
+                        });
+                    }
+                }
+            }
+            // The classic builder (what `offpack rebuild` and compose v1 use here) builds every
+            // stage up to the target, BuildKit only the reachable ones: bundle the superset.
+            for used in &resolved.classic_builder_images {
+                let image_platform = used.platform.clone().unwrap_or_else(|| platform.clone());
+                if named_context(&build.additional_contexts, &used.reference).is_some() {
+                    // BuildKit takes a `FROM`/`--from` that names an additional context from
+                    // that context, never from a registry.
+                    continue;
+                }
+                add_source(&mut plan.images, image_source(used, label), &image_platform);
+            }
+            if let Some(frontend) = &resolved.frontend {
+                let source = image_source(frontend, label);
+                match &mut plan.frontend {
+                    Some(existing) => push_unique(&mut existing.platforms, DEFAULT_PLATFORM),
+                    None => {
+                        let mut source = source;
+                        source.platforms = vec![DEFAULT_PLATFORM.to_string()];
+                        plan.frontend = Some(source);
+                    }
+                }
+            }
+            for finding in resolved.findings {
+                let replaced = resolved
+                    .classic_builder_images
+                    .iter()
+                    .filter(|u| u.line == finding.line)
+                    .filter(|u| named_context(&build.additional_contexts, &u.reference).is_some())
+                    .any(|u| finding.message.starts_with(&format!("`{}`", u.written)));
+                if !replaced && !findings.contains(&finding) {
+                    findings.push(finding);
+                }
+            }
+        }
+        for finding in findings {
+            let severity = match finding.code {
+                "OP002" | "OP003" => Severity::Warning,
+                _ => Severity::Error,
+            };
+            let fix = if finding.code == "OP002" {
+                let familiar = plan
+                    .images
+                    .iter()
+                    .find(|i| {
+                        i.line == finding.line
+                            && finding.message.starts_with(&format!("`{}`", i.written))
+                    })
+                    .map(|i| i.reference.clone());
+                match familiar {
+                    Some(familiar) => self.pin_fix(&familiar),
+                    None => finding.fix.clone(),
+                }
+            } else {
+                finding.fix.clone()
+            };
+            self.findings.push(PlanFinding {
                 code: finding.code,
-                severity: if finding.code == "OP003" || finding.code == "OP002" {
-                    Severity::Warning
-                } else {
-                    Severity::Error
-                },
+                severity,
                 service: service.name.clone(),
-                file: Some(PathBuf::from(&dockerfile_label)),
+                file: Some(PathBuf::from(label)),
                 line: Some(finding.line),
                 message: finding.message.clone(),
-                fix: finding.fix.clone(),
+                fix,
             });
         }
+        Ok(())
     }
-    if let Some(dir) = &context_dir {
-        build_plan.package_files = files
-            .list(dir, 3)
-            .into_iter()
-            .filter_map(|f| {
-                package_manager_of(&f).map(|m| PackageFile {
-                    path: f,
-                    manager: m.to_string(),
-                })
-            })
-            .collect();
+
+    /// `additional_contexts` that are images (`docker-image://ref`) are pulled by BuildKit: carry them.
+    fn additional_context_images(
+        &mut self,
+        service: &Service,
+        build: &offpack_compose::Build,
+        platforms: &[String],
+        plan: &mut BuildPlan,
+    ) -> Result<()> {
+        let compose_file = build.source.file.clone();
+        let label = self.relative(&compose_file);
+        for (name, value) in &build.additional_contexts {
+            if let Some(reference) = value.strip_prefix("docker-image://") {
+                match ImageRef::parse(reference) {
+                    Ok(parsed) => {
+                        let mut aliases = Vec::new();
+                        if let Some(plain) = mirror_alias(&parsed) {
+                            aliases.push(plain);
+                        }
+                        let source = ImageSource {
+                            reference: parsed.familiar(),
+                            written: value.clone(),
+                            kind: "additional-context".into(),
+                            file: label.clone(),
+                            line: build.source.line.unwrap_or(0),
+                            platforms: Vec::new(),
+                            aliases,
+                            built_by: None,
+                        };
+                        for platform in platforms {
+                            add_source(&mut plan.images, source.clone(), platform);
+                        }
+                    }
+                    Err(e) => bail!(
+                        "{}{}: service {}: additional context `{name}: {value}` is not a valid image reference ({}); fix the reference after `docker-image://`",
+                        label,
+                        build
+                            .source
+                            .line
+                            .map(|l| format!(":{l}"))
+                            .unwrap_or_default(),
+                        service.name,
+                        e.reason
+                    ),
+                }
+            } else if value.starts_with("service:") || Path::new(value).is_absolute() {
+                // Another service's image (built or pulled for it) or a local directory.
+            } else {
+                self.finding(
+                    "OP007",
+                    Severity::Error,
+                    &service.name,
+                    Some((&compose_file, build.source.line)),
+                    format!("additional context `{name}: {value}` is remote: the far side cannot fetch it"),
+                    "check it out next to the compose file and name the local directory instead".into(),
+                );
+            }
+        }
+        Ok(())
     }
-    for cache in &build.cache_from {
-        let names_itself = cache == &image
-            || ImageRef::parse(cache)
-                .ok()
-                .zip(ImageRef::parse(&image).ok())
-                .is_some_and(|(a, b)| a == b);
-        if names_itself {
-            findings.push(PlanFinding {
-                code: "OP006",
-                severity: Severity::Error,
-                service: service.name.clone(),
-                file: Some(build.source.file.clone()),
-                line: build.source.line,
-                message: format!(
-                    "`cache_from: {cache}` names the image this service builds; without a registry that has it, \
-                     the build fails with \"importing cache manifest from {cache}\""
-                ),
-                fix: format!("remove `{cache}` from cache_from; `offpack rebuild` uses the loaded image as cache already"),
-            });
+
+    fn cache_from_findings(
+        &mut self,
+        service: &Service,
+        build: &offpack_compose::Build,
+        image: &str,
+    ) {
+        let own = ImageRef::parse(image).ok();
+        for cache in &build.cache_from {
+            let named = cache_image(cache);
+            let names_itself = named == image
+                || own
+                    .as_ref()
+                    .zip(ImageRef::parse(named).ok())
+                    .is_some_and(|(a, b)| *a == b);
+            if names_itself {
+                self.finding(
+                    "OP006",
+                    Severity::Error,
+                    &service.name,
+                    Some((&build.source.file, build.source.line)),
+                    format!(
+                        "`cache_from: {cache}` names the image this service builds; without a registry that has it, \
+                         the build fails with \"importing cache manifest from {named}\""
+                    ),
+                    format!("remove `{cache}` from cache_from; `offpack rebuild` uses the loaded image as cache already"),
+                );
+            }
         }
     }
-    plan.build = Some(build_plan);
-    Ok(plan)
+}
+
+/// The image a `cache_from` entry names: the entry itself, or `ref=` of `type=registry,ref=…`.
+fn cache_image(entry: &str) -> &str {
+    if !entry.contains('=') {
+        return entry;
+    }
+    entry
+        .split(',')
+        .find_map(|field| field.trim().strip_prefix("ref="))
+        .unwrap_or(entry)
+}
+
+/// The additional context a `FROM`/`--from` image reference names, matched as BuildKit does:
+/// the familiar form without a `:latest` suffix equals the context's name.
+fn named_context<'a>(
+    contexts: &'a BTreeMap<String, String>,
+    reference: &ImageRef,
+) -> Option<&'a String> {
+    if contexts.is_empty() || reference.digest.is_some() {
+        return None;
+    }
+    let familiar = reference.familiar();
+    let key = familiar.strip_suffix(":latest").unwrap_or(&familiar);
+    contexts.get(key)
+}
+
+fn push_unique(list: &mut Vec<String>, value: &str) {
+    if !list.iter().any(|v| v == value) {
+        list.push(value.to_string());
+    }
+}
+
+/// Adds `source` for `platform`, merging with an earlier use of the same image at the same place.
+fn add_source(images: &mut Vec<ImageSource>, source: ImageSource, platform: &str) {
+    if let Some(existing) = images
+        .iter_mut()
+        .find(|i| i.reference == source.reference && i.line == source.line && i.kind == source.kind)
+    {
+        push_unique(&mut existing.platforms, platform);
+        return;
+    }
+    let mut source = source;
+    source.platforms = vec![platform.to_string()];
+    images.push(source);
+}
+
+fn describe_install(install: &PackageInstall) -> String {
+    match install {
+        PackageInstall::Pip {
+            tool,
+            requirement_files,
+            constraint_files,
+            packages,
+        } => {
+            let mut words = vec![if tool == "uv" {
+                "uv pip install".to_string()
+            } else {
+                "pip install".to_string()
+            }];
+            words.extend(requirement_files.iter().map(|f| format!("-r {f}")));
+            words.extend(constraint_files.iter().map(|f| format!("-c {f}")));
+            words.extend(packages.iter().cloned());
+            words.join(" ")
+        }
+        PackageInstall::Npm { tool, command } => format!("{tool} {command}"),
+    }
 }
 
 fn image_source(used: &offpack_dockerfile::ImageUse, file: &str) -> ImageSource {
@@ -334,16 +804,21 @@ fn image_source(used: &offpack_dockerfile::ImageUse, file: &str) -> ImageSource 
         kind: kind.to_string(),
         file: file.to_string(),
         line: used.line,
+        platforms: Vec::new(),
         aliases,
+        built_by: None,
     }
 }
 
 /// `mirror.example/library/node:18` is Docker Hub's `node:18` behind a mirror prefix.
 fn mirror_alias(reference: &ImageRef) -> Option<String> {
-    if reference.domain == "docker.io" {
+    if reference.domain == "docker.io" || reference.domain.is_empty() {
         return None;
     }
     let name = reference.path.strip_prefix("library/")?;
+    if name.contains('/') {
+        return None;
+    }
     let mut plain = name.to_string();
     if let Some(tag) = &reference.tag {
         plain.push(':');

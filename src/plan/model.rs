@@ -1,3 +1,5 @@
+//! The plan's data model: what `offpack plan --json` prints (schema in docs/plan-schema.md).
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -6,75 +8,136 @@ use serde::Serialize;
 /// Version of the plan's JSON schema (see docs/plan-schema.md). Bumped on incompatible changes.
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
 
+/// Everything the far side needs for one compose project, and what will break offline.
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// [`PLAN_SCHEMA_VERSION`].
     pub schema_version: u32,
+    /// Compose project name (what built images are named after).
     pub project: String,
+    /// Absolute project directory; every other path in the plan is relative to it when inside it.
     pub project_directory: PathBuf,
+    /// Compose files read, in load order.
     pub compose_files: Vec<PathBuf>,
+    /// Every service, active or not, sorted by name.
     pub services: Vec<ServicePlan>,
-    /// Every image the active services need, each once, sorted by reference.
+    /// Every image the active services need from outside the project, each once, sorted by
+    /// reference. Images the project builds itself are not here.
     pub images: Vec<PlannedImage>,
+    /// Offline lints, sorted by service, file, line and code.
     pub findings: Vec<PlanFinding>,
+    /// What compose itself would warn about while loading the project.
+    pub warnings: Vec<String>,
 }
 
+/// How compose gets a service's image on `up`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Acquire {
+    /// Pulled from a registry when missing: the bundle carries it.
+    Pull,
+    /// Built from the service's `build:` (or from another service's build of the same image).
+    Build,
+    /// `pull_policy: never` without `build:`: must already be in the engine; never pulled.
+    Local,
+}
+
+/// One service of the project.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServicePlan {
     pub name: String,
+    /// Selected by the profiles, or required by a selected service.
     pub active: bool,
+    /// `profiles:` of the service.
+    pub profiles: Vec<String>,
     /// The image the service runs: its `image:` or, for a built service, `<project>-<service>`.
     pub image: String,
+    /// Whether `image` was written in the compose file (else it is compose's default name).
     pub image_from_compose: bool,
-    pub platform: String,
+    /// How compose gets `image`.
+    pub acquire: Acquire,
+    /// The service whose build produces `image` when it is not this one's (`image:` shared with a built service).
+    pub built_by: Option<String>,
+    /// `platform:` as written.
+    pub platform: Option<String>,
+    /// Platforms the plan resolved images for: `platform:`, else `build.platforms`, else the default.
+    pub platforms: Vec<String>,
+    /// `pull_policy:` (compose's spelling: `if_not_present` is `missing`).
     pub pull_policy: Option<String>,
     pub build: Option<BuildPlan>,
 }
 
+/// A service's build, as BuildKit and the classic builder will run it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildPlan {
+    /// Local context directory, or the remote context as written.
     pub context: String,
+    /// Dockerfile path, or `(dockerfile_inline)`.
     pub dockerfile: String,
     pub target: Option<String>,
+    /// `build.platforms` as written.
     pub platforms: Vec<String>,
+    /// Build args passed to the build (compose's, after interpolation).
     pub build_args: BTreeMap<String, String>,
     pub cache_from: Vec<String>,
-    /// Stages the target needs, in build order (name, or index when unnamed).
+    /// `additional_contexts` (named build contexts): name → local path, `docker-image://ref`, ….
+    pub additional_contexts: BTreeMap<String, String>,
+    /// `ssh` ids the build uses (noted, never copied).
+    pub ssh: Vec<String>,
+    /// Build secret names (noted, never copied).
+    pub secrets: Vec<String>,
+    /// Stages the target needs, in file order (name, or index when unnamed).
     pub stages: Vec<String>,
-    /// External images the needed stages use.
+    /// External images the build needs, in file order (additional contexts last).
     pub images: Vec<ImageSource>,
     /// The `# syntax=` frontend image BuildKit needs.
     pub frontend: Option<ImageSource>,
+    /// Package manifests and lockfiles in the context, sorted by path.
     pub package_files: Vec<PackageFile>,
+    /// `RUN` steps that install Python/Node packages.
     pub install_steps: Vec<InstallStep>,
 }
 
+/// One use of an external image by a build.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageSource {
     /// As Docker shows it (`node:18`).
     pub reference: String,
-    /// As written in the Dockerfile, before build args were substituted.
+    /// As Docker resolves it: after build args were substituted (the additional context's value for `additional-context`).
     pub written: String,
-    /// `from`, `copy-from`, `mount-from` or `frontend`.
+    /// `from`, `copy-from`, `mount-from`, `frontend` or `additional-context`.
     pub kind: String,
+    /// The Dockerfile (or, for `additional-context`, the compose file) naming it.
     pub file: String,
+    /// 1-based line in `file` (0 when the compose file's line is not known).
     pub line: usize,
+    /// Platforms it is needed for.
+    pub platforms: Vec<String>,
     /// Other names the bundle carries the image under (the plain name of a mirror-prefixed one).
     pub aliases: Vec<String>,
+    /// The active service whose build produces this image (then it is not pulled).
+    pub built_by: Option<String>,
 }
 
+/// A package manifest or lockfile found in a build context.
 #[derive(Debug, Clone, Serialize)]
 pub struct PackageFile {
+    /// Relative to the build context, `/`-separated.
     pub path: String,
+    /// `pip` or `npm`.
     pub manager: String,
 }
 
+/// A `RUN` step that installs packages offpack can serve offline.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstallStep {
     pub line: usize,
     pub command: String,
+    /// What it installs, one entry per install command: `pip -r requirements.txt`, `npm ci`, ….
     pub installs: Vec<String>,
 }
 
+/// Why an image is in the plan; an image with several roles gets the first in this order.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageRole {
@@ -86,53 +149,77 @@ pub enum ImageRole {
     Frontend,
 }
 
+/// One image to carry, with every service that needs it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlannedImage {
+    /// As Docker shows it (`node:18`, `ghcr.io/o/x:1`, `name@sha256:…`).
     pub reference: String,
     pub role: ImageRole,
+    /// Other names the bundle must carry it under.
     pub aliases: BTreeSet<String>,
+    /// Platforms it is needed for.
+    pub platforms: BTreeSet<String>,
+    /// Active services that need it.
     pub used_by: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Will break offline.
     Error,
+    /// May break offline, or gives the far side something other than what was tested.
     Warning,
 }
 
+/// One lint result.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanFinding {
+    /// Stable code (`OP001`…); never reused.
     pub code: &'static str,
     pub severity: Severity,
     pub service: String,
+    /// Dockerfile or compose file at fault, relative to the project directory when inside it.
     pub file: Option<PathBuf>,
     pub line: Option<usize>,
     pub message: String,
     pub fix: String,
 }
 
+/// One image a service needs, before services are merged into [`Plan::images`].
+#[derive(Debug, Clone)]
+pub struct NeededImage {
+    pub reference: String,
+    pub role: ImageRole,
+    pub aliases: Vec<String>,
+    pub platforms: Vec<String>,
+}
+
 impl ServicePlan {
-    /// The images this service needs from outside the project: its `image:` when it is not
-    /// built, else the external images and frontend of its build.
-    pub fn images_needed(&self) -> Vec<(String, ImageRole, Vec<String>)> {
+    /// The images this service needs from outside the project: its `image:` when it is pulled
+    /// (or taken from the engine), else the external images and frontend of its build.
+    pub fn images_needed(&self) -> Vec<NeededImage> {
         match &self.build {
-            None => vec![(self.image.clone(), ImageRole::Service, Vec::new())],
-            Some(build) => {
-                let mut needed: Vec<(String, ImageRole, Vec<String>)> = build
-                    .images
-                    .iter()
-                    .map(|i| (i.reference.clone(), ImageRole::Build, i.aliases.clone()))
-                    .collect();
-                if let Some(frontend) = &build.frontend {
-                    needed.push((
-                        frontend.reference.clone(),
-                        ImageRole::Frontend,
-                        frontend.aliases.clone(),
-                    ));
-                }
-                needed
-            }
+            None if self.acquire == Acquire::Build => Vec::new(),
+            None => vec![NeededImage {
+                reference: self.image.clone(),
+                role: ImageRole::Service,
+                aliases: Vec::new(),
+                platforms: self.platforms.clone(),
+            }],
+            Some(build) => build
+                .images
+                .iter()
+                .filter(|i| i.built_by.is_none())
+                .map(|i| (i, ImageRole::Build))
+                .chain(build.frontend.iter().map(|f| (f, ImageRole::Frontend)))
+                .map(|(i, role)| NeededImage {
+                    reference: i.reference.clone(),
+                    role,
+                    aliases: i.aliases.clone(),
+                    platforms: i.platforms.clone(),
+                })
+                .collect(),
         }
     }
 }

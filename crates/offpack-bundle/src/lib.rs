@@ -2,6 +2,37 @@
 //!
 //! The format is specified in `bundle-spec/SPEC.md`: a sequence of zstd frames that decompresses to a POSIX
 //! tar (an OCI image layout that `docker load` also accepts), with an index in a trailing skippable frame.
+//!
+//! ```
+//! use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Image, Manifest, WriteOptions, verify};
+//! # fn main() -> Result<(), offpack_bundle::BundleError> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("shop.offpack");
+//! let mut writer = BundleWriter::create(&path, WriteOptions::default())?;
+//! let layer = b"(an uncompressed layer tar)".to_vec();
+//! // Digest unknown up front (legacy `docker save` layout): streamed, hashed, header patched afterwards.
+//! let layer_digest = writer.add_blob(layer.len() as u64, &layer[..])?;
+//! let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#);
+//! let config_digest = writer.add_blob_bytes(config.as_bytes())?;
+//! let mut manifest = Manifest::new("0.1.0", "shop");
+//! manifest.images.push(Image {
+//!     refs: vec!["shop_backend:latest".into()],
+//!     id: config_digest.clone(),
+//!     platform: "linux/amd64".into(),
+//!     config: BlobRef { digest: config_digest, size: config.len() as u64 },
+//!     layers: vec![BlobRef { digest: layer_digest.clone(), size: layer.len() as u64 }],
+//!     oci_manifest: None, // filled in by finish()
+//! });
+//! let written = writer.finish(manifest)?; // also writes shop.offpack.sha256
+//!
+//! let report = verify(&written.path, &mut |_bytes_read| {})?;
+//! assert_eq!(report.manifest.images.len(), 1);
+//! let reader = BundleReader::open(&written.path)?;
+//! let mut data = Vec::new();
+//! std::io::Read::read_to_end(&mut reader.blob(&layer_digest)?, &mut data).unwrap();
+//! assert_eq!(data, layer);
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 

@@ -1,6 +1,8 @@
 """The shop's API: a health check and a hit counter kept in Redis."""
 
 import os
+import signal
+import sys
 
 import bottle
 import redis
@@ -35,4 +37,6 @@ def hits():
 
 
 if __name__ == "__main__":
+    # As PID 1 in a container, SIGTERM is ignored unless handled: stop at once on `docker stop`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     bottle.run(app, host="0.0.0.0", port=int(os.environ.get("PORT", "8000")))
