@@ -46,6 +46,9 @@ pub enum Command {
     /// Rebuild a service's image from its Dockerfile using the loaded images as cache, without any
     /// registry, and tag it the way docker compose names it so that `docker compose up` uses it.
     Rebuild(RebuildArgs),
+    /// Print the images and layers this engine holds, as JSON, for `offpack bundle --have`
+    /// on the networked side: `offpack inventory > have.json`.
+    Inventory(InventoryArgs),
     /// Show what this machine's Docker Engine supports (version, API, storage, builders, registries).
     Doctor(DoctorArgs),
 }
@@ -140,6 +143,9 @@ pub struct RebuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 }
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {}
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {

@@ -1,11 +1,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use offpack_bundle::{BlobRef, BundleWriter, Digest, Manifest, WriteOptions};
 use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::cli::{BundleArgs, Output, PullPolicy};
@@ -165,6 +168,10 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         expected_size += info.size;
     }
 
+    // Listen for Ctrl-C and SIGTERM before the temporary file exists, so that from then on a
+    // signal ends the run cleanly instead of killing it with the file in place.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut writer = BundleWriter::create(
         &args.output,
         WriteOptions {
@@ -178,25 +185,35 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         Some(expected_size),
     );
     let stream = engine.export(&export_names);
-    let bridge = SyncIoBridge::new(StreamReader::new(stream));
-    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let reader = Cancellable {
+        inner: SyncIoBridge::new(StreamReader::new(stream)),
+        cancelled: cancelled.clone(),
+    };
+    let progress = Arc::new(AtomicU64::new(0));
     let sink = progress.clone();
-    let copy = tokio::task::spawn_blocking(move || -> Result<(BundleWriter, Vec<_>)> {
-        let images = copy_export(bridge, &mut writer, &mut |n| {
-            sink.store(n, std::sync::atomic::Ordering::Relaxed)
+    let mut copy = tokio::task::spawn_blocking(move || -> Result<(BundleWriter, Vec<_>)> {
+        let images = copy_export(reader, &mut writer, &mut |n| {
+            sink.store(n, Ordering::Relaxed)
         })?;
         Ok((writer, images))
     });
     let ticker = async {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            reporter.progress(task, progress.load(std::sync::atomic::Ordering::Relaxed));
+            reporter.progress(task, progress.load(Ordering::Relaxed));
         }
     };
     let copied = tokio::select! {
-        copied = copy => copied,
+        copied = &mut copy => copied,
         _ = ticker => unreachable!("the ticker never ends"),
-        _ = tokio::signal::ctrl_c() => bail!("interrupted: no bundle was written at {}", args.output.display()),
+        _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
+            // Let the copy fail at its next read so that the writer is dropped, which removes
+            // the temporary file, before the process ends.
+            cancelled.store(true, Ordering::Relaxed);
+            let _ = copy.await;
+            bail!("interrupted: no bundle was written at {}", args.output.display());
+        }
     };
     let (writer, exported) = copied.context("the export copy stopped")??;
     reporter.finish(task, "exported");
@@ -279,6 +296,24 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         s
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// A reader that fails once `cancelled` is set (on Ctrl-C), ending the copy that reads it.
+struct Cancellable<R> {
+    inner: R,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl<R: std::io::Read> std::io::Read for Cancellable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted by the user",
+            ));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Makes sure the engine has `reference` (under it or one of its aliases) per the pull policy;

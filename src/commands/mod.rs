@@ -3,6 +3,7 @@
 pub(crate) mod bundle;
 mod doctor;
 mod inspect;
+mod inventory;
 mod load;
 mod plan;
 mod rebuild;
@@ -24,6 +25,7 @@ pub async fn run(command: Command, output: Output, reporter: &dyn Reporter) -> R
         Command::Inspect(args) => inspect::run(args, output),
         Command::Load(args) => load::run(args, output, reporter).await,
         Command::Rebuild(args) => rebuild::run(args, output, reporter).await,
+        Command::Inventory(args) => inventory::run(args).await,
         Command::Doctor(args) => doctor::run(args, output).await,
     }
 }

@@ -2,6 +2,7 @@
 //! built from the bundle's blobs, each checked against its digest as it streams.
 
 pub mod chain;
+pub mod inventory;
 mod space;
 mod stream;
 

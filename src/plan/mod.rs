@@ -74,7 +74,11 @@ fn package_manager_of(file: &str) -> Option<&'static str> {
     let name = file.rsplit('/').next().unwrap_or(file);
     PACKAGE_FILES.iter().find_map(|(pattern, manager)| {
         let hit = if *pattern == "requirements" {
-            name.starts_with("requirements") && name.ends_with(".txt")
+            let in_requirements_dir = file.split('/').rev().nth(1) == Some("requirements");
+            name.ends_with(".txt")
+                && (name.starts_with("requirements")
+                    || name.starts_with("constraints")
+                    || in_requirements_dir)
         } else {
             name == *pattern
         };
@@ -117,6 +121,9 @@ pub fn make_plan_with_digests(
         services.push(planner.service(service)?);
     }
     let mut findings = planner.findings;
+    // Inactive services are planned (the table shows them) but not bundled: their findings
+    // would only be noise.
+    findings.retain(|f| services.iter().any(|s| s.active && s.name == f.service));
     let built = built_images(project, &services);
     mark_built_images(&mut services, &built, &mut findings);
 
@@ -374,13 +381,18 @@ impl Planner<'_> {
         if policy != "always" && !periodic {
             return;
         }
-        let (severity, consequence) = if service.build.is_some() {
+        let (severity, consequence) = if service.build.is_some() || periodic {
             (
                 Severity::Warning,
                 "the pull fails offline and compose falls back to building it",
             )
         } else {
             (Severity::Error, "the pull fails offline and `up` stops")
+        };
+        let consequence = if periodic && service.build.is_none() {
+            "once it is due, the pull fails offline and `up` stops"
+        } else {
+            consequence
         };
         let when = if periodic {
             "periodically"
@@ -538,12 +550,16 @@ impl Planner<'_> {
                 target_platform: platform,
                 build_platform: DEFAULT_PLATFORM,
             };
-            let resolved = offpack_dockerfile::resolve(dockerfile, &options).map_err(|e| {
-                anyhow::anyhow!(
-                    "{label}: cannot resolve the build of service {}: {e}",
-                    service.name
-                )
-            })?;
+            let resolved =
+                offpack_dockerfile::resolve(dockerfile, &options).map_err(|e| match e {
+                    offpack_dockerfile::ResolveError::At { line, message } => {
+                        anyhow::anyhow!("{label}:{line}: {message} (service {})", service.name)
+                    }
+                    other => anyhow::anyhow!(
+                        "{label}: cannot resolve the build of service {}: {other}",
+                        service.name
+                    ),
+                })?;
             if n == 0 {
                 plan.stages = resolved
                     .stages_needed
@@ -829,4 +845,314 @@ fn mirror_alias(reference: &ImageRef) -> Option<String> {
         plain.push_str(digest);
     }
     Some(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use offpack_compose::{Build, Location};
+
+    use super::*;
+
+    /// Files in memory: path → text; `list` returns the names under a directory.
+    struct Memory(BTreeMap<PathBuf, String>);
+
+    impl ProjectFiles for Memory {
+        fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
+            self.0
+                .get(path)
+                .cloned()
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+        }
+
+        fn list(&self, dir: &Path, _max_depth: usize) -> Vec<String> {
+            self.0
+                .keys()
+                .filter_map(|p| p.strip_prefix(dir).ok())
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect()
+        }
+    }
+
+    fn build(context: &str) -> Build {
+        Build {
+            context: BuildContext::Local(PathBuf::from(context)),
+            dockerfile: DockerfileSource::Path(PathBuf::from(context).join("Dockerfile")),
+            args: BTreeMap::new(),
+            target: None,
+            platforms: Vec::new(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
+            additional_contexts: BTreeMap::new(),
+            ssh: Vec::new(),
+            secrets: Vec::new(),
+            labels: BTreeMap::new(),
+            network: None,
+            extra_hosts: Vec::new(),
+            tags: Vec::new(),
+            source: Location {
+                file: PathBuf::from("/p/compose.yaml"),
+                line: Some(3),
+            },
+        }
+    }
+
+    fn service(name: &str, image: Option<&str>, build: Option<Build>) -> Service {
+        Service {
+            name: name.to_string(),
+            active: true,
+            profiles: Vec::new(),
+            image: image.map(str::to_string),
+            build,
+            platform: None,
+            pull_policy: None,
+            depends_on: Vec::new(),
+        }
+    }
+
+    fn project(services: Vec<Service>) -> Project {
+        Project {
+            name: "shop".to_string(),
+            project_directory: PathBuf::from("/p"),
+            files: vec![PathBuf::from("/p/compose.yaml")],
+            services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn files(entries: &[(&str, &str)]) -> Memory {
+        Memory(
+            entries
+                .iter()
+                .map(|(p, t)| (PathBuf::from(p), (*t).to_string()))
+                .collect(),
+        )
+    }
+
+    fn references(plan: &Plan) -> Vec<&str> {
+        plan.images.iter().map(|i| i.reference.as_str()).collect()
+    }
+
+    fn codes(plan: &Plan) -> Vec<&str> {
+        plan.findings.iter().map(|f| f.code).collect()
+    }
+
+    #[test]
+    fn built_service_needs_its_base_images_and_paths_are_relative() {
+        let p = project(vec![
+            service("api", None, Some(build("/p/api"))),
+            service("db", Some("postgres:16"), None),
+        ]);
+        let f = files(&[
+            (
+                "/p/api/Dockerfile",
+                "FROM python:3.12-slim\nRUN pip install -r requirements.txt\n",
+            ),
+            ("/p/api/requirements.txt", "flask\n"),
+        ]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(references(&plan), ["postgres:16", "python:3.12-slim"]);
+        let api = &plan.services[0];
+        assert_eq!(api.image, "shop-api:latest");
+        assert_eq!(api.acquire, Acquire::Build);
+        let build = api.build.as_ref().unwrap();
+        assert_eq!(build.context, "api");
+        assert_eq!(build.dockerfile, "api/Dockerfile");
+        assert_eq!(build.package_files[0].path, "requirements.txt");
+        assert_eq!(
+            build.install_steps[0].installs,
+            ["pip install -r requirements.txt"]
+        );
+        assert!(plan.findings.is_empty());
+    }
+
+    #[test]
+    fn from_naming_an_additional_context_is_not_pulled_but_a_docker_image_context_is() {
+        let mut b = build("/p/app");
+        b.additional_contexts
+            .insert("base".into(), "docker-image://alpine:3.20".into());
+        b.additional_contexts
+            .insert("src".into(), "/p/shared".into());
+        let p = project(vec![service("app", None, Some(b))]);
+        let f = files(&[("/p/app/Dockerfile", "FROM base\nCOPY --from=src . /src\n")]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(references(&plan), ["alpine:3.20"]);
+        let build = plan.services[0].build.as_ref().unwrap();
+        assert_eq!(build.images[0].kind, "additional-context");
+        assert_eq!(build.additional_contexts["src"], "shared");
+        // `FROM base` would be OP002 (untagged) if it were an image.
+        assert!(plan.findings.is_empty(), "{:?}", plan.findings);
+    }
+
+    #[test]
+    fn named_context_matches_the_familiar_name_without_latest() {
+        let contexts: BTreeMap<String, String> = [(
+            "alpine".to_string(),
+            "docker-image://alpine:3.20".to_string(),
+        )]
+        .into();
+        let r = |s| ImageRef::parse(s).unwrap();
+        assert!(named_context(&contexts, &r("alpine")).is_some());
+        assert!(named_context(&contexts, &r("docker.io/library/alpine:latest")).is_some());
+        assert!(named_context(&contexts, &r("alpine:3.19")).is_none());
+    }
+
+    #[test]
+    fn remote_additional_context_is_a_finding() {
+        let mut b = build("/p/app");
+        b.additional_contexts
+            .insert("docs".into(), "https://github.com/acme/docs.git".into());
+        let p = project(vec![service("app", None, Some(b))]);
+        let f = files(&[("/p/app/Dockerfile", "FROM alpine:3.20\n")]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(codes(&plan), ["OP007"]);
+        assert_eq!(plan.findings[0].file, Some(PathBuf::from("compose.yaml")));
+    }
+
+    #[test]
+    fn invalid_docker_image_context_is_an_error_naming_the_file() {
+        let mut b = build("/p/app");
+        b.additional_contexts
+            .insert("base".into(), "docker-image://Alpine".into());
+        let p = project(vec![service("app", None, Some(b))]);
+        let f = files(&[("/p/app/Dockerfile", "FROM base\n")]);
+        let err = make_plan(&p, &f).unwrap_err().to_string();
+        assert!(
+            err.contains("compose.yaml:3") && err.contains("Alpine"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn images_built_by_the_project_are_not_pulled_and_not_unpinned() {
+        let p = project(vec![
+            service("base", Some("acme/base"), Some(build("/p/base"))),
+            service("api", None, Some(build("/p/api"))),
+            service("worker", Some("acme/base"), None),
+        ]);
+        let f = files(&[
+            ("/p/base/Dockerfile", "FROM python:3.12-slim\n"),
+            ("/p/api/Dockerfile", "FROM acme/base\n"),
+        ]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(references(&plan), ["python:3.12-slim"]);
+        let worker = plan.services.iter().find(|s| s.name == "worker").unwrap();
+        assert_eq!(worker.acquire, Acquire::Build);
+        assert_eq!(worker.built_by.as_deref(), Some("base"));
+        assert!(plan.findings.is_empty(), "{:?}", plan.findings);
+    }
+
+    #[test]
+    fn inactive_services_are_planned_but_not_bundled_or_linted() {
+        let mut debug = service("debug", Some("busybox"), None);
+        debug.active = false;
+        debug.profiles = vec!["debug".into()];
+        let p = project(vec![debug, service("web", Some("nginx:1.27"), None)]);
+        let plan = make_plan(&p, &files(&[])).unwrap();
+        assert_eq!(references(&plan), ["nginx:1.27"]);
+        assert_eq!(plan.services.len(), 2);
+        assert!(plan.findings.is_empty());
+    }
+
+    #[test]
+    fn unpinned_service_image_fix_names_the_resolved_digest_when_known() {
+        let p = project(vec![service("cache", Some("redis"), None)]);
+        let plan = make_plan_with_digests(&p, &files(&[]), &|r| {
+            (r == "redis:latest").then(|| "sha256:abc".to_string())
+        })
+        .unwrap();
+        assert_eq!(codes(&plan), ["OP002"]);
+        assert!(
+            plan.findings[0].fix.contains("redis@sha256:abc"),
+            "{}",
+            plan.findings[0].fix
+        );
+        let plan = make_plan(&p, &files(&[])).unwrap();
+        assert!(plan.findings[0].fix.contains("RepoDigests"));
+    }
+
+    #[test]
+    fn pull_policies() {
+        let mut never = service("tool", Some("acme/tool:1"), None);
+        never.pull_policy = Some("never".into());
+        let mut always = service("feed", Some("acme/feed:1"), None);
+        always.pull_policy = Some("always".into());
+        let mut build_policy = service("web", Some("acme/web:1"), Some(build("/p/web")));
+        build_policy.pull_policy = Some("build".into());
+        let p = project(vec![never, always, build_policy]);
+        let f = files(&[("/p/web/Dockerfile", "FROM python:3.12\n")]);
+        let plan = make_plan(&p, &f).unwrap();
+        let acquire: Vec<Acquire> = plan.services.iter().map(|s| s.acquire).collect();
+        assert_eq!(acquire, [Acquire::Pull, Acquire::Local, Acquire::Build]);
+        assert_eq!(codes(&plan), ["OP008"]);
+        assert_eq!(plan.findings[0].severity, Severity::Error);
+        assert_eq!(
+            references(&plan),
+            ["acme/feed:1", "acme/tool:1", "python:3.12"]
+        );
+    }
+
+    #[test]
+    fn every_build_platform_is_resolved() {
+        let mut b = build("/p/app");
+        b.platforms = vec!["linux/amd64".into(), "linux/arm64".into()];
+        let p = project(vec![service("app", None, Some(b))]);
+        let f = files(&[(
+            "/p/app/Dockerfile",
+            "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\nFROM alpine:3.20\nCOPY --from=build /a /a\n",
+        )]);
+        let plan = make_plan(&p, &f).unwrap();
+        let platforms: Vec<Vec<&str>> = plan
+            .images
+            .iter()
+            .map(|i| i.platforms.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(references(&plan), ["alpine:3.20", "golang:1.22"]);
+        assert_eq!(
+            platforms,
+            [vec!["linux/amd64", "linux/arm64"], vec!["linux/amd64"]]
+        );
+    }
+
+    #[test]
+    fn cache_from_own_image_in_registry_form_is_found() {
+        let mut b = build("/p/app");
+        b.cache_from = vec!["type=registry,ref=shop-app".into(), "acme/cache:1".into()];
+        let p = project(vec![service("app", None, Some(b))]);
+        let f = files(&[("/p/app/Dockerfile", "FROM alpine:3.20\n")]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(codes(&plan), ["OP006"]);
+    }
+
+    #[test]
+    fn dockerfile_errors_name_file_and_line() {
+        let p = project(vec![service("app", None, Some(build("/p/app")))]);
+        let f = files(&[("/p/app/Dockerfile", "FROM alpine:3.20\n\nFROM Node:18\n")]);
+        let err = make_plan(&p, &f).unwrap_err().to_string();
+        assert!(err.starts_with("app/Dockerfile:3: "), "{err}");
+    }
+
+    #[test]
+    fn package_files_are_recognized() {
+        for (file, manager) in [
+            ("requirements.txt", Some("pip")),
+            ("requirements/base.txt", Some("pip")),
+            ("constraints.txt", Some("pip")),
+            ("sub/pyproject.toml", Some("pip")),
+            ("yarn.lock", Some("npm")),
+            ("pnpm-lock.yaml", Some("npm")),
+            ("notes.txt", None),
+        ] {
+            assert_eq!(package_manager_of(file), manager, "{file}");
+        }
+    }
+
+    #[test]
+    fn mirror_prefixed_library_image_gets_its_plain_alias() {
+        let r = ImageRef::parse("mirror.example:5000/library/node:18").unwrap();
+        assert_eq!(mirror_alias(&r).as_deref(), Some("node:18"));
+        let r = ImageRef::parse("ghcr.io/acme/node:18").unwrap();
+        assert_eq!(mirror_alias(&r), None);
+    }
 }

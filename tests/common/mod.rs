@@ -136,3 +136,27 @@ pub fn http_get(url: &str, seconds: u64) -> Option<String> {
     }
     None
 }
+
+/// `offpack` with an empty environment (only `PATH`), so that what a corpus project's plan says
+/// depends on its files alone.
+pub fn offpack_isolated(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_offpack"));
+    cmd.current_dir(dir).env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd
+}
+
+/// The projects of `tests/plan-corpus`, sorted by name.
+pub fn plan_corpus() -> Vec<(String, PathBuf)> {
+    let root = repo_root().join("tests/plan-corpus");
+    let mut projects: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", root.display()))
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    projects.sort();
+    projects
+}
