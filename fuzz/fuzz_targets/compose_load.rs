@@ -13,13 +13,18 @@ fuzz_target!(|data: &[u8]| {
     };
     let root = dir.path();
     if std::fs::write(root.join("compose.yaml"), data).is_err()
-        || std::fs::write(root.join(".env"), "TAG=1.25\nexport REGISTRY=registry.example:5000\n").is_err()
+        || std::fs::write(
+            root.join(".env"),
+            "TAG=1.25\nexport REGISTRY=registry.example:5000\n",
+        )
+        .is_err()
         || std::fs::write(root.join("Dockerfile"), "FROM alpine:3.20\n").is_err()
     {
         return;
     }
-    let environment: BTreeMap<String, String> =
-        [("HOME".to_string(), "/root".to_string())].into_iter().collect();
+    let environment: BTreeMap<String, String> = [("HOME".to_string(), "/root".to_string())]
+        .into_iter()
+        .collect();
     for profiles in [Vec::new(), vec!["*".to_string()]] {
         let _ = load(&LoadOptions {
             working_dir: root.to_path_buf(),

@@ -106,6 +106,12 @@ pub struct BundleArgs {
     /// Do not build services; their images are bundled only if the engine already has them.
     #[arg(long)]
     pub no_build: bool,
+    /// Bundle images for this platform (repeatable), e.g. `linux/arm64`. Default: the engine's own.
+    #[arg(long = "platform", value_name = "OS/ARCH")]
+    pub platforms: Vec<String>,
+    /// Write only what the far side lacks: `have.json` from `offpack inventory` on the far side.
+    #[arg(long, value_name = "HAVE_JSON")]
+    pub have: Option<PathBuf>,
     /// zstd compression level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,

@@ -15,7 +15,7 @@ use crate::cli::{BundleArgs, Output, PullPolicy};
 use crate::commands::human_bytes;
 use crate::engine::Engine;
 use crate::fetch::export::copy_export;
-use crate::plan::{Disk, PlanFinding, familiar_name, make_plan};
+use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags};
 use crate::reporter::Reporter;
@@ -76,6 +76,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         reporter.warn(&describe(finding));
     }
     let engine = Engine::connect().await?;
+    check_platforms(&engine, &args.platforms).await?;
 
     // image ID -> every name the bundle records for it
     let mut refs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -100,13 +101,17 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
                 .insert(id.clone());
         }
     }
-    for service_plan in plan.services.iter().filter(|s| s.active) {
-        let service = &project.services[&service_plan.name];
+    for service_plan in plan
+        .services
+        .iter()
+        .filter(|s| s.active && s.build.is_none())
+    {
         let entry = meta.services.entry(service_plan.name.clone()).or_default();
-        if service_plan.build.is_none() {
-            entry.image = vec![service_plan.image.clone()];
-            continue;
-        }
+        entry.image = vec![service_plan.image.clone()];
+    }
+    let mut built: BTreeMap<String, String> = BTreeMap::new();
+    for service_plan in build_order(&plan)? {
+        let service = &project.services[&service_plan.name];
         let tags = image_tags(&project, service)
             .iter()
             .map(|t| familiar_name(t))
@@ -137,7 +142,18 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         entry.image = tags.clone();
         entry.built = true;
         entry.images.insert(id.clone());
+        built.insert(service_plan.name.clone(), id.clone());
         refs.entry(id).or_default().extend(tags);
+    }
+    // Services that run an image another service builds need that image too.
+    for service_plan in plan.services.iter().filter(|s| s.active) {
+        if let Some(id) = service_plan.built_by.as_ref().and_then(|by| built.get(by)) {
+            meta.services
+                .entry(service_plan.name.clone())
+                .or_default()
+                .images
+                .insert(id.clone());
+        }
     }
     if refs.is_empty() {
         bail!(
@@ -177,6 +193,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         WriteOptions {
             level: args.level,
             threads: 0,
+            ..Default::default()
         },
     )
     .with_context(|| format!("cannot create the bundle {}", args.output.display()))?;
@@ -296,6 +313,35 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         s
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The classic image store holds one platform per image name: bundling for another platform
+/// than the engine's would need the containerd image store, so say so instead of guessing.
+async fn check_platforms(engine: &Engine, platforms: &[String]) -> Result<()> {
+    if platforms.is_empty() {
+        return Ok(());
+    }
+    let facts = engine.facts(&[]).await?;
+    let own = format!("{}/{}", facts.os, facts.arch);
+    for platform in platforms {
+        let normalized = platform.trim().trim_end_matches('/');
+        if normalized != own && !normalized.starts_with(&format!("{own}/")) {
+            if facts.containerd_image_store {
+                bail!(
+                    "bundling for {platform} on this engine is not supported yet by offpack; \
+                     run `offpack bundle` on a {platform} machine"
+                );
+            }
+            bail!(
+                "this engine ({} with the {} store) holds one platform per image, its own ({own}); \
+                 it cannot hold {platform} images. Bundle on a {platform} machine, or on an engine \
+                 with the containerd image store.",
+                facts.server_version,
+                facts.storage_driver
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A reader that fails once `cancelled` is set (on Ctrl-C), ending the copy that reads it.

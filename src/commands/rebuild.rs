@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cli::{Output, RebuildArgs};
 use crate::engine::Engine;
-use crate::plan::{Disk, make_plan};
+use crate::plan::{Disk, build_order, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags, short_id};
 use crate::reporter::Reporter;
@@ -36,9 +36,20 @@ pub async fn run(args: RebuildArgs, output: Output, reporter: &dyn Reporter) -> 
         no_cache: args.no_cache,
     };
     let mut results = Vec::new();
+    // Rebuild in dependency order: a service may build FROM another's image.
+    let mut order: Vec<&str> = build_order(&plan)?
+        .into_iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| args.services.iter().any(|a| a == n))
+        .collect();
     for name in &args.services {
+        if !order.contains(&name.as_str()) {
+            order.push(name);
+        }
+    }
+    for name in order {
         let service = &project.services[name];
-        let Some(service_plan) = plan.services.iter().find(|s| &s.name == name) else {
+        let Some(service_plan) = plan.services.iter().find(|s| s.name == name) else {
             bail!("service {name} is missing from the plan");
         };
         let outcome = build_service(
@@ -51,7 +62,7 @@ pub async fn run(args: RebuildArgs, output: Output, reporter: &dyn Reporter) -> 
         )
         .await?;
         results.push(Rebuilt {
-            service: name.clone(),
+            service: name.to_string(),
             image_id: outcome.image_id,
             tags: image_tags(&project, service),
             cached_steps: outcome.cached_steps,

@@ -263,6 +263,7 @@ pub(crate) mod tests {
             offpack_bundle::WriteOptions {
                 level: 1,
                 threads: 1,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -296,6 +297,7 @@ pub(crate) mod tests {
             offpack_bundle::WriteOptions {
                 level: 1,
                 threads: 1,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -101,6 +101,7 @@ mod tests {
             WriteOptions {
                 level: 1,
                 threads: 1,
+                ..Default::default()
             },
         )
         .unwrap();

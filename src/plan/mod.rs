@@ -86,6 +86,45 @@ fn package_manager_of(file: &str) -> Option<&'static str> {
     })
 }
 
+/// The active services that build an image, ordered so that a service whose Dockerfile uses an
+/// image another service builds comes after that service.
+pub fn build_order(plan: &Plan) -> Result<Vec<&ServicePlan>> {
+    let builds: Vec<&ServicePlan> = plan
+        .services
+        .iter()
+        .filter(|s| s.active && s.build.is_some())
+        .collect();
+    let mut ordered: Vec<&ServicePlan> = Vec::with_capacity(builds.len());
+    let mut pending = builds.clone();
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|service| {
+            let ready = service
+                .build
+                .iter()
+                .flat_map(|b| b.images.iter())
+                .filter_map(|i| i.built_by.as_deref())
+                .filter(|by| *by != service.name)
+                .all(|by| {
+                    ordered.iter().any(|done| done.name == by)
+                        || !builds.iter().any(|b| b.name == by)
+                });
+            if ready {
+                ordered.push(service);
+            }
+            !ready
+        });
+        if pending.len() == before {
+            let names: Vec<&str> = pending.iter().map(|s| s.name.as_str()).collect();
+            anyhow::bail!(
+                "services {} build from each other's images in a cycle; break the cycle in their Dockerfiles",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(ordered)
+}
+
 /// `name` as Docker shows it, with its tag (`node` → `node:latest`): the form the bundle records
 /// and `docker load` accepts.
 pub fn familiar_name(name: &str) -> Result<String> {
@@ -216,8 +255,11 @@ fn mark_built_images(
         {
             service.acquire = Acquire::Build;
             service.built_by = Some(builder.clone());
-            findings
-                .retain(|f| !(f.service == service.name && f.code == "OP002" && f.line.is_none()));
+            findings.retain(|f| {
+                !(f.service == service.name
+                    && f.code == "OP002"
+                    && f.message.starts_with(SERVICE_IMAGE_UNPINNED))
+            });
         }
         let name = service.name.clone();
         let Some(build) = service.build.as_mut() else {
@@ -243,6 +285,9 @@ fn mark_built_images(
         }
     }
 }
+
+/// How an OP002 finding about a service's `image:` (not a Dockerfile's) starts.
+const SERVICE_IMAGE_UNPINNED: &str = "service image ";
 
 struct Planner<'a> {
     project: &'a Project,
@@ -284,6 +329,26 @@ impl Planner<'_> {
             message,
             fix,
         });
+    }
+
+    /// Where `services.<service>.<field>` is written: the last compose file (in load order) that
+    /// sets the field in block style, else the first that declares the service (with its line).
+    fn locate(&self, service: &str, field: &str) -> Option<(PathBuf, Option<usize>)> {
+        let mut declared = None;
+        let mut set = None;
+        for file in &self.project.files {
+            let Ok(text) = self.files.read_to_string(file) else {
+                continue;
+            };
+            match field_line(&text, service, field) {
+                Some(Located::Field(line)) => set = Some((file.clone(), Some(line))),
+                Some(Located::Service(line)) if declared.is_none() => {
+                    declared = Some((file.clone(), Some(line)));
+                }
+                _ => {}
+            }
+        }
+        set.or(declared)
     }
 
     /// The fix for an unpinned image: the digest to pin when known, else how to find it.
@@ -353,13 +418,14 @@ impl Planner<'_> {
             {
                 let written = service.image.as_deref().unwrap_or(&image);
                 let fix = self.pin_fix(&image);
+                let place = self.locate(&service.name, "image");
                 self.finding(
                     "OP002",
                     Severity::Warning,
                     &service.name,
-                    None,
+                    place.as_ref().map(|(f, l)| (f.as_path(), *l)),
                     format!(
-                        "service image `{written}` is not pinned ({}): the far side may get another image than the one tested",
+                        "{SERVICE_IMAGE_UNPINNED}`{written}` is not pinned ({}): the far side may get another image than the one tested",
                         if written.ends_with(":latest") { "`latest`" } else { "no tag, so `latest`" }
                     ),
                     fix,
@@ -376,40 +442,66 @@ impl Planner<'_> {
         let Some(policy) = service.pull_policy.as_deref() else {
             return;
         };
+        let fix = "set `pull_policy: missing` (or remove it) for the air-gapped side, e.g. in a compose \
+                   override file, so that the loaded image is used";
+        if policy == "build" {
+            if service.build.is_some() {
+                // compose v2 builds a `pull_policy: build` service on every `up`, even when
+                // its image is present (compose's `build.go`).
+                let place = self.locate(&service.name, "pull_policy");
+                self.finding(
+                    "OP008",
+                    Severity::Warning,
+                    &service.name,
+                    place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+                    format!(
+                        "`pull_policy: build` makes docker compose rebuild `{}` on every `up`, even when the bundle loaded it; \
+                         offline that rebuild works only if each step is cached or needs no network",
+                        plan.image
+                    ),
+                    format!("{fix}; rebuild on purpose with `offpack rebuild {}`", service.name),
+                );
+            }
+            return;
+        }
         let periodic =
             matches!(policy, "daily" | "weekly" | "refresh") || policy.starts_with("every_");
         if policy != "always" && !periodic {
             return;
         }
-        let (severity, consequence) = if service.build.is_some() || periodic {
-            (
+        let (severity, when, consequence) = match (periodic, service.build.is_some()) {
+            (false, false) => (
+                Severity::Error,
+                "on every `up`",
+                "the pull fails offline and `up` stops",
+            ),
+            (false, true) => (
                 Severity::Warning,
+                "on every `up`",
                 "the pull fails offline and compose falls back to building it",
-            )
-        } else {
-            (Severity::Error, "the pull fails offline and `up` stops")
+            ),
+            (true, false) => (
+                Severity::Warning,
+                "periodically",
+                "once a pull is due, it fails offline and `up` stops",
+            ),
+            (true, true) => (
+                Severity::Warning,
+                "periodically",
+                "once a pull is due, it fails offline and compose falls back to building it",
+            ),
         };
-        let consequence = if periodic && service.build.is_none() {
-            "once it is due, the pull fails offline and `up` stops"
-        } else {
-            consequence
-        };
-        let when = if periodic {
-            "periodically"
-        } else {
-            "on every `up`"
-        };
+        let place = self.locate(&service.name, "pull_policy");
         self.finding(
             "OP008",
             severity,
             &service.name,
-            None,
+            place.as_ref().map(|(f, l)| (f.as_path(), *l)),
             format!(
                 "`pull_policy: {policy}` makes docker compose pull `{}` {when} even when the bundle loaded it; {consequence}",
                 plan.image
             ),
-            "set `pull_policy: missing` (or remove it) for the air-gapped side, e.g. in a compose override file"
-                .into(),
+            fix.into(),
         );
     }
 
@@ -599,7 +691,11 @@ impl Planner<'_> {
                     }
                 }
             }
-            for finding in resolved.findings {
+            let mut platform_findings = resolved.findings.clone();
+            if n == 0 {
+                platform_findings.extend(classic_only_findings(dockerfile, &resolved, &options));
+            }
+            for finding in platform_findings {
                 let replaced = resolved
                     .classic_builder_images
                     .iter()
@@ -689,8 +785,39 @@ impl Planner<'_> {
                         e.reason
                     ),
                 }
-            } else if value.starts_with("service:") || Path::new(value).is_absolute() {
-                // Another service's image (built or pulled for it) or a local directory.
+            } else if let Some(other) = value.strip_prefix("service:") {
+                // BuildKit gets the other service's image (compose builds that service first).
+                let Some(other_service) = self.project.services.get(other) else {
+                    bail!(
+                        "{}{}: service {}: additional context `{name}: {value}` names no service of this project; define `{other}` or fix the name",
+                        label,
+                        build
+                            .source
+                            .line
+                            .map(|l| format!(":{l}"))
+                            .unwrap_or_default(),
+                        service.name,
+                    );
+                };
+                let reference = familiar_name(&other_service.image_name(&self.project.name))
+                    .with_context(|| {
+                        format!("service {other}: its image name is not a valid reference")
+                    })?;
+                let source = ImageSource {
+                    reference,
+                    written: value.clone(),
+                    kind: "additional-context".into(),
+                    file: label.clone(),
+                    line: build.source.line.unwrap_or(0),
+                    platforms: Vec::new(),
+                    aliases: Vec::new(),
+                    built_by: None,
+                };
+                for platform in platforms {
+                    add_source(&mut plan.images, source.clone(), platform);
+                }
+            } else if Path::new(value).is_absolute() {
+                // A local directory: part of the project's files.
             } else {
                 self.finding(
                     "OP007",
@@ -734,6 +861,107 @@ impl Planner<'_> {
             }
         }
     }
+}
+
+/// Findings in the stages the classic builder builds but BuildKit skips: the classic builder (what
+/// `offpack rebuild` and docker-compose 1.29 use) runs every stage up to the target, so a network
+/// `RUN` there breaks an offline rebuild too. Unnamed skipped stages cannot be targeted on their
+/// own and are not covered.
+fn classic_only_findings(
+    dockerfile: &offpack_dockerfile::Dockerfile,
+    resolved: &offpack_dockerfile::Resolved,
+    options: &ResolveOptions,
+) -> Vec<offpack_dockerfile::Finding> {
+    let skipped: Vec<usize> = (0..resolved.target_stage)
+        .filter(|i| !resolved.stages_needed.contains(i))
+        .collect();
+    let stage_of_line = |line: usize| dockerfile.stages.iter().rposition(|s| s.base.line <= line);
+    let mut found: Vec<offpack_dockerfile::Finding> = Vec::new();
+    for &index in &skipped {
+        let Some(name) = dockerfile.stages.get(index).and_then(|s| s.name.as_deref()) else {
+            continue;
+        };
+        let Ok(stage) = offpack_dockerfile::resolve(
+            dockerfile,
+            &ResolveOptions {
+                target: Some(name),
+                ..*options
+            },
+        ) else {
+            continue;
+        };
+        for mut finding in stage.findings {
+            let in_skipped = stage_of_line(finding.line).is_some_and(|s| skipped.contains(&s));
+            if !in_skipped
+                || found
+                    .iter()
+                    .any(|f| f.line == finding.line && f.code == finding.code)
+            {
+                continue;
+            }
+            finding.message.push_str(
+                " (stage skipped by BuildKit, but the classic builder used by `offpack rebuild` and docker-compose 1.29 runs it)",
+            );
+            found.push(finding);
+        }
+    }
+    found
+}
+
+/// Where a scan of block-style YAML found a service.
+#[derive(Debug, PartialEq, Eq)]
+enum Located {
+    /// The line of `<field>:` inside the service.
+    Field(usize),
+    /// The line of `<service>:` (the field is not written there, or not in block style).
+    Service(usize),
+}
+
+/// Finds `services.<service>.<field>` in a compose file's text by indentation. A text scan, like
+/// the loader's for `build` (decision 0021): flow-style YAML, anchors and merge keys are not seen.
+fn field_line(text: &str, service: &str, field: &str) -> Option<Located> {
+    let key_of = |line: &str| -> Option<(usize, String)> {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            return None;
+        }
+        let indent = line.len() - trimmed.len();
+        let (key, _) = trimmed.split_once(':')?;
+        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
+        Some((indent, key.to_string()))
+    };
+    let mut lines = text.lines().enumerate();
+    lines.find(|(_, line)| {
+        key_of(line).is_some_and(|(indent, key)| indent == 0 && key == "services")
+    })?;
+    let mut service_indent = None;
+    let mut found_service = None;
+    let mut field_indent = None;
+    for (index, line) in lines {
+        let Some((indent, key)) = key_of(line) else {
+            continue;
+        };
+        if indent == 0 && !line.trim_start().starts_with('-') {
+            break;
+        }
+        let service_level = *service_indent.get_or_insert(indent);
+        if indent <= service_level {
+            if found_service.is_some() {
+                break;
+            }
+            if indent == service_level && key == service {
+                found_service = Some(index + 1);
+            }
+            continue;
+        }
+        if found_service.is_some() {
+            let level = *field_indent.get_or_insert(indent);
+            if indent == level && key == field {
+                return Some(Located::Field(index + 1));
+            }
+        }
+    }
+    found_service.map(Located::Service)
 }
 
 /// The image a `cache_from` entry names: the entry itself, or `ref=` of `type=registry,ref=…`.
@@ -999,6 +1227,38 @@ mod tests {
     }
 
     #[test]
+    fn service_context_uses_the_other_services_image() {
+        let mut app = build("/p/app");
+        app.additional_contexts
+            .insert("runtime".into(), "service:base".into());
+        let p = project(vec![
+            service("base", Some("acme/runtime:3"), Some(build("/p/base"))),
+            service("app", None, Some(app)),
+        ]);
+        let f = files(&[
+            ("/p/base/Dockerfile", "FROM debian:12.5-slim\n"),
+            ("/p/app/Dockerfile", "FROM runtime\n"),
+        ]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(references(&plan), ["debian:12.5-slim"]);
+        let app = plan.services.iter().find(|s| s.name == "app").unwrap();
+        let image = &app.build.as_ref().unwrap().images[0];
+        assert_eq!(image.reference, "acme/runtime:3");
+        assert_eq!(image.built_by.as_deref(), Some("base"));
+
+        let mut broken = build("/p/app");
+        broken
+            .additional_contexts
+            .insert("runtime".into(), "service:nope".into());
+        let p = project(vec![service("app", None, Some(broken))]);
+        let err = make_plan(&p, &f).unwrap_err().to_string();
+        assert!(
+            err.contains("service:nope") && err.contains("compose.yaml:3"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn remote_additional_context_is_a_finding() {
         let mut b = build("/p/app");
         b.additional_contexts
@@ -1034,6 +1294,10 @@ mod tests {
         let f = files(&[
             ("/p/base/Dockerfile", "FROM python:3.12-slim\n"),
             ("/p/api/Dockerfile", "FROM acme/base\n"),
+            (
+                "/p/compose.yaml",
+                "services:\n  worker:\n    image: acme/base\n",
+            ),
         ]);
         let plan = make_plan(&p, &f).unwrap();
         assert_eq!(references(&plan), ["python:3.12-slim"]);
@@ -1085,8 +1349,18 @@ mod tests {
         let plan = make_plan(&p, &f).unwrap();
         let acquire: Vec<Acquire> = plan.services.iter().map(|s| s.acquire).collect();
         assert_eq!(acquire, [Acquire::Pull, Acquire::Local, Acquire::Build]);
-        assert_eq!(codes(&plan), ["OP008"]);
-        assert_eq!(plan.findings[0].severity, Severity::Error);
+        assert_eq!(codes(&plan), ["OP008", "OP008"]);
+        let feed = &plan.findings[0];
+        assert_eq!(
+            (feed.service.as_str(), feed.severity),
+            ("feed", Severity::Error)
+        );
+        let web = &plan.findings[1];
+        assert_eq!(
+            (web.service.as_str(), web.severity),
+            ("web", Severity::Warning)
+        );
+        assert!(web.message.contains("rebuild"), "{}", web.message);
         assert_eq!(
             references(&plan),
             ["acme/feed:1", "acme/tool:1", "python:3.12"]
@@ -1113,6 +1387,46 @@ mod tests {
             platforms,
             [vec!["linux/amd64", "linux/arm64"], vec!["linux/amd64"]]
         );
+    }
+
+    #[test]
+    fn stages_only_the_classic_builder_runs_are_linted_too() {
+        let mut b = build("/p/app");
+        b.target = Some("prod".into());
+        let p = project(vec![service("app", None, Some(b))]);
+        let f = files(&[(
+            "/p/app/Dockerfile",
+            "FROM python:3.12 AS base\nFROM base AS dev\nRUN apt-get update\nFROM base AS prod\nRUN echo ok\n",
+        )]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(
+            plan.services[0].build.as_ref().unwrap().stages,
+            ["base", "prod"]
+        );
+        assert_eq!(codes(&plan), ["OP003"]);
+        assert_eq!(plan.findings[0].line, Some(3));
+        assert!(plan.findings[0].message.contains("classic builder"));
+    }
+
+    #[test]
+    fn service_fields_are_located_by_indentation() {
+        let text = "x-base: &base\n  image: nope\nservices:\n  web:\n    build: .\n    # image: old\n    image: nginx\n  \"db\":\n    <<: *base\nvolumes:\n  image:\n";
+        assert_eq!(field_line(text, "web", "image"), Some(Located::Field(7)));
+        assert_eq!(field_line(text, "db", "image"), Some(Located::Service(8)));
+        assert_eq!(field_line(text, "cache", "image"), None);
+        assert_eq!(
+            field_line("services: {web: {image: x}}\n", "web", "image"),
+            None
+        );
+    }
+
+    #[test]
+    fn service_findings_name_the_compose_file_and_line() {
+        let p = project(vec![service("cache", Some("redis"), None)]);
+        let f = files(&[("/p/compose.yaml", "services:\n  cache:\n    image: redis\n")]);
+        let plan = make_plan(&p, &f).unwrap();
+        assert_eq!(plan.findings[0].file, Some(PathBuf::from("compose.yaml")));
+        assert_eq!(plan.findings[0].line, Some(3));
     }
 
     #[test]
@@ -1154,5 +1468,29 @@ mod tests {
         assert_eq!(mirror_alias(&r).as_deref(), Some("node:18"));
         let r = ImageRef::parse("ghcr.io/acme/node:18").unwrap();
         assert_eq!(mirror_alias(&r), None);
+    }
+
+    #[test]
+    fn services_build_after_the_services_whose_images_they_use() {
+        let mut files = BTreeMap::new();
+        files.insert(
+            PathBuf::from("/p/a-app/Dockerfile"),
+            "FROM acme/base:1\nRUN true\n".to_string(),
+        );
+        files.insert(
+            PathBuf::from("/p/z-base/Dockerfile"),
+            "FROM python:3.11-slim\n".to_string(),
+        );
+        let project = project(vec![
+            service("a-app", None, Some(build("/p/a-app"))),
+            service("z-base", Some("acme/base:1"), Some(build("/p/z-base"))),
+        ]);
+        let plan = make_plan(&project, &Memory(files)).unwrap();
+        let order: Vec<&str> = build_order(&plan)
+            .unwrap()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(order, vec!["z-base", "a-app"]);
     }
 }

@@ -195,6 +195,25 @@ pub fn write_context(
     let mut tar = tar::Builder::new(out);
     tar.follow_symlinks(false);
     let mut count = 0u64;
+    // BuildKit takes a context whose first header is PAX or GNU long-name for a bare Dockerfile
+    // (docs/engine-support.md): the Dockerfile goes first, under a plain ustar header.
+    let dockerfile_on_disk = dockerfile
+        .extra
+        .is_none()
+        .then(|| context.join(&dockerfile.name));
+    if let Some(path) = &dockerfile_on_disk {
+        let metadata = fs_err::metadata(path)?;
+        let mut header = context_header(&metadata);
+        tar.append_data(&mut header, &dockerfile.name, fs_err::File::open(path)?)
+            .with_context(|| format!("adding {} to the build context", path.display()))?;
+        count += 1;
+    }
+    if let Some(bytes) = &dockerfile.extra {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, &dockerfile.name, bytes.as_slice())?;
+    }
     let mut walk = walkdir::WalkDir::new(context)
         .follow_links(false)
         .sort_by_file_name()
@@ -208,6 +227,9 @@ pub fn write_context(
             Err(_) => continue,
         };
         let name = slash_path(&relative);
+        if dockerfile_on_disk.is_some() && name == dockerfile.name {
+            continue;
+        }
         if ignore.excludes(&name) {
             if entry.file_type().is_dir() && !descend_into_excluded {
                 walk.skip_current_dir();
@@ -217,12 +239,7 @@ pub fn write_context(
         let metadata = entry
             .metadata()
             .with_context(|| format!("reading {}", entry.path().display()))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata_in_mode(&metadata, tar::HeaderMode::Complete);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_username("").ok();
-        header.set_groupname("").ok();
+        let mut header = context_header(&metadata);
         if metadata.file_type().is_symlink() {
             let target = fs_err::read_link(entry.path())?;
             header.set_size(0);
@@ -245,14 +262,19 @@ pub fn write_context(
         }
         count += 1;
     }
-    if let Some(bytes) = &dockerfile.extra {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        tar.append_data(&mut header, &dockerfile.name, bytes.as_slice())?;
-    }
     tar.into_inner()?.flush()?;
     Ok(count)
+}
+
+/// A ustar header with the file's mode, size and time, owned by 0:0 without names.
+fn context_header(metadata: &std::fs::Metadata) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_metadata_in_mode(metadata, tar::HeaderMode::Complete);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_username("").ok();
+    header.set_groupname("").ok();
+    header
 }
 
 #[cfg(test)]
@@ -316,6 +338,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec![".dockerignore", "Dockerfile", "b.txt"]);
+        assert_eq!(
+            names,
+            vec!["Dockerfile", ".dockerignore", "b.txt"],
+            "the Dockerfile comes first"
+        );
     }
 }

@@ -25,14 +25,23 @@ pub struct BuildSettings {
 /// The names a built service's image gets: its `image:`, or `<project>-<service>` (the Compose
 /// Specification and compose v2) and `<project>_<service>` (compose v1), so that `up` in either
 /// finds it instead of building.
+/// `build.tags` are added as compose v2 adds them.
 pub fn image_tags(project: &Project, service: &Service) -> Vec<String> {
-    match &service.image {
+    let mut tags = match &service.image {
         Some(image) => vec![image.clone()],
         None => vec![
             format!("{}-{}", project.name, service.name),
             format!("{}_{}", project.name, service.name),
         ],
+    };
+    if let Some(build) = &service.build {
+        for tag in &build.tags {
+            if !tags.contains(tag) {
+                tags.push(tag.clone());
+            }
+        }
     }
+    tags
 }
 
 /// Builds `service` with the engine. The images its Dockerfile needs must already be in the
@@ -58,6 +67,19 @@ pub async fn build_service(
             service.name
         );
     };
+    if !build.additional_contexts.is_empty() {
+        let names: Vec<&str> = build
+            .additional_contexts
+            .keys()
+            .map(String::as_str)
+            .collect();
+        bail!(
+            "service {} uses additional_contexts ({}), which the classic builder offpack builds with \
+             on this engine does not support; build it with BuildKit (docker compose v2 / buildx) instead",
+            service.name,
+            names.join(", ")
+        );
+    }
     if let Some(build_plan) = &plan.build {
         let mut missing = Vec::new();
         for image in build_plan.images.iter().chain(build_plan.frontend.iter()) {

@@ -7,7 +7,9 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use offpack_bundle::testkit::{self, RawEntry};
-use offpack_bundle::{BlobRef, BundleWriter, Digest, Image, IndexEntry, Manifest, WriteOptions};
+use offpack_bundle::{
+    BlobRef, BundleWriter, Delta, Digest, Image, IndexEntry, Manifest, SigningKey, WriteOptions,
+};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -20,7 +22,15 @@ fn main() -> Result<()> {
     for entry in std::fs::read_dir(&dir)? {
         let p = entry?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.ends_with(".offpack") || name.ends_with(".expect") || name.ends_with(".sha256") {
+        let part = name
+            .rsplit_once(".offpack.")
+            .is_some_and(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()));
+        if name.ends_with(".offpack")
+            || name.ends_with(".expect")
+            || name.ends_with(".sha256")
+            || name.ends_with(".pub")
+            || part
+        {
             std::fs::remove_file(&p)?;
         }
     }
@@ -28,12 +38,12 @@ fn main() -> Result<()> {
 
     // Valid bundles written by the real writer.
     let minimal = v.path("ok-minimal");
-    write_sample(&minimal, true)?;
+    write_sample(&minimal, Sample::Image)?;
     std::fs::remove_file(sidecar(&minimal))?;
     v.expect("ok-minimal", "ok")?;
-    write_sample(&v.path("ok-with-sidecar"), true)?;
+    write_sample(&v.path("ok-with-sidecar"), Sample::Image)?;
     v.expect("ok-with-sidecar", "ok")?;
-    write_sample(&v.path("ok-no-images"), false)?;
+    write_sample(&v.path("ok-no-images"), Sample::Empty)?;
     std::fs::remove_file(sidecar(&v.path("ok-no-images")))?;
     v.expect("ok-no-images", "ok")?;
 
@@ -202,6 +212,64 @@ fn main() -> Result<()> {
     )?;
     v.expect("sidecar-mismatch", "sidecar-mismatch")?;
 
+    // Format 1.1 delta bundles: the second layer is absent on purpose.
+    let delta = v.path("ok-delta");
+    write_sample(&delta, Sample::Delta)?;
+    std::fs::remove_file(sidecar(&delta))?;
+    v.expect("ok-delta", "ok")?;
+    // ... and one whose other layer is missing too: only the listed layer may be absent.
+    let delta_entries: Vec<RawEntry> = testkit::read_entries(&delta)?
+        .iter()
+        .map(|(e, data)| raw(e, data))
+        .collect();
+    let first_blob = delta_entries.iter().position(is_blob).ok_or("no blob")?;
+    let mut missing_other = delta_entries.clone();
+    missing_other.remove(first_blob);
+    v.write(
+        "delta-missing-other-layer",
+        &testkit::assemble(&missing_other, manifest_ref(&missing_other)),
+        "missing-blob",
+    )?;
+
+    // Format 1.1 signatures: `<name>.pub` is the key `verify_with_key` must require.
+    let key = SigningKey::from_text(
+        "offpack-ed25519-secret:QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=",
+    )?;
+    let other = SigningKey::from_text(
+        "offpack-ed25519-secret:Q0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0M=",
+    )?;
+    let signed = v.path("signed-ok");
+    write_sample_with(&signed, Sample::Image, None, Some(key.clone()))?;
+    std::fs::remove_file(sidecar(&signed))?;
+    v.key("signed-ok", &key)?;
+    v.expect("signed-ok", "ok")?;
+    let by_other = v.path("signed-by-other-key");
+    write_sample_with(&by_other, Sample::Image, None, Some(other))?;
+    std::fs::remove_file(sidecar(&by_other))?;
+    v.key("signed-by-other-key", &key)?;
+    v.expect("signed-by-other-key", "bad-signature")?;
+    // The signed-ok bundle with its signature replaced by the other key's (over the same manifest): the
+    // index still names `key`, whose check fails.
+    let other_sig = index_of(&std::fs::read(&by_other)?)?["signature"]["signature"].clone();
+    let mut tampered = std::fs::read(&signed)?;
+    rewrite_index(&mut tampered, |index| {
+        index["signature"]["signature"] = other_sig;
+    })?;
+    v.write("bad-signature", &tampered, "bad-signature")?;
+    v.key("bad-signature", &key)?;
+    std::fs::copy(&minimal, v.path("unsigned-when-key-required"))?;
+    v.key("unsigned-when-key-required", &key)?;
+    v.expect("unsigned-when-key-required", "unsigned")?;
+
+    // Format 1.1 split volumes: `ok-split.offpack.001`, `.002`, ... with a sidecar line per part.
+    let split = v.path("ok-split");
+    write_sample_with(&split, Sample::Image, Some(4096), None)?;
+    v.expect("ok-split", "ok")?;
+    let split_missing = v.path("split-missing-part");
+    write_sample_with(&split_missing, Sample::Image, Some(4096), None)?;
+    std::fs::remove_file(split_missing.with_extension("offpack.002"))?;
+    v.expect("split-missing-part", "missing-part")?;
+
     let plain = zstd::encode_all(&b"not a bundle"[..], 3)?;
     v.write("not-a-bundle", &plain, "not-a-bundle")?;
     println!("vectors written to {}", dir.display());
@@ -218,6 +286,13 @@ impl Vectors {
     }
     fn expect(&self, name: &str, kind: &str) -> Result<()> {
         std::fs::write(self.dir.join(format!("{name}.expect")), format!("{kind}\n"))?;
+        Ok(())
+    }
+    fn key(&self, name: &str, key: &SigningKey) -> Result<()> {
+        std::fs::write(
+            self.dir.join(format!("{name}.pub")),
+            key.verifying_key().to_text(),
+        )?;
         Ok(())
     }
     fn write(&self, name: &str, bytes: &[u8], kind: &str) -> Result<()> {
@@ -253,6 +328,13 @@ fn dir_entry(name: &str) -> RawEntry {
     }
 }
 
+/// The trailer's index as JSON.
+fn index_of(bytes: &[u8]) -> Result<serde_json::Value> {
+    let len_pos = bytes.len() - 48;
+    let len = u64::from_le_bytes(bytes[len_pos..len_pos + 8].try_into()?) as usize;
+    Ok(serde_json::from_slice(&bytes[len_pos - len..len_pos])?)
+}
+
 /// Replaces the trailer's index with an edited one (hash recomputed).
 fn rewrite_index(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut serde_json::Value)) -> Result<()> {
     let len_pos = bytes.len() - 48;
@@ -266,21 +348,51 @@ fn rewrite_index(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut serde_json::Value))
     Ok(())
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sample {
+    /// No image.
+    Empty,
+    /// One image with two layers.
+    Image,
+    /// The same image as a delta bundle: the second layer is listed as absent and not written.
+    Delta,
+}
+
 /// A small realistic image: two layer tars (one added with an unknown digest), a config listing them.
-fn write_sample(path: &Path, with_image: bool) -> Result<()> {
+fn write_sample(path: &Path, sample: Sample) -> Result<()> {
+    write_sample_with(path, sample, None, None)
+}
+
+fn write_sample_with(
+    path: &Path,
+    sample: Sample,
+    split: Option<u64>,
+    sign: Option<SigningKey>,
+) -> Result<()> {
     let opts = WriteOptions {
         level: 3,
         threads: 1,
+        split,
+        sign,
     };
     let mut w = BundleWriter::create(path, opts)?;
     let mut manifest = Manifest::new("0.1.0", "shop");
     manifest.created = "2026-01-01T00:00:00Z".into();
     manifest.platforms = vec!["linux/amd64".into()];
-    if with_image {
+    if sample != Sample::Empty {
         let layer1 = layer_tar("app/main.py", b"print('hello')\n")?;
         let layer2 = layer_tar("etc/motd", b"offline\n")?;
         let d1 = w.add_blob(layer1.len() as u64, &layer1[..])?;
-        let d2 = w.add_blob_bytes(&layer2)?;
+        let d2 = if sample == Sample::Delta {
+            let d2 = Digest::of_bytes(&layer2);
+            manifest.delta = Some(Delta {
+                base: "the far side's engine had shop_backend:previous".into(),
+                absent_layers: vec![d2.clone()],
+            });
+            d2
+        } else {
+            w.add_blob_bytes(&layer2)?
+        };
         let config = serde_json::json!({
             "architecture": "amd64", "os": "linux",
             "config": {"Cmd": ["python", "main.py"]},

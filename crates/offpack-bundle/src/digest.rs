@@ -35,6 +35,10 @@ impl Digest {
         format!("blobs/sha256/{}", self.hex())
     }
 
+    pub(crate) fn from_sha256(bytes: [u8; 32]) -> Self {
+        Digest(format!("{PREFIX}{}", hex::encode(bytes)))
+    }
+
     pub(crate) fn from_hasher(hasher: Sha256) -> Self {
         Digest(format!("{PREFIX}{}", hex::encode(hasher.finalize())))
     }

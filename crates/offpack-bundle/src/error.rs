@@ -214,14 +214,16 @@ pub enum BundleError {
         /// What this reader supports.
         supported: String,
     },
-    /// The sidecar `.sha256` file disagrees with the bundle.
+    /// The sidecar `.sha256` file disagrees with the bundle (or with one part of a split bundle).
     #[error(
-        "{}: the bundle hashes to {actual} but its checksum file says {expected}; the bundle is damaged, copy it again",
-        sidecar.display()
+        "{}: the file hashes to {actual} but the checksum file {} says {expected}; the file is damaged, copy it again",
+        file.display(), sidecar.display()
     )]
     SidecarMismatch {
         /// The sidecar file.
         sidecar: PathBuf,
+        /// The bundle file or part whose hash differs.
+        file: PathBuf,
         /// Hex digest in the sidecar.
         expected: String,
         /// Hex digest of the bundle.
@@ -234,6 +236,39 @@ pub enum BundleError {
         path: PathBuf,
         /// What is wrong.
         detail: String,
+    },
+    /// The bundle's signature is invalid, or made with another key than the one required.
+    #[error(
+        "bundle signature check failed: {0}; the bundle was changed after signing or is not from the expected team, do not load it"
+    )]
+    BadSignature(String),
+    /// A signature was required but the bundle has none.
+    #[error(
+        "{}: the bundle is not signed, but a signature by key {key} was required; ask the sender for a signed bundle (offpack bundle --sign)",
+        path.display()
+    )]
+    Unsigned {
+        /// The bundle.
+        path: PathBuf,
+        /// Fingerprint of the required key.
+        key: String,
+    },
+    /// A problem inside one part of a split bundle (offsets in `source` are in the joined bundle).
+    #[error("{}: {source}", part.display())]
+    InPart {
+        /// The part file.
+        part: PathBuf,
+        /// The problem.
+        source: Box<BundleError>,
+    },
+    /// A part of a split bundle is missing.
+    #[error(
+        "{}: this part of the split bundle is missing; copy every part (`.001`, `.002`, ...) next to each other",
+        path.display()
+    )]
+    MissingPart {
+        /// The missing part's path.
+        path: PathBuf,
     },
     /// A metadata item is larger than this reader accepts.
     #[error(
@@ -253,6 +288,9 @@ impl BundleError {
     /// True when the bundle failed a check (damaged, truncated, inconsistent, unsupported): the CLI exits 1.
     /// False for usage and environment errors (missing file, bad argument, broken source): the CLI exits 2.
     pub fn is_corruption(&self) -> bool {
+        if let BundleError::InPart { source, .. } = self {
+            return source.is_corruption();
+        }
         !matches!(
             self,
             BundleError::Io { .. }
@@ -293,6 +331,29 @@ impl BundleError {
             BundleError::SidecarMismatch { .. } => "sidecar-mismatch",
             BundleError::BadSidecar { .. } => "bad-sidecar",
             BundleError::TooLarge { .. } => "too-large",
+            BundleError::MissingPart { .. } => "missing-part",
+            BundleError::BadSignature(_) => "bad-signature",
+            BundleError::Unsigned { .. } => "unsigned",
+            BundleError::InPart { source, .. } => source.kind(),
+        }
+    }
+
+    /// The file offset the problem is at, when the error has one.
+    pub(crate) fn offset(&self) -> Option<u64> {
+        match self {
+            BundleError::Truncated { offset, .. }
+            | BundleError::CorruptFrame { offset, .. }
+            | BundleError::BadTarHeader { offset, .. }
+            | BundleError::BadDigest { offset, .. }
+            | BundleError::SizeMismatch { offset, .. }
+            | BundleError::PathTraversal { offset, .. }
+            | BundleError::AbsolutePath { offset, .. }
+            | BundleError::Symlink { offset, .. }
+            | BundleError::Hardlink { offset, .. }
+            | BundleError::SpecialFile { offset, .. }
+            | BundleError::DuplicateEntry { offset, .. }
+            | BundleError::UnknownEntry { offset, .. } => Some(*offset),
+            _ => None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::io::{self, Read};
 use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer};
 
 use crate::BundleError;
+use crate::source::Source;
 
 /// zstd frame magic, little-endian bytes.
 pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
@@ -96,42 +97,25 @@ pub(crate) fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::
     Ok(())
 }
 
-/// A `Read` over `[start, end)` of a file, using positional reads (several may share one `File`).
-pub(crate) struct RangeReader<'a> {
-    pub file: &'a File,
-    pub pos: u64,
-    pub end: u64,
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = (self.end.saturating_sub(self.pos)).min(buf.len() as u64) as usize;
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = read_at(self.file, &mut buf[..want], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 /// Locates and checks the trailer; returns the index JSON and the file offset where the trailer starts.
-pub(crate) fn read_trailer(
-    file: &File,
-    file_len: u64,
-    path: &std::path::Path,
-) -> Result<(Vec<u8>, u64), BundleError> {
+pub(crate) fn read_trailer(src: &Source) -> Result<(Vec<u8>, u64), BundleError> {
+    let file_len = src.len();
+    let path = src.file_at(file_len);
     use sha2::Digest as _;
     let not_bundle = |detail: &str| BundleError::NotABundle {
         path: path.to_owned(),
-        detail: detail.to_owned(),
+        detail: if src.is_split() {
+            format!("{detail}; it is the last part found, so a later part may be missing")
+        } else {
+            detail.to_owned()
+        },
     };
     if file_len < FOOTER_LEN + SKIPPABLE_HEADER_LEN {
         return Err(not_bundle("file is too short to hold an index footer"));
     }
     let mut footer = [0u8; 48];
-    read_exact_at(file, &mut footer, file_len - FOOTER_LEN)
-        .map_err(|e| BundleError::io(path, e))?;
+    src.read_exact_at(&mut footer, file_len - FOOTER_LEN)
+        .map_err(|e| src.io_err(file_len - FOOTER_LEN, e))?;
     if &footer[40..48] != FOOTER_MAGIC {
         return Err(not_bundle("no OFFPKIDX footer at the end of the file"));
     }
@@ -153,7 +137,8 @@ pub(crate) fn read_trailer(
     }
     let trailer_start = room - index_len;
     let mut frame_header = [0u8; 8];
-    read_exact_at(file, &mut frame_header, trailer_start).map_err(|e| BundleError::io(path, e))?;
+    src.read_exact_at(&mut frame_header, trailer_start)
+        .map_err(|e| src.io_err(trailer_start, e))?;
     let magic = u32::from_le_bytes([
         frame_header[0],
         frame_header[1],
@@ -172,8 +157,8 @@ pub(crate) fn read_trailer(
         )));
     }
     let mut index_json = vec![0u8; index_len as usize];
-    read_exact_at(file, &mut index_json, trailer_start + SKIPPABLE_HEADER_LEN)
-        .map_err(|e| BundleError::io(path, e))?;
+    src.read_exact_at(&mut index_json, trailer_start + SKIPPABLE_HEADER_LEN)
+        .map_err(|e| src.io_err(trailer_start, e))?;
     if sha2::Sha256::digest(&index_json)[..] != footer[8..40] {
         return Err(BundleError::BadIndex(
             "the index does not match the SHA-256 in the footer".into(),

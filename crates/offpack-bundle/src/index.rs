@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::BlobRef;
+use crate::sign::IndexSignature;
 use crate::{BundleError, Digest};
 
 /// The index version this crate writes and reads.
@@ -19,6 +20,9 @@ pub struct Index {
     pub entries: Vec<IndexEntry>,
     /// Digest and size of `offpack.json`.
     pub manifest: BlobRef,
+    /// Format 1.1: the Ed25519 signature over `manifest.digest`, when the bundle is signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<IndexSignature>,
 }
 
 /// One tar entry.

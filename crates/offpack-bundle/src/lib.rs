@@ -39,9 +39,13 @@
 mod digest;
 mod error;
 mod frame;
+mod hashpipe;
 mod index;
 mod manifest;
+mod output;
 mod reader;
+mod sign;
+mod source;
 mod tarhdr;
 mod verify;
 mod writer;
@@ -53,9 +57,10 @@ pub use digest::Digest;
 pub use error::BundleError;
 pub use index::{INDEX_VERSION, Index, IndexEntry};
 pub use manifest::{
-    BlobRef, FORMAT_MAJOR, FORMAT_VERSION, Image, Manifest, Package, Project, ProjectFile,
+    BlobRef, Delta, FORMAT_MAJOR, FORMAT_VERSION, Image, Manifest, Package, Project, ProjectFile,
     rfc3339_utc_now,
 };
 pub use reader::BundleReader;
-pub use verify::{SidecarStatus, VerifyReport, extract, verify};
-pub use writer::{BundleWriter, WriteOptions, Written};
+pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};
+pub use verify::{SidecarStatus, VerifyReport, extract, verify, verify_with_key};
+pub use writer::{BundleWriter, FAT32_PART_SIZE, MIN_PART_SIZE, WriteOptions, Written};

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::{BundleError, Digest};
 
 /// The format version this crate writes.
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "1.1";
 /// The major format version this crate reads.
 pub const FORMAT_MAJOR: u32 = 1;
 
@@ -43,6 +43,22 @@ pub struct Manifest {
     /// Reserved: rebuild data, free-form.
     #[serde(default)]
     pub rebuild: Map<String, Value>,
+    /// Format 1.1: set when this is a delta bundle, which leaves out layers the far side already has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// What a delta bundle leaves out (format 1.1, spec 5.6).
+///
+/// The bundle's images still list every layer (in `offpack.json`, the OCI manifests and `manifest.json`),
+/// but the blobs of `absent_layers` are deliberately not stored: the far side's engine holds them. Writer and
+/// verifier accept exactly these blobs as missing; any other missing blob is still an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Free text: what the far side was said to have (e.g. the `--have` file's name and date).
+    pub base: String,
+    /// Layers (diff IDs) that images list but the bundle does not carry.
+    pub absent_layers: Vec<Digest>,
 }
 
 /// The Compose project a bundle was made from.
@@ -118,7 +134,15 @@ impl Manifest {
             images: Vec::new(),
             packages: Vec::new(),
             rebuild: Map::new(),
+            delta: None,
         }
+    }
+
+    /// True if `d` is a layer this (delta) bundle deliberately does not carry.
+    pub fn is_absent(&self, d: &Digest) -> bool {
+        self.delta
+            .as_ref()
+            .is_some_and(|delta| delta.absent_layers.contains(d))
     }
 
     /// Parses `offpack.json`, checking the major version first so a future format gets a clear message
@@ -171,6 +195,25 @@ impl Manifest {
                     image.platform
                 ))
             })?;
+        }
+        if let Some(delta) = &self.delta {
+            let mut seen = std::collections::HashSet::new();
+            for d in &delta.absent_layers {
+                if !seen.insert(d) {
+                    return Err(BundleError::BadManifest(format!(
+                        "offpack.json: delta.absent_layers lists {d} twice"
+                    )));
+                }
+                let is_layer = self
+                    .images
+                    .iter()
+                    .any(|i| i.layers.iter().any(|l| l.digest == *d));
+                if !is_layer {
+                    return Err(BundleError::BadManifest(format!(
+                        "offpack.json: delta.absent_layers lists {d}, which is not a layer of any image"
+                    )));
+                }
+            }
         }
         Ok(())
     }

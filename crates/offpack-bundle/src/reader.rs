@@ -1,14 +1,14 @@
 //! Random access to a bundle through its index (spec 6.4).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::frame::{self, RangeReader};
+use crate::frame;
 use crate::index::{EntryName, OFFPACK_JSON};
+use crate::source::{RangeReader, Source};
 use crate::tarhdr::{self, EntryType};
 use crate::{BundleError, Digest, Index, IndexEntry, Manifest};
 
@@ -19,7 +19,7 @@ pub(crate) const MAX_METADATA_LEN: u64 = 64 << 20;
 #[derive(Debug)]
 pub struct BundleReader {
     path: PathBuf,
-    file: File,
+    src: Source,
     index: Index,
     manifest: Manifest,
     by_digest: HashMap<Digest, usize>,
@@ -28,10 +28,12 @@ pub struct BundleReader {
 impl BundleReader {
     /// Opens a bundle reading only the trailer, the index and `offpack.json` (constant time, for `inspect`).
     /// This checks the index and the manifest, not the blobs: use [`crate::verify`] for that.
+    ///
+    /// `path` is a bundle file, the first part `b.offpack.001` of a split bundle, or the base name
+    /// `b.offpack` when only the parts exist; parts are read as one file.
     pub fn open(path: &Path) -> Result<Self, BundleError> {
-        let file = File::open(path).map_err(|e| BundleError::io(path, e))?;
-        let len = file.metadata().map_err(|e| BundleError::io(path, e))?.len();
-        let (json, trailer_start) = frame::read_trailer(&file, len, path)?;
+        let src = Source::open(path)?;
+        let (json, trailer_start) = frame::read_trailer(&src)?;
         let index = Index::parse(&json, trailer_start, true)?;
         let by_digest = index
             .entries
@@ -45,11 +47,11 @@ impl BundleReader {
         let entry = index
             .entry(OFFPACK_JSON)
             .ok_or_else(|| BundleError::BadIndex("index has no offpack.json entry".into()))?;
-        let bytes = read_entry_bytes(&file, path, entry)?;
+        let bytes = read_entry_bytes(&src, entry)?;
         let manifest = Manifest::from_json(&bytes)?;
         Ok(BundleReader {
             path: path.to_owned(),
-            file,
+            src,
             index,
             manifest,
             by_digest,
@@ -98,23 +100,24 @@ impl BundleReader {
     }
 
     fn entry_reader(&self, e: &IndexEntry) -> Result<EntryReader<'_>, BundleError> {
-        open_entry(&self.file, &self.path, e)
+        open_entry(&self.src, e)
+    }
+
+    /// The files the bundle is made of (one, or each part of a split bundle), with their sizes.
+    pub fn files(&self) -> Vec<(PathBuf, u64)> {
+        self.src.part_files()
     }
 }
 
-fn open_entry<'a>(
-    file: &'a File,
-    path: &Path,
-    e: &IndexEntry,
-) -> Result<EntryReader<'a>, BundleError> {
+fn open_entry<'a>(src: &'a Source, e: &IndexEntry) -> Result<EntryReader<'a>, BundleError> {
     let range = RangeReader {
-        file,
+        src,
         pos: e.offset,
         end: e.offset + e.compressed_len,
     };
     let decoder =
         zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 16, range))
-            .map_err(|err| BundleError::io(path, err))?;
+            .map_err(|err| src.io_err(e.offset, err))?;
     let mut reader = EntryReader {
         inner: decoder,
         name: e.path.clone(),
@@ -152,7 +155,7 @@ fn open_entry<'a>(
 }
 
 /// Reads a whole metadata entry (bounded by [`MAX_METADATA_LEN`]).
-fn read_entry_bytes(file: &File, path: &Path, e: &IndexEntry) -> Result<Vec<u8>, BundleError> {
+fn read_entry_bytes(src: &Source, e: &IndexEntry) -> Result<Vec<u8>, BundleError> {
     if e.size > MAX_METADATA_LEN {
         return Err(BundleError::TooLarge {
             what: e.path.clone(),
@@ -160,7 +163,7 @@ fn read_entry_bytes(file: &File, path: &Path, e: &IndexEntry) -> Result<Vec<u8>,
             limit: MAX_METADATA_LEN,
         });
     }
-    let mut reader = open_entry(file, path, e)?;
+    let mut reader = open_entry(src, e)?;
     let mut out = Vec::with_capacity(e.size.min(1 << 20) as usize);
     let mut buf = vec![0u8; 1 << 16];
     loop {

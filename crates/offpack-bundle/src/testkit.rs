@@ -87,6 +87,7 @@ pub fn assemble(entries: &[RawEntry], manifest: BlobRef) -> Vec<u8> {
         index_version: INDEX_VERSION,
         entries: index_entries,
         manifest,
+        signature: None,
     };
     out.extend_from_slice(&crate::frame::trailer(
         &serde_json::to_vec(&index).unwrap_or_default(),

@@ -6,12 +6,14 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use crate::frame::{self, FOOTER_LEN, FrameStream, SKIPPABLE_HEADER_LEN};
+use crate::hashpipe::HashPipe;
 use crate::index::{EntryName, Index};
 use crate::manifest::{self, BlobRef};
 use crate::reader::MAX_METADATA_LEN;
+use crate::sign::VerifyingKey;
+use crate::source::{SeqReader, Source};
 use crate::tarhdr::{self, BLOCK, EntryType};
 use crate::writer::sidecar_path;
 use crate::{BundleError, Digest, Manifest};
@@ -50,6 +52,11 @@ pub struct VerifyReport {
     pub unreferenced: Vec<Digest>,
     /// The bundle's `offpack.json`.
     pub manifest: Manifest,
+    /// The key that signed the bundle, if it is signed (the signature was checked against it; whether that
+    /// key is trusted is for [`verify_with_key`] to decide).
+    pub signed_by: Option<VerifyingKey>,
+    /// The files read: the bundle, or each part of a split bundle, with their sizes.
+    pub files: Vec<(PathBuf, u64)>,
 }
 
 /// Checks a whole bundle in one streaming pass (see the spec, section 8). `progress` is called with the
@@ -57,6 +64,29 @@ pub struct VerifyReport {
 /// is true for every failed check.
 pub fn verify(path: &Path, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, BundleError> {
     walk(path, progress, None)
+}
+
+/// [`verify`], and requires the bundle to be signed by `key` (spec 6.5): an unsigned bundle fails with
+/// [`BundleError::Unsigned`], a signature by another key or an invalid one with
+/// [`BundleError::BadSignature`] (both are failed checks, [`BundleError::is_corruption`] is true).
+pub fn verify_with_key(
+    path: &Path,
+    key: &VerifyingKey,
+    progress: &mut dyn FnMut(u64),
+) -> Result<VerifyReport, BundleError> {
+    let report = walk(path, progress, None)?;
+    match &report.signed_by {
+        Some(signer) if signer == key => Ok(report),
+        Some(signer) => Err(BundleError::BadSignature(format!(
+            "it is signed by key {}, not by the required key {}",
+            signer.fingerprint(),
+            key.fingerprint()
+        ))),
+        None => Err(BundleError::Unsigned {
+            path: path.to_owned(),
+            key: key.fingerprint(),
+        }),
+    }
 }
 
 /// Verifies the bundle and extracts its entries into `dest_dir` (created if missing) as regular files:
@@ -73,21 +103,32 @@ pub fn extract(path: &Path, dest_dir: &Path) -> Result<VerifyReport, BundleError
     walk(path, &mut |_| {}, Some(&mut extractor))
 }
 
-/// Reads the file sequentially, reporting progress and (when there is a sidecar) hashing every byte.
+/// Reads the bundle sequentially, reporting progress and (when there is a sidecar) hashing every byte,
+/// one SHA-256 per file (the bundle, or each part).
 struct CountingReader<'a> {
-    file: File,
-    hasher: Option<Sha256>,
+    inner: SeqReader<'a>,
+    hasher: Option<HashPipe>,
+    /// Where each file ends (offsets in the joined bundle).
+    file_ends: Vec<u64>,
+    /// Hex SHA-256 of each file read completely.
+    file_hashes: Vec<String>,
     read: u64,
     progress: &'a mut dyn FnMut(u64),
 }
 
 impl Read for CountingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read(buf)?;
-        if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
-        }
+        // A read never crosses the end of a part (SeqReader), so each byte goes to one file's hash.
+        let n = self.inner.read(buf)?;
         self.read += n as u64;
+        if let Some(h) = &mut self.hasher {
+            let to_io = |e: BundleError| io::Error::other(e.to_string());
+            h.update(&buf[..n]).map_err(to_io)?;
+            if self.file_ends.get(self.file_hashes.len()) == Some(&self.read) {
+                self.file_hashes
+                    .push(hex::encode(h.finish().map_err(to_io)?));
+            }
+        }
         (self.progress)(self.read);
         Ok(n)
     }
@@ -106,17 +147,71 @@ enum Phase {
 fn walk(
     path: &Path,
     progress: &mut dyn FnMut(u64),
+    sink: Option<&mut Extractor>,
+) -> Result<VerifyReport, BundleError> {
+    let src = Source::open(path)?;
+    walk_source(&src, progress, sink).map_err(|e| {
+        if !src.is_split() || !e.is_corruption() {
+            return e;
+        }
+        // Name the part at fault: the one the sidecar disagrees with, else the one the problem starts in
+        // (a frame may continue into the next part).
+        let part = damaged_part(&src).or_else(|| e.offset().map(|o| src.file_at(o).to_owned()));
+        match part {
+            Some(part) => BundleError::InPart {
+                part,
+                source: Box::new(e),
+            },
+            None => e,
+        }
+    })
+}
+
+/// The first part whose SHA-256 differs from the sidecar's line for it (after a failed check).
+fn damaged_part(src: &Source) -> Option<PathBuf> {
+    let (_, expected) = read_sidecar(src).ok().flatten()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = 0;
+    for ((path, len), expected) in src.part_files().into_iter().zip(expected) {
+        let mut hasher = sha2::Sha256::default();
+        let end = offset + len;
+        while offset < end {
+            let n = ((end - offset) as usize).min(buf.len());
+            src.read_exact_at(&mut buf[..n], offset).ok()?;
+            sha2::Digest::update(&mut hasher, &buf[..n]);
+            offset += n as u64;
+        }
+        if hex::encode(sha2::Digest::finalize(hasher)) != expected {
+            return Some(path);
+        }
+    }
+    None
+}
+
+fn walk_source(
+    src: &Source,
+    progress: &mut dyn FnMut(u64),
     mut sink: Option<&mut Extractor>,
 ) -> Result<VerifyReport, BundleError> {
-    let file = File::open(path).map_err(|e| BundleError::io(path, e))?;
-    let size = file.metadata().map_err(|e| BundleError::io(path, e))?.len();
-    let (index_json, trailer_start) = frame::read_trailer(&file, size, path)?;
+    let path = src.base();
+    let size = src.len();
+    let files = src.part_files();
+    let sidecar = read_sidecar(src)?;
+    let (index_json, trailer_start) = frame::read_trailer(src)?;
     let index = Index::parse(&index_json, trailer_start, false)?;
-    let sidecar = read_sidecar(path)?;
 
+    let mut end = 0;
     let reader = CountingReader {
-        file,
-        hasher: sidecar.as_ref().map(|_| Sha256::new()),
+        inner: SeqReader { src, pos: 0 },
+        hasher: sidecar.as_ref().map(|_| HashPipe::new()),
+        file_ends: files
+            .iter()
+            .map(|(_, len)| {
+                end += len;
+                end
+            })
+            .collect(),
+        file_hashes: Vec::new(),
         read: 0,
         progress,
     };
@@ -131,6 +226,7 @@ fn walk(
         metadata: HashMap::new(),
         previous: None,
         phase: Phase::Start,
+        pipe: HashPipe::new(),
     };
     let uncompressed = state.walk_archive(&mut fs, &mut sink)?;
     if fs.stopped_at() != Some(trailer_start) {
@@ -148,6 +244,12 @@ fn walk(
         )));
     }
     let manifest = state.check_metadata()?;
+    // The index's manifest digest was checked against offpack.json's entry and that entry's data, and
+    // offpack.json names every blob by digest: the signature covers all the content checked above.
+    let signed_by = match &index.signature {
+        Some(sig) => Some(crate::sign::check(sig, &index.manifest.digest)?),
+        None => None,
+    };
 
     // Hash the trailer too (it was read at the start, but the sidecar covers every byte).
     let (mut reader, rest) = fs.into_parts();
@@ -157,7 +259,7 @@ fn walk(
     loop {
         let n = reader
             .read(&mut buf)
-            .map_err(|e| BundleError::io(path, e))?;
+            .map_err(|e| src.io_err(trailer_start, e))?;
         if n == 0 {
             break;
         }
@@ -170,19 +272,26 @@ fn walk(
             "the file changed while it was being verified".into(),
         ));
     }
-    let sha256 = reader.hasher.take().map(|h| hex::encode(h.finalize()));
-    let sidecar = match (sidecar, &sha256) {
-        (Some((sidecar_path, expected)), Some(actual)) => {
-            if expected != *actual {
-                return Err(BundleError::SidecarMismatch {
-                    sidecar: sidecar_path,
-                    expected,
-                    actual: actual.clone(),
-                });
+    let hashes = std::mem::take(&mut reader.file_hashes);
+    let sidecar = match sidecar {
+        Some((sidecar_path, expected)) => {
+            for (((file, _), expected), actual) in files.iter().zip(expected).zip(&hashes) {
+                if expected != *actual {
+                    return Err(BundleError::SidecarMismatch {
+                        sidecar: sidecar_path,
+                        file: file.clone(),
+                        expected,
+                        actual: actual.clone(),
+                    });
+                }
             }
             SidecarStatus::Matched(sidecar_path)
         }
-        _ => SidecarStatus::Absent,
+        None => SidecarStatus::Absent,
+    };
+    let sha256 = match (src.is_split(), hashes.first()) {
+        (false, Some(h)) => Some(h.clone()),
+        _ => None,
     };
     let referenced = referenced_blobs(&manifest);
     let mut unreferenced: Vec<Digest> = state
@@ -201,44 +310,69 @@ fn walk(
         blobs: state.blobs.len(),
         unreferenced,
         manifest,
+        signed_by,
+        files,
     })
 }
 
-/// Reads `<bundle>.sha256` if it exists: (its path, lowercase hex).
-fn read_sidecar(bundle: &Path) -> Result<Option<(PathBuf, String)>, BundleError> {
-    let path = sidecar_path(bundle);
+/// Reads `<bundle>.sha256` if it exists: (its path, lowercase hex of each file in order). A split bundle's
+/// sidecar has one line per part; a line for a part that is not there means the part is missing.
+fn read_sidecar(src: &Source) -> Result<Option<(PathBuf, Vec<String>)>, BundleError> {
+    let path = sidecar_path(src.base());
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(BundleError::io(&path, e)),
     };
     let mut text = String::new();
-    file.take(4096)
+    file.take(1 << 20)
         .read_to_string(&mut text)
         .map_err(|_| BundleError::BadSidecar {
             path: path.clone(),
             detail: "not a small text file".into(),
         })?;
-    let bad = |detail: &str| BundleError::BadSidecar {
+    let bad = |detail: String| BundleError::BadSidecar {
         path: path.clone(),
-        detail: detail.into(),
+        detail,
     };
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let line = lines.next().ok_or_else(|| bad("the file is empty"))?;
-    if lines.next().is_some() {
-        return Err(bad("the file has more than one line"));
+    let mut hashes = Vec::new();
+    let mut names = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut words = line.split_whitespace();
+        let hex = words.next().unwrap_or("").to_ascii_lowercase();
+        let name = words.next().map(|n| n.trim_start_matches('*'));
+        match name {
+            Some(name) if crate::digest::is_lower_hex64(&hex) => {
+                hashes.push(hex);
+                names.push(name.to_owned());
+            }
+            _ => {
+                return Err(bad(
+                    "a line does not start with a 64-character hex SHA-256 and a file name".into(),
+                ));
+            }
+        }
     }
-    let hex = line
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !crate::digest::is_lower_hex64(&hex) || line.split_whitespace().nth(1).is_none() {
-        return Err(bad(
-            "the line does not start with a 64-character hex SHA-256 and a file name",
-        ));
+    let files = src.part_files().len();
+    if hashes.is_empty() {
+        return Err(bad("the file is empty".into()));
     }
-    Ok(Some((path, hex)))
+    if hashes.len() > files {
+        if src.is_split() {
+            let name = names.get(files).cloned().unwrap_or_default();
+            return Err(BundleError::MissingPart {
+                path: path.with_file_name(name),
+            });
+        }
+        return Err(bad("the file has more than one line".into()));
+    }
+    if hashes.len() < files {
+        return Err(bad(format!(
+            "it lists {} files but the bundle has {files} parts",
+            hashes.len()
+        )));
+    }
+    Ok(Some((path, hashes)))
 }
 
 fn referenced_blobs(m: &Manifest) -> HashSet<Digest> {
@@ -266,6 +400,8 @@ struct WalkState<'a> {
     /// (index position, first frame offset) of the previous regular entry, to check its compressed length.
     previous: Option<(usize, u64)>,
     phase: Phase,
+    /// Hashes entry data on another thread while the next bytes are decompressed.
+    pipe: HashPipe,
 }
 
 impl WalkState<'_> {
@@ -352,7 +488,6 @@ impl WalkState<'_> {
             let index_entry = self.match_index(&entry, h.size, offset, tar_offset)?;
 
             // The data.
-            let mut hasher = Sha256::new();
             let retain = match &name {
                 EntryName::Blob(_) => h.size <= MAX_RETAINED_BLOB,
                 _ => {
@@ -377,7 +512,7 @@ impl WalkState<'_> {
                 if n == 0 {
                     return Err(fs.ended_early(&entry));
                 }
-                hasher.update(&buf[..n]);
+                self.pipe.update(&buf[..n])?;
                 if retain {
                     kept.extend_from_slice(&buf[..n]);
                 }
@@ -403,7 +538,7 @@ impl WalkState<'_> {
                     });
                 }
             }
-            let actual = Digest::from_hasher(hasher);
+            let actual = Digest::from_sha256(self.pipe.finish()?);
             let expected = match &name {
                 EntryName::Blob(d) => Some(d.clone()),
                 _ => index_entry.digest.clone(),
@@ -590,6 +725,16 @@ impl WalkState<'_> {
                 "oci-layout does not declare imageLayoutVersion 1.0.0".into()
             ));
         }
+        if let Some(d) = manifest
+            .delta
+            .iter()
+            .flat_map(|delta| &delta.absent_layers)
+            .find(|d| self.blobs.contains_key(d))
+        {
+            return Err(bad(format!(
+                "offpack.json: delta.absent_layers lists {d}, but the bundle carries that blob"
+            )));
+        }
         let check_blob = |r: &BlobRef, by: &str| match self.blobs.get(&r.digest) {
             Some(&size) if size == r.size => Ok(()),
             Some(&size) => Err(bad(format!(
@@ -601,11 +746,15 @@ impl WalkState<'_> {
                 referenced_by: by.to_owned(),
             }),
         };
+        let check_layer = |r: &BlobRef, by: &str| match self.blobs.get(&r.digest) {
+            None if manifest.is_absent(&r.digest) => Ok(()),
+            _ => check_blob(r, by),
+        };
         for image in &manifest.images {
             let name = image.display_name();
             check_blob(&image.config, &format!("the config of image {name}"))?;
             for (i, layer) in image.layers.iter().enumerate() {
-                check_blob(layer, &format!("layer {} of image {name}", i + 1))?;
+                check_layer(layer, &format!("layer {} of image {name}", i + 1))?;
             }
             let oci = image
                 .oci_manifest
@@ -807,13 +956,28 @@ mod sidecar_tests {
     fn sidecar_formats() {
         let dir = tempfile::tempdir().unwrap();
         let bundle = dir.path().join("b.offpack");
-        assert!(read_sidecar(&bundle).unwrap().is_none());
+        std::fs::write(&bundle, b"x").unwrap();
+        let src = Source::open(&bundle).unwrap();
+        assert!(read_sidecar(&src).unwrap().is_none());
         let hex = "A".repeat(64);
         std::fs::write(sidecar_path(&bundle), format!("{hex} *b.offpack\n")).unwrap();
-        assert_eq!(read_sidecar(&bundle).unwrap().unwrap().1, "a".repeat(64));
+        assert_eq!(read_sidecar(&src).unwrap().unwrap().1, ["a".repeat(64)]);
         std::fs::write(sidecar_path(&bundle), "xyz  b.offpack\n").unwrap();
-        assert_eq!(read_sidecar(&bundle).unwrap_err().kind(), "bad-sidecar");
+        assert_eq!(read_sidecar(&src).unwrap_err().kind(), "bad-sidecar");
         std::fs::write(sidecar_path(&bundle), format!("{hex}  a\n{hex}  b\n")).unwrap();
-        assert_eq!(read_sidecar(&bundle).unwrap_err().kind(), "bad-sidecar");
+        assert_eq!(read_sidecar(&src).unwrap_err().kind(), "bad-sidecar");
+
+        // A split bundle: one line per part; a line beyond the parts found names a missing part.
+        let parts = dir.path().join("p.offpack");
+        std::fs::write(crate::output::part_path(&parts, 1), b"x").unwrap();
+        let src = Source::open(&parts).unwrap();
+        std::fs::write(
+            sidecar_path(&parts),
+            format!("{hex}  p.offpack.001\n{hex}  p.offpack.002\n"),
+        )
+        .unwrap();
+        let err = read_sidecar(&src).unwrap_err();
+        assert_eq!(err.kind(), "missing-part");
+        assert!(err.to_string().contains("p.offpack.002"), "{err}");
     }
 }

@@ -6,24 +6,40 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
-use zstd::zstd_safe::CParameter;
 
 use crate::frame::{self, RAW_HEADER_FRAME_LEN, RAW_HEADER_OFFSET};
 use crate::index::{INDEX_JSON, INDEX_VERSION, MANIFEST_JSON, OCI_LAYOUT_NAME, OFFPACK_JSON};
 use crate::manifest::{self, BlobRef, Manifest};
+use crate::output::{FileHasher, FramePool, Parts};
+use crate::sign::SigningKey;
 use crate::tarhdr::{self, BLOCK};
 use crate::{BundleError, Digest, Index, IndexEntry};
 
 /// Decompressed bytes per zstd frame (spec 3.3).
 pub(crate) const CHUNK: usize = 8 << 20;
+/// Room for a chunk plus a tar header (first frame of an entry) or padding (last frame).
+const CHUNK_CAPACITY: usize = CHUNK + BLOCK as usize;
+/// Compression threads used when [`WriteOptions::threads`] is 0 (all cores), to bound memory.
+const MAX_AUTO_THREADS: usize = 6;
 
-/// How to compress.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Smallest part size for [`WriteOptions::split`].
+pub const MIN_PART_SIZE: u64 = 4096;
+/// The largest part a FAT32 file system can hold (4 GiB - 1): a good `split` for USB sticks.
+pub const FAT32_PART_SIZE: u64 = (4 << 30) - 1;
+
+/// How to write a bundle. Build it with `..WriteOptions::default()` so new options keep compiling.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteOptions {
     /// zstd level (1-19; default 3).
     pub level: i32,
-    /// Compression threads; 0 = all cores.
+    /// Compression threads; 0 = all cores (at most 6). Each thread holds about 34 MiB of buffers.
     pub threads: u32,
+    /// Split volumes: write `b.offpack.001`, `.002`, ... of at most this many bytes each (at least
+    /// [`MIN_PART_SIZE`]; [`FAT32_PART_SIZE`] suits FAT32 media), whose concatenation is the bundle.
+    /// `None`: one file.
+    pub split: Option<u64>,
+    /// Sign the bundle: an Ed25519 signature over the digest of `offpack.json`, stored in the index.
+    pub sign: Option<SigningKey>,
 }
 
 impl Default for WriteOptions {
@@ -31,6 +47,8 @@ impl Default for WriteOptions {
         WriteOptions {
             level: 3,
             threads: 0,
+            split: None,
+            sign: None,
         }
     }
 }
@@ -38,10 +56,13 @@ impl Default for WriteOptions {
 /// What [`BundleWriter::finish`] produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
-    /// The bundle's final path.
+    /// The bundle's path as given to [`BundleWriter::create`]; for a split bundle, the base name of its
+    /// parts (what [`crate::verify`] and [`crate::BundleReader::open`] accept).
     pub path: PathBuf,
-    /// Hex SHA-256 of the whole file (also in the `.sha256` sidecar).
+    /// Hex SHA-256 of the whole bundle (of the joined parts when split).
     pub sha256: String,
+    /// The files written with their hex SHA-256 (as in the `.sha256` sidecar): the bundle, or each part.
+    pub files: Vec<(PathBuf, String)>,
     /// File size in bytes.
     pub size: u64,
     /// Number of blob entries (each distinct blob once, OCI manifests included).
@@ -54,73 +75,53 @@ pub struct Written {
 /// Dropping the writer without finishing deletes the temporary file.
 pub struct BundleWriter {
     target: PathBuf,
-    tmp: tempfile::NamedTempFile,
-    compressor: zstd::bulk::Compressor<'static>,
-    chunk: Vec<u8>,
-    out: Vec<u8>,
+    parts: Parts,
+    pool: FramePool,
+    hasher: FileHasher,
     /// End of the file (next write position).
     pos: u64,
     /// Next tar offset.
     tar_pos: u64,
+    /// Bytes `[0, committed)` are final and queued for hashing.
+    committed: u64,
     entries: Vec<IndexEntry>,
     blobs: HashMap<Digest, u64>,
-    /// SHA-256 of the file bytes `[0, hashed_to)`; bytes are hashed as written unless a header is pending.
-    file_hasher: Sha256,
-    hashed_to: u64,
-    header_pending: bool,
+    sign: Option<SigningKey>,
 }
 
 /// Where an entry started, to roll back to on failure or duplicate.
 struct Mark {
     pos: u64,
     tar_pos: u64,
-    hasher: Sha256,
-    hashed_to: u64,
 }
 
 impl BundleWriter {
     /// Starts a bundle that will be renamed to `target` by [`finish`](Self::finish). Writes `oci-layout`.
     pub fn create(target: &Path, opts: WriteOptions) -> Result<Self, BundleError> {
-        let file_name = target.file_name().ok_or_else(|| {
-            BundleError::InvalidInput(format!("{} is not a file path", target.display()))
-        })?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", file_name.to_string_lossy()))
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .map_err(|e| BundleError::io(&dir, e))?;
-        let mut compressor = zstd::bulk::Compressor::new(opts.level)
-            .map_err(|e| BundleError::InvalidInput(format!("zstd level {}: {e}", opts.level)))?;
         let threads = match opts.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-            n => n,
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_AUTO_THREADS),
+            n => n as usize,
         };
-        let zstd_err = |e: io::Error| BundleError::InvalidInput(format!("zstd settings: {e}"));
-        compressor.include_checksum(true).map_err(zstd_err)?;
-        if threads > 1 {
-            compressor.multithread(threads).map_err(zstd_err)?;
-            // Jobs of 1 MiB so that an 8 MiB frame is compressed by several threads.
-            compressor
-                .set_parameter(CParameter::JobSize(1 << 20))
-                .map_err(zstd_err)?;
+        if let Some(size) = opts.split.filter(|&s| s < MIN_PART_SIZE) {
+            return Err(BundleError::InvalidInput(format!(
+                "part size {size} is too small for split volumes: use at least {MIN_PART_SIZE} bytes (e.g. 4G)"
+            )));
         }
+        let pool = FramePool::new(opts.level, threads, CHUNK_CAPACITY)?;
+        let parts = Parts::new(target, opts.split)?;
         let mut writer = BundleWriter {
             target: target.to_owned(),
-            tmp,
-            compressor,
-            chunk: Vec::new(),
-            out: Vec::new(),
+            parts,
+            pool,
+            hasher: FileHasher::start(),
             pos: 0,
             tar_pos: 0,
+            committed: 0,
             entries: Vec::new(),
             blobs: HashMap::new(),
-            file_hasher: Sha256::new(),
-            hashed_to: 0,
-            header_pending: false,
+            sign: opts.sign,
         };
         writer.add_file(OCI_LAYOUT_NAME, manifest::OCI_LAYOUT)?;
         Ok(writer)
@@ -168,7 +169,6 @@ impl BundleWriter {
     /// is removed again by truncation.
     pub fn add_blob(&mut self, size: u64, mut data: impl Read) -> Result<Digest, BundleError> {
         let mark = self.mark();
-        self.header_pending = true;
         let placeholder = tarhdr::regular_header(&format!("blobs/sha256/{}", "0".repeat(64)), size);
         let result = self
             .emit(&frame::raw_header_frame(&placeholder))
@@ -190,10 +190,7 @@ impl BundleWriter {
         }
         let path = digest.blob_path();
         let header = tarhdr::regular_header(&path, size);
-        frame::write_all_at(self.tmp.as_file(), &header, mark.pos + RAW_HEADER_OFFSET)
-            .map_err(|e| self.tmp_err(e))?;
-        self.header_pending = false;
-        self.catch_up_hash()?;
+        self.parts.write_at(&header, mark.pos + RAW_HEADER_OFFSET)?;
         self.record(path, digest.clone(), &mark, size);
         Ok(digest)
     }
@@ -230,13 +227,21 @@ impl BundleWriter {
         let offpack_json = manifest.to_json();
         self.add_file(OFFPACK_JSON, &offpack_json)?;
         let uncompressed = self.tar_pos + 2 * BLOCK;
-        self.flush_frame_of(&[0u8; 2 * BLOCK as usize])?;
+        let mut end = self.pool.buffer();
+        end[..2 * BLOCK as usize].fill(0);
+        self.submit_frame(end, 2 * BLOCK as usize)?;
+        self.drain()?;
 
+        let manifest_digest = Digest::of_bytes(&offpack_json);
         let index = Index {
             index_version: INDEX_VERSION,
             entries: std::mem::take(&mut self.entries),
+            signature: self
+                .sign
+                .as_ref()
+                .map(|key| key.sign_manifest(&manifest_digest)),
             manifest: BlobRef {
-                digest: Digest::of_bytes(&offpack_json),
+                digest: manifest_digest,
                 size: offpack_json.len() as u64,
             },
         };
@@ -249,42 +254,43 @@ impl BundleWriter {
             )));
         }
         self.emit(&frame::trailer(&index_json))?;
-        self.catch_up_hash()?;
+        self.commit();
 
-        let sha256 = hex::encode(self.file_hasher.clone().finalize());
-        let size = self.pos;
-        let blobs = self.blobs.len();
-        let target = self.target.clone();
-        let tmp_path = self.tmp.path().to_owned();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let perms = std::fs::Permissions::from_mode(0o644);
-            self.tmp
-                .as_file()
-                .set_permissions(perms)
-                .map_err(|e| BundleError::io(&tmp_path, e))?;
+        let BundleWriter {
+            target,
+            parts,
+            hasher,
+            pos: size,
+            blobs,
+            ..
+        } = self;
+        let (part_hashes, sha256) = hasher.finish(&parts.tmp_path(0))?;
+        let finals = parts.final_paths(&target);
+        if part_hashes.len() != finals.len() {
+            return Err(BundleError::io(
+                parts.tmp_path(0),
+                io::Error::other("the parts were not all hashed"),
+            ));
         }
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| BundleError::io(&tmp_path, e))?;
-        self.tmp
-            .persist(&target)
-            .map_err(|e| BundleError::io(&target, e.error))?;
+        let files: Vec<(PathBuf, String)> = finals.into_iter().zip(part_hashes).collect();
+        parts.persist(&target)?;
         sync_parent(&target)?;
-        write_sidecar(&target, &sha256)?;
+        let lines: Vec<(String, PathBuf)> =
+            files.iter().map(|(p, h)| (h.clone(), p.clone())).collect();
+        write_sidecar(&target, &lines)?;
         Ok(Written {
             path: target,
             sha256,
+            files,
             size,
-            blobs,
+            blobs: blobs.len(),
             uncompressed,
         })
     }
 
     fn check_referenced(&self, manifest: &Manifest) -> Result<(), BundleError> {
         let check = |r: &BlobRef, by: String| match self.blobs.get(&r.digest) {
+            None if manifest.is_absent(&r.digest) => Ok(()),
             Some(&size) if size == r.size => Ok(()),
             Some(&size) => Err(BundleError::SourceMismatch {
                 what: by,
@@ -298,8 +304,20 @@ impl BundleWriter {
                 referenced_by: by,
             }),
         };
+        if let Some(delta) = &manifest.delta {
+            if let Some(d) = delta.absent_layers.iter().find(|d| self.contains(d)) {
+                return Err(BundleError::InvalidInput(format!(
+                    "the manifest given to finish() lists {d} as absent (delta), but it was added to the bundle"
+                )));
+            }
+        }
         for image in &manifest.images {
             let name = image.display_name();
+            if manifest.is_absent(&image.config.digest) {
+                return Err(BundleError::InvalidInput(format!(
+                    "the manifest given to finish(): delta.absent_layers lists the config of image {name}; only layers may be absent"
+                )));
+            }
             check(&image.config, format!("config of image {name}"))?;
             for (i, layer) in image.layers.iter().enumerate() {
                 check(layer, format!("layer {} of image {name}", i + 1))?;
@@ -335,8 +353,9 @@ impl BundleWriter {
         }
     }
 
-    /// Streams header (if any), `size` bytes of `data` and padding as frames of at most [`CHUNK`] bytes;
-    /// returns the digest of the data.
+    /// Streams header (if any), `size` bytes of `data` and padding as frames of at most [`CHUNK`] bytes
+    /// (compressed by the pool while the next chunk is read and hashed); returns the digest of the data once
+    /// every frame of the entry is written.
     fn stream_entry(
         &mut self,
         header: Option<&[u8; 512]>,
@@ -344,22 +363,8 @@ impl BundleWriter {
         data: &mut dyn Read,
         what: &str,
     ) -> Result<Digest, BundleError> {
-        // `chunk` keeps its full length; `filled` says how much of it is data for the next frame.
-        let mut chunk = std::mem::take(&mut self.chunk);
-        chunk.resize(CHUNK + BLOCK as usize, 0);
-        let result = self.stream_entry_into(&mut chunk, header, size, data, what);
-        self.chunk = chunk;
-        result
-    }
-
-    fn stream_entry_into(
-        &mut self,
-        chunk: &mut [u8],
-        header: Option<&[u8; 512]>,
-        size: u64,
-        data: &mut dyn Read,
-        what: &str,
-    ) -> Result<Digest, BundleError> {
+        // Buffers keep their full length; `filled` says how much is data for the next frame.
+        let mut chunk = self.pool.buffer();
         let mut filled = 0;
         if let Some(h) = header {
             chunk[..h.len()].copy_from_slice(h);
@@ -384,7 +389,8 @@ impl BundleWriter {
             filled += n;
             remaining -= n as u64;
             if filled >= CHUNK {
-                self.flush_frame_of(&chunk[..filled])?;
+                self.submit_frame(chunk, filled)?;
+                chunk = self.pool.buffer();
                 filled = 0;
             }
         }
@@ -399,67 +405,68 @@ impl BundleWriter {
         chunk[filled..filled + pad].fill(0);
         filled += pad;
         if filled > 0 {
-            self.flush_frame_of(&chunk[..filled])?;
+            self.submit_frame(chunk, filled)?;
+        } else {
+            self.pool.give_back(chunk);
         }
+        self.drain()?;
         Ok(Digest::from_hasher(hasher))
     }
 
-    /// Compresses `bytes` as one frame and appends it.
-    fn flush_frame_of(&mut self, bytes: &[u8]) -> Result<(), BundleError> {
-        self.out.clear();
-        self.out.reserve(zstd::compress_bound(bytes.len()));
-        self.compressor
-            .compress_to_buffer(bytes, &mut self.out)
-            .map_err(|e| BundleError::InvalidInput(format!("zstd compression failed: {e}")))?;
-        self.tar_pos += bytes.len() as u64;
-        let out = std::mem::take(&mut self.out);
-        let result = self.emit(&out);
-        self.out = out;
-        result
+    /// Hands `chunk[..len]` to the compression pool, first writing finished frames if the pool is full.
+    fn submit_frame(&mut self, chunk: Vec<u8>, len: usize) -> Result<(), BundleError> {
+        while self.pool.is_full() {
+            self.write_next_frame()?;
+        }
+        self.tar_pos += len as u64;
+        self.pool.submit(chunk, len)
+    }
+
+    fn write_next_frame(&mut self) -> Result<(), BundleError> {
+        match self.pool.next() {
+            Some(Ok(out)) => {
+                let result = self.emit(&out);
+                self.pool.recycle(out);
+                result
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes every frame still in the pool.
+    fn drain(&mut self) -> Result<(), BundleError> {
+        while self.pool.has_pending() {
+            self.write_next_frame()?;
+        }
+        Ok(())
     }
 
     fn emit(&mut self, bytes: &[u8]) -> Result<(), BundleError> {
-        frame::write_all_at(self.tmp.as_file(), bytes, self.pos).map_err(|e| self.tmp_err(e))?;
-        if !self.header_pending && self.hashed_to == self.pos {
-            self.file_hasher.update(bytes);
-            self.hashed_to += bytes.len() as u64;
-        }
+        self.parts.write_at(bytes, self.pos)?;
         self.pos += bytes.len() as u64;
         Ok(())
     }
 
-    /// Hashes the bytes written while a header was pending, reading them back (they are in the page cache).
-    fn catch_up_hash(&mut self) -> Result<(), BundleError> {
-        let mut buf = vec![0u8; 1 << 20];
-        while self.hashed_to < self.pos {
-            let n = ((self.pos - self.hashed_to) as usize).min(buf.len());
-            frame::read_exact_at(self.tmp.as_file(), &mut buf[..n], self.hashed_to)
-                .map_err(|e| self.tmp_err(e))?;
-            self.file_hasher.update(&buf[..n]);
-            self.hashed_to += n as u64;
-        }
-        Ok(())
+    /// Everything written so far is final: queue it for the sidecar hash.
+    fn commit(&mut self) {
+        self.hasher
+            .commit(&self.parts, self.committed, self.pos - self.committed);
+        self.committed = self.pos;
     }
 
     fn mark(&self) -> Mark {
         Mark {
             pos: self.pos,
             tar_pos: self.tar_pos,
-            hasher: self.file_hasher.clone(),
-            hashed_to: self.hashed_to,
         }
     }
 
     fn rollback(&mut self, mark: Mark) -> Result<(), BundleError> {
-        self.header_pending = false;
-        self.tmp
-            .as_file()
-            .set_len(mark.pos)
-            .map_err(|e| self.tmp_err(e))?;
+        self.pool.discard();
+        self.parts.truncate(mark.pos)?;
         self.pos = mark.pos;
         self.tar_pos = mark.tar_pos;
-        self.file_hasher = mark.hasher;
-        self.hashed_to = mark.hashed_to;
         Ok(())
     }
 
@@ -475,10 +482,7 @@ impl BundleWriter {
             size,
             tar_offset: mark.tar_pos,
         });
-    }
-
-    fn tmp_err(&self, e: io::Error) -> BundleError {
-        BundleError::io(self.tmp.path(), e)
+        self.commit();
     }
 }
 
@@ -519,24 +523,23 @@ pub(crate) fn sidecar_path(bundle: &Path) -> PathBuf {
     bundle.with_file_name(name)
 }
 
-fn write_sidecar(bundle: &Path, sha256: &str) -> Result<(), BundleError> {
+/// Writes `<bundle>.sha256` atomically: one `sha256sum` line per file (the bundle, or each part).
+fn write_sidecar(bundle: &Path, lines: &[(String, PathBuf)]) -> Result<(), BundleError> {
     use std::io::Write as _;
     let path = sidecar_path(bundle);
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = bundle
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
     let mut tmp = tempfile::Builder::new()
         .prefix(".offpack-sidecar.")
         .tempfile_in(&dir)
         .map_err(|e| BundleError::io(&dir, e))?;
     let tmp_path = tmp.path().to_owned();
-    writeln!(tmp, "{sha256}  {name}").map_err(|e| BundleError::io(&tmp_path, e))?;
+    for (sha256, file) in lines {
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        writeln!(tmp, "{sha256}  {name}").map_err(|e| BundleError::io(&tmp_path, e))?;
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -580,6 +583,7 @@ mod tests {
             WriteOptions {
                 level: 3,
                 threads: 1,
+                ..WriteOptions::default()
             },
         )
         .unwrap();
@@ -609,6 +613,7 @@ mod tests {
             WriteOptions {
                 level: 1,
                 threads: 2,
+                ..WriteOptions::default()
             },
         )
         .unwrap();

@@ -9,10 +9,13 @@ use offpack_bundle::{
     extract, verify,
 };
 
-const OPTS: WriteOptions = WriteOptions {
-    level: 3,
-    threads: 1,
-};
+fn opts() -> WriteOptions {
+    WriteOptions {
+        level: 3,
+        threads: 1,
+        ..WriteOptions::default()
+    }
+}
 
 /// Deterministic pseudo-random bytes (xorshift), compressible enough to be realistic but not trivially.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -35,7 +38,7 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 /// path). Returns the path and the manifest as written.
 fn write_bundle(dir: &Path, name: &str, layers: &[Vec<u8>]) -> (PathBuf, Manifest) {
     let path = dir.join(name);
-    let mut w = BundleWriter::create(&path, OPTS).unwrap();
+    let mut w = BundleWriter::create(&path, opts()).unwrap();
     let mut refs = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
         let d = if i % 2 == 1 {
@@ -145,7 +148,7 @@ fn round_trip_verify_and_read_back() {
 fn duplicates_are_dropped_by_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.offpack");
-    let mut w = BundleWriter::create(&path, OPTS).unwrap();
+    let mut w = BundleWriter::create(&path, opts()).unwrap();
     let data = bytes(9, 70_000);
     let d1 = w.add_blob(data.len() as u64, &data[..]).unwrap();
     let d2 = w.add_blob(data.len() as u64, &data[..]).unwrap();
@@ -162,7 +165,7 @@ fn duplicates_are_dropped_by_truncation() {
 fn writer_rejects_bad_input_and_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.offpack");
-    let mut w = BundleWriter::create(&path, OPTS).unwrap();
+    let mut w = BundleWriter::create(&path, opts()).unwrap();
     let data = bytes(5, 10_000);
     let wrong = Digest::of_bytes(b"other");
     let err = w
@@ -486,4 +489,83 @@ fn every_single_bit_flip_of_a_small_bundle_fails_or_changes_nothing() {
         good.len()
     );
     assert!(passed.len() * 50 < good.len(), "{passed:?}");
+}
+
+/// A delta bundle (format 1.1) leaves out exactly the layers it lists as absent.
+#[test]
+fn delta_bundles_leave_out_only_the_listed_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (present, absent) = (bytes(1, 5000), bytes(2, 7000));
+    let (dp, da) = (Digest::of_bytes(&present), Digest::of_bytes(&absent));
+    let image = |cd: Digest, config_len: usize| Image {
+        refs: vec!["shop_backend:2".into()],
+        id: cd.clone(),
+        platform: "linux/amd64".into(),
+        config: BlobRef {
+            digest: cd,
+            size: config_len as u64,
+        },
+        layers: vec![
+            BlobRef {
+                digest: da.clone(),
+                size: absent.len() as u64,
+            },
+            BlobRef {
+                digest: dp.clone(),
+                size: present.len() as u64,
+            },
+        ],
+        oci_manifest: None,
+    };
+    let config = serde_json::to_vec(&serde_json::json!({
+        "rootfs": {"type": "layers", "diff_ids": [da.to_string(), dp.to_string()]}
+    }))
+    .unwrap();
+    let write = |name: &str, delta: Option<Vec<Digest>>, add_absent: bool| {
+        let path = dir.path().join(name);
+        let mut w = BundleWriter::create(&path, opts()).unwrap();
+        w.add_blob_bytes(&present).unwrap();
+        if add_absent {
+            w.add_blob_bytes(&absent).unwrap();
+        }
+        let cd = w.add_blob_bytes(&config).unwrap();
+        let mut m = Manifest::new("0.1.0", "shop");
+        m.images.push(image(cd, config.len()));
+        m.delta = delta.map(|absent_layers| offpack_bundle::Delta {
+            base: "have.json of 2026-11-20".into(),
+            absent_layers,
+        });
+        w.finish(m).map(|written| written.path)
+    };
+
+    let path = write("d.offpack", Some(vec![da.clone()]), false).unwrap();
+    let report = verify(&path, &mut |_| {}).unwrap();
+    assert_eq!(
+        report.manifest.delta.as_ref().unwrap().absent_layers,
+        std::slice::from_ref(&da)
+    );
+    assert_eq!(report.manifest.format_version, "1.1");
+    let reader = BundleReader::open(&path).unwrap();
+    assert!(reader.manifest().is_absent(&da));
+    assert_eq!(reader.blob(&da).err().unwrap().kind(), "not-found");
+    assert!(reader.contains(&dp));
+    // manifest.json still lists the absent layer (docker load skips a layer whose chain it holds).
+    let mut docker = String::new();
+    reader
+        .entry("manifest.json")
+        .unwrap()
+        .read_to_string(&mut docker)
+        .unwrap();
+    assert!(docker.contains(da.hex()), "{docker}");
+
+    // Without the delta, the missing layer is the caller's mistake.
+    let err = write("n.offpack", None, false).unwrap_err();
+    assert_eq!(err.kind(), "unwritten-blob");
+    // Listing a layer as absent and writing it anyway is refused too.
+    let err = write("w.offpack", Some(vec![da.clone()]), true).unwrap_err();
+    assert_eq!(err.kind(), "invalid-input");
+    // Only layers of the bundle's images may be listed.
+    let err = write("x.offpack", Some(vec![Digest::of_bytes(b"other")]), false).unwrap_err();
+    assert_eq!(err.kind(), "invalid-input");
+    assert!(err.to_string().contains("not a layer"), "{err}");
 }

@@ -26,7 +26,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.offpack");
-        let mut w = BundleWriter::create(&path, WriteOptions { level: 1, threads: 2 }).unwrap();
+        let mut w = BundleWriter::create(&path, WriteOptions { level: 1, threads: 2, ..WriteOptions::default() }).unwrap();
         let mut blobs: Vec<Vec<u8>> = Vec::new();
         for (size, seed, unknown, dup) in specs {
             // Sometimes repeat an earlier blob.
@@ -85,6 +85,7 @@ fn small_bundle() -> &'static [u8] {
             WriteOptions {
                 level: 3,
                 threads: 1,
+                ..WriteOptions::default()
             },
         )
         .unwrap();

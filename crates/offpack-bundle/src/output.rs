@@ -1,0 +1,485 @@
+//! The writer's machinery: the output file(s), a pool compressing frames in parallel, and a thread hashing
+//! the finished bytes for the sidecar.
+//!
+//! Why a pool of single-threaded compressors instead of zstd's own multithreading: every frame is
+//! independent (spec 3.2), so whole frames can be compressed on separate threads while the caller's thread
+//! reads and hashes the next chunk. zstdmt instead splits one frame into jobs and returns only when the frame
+//! is done, so reading, hashing and compressing ran one after the other. A side effect: the output no longer
+//! depends on the thread count.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::BundleError;
+use crate::frame;
+
+/// The bundle being written: one temporary file, or (with `split`) one temporary file per part. Offsets
+/// are positions in the joined bundle. Parts stay temporary until [`Parts::persist`], so a header in an
+/// earlier part can still be patched.
+pub(crate) struct Parts {
+    dir: PathBuf,
+    file_name: String,
+    part_size: Option<u64>,
+    files: Vec<(Arc<File>, tempfile::TempPath)>,
+}
+
+impl Parts {
+    pub(crate) fn new(target: &Path, part_size: Option<u64>) -> Result<Self, BundleError> {
+        let file_name = target
+            .file_name()
+            .ok_or_else(|| {
+                BundleError::InvalidInput(format!("{} is not a file path", target.display()))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let mut parts = Parts {
+            dir,
+            file_name,
+            part_size,
+            files: Vec::new(),
+        };
+        parts.add_part()?;
+        Ok(parts)
+    }
+
+    fn part_len(&self) -> u64 {
+        self.part_size.unwrap_or(u64::MAX)
+    }
+
+    fn add_part(&mut self) -> Result<(), BundleError> {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", self.file_name))
+            .suffix(".partial")
+            .tempfile_in(&self.dir)
+            .map_err(|e| BundleError::io(&self.dir, e))?;
+        let (file, path) = tmp.into_parts();
+        self.files.push((Arc::new(file), path));
+        Ok(())
+    }
+
+    /// The temporary path of part `i`, for messages.
+    pub(crate) fn tmp_path(&self, i: usize) -> PathBuf {
+        self.files
+            .get(i)
+            .map_or_else(|| self.dir.clone(), |(_, p)| p.to_path_buf())
+    }
+
+    /// Splits `[start, start+len)` into (part index, offset in part, length) pieces.
+    pub(crate) fn pieces(&self, start: u64, len: u64) -> Vec<(usize, u64, u64)> {
+        let part_len = self.part_len();
+        let mut out = Vec::new();
+        let (mut pos, end) = (start, start + len);
+        while pos < end {
+            let i = (pos / part_len) as usize;
+            let local = pos % part_len;
+            let n = (part_len - local).min(end - pos);
+            out.push((i, local, n));
+            pos += n;
+        }
+        out
+    }
+
+    /// The file of part `i` (shared with the hashing thread).
+    pub(crate) fn file(&self, i: usize) -> Option<Arc<File>> {
+        self.files.get(i).map(|(f, _)| Arc::clone(f))
+    }
+
+    pub(crate) fn write_at(&mut self, bytes: &[u8], offset: u64) -> Result<(), BundleError> {
+        let mut done = 0usize;
+        for (i, local, n) in self.pieces(offset, bytes.len() as u64) {
+            while self.files.len() <= i {
+                self.add_part()?;
+            }
+            let piece = &bytes[done..done + n as usize];
+            frame::write_all_at(&self.files[i].0, piece, local)
+                .map_err(|e| BundleError::io(self.tmp_path(i), e))?;
+            done += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Cuts the bundle back to `len` bytes (removing whole parts past it).
+    pub(crate) fn truncate(&mut self, len: u64) -> Result<(), BundleError> {
+        let part_len = self.part_len();
+        // Dropping a part's TempPath deletes it; committed bytes are never cut, so the hashing thread
+        // never reads a removed part.
+        self.files
+            .truncate((len.div_ceil(part_len) as usize).max(1));
+        let last = self.files.len() - 1;
+        let last_len = len - last as u64 * part_len;
+        self.files[last]
+            .0
+            .set_len(last_len)
+            .map_err(|e| BundleError::io(self.tmp_path(last), e))
+    }
+
+    /// Final names: `target` alone, or `target.001`, `target.002`, ... with `split`.
+    pub(crate) fn final_paths(&self, target: &Path) -> Vec<PathBuf> {
+        if self.part_size.is_none() {
+            return vec![target.to_owned()];
+        }
+        (1..=self.files.len())
+            .map(|n| part_path(target, n))
+            .collect()
+    }
+
+    /// fsyncs every part and renames them into place (parts in order; a stale part with a higher number
+    /// from an earlier run is removed first, so `cat target.0*` stays exactly this bundle).
+    pub(crate) fn persist(self, target: &Path) -> Result<Vec<PathBuf>, BundleError> {
+        let finals = self.final_paths(target);
+        for (i, (file, tmp)) in self.files.iter().enumerate() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(0o644))
+                    .map_err(|e| BundleError::io(tmp.to_path_buf(), e))?;
+            }
+            file.sync_all()
+                .map_err(|e| BundleError::io(self.tmp_path(i), e))?;
+        }
+        if self.part_size.is_some() {
+            let mut n = finals.len() + 1;
+            loop {
+                let stale = part_path(target, n);
+                match std::fs::remove_file(&stale) {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(BundleError::io(stale, e)),
+                }
+            }
+        }
+        let split = self.part_size.is_some();
+        for ((_, tmp), dest) in self.files.into_iter().zip(&finals) {
+            tmp.persist(dest)
+                .map_err(|e| BundleError::io(dest, e.error))?;
+        }
+        // The new bundle replaces an older one of the same name in the other form too (a single file
+        // next to parts, or parts next to a single file), so readers cannot pick up the stale one.
+        let stale: Vec<PathBuf> = if split {
+            vec![target.to_owned()]
+        } else {
+            (1..)
+                .map(|n| part_path(target, n))
+                .take_while(|p| p.exists())
+                .collect()
+        };
+        for p in stale {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BundleError::io(p, e)),
+            }
+        }
+        Ok(finals)
+    }
+}
+
+/// `b.offpack` + part number `n` (1-based): `b.offpack.001`.
+pub(crate) fn part_path(target: &Path, n: usize) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{n:03}"));
+    target.with_file_name(name)
+}
+
+/// Hashes committed byte ranges of the parts on a background thread: one SHA-256 per part and one of
+/// the whole bundle. Committed bytes never change again (headers are patched before their entry commits).
+pub(crate) struct FileHasher {
+    tx: Option<mpsc::Sender<Piece>>,
+    handle: Option<JoinHandle<io::Result<Hashes>>>,
+}
+
+/// A range to hash: (part file, part number, offset in the part, length).
+type Piece = (Arc<File>, usize, u64, u64);
+/// (hex SHA-256 of each part, of the whole bundle).
+type Hashes = (Vec<String>, String);
+
+impl FileHasher {
+    pub(crate) fn start() -> Self {
+        let (tx, rx) = mpsc::channel::<Piece>();
+        let handle = std::thread::spawn(move || {
+            let mut parts: Vec<Sha256> = Vec::new();
+            let mut whole = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            for (file, part, mut pos, len) in rx {
+                while parts.len() <= part {
+                    parts.push(Sha256::new());
+                }
+                let end = pos + len;
+                while pos < end {
+                    let n = ((end - pos) as usize).min(buf.len());
+                    frame::read_exact_at(&file, &mut buf[..n], pos)?;
+                    parts[part].update(&buf[..n]);
+                    whole.update(&buf[..n]);
+                    pos += n as u64;
+                }
+            }
+            let parts = parts
+                .into_iter()
+                .map(|h| hex::encode(h.finalize()))
+                .collect();
+            Ok((parts, hex::encode(whole.finalize())))
+        });
+        FileHasher {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Queues `[start, start+len)` of the bundle.
+    pub(crate) fn commit(&mut self, parts: &Parts, start: u64, len: u64) {
+        if let Some(tx) = &self.tx {
+            for (i, local, n) in parts.pieces(start, len) {
+                if let Some(file) = parts.file(i) {
+                    // A send fails only if the thread stopped on a read error, reported by finish().
+                    let _ = tx.send((file, i, local, n));
+                }
+            }
+        }
+    }
+
+    /// Waits for the thread: (hex SHA-256 of each part, of the whole bundle).
+    pub(crate) fn finish(mut self, what: &Path) -> Result<Hashes, BundleError> {
+        self.tx = None;
+        let handle = self.handle.take();
+        match handle.map(JoinHandle::join) {
+            Some(Ok(Ok(result))) => Ok(result),
+            Some(Ok(Err(e))) => Err(BundleError::io(what, e)),
+            _ => Err(BundleError::io(
+                what,
+                io::Error::other("the hashing thread failed"),
+            )),
+        }
+    }
+}
+
+impl Drop for FileHasher {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Job {
+    seq: u64,
+    input: Vec<u8>,
+    len: usize,
+    out: Vec<u8>,
+}
+
+type Done = (u64, Vec<u8>, Result<Vec<u8>, String>);
+
+/// Compresses frames, in parallel when `threads` > 1, handing them back in submission order.
+pub(crate) struct FramePool {
+    inline: Option<zstd::bulk::Compressor<'static>>,
+    jobs: Option<SyncSender<Job>>,
+    results: Option<Receiver<Done>>,
+    workers: Vec<JoinHandle<()>>,
+    next_seq: u64,
+    next_out: u64,
+    ready: BTreeMap<u64, Result<Vec<u8>, String>>,
+    inline_ready: VecDeque<Result<Vec<u8>, String>>,
+    in_flight: usize,
+    max_in_flight: usize,
+    spare_in: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
+    chunk_capacity: usize,
+}
+
+impl FramePool {
+    pub(crate) fn new(
+        level: i32,
+        threads: usize,
+        chunk_capacity: usize,
+    ) -> Result<Self, BundleError> {
+        let make = || -> Result<zstd::bulk::Compressor<'static>, BundleError> {
+            let mut c = zstd::bulk::Compressor::new(level)
+                .map_err(|e| BundleError::InvalidInput(format!("zstd level {level}: {e}")))?;
+            c.include_checksum(true)
+                .map_err(|e| BundleError::InvalidInput(format!("zstd settings: {e}")))?;
+            Ok(c)
+        };
+        let mut pool = FramePool {
+            inline: None,
+            jobs: None,
+            results: None,
+            workers: Vec::new(),
+            next_seq: 0,
+            next_out: 0,
+            ready: BTreeMap::new(),
+            inline_ready: VecDeque::new(),
+            in_flight: 0,
+            // Two frames queued beyond the ones being compressed keep the workers busy while the caller
+            // reads and writes; memory: about (threads + 3) * 2 buffers of one chunk.
+            max_in_flight: threads + 2,
+            spare_in: Vec::new(),
+            spare_out: Vec::new(),
+            chunk_capacity,
+        };
+        if threads <= 1 {
+            pool.inline = Some(make()?);
+            return Ok(pool);
+        }
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(threads);
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        for _ in 0..threads {
+            let mut compressor = make()?;
+            let job_rx = Arc::clone(&job_rx);
+            let done_tx = done_tx.clone();
+            pool.workers.push(std::thread::spawn(move || {
+                loop {
+                    let job = match job_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(Job {
+                        seq,
+                        input,
+                        len,
+                        mut out,
+                    }) = job
+                    else {
+                        return;
+                    };
+                    let result = compress(&mut compressor, &input[..len], &mut out).map(|()| out);
+                    if done_tx.send((seq, input, result)).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
+        pool.jobs = Some(job_tx);
+        pool.results = Some(done_rx);
+        Ok(pool)
+    }
+
+    /// A buffer of a chunk's capacity (its length; contents unspecified), to fill and
+    /// [`submit`](Self::submit). Buffers are reused, so they are zeroed only once.
+    pub(crate) fn buffer(&mut self) -> Vec<u8> {
+        self.spare_in
+            .pop()
+            .unwrap_or_else(|| vec![0; self.chunk_capacity])
+    }
+
+    /// Returns an unused buffer from [`buffer`](Self::buffer).
+    pub(crate) fn give_back(&mut self, input: Vec<u8>) {
+        self.spare_in.push(input);
+    }
+
+    /// Gives back an output buffer returned by [`next`](Self::next).
+    pub(crate) fn recycle(&mut self, out: Vec<u8>) {
+        self.spare_out.push(out);
+    }
+
+    /// True when [`submit`](Self::submit) would exceed the memory bound: take a frame with `next` first.
+    pub(crate) fn is_full(&self) -> bool {
+        self.in_flight >= self.max_in_flight
+    }
+
+    /// True when frames are being compressed or waiting to be taken.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// Queues `input[..len]` as one frame.
+    pub(crate) fn submit(&mut self, input: Vec<u8>, len: usize) -> Result<(), BundleError> {
+        let mut out = self.spare_out.pop().unwrap_or_default();
+        if let Some(c) = &mut self.inline {
+            let result = compress(c, &input[..len], &mut out).map(|()| out);
+            self.spare_in.push(input);
+            self.inline_ready.push_back(result);
+            self.in_flight += 1;
+            return Ok(());
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let sent = self.jobs.as_ref().is_some_and(|tx| {
+            tx.send(Job {
+                seq,
+                input,
+                len,
+                out,
+            })
+            .is_ok()
+        });
+        if !sent {
+            return Err(pool_failed());
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// The next compressed frame in submission order (waiting for it); `None` when nothing is pending.
+    pub(crate) fn next(&mut self) -> Option<Result<Vec<u8>, BundleError>> {
+        if self.in_flight == 0 {
+            return None;
+        }
+        self.in_flight -= 1;
+        if self.inline.is_some() {
+            let r = self.inline_ready.pop_front()?;
+            return Some(r.map_err(compression_failed));
+        }
+        loop {
+            if let Some(r) = self.ready.remove(&self.next_out) {
+                self.next_out += 1;
+                return Some(r.map_err(compression_failed));
+            }
+            let Some(Ok((seq, input, result))) = self.results.as_ref().map(Receiver::recv) else {
+                return Some(Err(pool_failed()));
+            };
+            self.spare_in.push(input);
+            self.ready.insert(seq, result);
+        }
+    }
+
+    /// Waits for and drops every pending frame (after a failed entry).
+    pub(crate) fn discard(&mut self) {
+        while let Some(r) = self.next() {
+            if let Ok(out) = r {
+                self.recycle(out);
+            }
+        }
+    }
+}
+
+impl Drop for FramePool {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn compress(
+    c: &mut zstd::bulk::Compressor<'static>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.clear();
+    out.reserve(zstd::compress_bound(input.len()));
+    c.compress_to_buffer(input, out)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn compression_failed(detail: String) -> BundleError {
+    BundleError::InvalidInput(format!("zstd compression failed: {detail}"))
+}
+
+fn pool_failed() -> BundleError {
+    BundleError::InvalidInput("a compression thread stopped unexpectedly".into())
+}
