@@ -30,13 +30,47 @@ fn images_of(bundle: &Path, dir: &Path) -> Vec<String> {
 }
 
 fn remove_all(images: &[String]) {
+    // By ID too: an image that other images were built on is only untagged by name.
+    // A multi-stage rebuild leaves its earlier stages' steps as dangling images whose parents are
+    // the base images: prune those (untagged, unused by definition) before removing by ID.
+    let ids: Vec<String> = images.iter().filter_map(|i| image_id(i)).collect();
     for image in images {
         let _ = std::process::Command::new("docker")
             .args(["rmi", "-f", image])
             .output();
     }
+    let _ = std::process::Command::new("docker")
+        .args(["image", "prune", "-f"])
+        .output();
+    for id in &ids {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", id])
+            .output();
+    }
+    for id in &ids {
+        assert!(!image_exists(id), "image {id} is still in the engine");
+    }
     for image in images {
         assert!(!image_exists(image), "{image} is still in the engine");
+    }
+}
+
+/// `scripts/test-env up`: the test base images and the registries, as every test expects them.
+fn test_env_up() {
+    ok(std::process::Command::new("bash")
+        .args(["scripts/test-env", "up"])
+        .current_dir(repo_root()));
+}
+
+/// However the test ends, the engine gets its base images and registries back for later tests.
+struct RestoreTestEnv;
+
+impl Drop for RestoreTestEnv {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .args(["scripts/test-env", "up"])
+            .current_dir(repo_root())
+            .status();
     }
 }
 
@@ -53,6 +87,8 @@ impl Drop for ComposeDown<'_> {
 #[test]
 fn air_gap_round_trip_of_the_example() {
     require_engine();
+    test_env_up();
+    let _restore = RestoreTestEnv;
     let work = tempfile::tempdir().expect("tempdir");
     let project = work.path().join("shop");
     copy_tree(&repo_root().join("examples/shop"), &project);
@@ -88,6 +124,7 @@ fn air_gap_round_trip_of_the_example() {
         "redis:7",
         "offpack-e2e-backend",
         "offpack-e2e-frontend",
+        "offpack-cache/offpack-e2e-frontend:build",
     ] {
         assert!(
             images
@@ -137,13 +174,27 @@ fn air_gap_round_trip_of_the_example() {
         "the pip install step came from cache: {rebuilt}"
     );
 
+    // The frontend is multi-stage: its build stage's `npm ci` must come from the stage image.
+    let page_source = project.join("frontend/src/index.html");
+    let mut html = std::fs::read_to_string(&page_source).expect("frontend/src/index.html");
+    html = html.replace("</body>", "<p>changed on the air-gapped side</p></body>");
+    std::fs::write(&page_source, html).expect("write index.html");
+    let rebuilt = ok(offpack(&project)
+        .envs(env)
+        .args(["rebuild", "frontend", "--json"]));
+    let rebuilt: serde_json::Value = serde_json::from_slice(&rebuilt.stdout).expect("rebuild --json");
+    assert!(
+        rebuilt[0]["cached_steps"].as_u64().unwrap_or(0) >= 3,
+        "WORKDIR, COPY of the lockfile and `npm ci` came from cache: {rebuilt}"
+    );
+
     ok(compose(&project, PROJECT)
         .envs(env)
         .args(["up", "-d", "--no-build"]));
     let health = http_get(&format!("http://127.0.0.1:{HTTP_PORT}/api/health"), 60);
     assert!(health.is_some(), "the backend answers through the frontend");
     let page = http_get(&format!("http://127.0.0.1:{HTTP_PORT}/"), 10).expect("frontend answers");
-    assert!(!page.is_empty());
+    assert!(page.contains("changed on the air-gapped side"), "the rebuilt frontend is served: {page}");
     ok(compose(&project, PROJECT)
         .envs(env)
         .args(["down", "--remove-orphans"]));
@@ -170,7 +221,11 @@ fn air_gap_round_trip_of_the_example() {
     remove_all(&images);
     let load = run(offpack(&project).arg("load").arg(&bundle));
     assert_eq!(load.status.code(), Some(1), "load exits 1 on corruption");
-    for image in &images {
+    for (image, id) in &ids_before {
+        assert!(
+            id.as_deref().is_none_or(|id| !image_exists(id)),
+            "{image} ({id:?}) must not be loaded from a corrupt bundle"
+        );
         assert!(
             !image_exists(image),
             "{image} must not be loaded from a corrupt bundle"

@@ -17,7 +17,7 @@ use crate::engine::Engine;
 use crate::fetch::export::copy_export;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
 use crate::project::load_project;
-use crate::rebuild::{BuildSettings, build_service, image_tags};
+use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
 use crate::reporter::Reporter;
 
 /// What the far side needs to know per service, kept under `rebuild` in offpack.json.
@@ -33,6 +33,9 @@ pub struct ServiceMeta {
     pub built: bool,
     /// IDs of every image the service needs: its own and the images its build uses.
     pub images: BTreeSet<String>,
+    /// Images of the named intermediate stages of its build, for offline rebuilds from cache.
+    #[serde(default)]
+    pub cache_images: Vec<String>,
 }
 
 /// IDs of the images `services` need (all images when `services` is empty).
@@ -117,7 +120,8 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
             .map(|t| familiar_name(t))
             .collect::<Result<Vec<_>>>()?;
         let existing = engine.image(&tags[0]).await?;
-        let id = if args.build || (existing.is_none() && !args.no_build) {
+        let build_now = args.build || (existing.is_none() && !args.no_build);
+        let id = if build_now {
             build_service(
                 &engine,
                 &project,
@@ -144,6 +148,22 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         entry.images.insert(id.clone());
         built.insert(service_plan.name.clone(), id.clone());
         refs.entry(id).or_default().extend(tags);
+        // The named stages before the final one, as images the far side rebuilds from.
+        for (stage, tag) in stage_cache_tags(&project, service, service_plan) {
+            // A stage image is rebuilt with its final image, so the two always match.
+            let stage_id = match engine.image(&tag).await? {
+                Some(image) if !build_now => image.id,
+                None if args.no_build => continue,
+                _ => {
+                    let settings = BuildSettings { stage: Some((stage.clone(), vec![tag.clone()])), ..Default::default() };
+                    build_service(&engine, &project, service, service_plan, &settings, reporter).await?.image_id
+                }
+            };
+            let entry = meta.services.entry(service_plan.name.clone()).or_default();
+            entry.cache_images.push(tag.clone());
+            entry.images.insert(stage_id.clone());
+            refs.entry(stage_id).or_default().insert(familiar_name(&tag)?);
+        }
     }
     // Services that run an image another service builds need that image too.
     for service_plan in plan.services.iter().filter(|s| s.active) {

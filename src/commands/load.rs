@@ -49,6 +49,9 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         bytes_streamed: 0,
     };
     let mut to_load = Vec::new();
+    // Names to restore on images the engine already holds; applied only after the load stream
+    // went through, so that a corrupt bundle changes nothing in the engine.
+    let mut retag: Vec<(String, String)> = Vec::new();
     for image in manifest
         .images
         .iter()
@@ -63,11 +66,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             Some(_) => {
                 for reference in &image.refs {
                     let current = engine.image(reference).await?;
-                    if current.as_ref().map(|c| c.id.as_str())
-                        != Some(image.id.to_string().as_str())
-                    {
-                        engine.tag(&image.id.to_string(), reference).await?;
-                        report.retagged.push(reference.clone());
+                    if current.as_ref().map(|c| c.id.as_str()) != Some(image.id.to_string().as_str()) {
+                        retag.push((image.id.to_string(), reference.clone()));
                     }
                 }
                 report.already_present.push(label);
@@ -175,6 +175,10 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 }
             }
         }
+    }
+    for (id, reference) in retag {
+        engine.tag(&id, &reference).await?;
+        report.retagged.push(reference);
     }
     output.result(&report, || {
         format!(

@@ -33,6 +33,7 @@ pub async fn run(args: RebuildArgs, output: Output, reporter: &dyn Reporter) -> 
     }
     let engine = Engine::connect().await?;
     let settings = BuildSettings {
+        stage: None,
         no_cache: args.no_cache,
     };
     let mut results = Vec::new();

@@ -20,6 +20,23 @@ use context::{DockerfileInContext, write_context};
 #[derive(Debug, Clone, Default)]
 pub struct BuildSettings {
     pub no_cache: bool,
+    /// Build this stage instead of the compose target, under `tags` (the stage cache images).
+    pub stage: Option<(String, Vec<String>)>,
+}
+
+/// The images offpack keeps of a multi-stage build's named intermediate stages, as
+/// `(stage, tag)`, in build order. The classic builder follows one `cachefrom` image per build
+/// (docs/engine-support.md), and the final image holds none of the earlier stages' layers: with
+/// these listed first, an offline rebuild takes the build stage's `RUN` steps (`npm ci`,
+/// `pip install`) from cache. See docs/decisions/0004-stage-cache-images.md.
+pub fn stage_cache_tags(project: &Project, service: &Service, plan: &ServicePlan) -> Vec<(String, String)> {
+    let Some(build) = &plan.build else { return Vec::new() };
+    let Some((_, intermediate)) = build.stages.split_last() else { return Vec::new() };
+    intermediate
+        .iter()
+        .filter(|stage| stage.parse::<usize>().is_err())
+        .map(|stage| (stage.clone(), format!("offpack-cache/{}-{}:{stage}", project.name, service.name)))
+        .collect()
 }
 
 /// The names a built service's image gets: its `image:`, or `<project>-<service>` (the Compose
@@ -106,9 +123,13 @@ pub async fn build_service(
         DockerfileSource::Path(path) => DockerfileInContext::for_path(context_dir, path)?,
         DockerfileSource::Inline(text) => DockerfileInContext::inline(text),
     };
-    let tags = image_tags(project, service);
+    let (target, tags) = match &settings.stage {
+        Some((stage, tags)) => (Some(stage.clone()), tags.clone()),
+        None => (build.target.clone(), image_tags(project, service)),
+    };
+    let stage_images: Vec<String> = stage_cache_tags(project, service, plan).into_iter().map(|(_, t)| t).collect();
     let mut cache_from: Vec<String> = Vec::new();
-    for candidate in tags.iter().chain(build.cache_from.iter()) {
+    for candidate in stage_images.iter().chain(tags.iter()).chain(build.cache_from.iter()) {
         // Only images the engine holds: a cache source it would have to fetch breaks offline.
         if !cache_from.contains(candidate) && engine.image(candidate).await?.is_some() {
             cache_from.push(candidate.clone());
@@ -122,7 +143,7 @@ pub async fn build_service(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        target: build.target.clone(),
+        target,
         cache_from: if settings.no_cache {
             Vec::new()
         } else {

@@ -2,6 +2,9 @@
 //!
 //! The format is specified in `bundle-spec/SPEC.md`: a sequence of zstd frames that decompresses to a POSIX
 //! tar (an OCI image layout that `docker load` also accepts), with an index in a trailing skippable frame.
+//! Format 1.1 adds delta bundles ([`Manifest::delta`]), split volumes ([`WriteOptions::split`]; readers take
+//! `b.offpack`, `b.offpack.001` or the base name of the parts) and Ed25519 signatures ([`WriteOptions::sign`],
+//! [`verify_with_key`], [`generate_keypair`]).
 //!
 //! ```
 //! use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Image, Manifest, WriteOptions, verify};

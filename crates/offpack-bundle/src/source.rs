@@ -53,7 +53,8 @@ impl Source {
     /// `b.offpack` when only its parts exist.
     pub(crate) fn open(path: &Path) -> Result<Self, BundleError> {
         if let Some((base, n)) = split_suffix(path) {
-            if n != 1 {
+            // `x.offpack.2026` is just a file name unless `x.offpack.001` exists.
+            if n != 1 && part_path(&base, 1).exists() {
                 return Err(BundleError::InvalidInput(format!(
                     "{} is part {n} of a split bundle: give its first part {} (or {})",
                     path.display(),
@@ -61,7 +62,9 @@ impl Source {
                     base.display()
                 )));
             }
-            return Self::open_parts(&base);
+            if n == 1 {
+                return Self::open_parts(&base);
+            }
         }
         match File::open(path) {
             Ok(file) => {
@@ -265,6 +268,9 @@ mod tests {
         }
         let err = Source::open(&part_path(&base, 2)).unwrap_err();
         assert_eq!(err.kind(), "invalid-input");
+        let dated = dir.path().join("backup.offpack.2026");
+        std::fs::write(&dated, b"single").unwrap();
+        assert!(!Source::open(&dated).unwrap().is_split());
         std::fs::remove_file(part_path(&base, 2)).unwrap();
         let err = Source::open(&base).unwrap_err();
         assert_eq!(err.kind(), "missing-part");

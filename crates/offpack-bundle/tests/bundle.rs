@@ -569,3 +569,45 @@ fn delta_bundles_leave_out_only_the_listed_layers() {
     assert_eq!(err.kind(), "invalid-input");
     assert!(err.to_string().contains("not a layer"), "{err}");
 }
+
+/// `sign` stores a signature that `verify_with_key` requires from exactly that key.
+#[test]
+fn signed_bundles_verify_only_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, public) = offpack_bundle::generate_keypair().unwrap();
+    let (_, stranger) = offpack_bundle::generate_keypair().unwrap();
+    let layers = [bytes(9, 3000)];
+    let (unsigned, _) = write_bundle(dir.path(), "u.offpack", &layers);
+    let path = dir.path().join("s.offpack");
+    let mut w = BundleWriter::create(
+        &path,
+        WriteOptions {
+            sign: Some(secret.clone()),
+            split: Some(4096),
+            ..opts()
+        },
+    )
+    .unwrap();
+    w.add_blob_bytes(&layers[0]).unwrap();
+    w.finish(Manifest::new("0.1.0", "shop")).unwrap();
+
+    let report = offpack_bundle::verify_with_key(&path, &public, &mut |_| {}).unwrap();
+    assert_eq!(report.signed_by, Some(public));
+    assert_eq!(verify(&path, &mut |_| {}).unwrap().signed_by, Some(public));
+    let err = offpack_bundle::verify_with_key(&path, &stranger, &mut |_| {}).unwrap_err();
+    assert_eq!(err.kind(), "bad-signature");
+    assert!(err.is_corruption());
+    assert!(err.to_string().contains(&public.fingerprint()), "{err}");
+    let err = offpack_bundle::verify_with_key(&unsigned, &public, &mut |_| {}).unwrap_err();
+    assert_eq!(err.kind(), "unsigned");
+    assert!(err.is_corruption());
+    // Key files round-trip through their text form.
+    let text = secret.to_text();
+    assert!(text.starts_with("offpack-ed25519-secret:"));
+    assert_eq!(
+        offpack_bundle::SigningKey::from_text(&text)
+            .unwrap()
+            .verifying_key(),
+        public
+    );
+}

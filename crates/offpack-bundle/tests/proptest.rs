@@ -149,6 +149,11 @@ proptest! {
         let path = dir.path().join("d.offpack");
         std::fs::write(&path, &bytes).unwrap();
         let verified = verify(&path, &mut |_| {}).is_ok();
+        // The same bytes as two split parts give the same verdict.
+        let cut = bytes.len() / 3;
+        std::fs::write(dir.path().join("s.offpack.001"), &bytes[..cut]).unwrap();
+        std::fs::write(dir.path().join("s.offpack.002"), &bytes[cut..]).unwrap();
+        prop_assert_eq!(verify(&dir.path().join("s.offpack"), &mut |_| {}).is_ok(), verified);
         if let Ok(reader) = BundleReader::open(&path) {
             for e in reader.index().entries.clone() {
                 if let Ok(mut r) = reader.entry(&e.path) {
