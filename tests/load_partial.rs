@@ -12,7 +12,11 @@ fn two_service_project() -> tempfile::TempDir {
         let ctx = dir.path().join(name);
         std::fs::create_dir(&ctx).unwrap();
         std::fs::write(ctx.join("hello.txt"), format!("hello from {name}\n")).unwrap();
-        std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY hello.txt /hello.txt\n").unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM scratch\nCOPY hello.txt /hello.txt\n",
+        )
+        .unwrap();
     }
     std::fs::write(
         dir.path().join("compose.yaml"),
@@ -25,7 +29,12 @@ fn two_service_project() -> tempfile::TempDir {
 fn loaded(out: &std::process::Output) -> (Vec<String>, Vec<String>) {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("load --json");
     let names = |key: &str| -> Vec<String> {
-        report[key].as_array().expect(key).iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        report[key]
+            .as_array()
+            .expect(key)
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
     };
     (names("loaded"), names("already_present"))
 }
@@ -42,8 +51,13 @@ fn loads_only_missing_images_and_only_for_the_named_services() {
     let project = two_service_project();
     let dir = project.path();
     let env = [("COMPOSE_PROJECT_NAME", "offpack-partial")];
-    ok(offpack(dir).envs(env).args(["bundle", "--build", "-o", "p.offpack"]));
-    let alpha = ["offpack-partial-alpha:latest", "offpack-partial_alpha:latest"];
+    ok(offpack(dir)
+        .envs(env)
+        .args(["bundle", "--build", "-o", "p.offpack"]));
+    let alpha = [
+        "offpack-partial-alpha:latest",
+        "offpack-partial_alpha:latest",
+    ];
     let beta = ["offpack-partial-beta:latest", "offpack-partial_beta:latest"];
 
     // Some present: only beta is streamed.
@@ -56,14 +70,27 @@ fn loads_only_missing_images_and_only_for_the_named_services() {
     // --service: only what that service needs.
     remove(&alpha);
     remove(&beta);
-    let (done, _) = loaded(&ok(offpack(dir).args(["load", "--json", "--service", "alpha", "p.offpack"])));
+    let (done, _) = loaded(&ok(offpack(dir).args([
+        "load",
+        "--json",
+        "--service",
+        "alpha",
+        "p.offpack",
+    ])));
     assert_eq!(done, vec!["offpack-partial-alpha:latest"]);
     assert!(alpha.iter().all(|i| image_exists(i)));
-    assert!(beta.iter().all(|i| !image_exists(i)), "beta was not asked for");
+    assert!(
+        beta.iter().all(|i| !image_exists(i)),
+        "beta was not asked for"
+    );
 
     let out = run(offpack(dir).args(["load", "--service", "gamma", "p.offpack"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("gamma") && stderr(&out).contains("alpha"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("gamma") && stderr(&out).contains("alpha"),
+        "{}",
+        stderr(&out)
+    );
     remove(&alpha);
     remove(&beta);
 }

@@ -182,7 +182,8 @@ fn air_gap_round_trip_of_the_example() {
     let rebuilt = ok(offpack(&project)
         .envs(env)
         .args(["rebuild", "frontend", "--json"]));
-    let rebuilt: serde_json::Value = serde_json::from_slice(&rebuilt.stdout).expect("rebuild --json");
+    let rebuilt: serde_json::Value =
+        serde_json::from_slice(&rebuilt.stdout).expect("rebuild --json");
     assert!(
         rebuilt[0]["cached_steps"].as_u64().unwrap_or(0) >= 3,
         "WORKDIR, COPY of the lockfile and `npm ci` came from cache: {rebuilt}"
@@ -194,7 +195,10 @@ fn air_gap_round_trip_of_the_example() {
     let health = http_get(&format!("http://127.0.0.1:{HTTP_PORT}/api/health"), 60);
     assert!(health.is_some(), "the backend answers through the frontend");
     let page = http_get(&format!("http://127.0.0.1:{HTTP_PORT}/"), 10).expect("frontend answers");
-    assert!(page.contains("changed on the air-gapped side"), "the rebuilt frontend is served: {page}");
+    assert!(
+        page.contains("changed on the air-gapped side"),
+        "the rebuilt frontend is served: {page}"
+    );
     ok(compose(&project, PROJECT)
         .envs(env)
         .args(["down", "--remove-orphans"]));

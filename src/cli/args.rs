@@ -46,6 +46,8 @@ pub enum Command {
     /// Rebuild a service's image from its Dockerfile using the loaded images as cache, without any
     /// registry, and tag it the way docker compose names it so that `docker compose up` uses it.
     Rebuild(RebuildArgs),
+    /// Make a key pair for signing bundles: NAME.key (keep it secret) and NAME.pub (give it to the far side).
+    Keygen(KeygenArgs),
     /// Print the images and layers this engine holds, as JSON, for `offpack bundle --have`
     /// on the networked side: `offpack inventory > have.json`.
     Inventory(InventoryArgs),
@@ -112,6 +114,14 @@ pub struct BundleArgs {
     /// Write only what the far side lacks: `have.json` from `offpack inventory` on the far side.
     #[arg(long, value_name = "HAVE_JSON")]
     pub have: Option<PathBuf>,
+    /// Sign the bundle with this secret key (from `offpack keygen`); the far side checks it with
+    /// `offpack verify --key KEY.pub`.
+    #[arg(long, value_name = "KEY_FILE")]
+    pub sign: Option<PathBuf>,
+    /// Write the bundle in parts of at most SIZE (e.g. `4G`; FAT32 holds files up to 4 GiB − 1):
+    /// FILE.001, FILE.002, … `cat` joins them; verify and load read the parts directly.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub split: Option<u64>,
     /// zstd compression level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
@@ -119,8 +129,34 @@ pub struct BundleArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The bundle file.
+    /// The bundle file (or the first part of a split bundle).
     pub bundle: PathBuf,
+    /// Also require a valid signature by this public key (from `offpack keygen`).
+    #[arg(long, value_name = "PUBLIC_KEY_FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Base name of the key files: writes NAME.key (secret, mode 0600) and NAME.pub.
+    #[arg(short, long, value_name = "NAME")]
+    pub output: PathBuf,
+}
+
+/// Sizes like `4G`, `500M`, `4GiB`, `1000000`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{text}` is not a size like 4G, 500M or 4GiB: {e}"))?;
+    let bytes = size.as_u64();
+    if bytes < offpack_bundle::MIN_PART_SIZE {
+        return Err(format!(
+            "parts must be at least {} bytes",
+            offpack_bundle::MIN_PART_SIZE
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Args)]

@@ -4,8 +4,8 @@ mod args;
 mod progress;
 
 pub use args::{
-    BundleArgs, Cli, Command, DoctorArgs, InspectArgs, InventoryArgs, LoadArgs, PlanArgs,
-    ProjectArgs, PullPolicy, RebuildArgs, VerifyArgs,
+    BundleArgs, Cli, Command, DoctorArgs, InspectArgs, InventoryArgs, KeygenArgs, LoadArgs,
+    PlanArgs, ProjectArgs, PullPolicy, RebuildArgs, VerifyArgs,
 };
 pub use progress::CliReporter;
 

@@ -1,5 +1,6 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +16,8 @@ use crate::cli::{BundleArgs, Output, PullPolicy};
 use crate::commands::human_bytes;
 use crate::engine::Engine;
 use crate::fetch::export::copy_export;
+use crate::load::chain;
+use crate::load::inventory::Inventory;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
@@ -155,14 +158,28 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
                 Some(image) if !build_now => image.id,
                 None if args.no_build => continue,
                 _ => {
-                    let settings = BuildSettings { stage: Some((stage.clone(), vec![tag.clone()])), ..Default::default() };
-                    build_service(&engine, &project, service, service_plan, &settings, reporter).await?.image_id
+                    let settings = BuildSettings {
+                        stage: Some((stage.clone(), vec![tag.clone()])),
+                        ..Default::default()
+                    };
+                    build_service(
+                        &engine,
+                        &project,
+                        service,
+                        service_plan,
+                        &settings,
+                        reporter,
+                    )
+                    .await?
+                    .image_id
                 }
             };
             let entry = meta.services.entry(service_plan.name.clone()).or_default();
             entry.cache_images.push(tag.clone());
             entry.images.insert(stage_id.clone());
-            refs.entry(stage_id).or_default().insert(familiar_name(&tag)?);
+            refs.entry(stage_id)
+                .or_default()
+                .insert(familiar_name(&tag)?);
         }
     }
     // Services that run an image another service builds need that image too.
@@ -208,12 +225,29 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     // signal ends the run cleanly instead of killing it with the file in place.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let leave_out = match &args.have {
+        Some(path) => layers_the_far_side_has(&engine, path, refs.keys()).await?,
+        None => HashSet::new(),
+    };
+    let sign = match &args.sign {
+        Some(key_path) => Some(
+            offpack_bundle::SigningKey::from_text(&fs_err::read_to_string(key_path)?)
+                .with_context(|| {
+                    format!(
+                        "{} is not a secret key from `offpack keygen`",
+                        key_path.display()
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let mut writer = BundleWriter::create(
         &args.output,
         WriteOptions {
             level: args.level,
             threads: 0,
-            ..Default::default()
+            split: args.split,
+            sign,
         },
     )
     .with_context(|| format!("cannot create the bundle {}", args.output.display()))?;
@@ -229,8 +263,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     };
     let progress = Arc::new(AtomicU64::new(0));
     let sink = progress.clone();
+    let leave_out_for_copy = leave_out.clone();
     let mut copy = tokio::task::spawn_blocking(move || -> Result<(BundleWriter, Vec<_>)> {
-        let images = copy_export(reader, &mut writer, &mut |n| {
+        let images = copy_export(reader, &mut writer, &leave_out_for_copy, &mut |n| {
             sink.store(n, Ordering::Relaxed)
         })?;
         Ok((writer, images))
@@ -294,6 +329,14 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         }
     }
     manifest.images.sort_by(|a, b| a.refs.cmp(&b.refs));
+    if let Some(have) = &args.have {
+        let mut absent: Vec<Digest> = leave_out.iter().cloned().collect();
+        absent.sort();
+        manifest.delta = Some(offpack_bundle::Delta {
+            base: format!("the engine inventoried in {}", have.display()),
+            absent_layers: absent,
+        });
+    }
     manifest.platforms = platforms.into_iter().collect();
     manifest.rebuild = match serde_json::to_value(&meta)? {
         serde_json::Value::Object(map) => map,
@@ -333,6 +376,38 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         s
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// Layers of the images to bundle that the far side's engine holds on the same chain, per its
+/// inventory (`offpack inventory > have.json` there).
+async fn layers_the_far_side_has(
+    engine: &Engine,
+    have: &Path,
+    image_ids: impl Iterator<Item = &String>,
+) -> Result<HashSet<Digest>> {
+    let text = fs_err::read_to_string(have)?;
+    let inventory = Inventory::parse(&text, &have.display().to_string())?;
+    if !inventory.supports_delta() {
+        bail!(
+            "{}: the far side's engine uses the containerd image store, which does not skip the layers \
+             it holds when loading; bundle without --have",
+            have.display()
+        );
+    }
+    let present = inventory.chains();
+    let mut lists = Vec::new();
+    for id in image_ids {
+        let info = engine
+            .image(id)
+            .await?
+            .ok_or_else(|| anyhow!("image {id} disappeared from the engine"))?;
+        lists.push(info.layers);
+    }
+    let lists: Vec<&[String]> = lists.iter().map(Vec::as_slice).collect();
+    Ok(chain::layers_to_omit(&lists, &present)
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .collect())
 }
 
 /// The classic image store holds one platform per image name: bundling for another platform

@@ -66,7 +66,9 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             Some(_) => {
                 for reference in &image.refs {
                     let current = engine.image(reference).await?;
-                    if current.as_ref().map(|c| c.id.as_str()) != Some(image.id.to_string().as_str()) {
+                    if current.as_ref().map(|c| c.id.as_str())
+                        != Some(image.id.to_string().as_str())
+                    {
                         retag.push((image.id.to_string(), reference.clone()));
                     }
                 }
@@ -93,6 +95,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
 
     if !to_load.is_empty() {
         let omit = layers_the_engine_has(&engine, &to_load).await?;
+        check_delta_base(&manifest, &to_load, &omit)?;
         let mut unique: BTreeSet<Digest> = omit.iter().cloned().collect();
         let total: u64 = manifest
             .images
@@ -211,6 +214,42 @@ async fn layers_the_engine_has(engine: &Engine, images: &[LoadImage]) -> Result<
     let wanted: Vec<&[String]> = wanted.iter().map(Vec::as_slice).collect();
     let omit = chain::layers_to_omit(&wanted, &present);
     Ok(omit.iter().filter_map(|d| d.parse().ok()).collect())
+}
+
+/// A delta bundle leaves out layers the far side was said to hold: each one an image to load
+/// needs must be in the engine on the same chain, or the load would fail half way.
+fn check_delta_base(
+    manifest: &offpack_bundle::Manifest,
+    images: &[LoadImage],
+    have: &HashSet<Digest>,
+) -> Result<()> {
+    let Some(delta) = &manifest.delta else {
+        return Ok(());
+    };
+    let mut missing = Vec::new();
+    for image in images {
+        for layer in image
+            .layers
+            .iter()
+            .filter(|l| delta.absent_layers.contains(l) && !have.contains(l))
+        {
+            let name = image
+                .repo_tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.config.to_string());
+            missing.push(format!("layer {layer} of {name}"));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "this is a delta bundle made against {}, and this engine lacks what it relies on: {}\n\
+         Load the full bundle it was made after first, or ask for a full bundle.",
+        delta.base,
+        missing.join(", ")
+    )
 }
 
 /// Refuses a load the engine's disk cannot hold, when the engine runs on this machine.

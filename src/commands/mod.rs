@@ -4,6 +4,7 @@ pub(crate) mod bundle;
 mod doctor;
 mod inspect;
 mod inventory;
+mod keygen;
 mod load;
 mod plan;
 mod rebuild;
@@ -26,6 +27,7 @@ pub async fn run(command: Command, output: Output, reporter: &dyn Reporter) -> R
         Command::Load(args) => load::run(args, output, reporter).await,
         Command::Rebuild(args) => rebuild::run(args, output, reporter).await,
         Command::Inventory(args) => inventory::run(args).await,
+        Command::Keygen(args) => keygen::run(args, output),
         Command::Doctor(args) => doctor::run(args, output).await,
     }
 }

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use offpack_bundle::SidecarStatus;
 use serde::Serialize;
 
@@ -20,13 +20,31 @@ struct Verified {
     /// The checksum file that matched, if there is one beside the bundle.
     sidecar: Option<String>,
     sha256: Option<String>,
+    /// Fingerprint of the key whose valid signature the bundle carries, if any.
+    signed_by: Option<String>,
+    /// The files read: the bundle, or each part of a split bundle.
+    files: Vec<String>,
+    /// Layers a delta bundle leaves out, which the far side's engine must hold.
+    absent_layers: usize,
 }
 
 pub async fn run(args: VerifyArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
     let size = fs_err::metadata(&args.bundle)?.len();
     let task = reporter.start(&format!("verify {}", args.bundle.display()), Some(size));
     let path = args.bundle.clone();
-    let report = offpack_bundle::verify(&path, &mut |done| reporter.progress(task, done))?;
+    let report = match &args.key {
+        Some(key_path) => {
+            let text = fs_err::read_to_string(key_path)?;
+            let key = offpack_bundle::VerifyingKey::from_text(&text).with_context(|| {
+                format!(
+                    "{} is not a public key from `offpack keygen`",
+                    key_path.display()
+                )
+            })?;
+            offpack_bundle::verify_with_key(&path, &key, &mut |done| reporter.progress(task, done))?
+        }
+        None => offpack_bundle::verify(&path, &mut |done| reporter.progress(task, done))?,
+    };
     reporter.finish(task, "ok");
     let verified = Verified {
         bundle: args.bundle.display().to_string(),
@@ -41,6 +59,17 @@ pub async fn run(args: VerifyArgs, output: Output, reporter: &dyn Reporter) -> R
             SidecarStatus::Absent => None,
         },
         sha256: report.sha256.clone(),
+        signed_by: report.signed_by.as_ref().map(|k| k.fingerprint()),
+        files: report
+            .files
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect(),
+        absent_layers: report
+            .manifest
+            .delta
+            .as_ref()
+            .map_or(0, |d| d.absent_layers.len()),
     };
     output.result(&verified, || {
         format!(
@@ -54,7 +83,17 @@ pub async fn run(args: VerifyArgs, output: Output, reporter: &dyn Reporter) -> R
                 Some(p) => format!("; matches {p}"),
                 None => "; no .sha256 checksum file beside it".to_string(),
             }
-        )
+        ) + &match &verified.signed_by {
+            Some(fingerprint) => format!("\nsigned by key {fingerprint}"),
+            None => String::new(),
+        } + &if verified.absent_layers > 0 {
+            format!(
+                "\ndelta bundle: {} layers must already be in the engine that loads it",
+                verified.absent_layers
+            )
+        } else {
+            String::new()
+        }
     });
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@
 //! when it passes (named by the digest computed on the way) and small files are kept in memory
 //! until `manifest.json` says what they are. No image is held in memory or spooled to disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -46,9 +46,12 @@ struct LoadManifestEntry {
 /// Reads an export stream to its end, writing every image's config and layers into `writer`
 /// (each blob once), and returns the images in the order of the export's `manifest.json`.
 /// `on_bytes` is told how many bytes of the export have been read.
+/// Layers in `leave_out` (a delta bundle's: the far side holds them) are read and hashed but not
+/// written.
 pub fn copy_export(
     export: impl Read,
     writer: &mut BundleWriter,
+    leave_out: &HashSet<Digest>,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Vec<ExportedImage>> {
     let mut archive = tar::Archive::new(export);
@@ -100,13 +103,18 @@ pub fn copy_export(
             in_memory += bytes.len() as u64;
             Stored::Memory(bytes)
         } else if let Some(digest) = known {
-            writer
-                .add_blob_with_digest(&digest, size, &mut entry)
-                .with_context(|| format!("copying {path} of the export into the bundle"))?;
+            if leave_out.contains(&digest) {
+                std::io::copy(&mut entry, &mut std::io::sink())
+                    .with_context(|| format!("reading {path} from the export"))?;
+            } else {
+                writer
+                    .add_blob_with_digest(&digest, size, &mut entry)
+                    .with_context(|| format!("copying {path} of the export into the bundle"))?;
+            }
             Stored::Blob(digest, size)
         } else {
-            let digest = writer
-                .add_blob(size, &mut entry)
+            let (digest, _stored) = writer
+                .add_blob_unless(size, &mut entry, &|d| leave_out.contains(d))
                 .with_context(|| format!("copying {path} of the export into the bundle"))?;
             Stored::Blob(digest, size)
         };
@@ -123,10 +131,10 @@ pub fn copy_export(
         .context("the export's manifest.json is not what `docker save` writes")?;
     let mut images = Vec::with_capacity(entries.len());
     for entry in entries {
-        let config = into_bundle(&entry.config, &mut files, &links, writer)?;
+        let config = into_bundle(&entry.config, &mut files, &links, writer, &HashSet::new())?;
         let mut layers = Vec::with_capacity(entry.layers.len());
         for layer in &entry.layers {
-            layers.push(into_bundle(layer, &mut files, &links, writer)?);
+            layers.push(into_bundle(layer, &mut files, &links, writer, leave_out)?);
         }
         images.push(ExportedImage {
             config,
@@ -143,6 +151,7 @@ fn into_bundle(
     files: &mut HashMap<String, Stored>,
     links: &HashMap<String, String>,
     writer: &mut BundleWriter,
+    leave_out: &HashSet<Digest>,
 ) -> Result<(Digest, u64)> {
     let mut path = normalize(path);
     let mut hops = 0;
@@ -161,7 +170,7 @@ fn into_bundle(
         Stored::Memory(bytes) => {
             let size = bytes.len() as u64;
             let digest = Digest::of_bytes(bytes);
-            if !writer.contains(&digest) {
+            if !writer.contains(&digest) && !leave_out.contains(&digest) {
                 writer
                     .add_blob_with_digest(&digest, size, bytes.as_slice())
                     .with_context(|| format!("copying {path} of the export into the bundle"))?;
@@ -268,7 +277,10 @@ pub(crate) mod tests {
         )
         .unwrap();
         let mut seen = 0;
-        let images = copy_export(export.as_slice(), &mut writer, &mut |n| seen = n).unwrap();
+        let images = copy_export(export.as_slice(), &mut writer, &HashSet::new(), &mut |n| {
+            seen = n
+        })
+        .unwrap();
         assert!(seen > big.len() as u64);
         assert_eq!(images.len(), 2);
         assert_eq!(images[0].repo_tags, vec!["base:1"]);

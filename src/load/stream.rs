@@ -105,7 +105,8 @@ mod tests {
             },
         )
         .unwrap();
-        let images = copy_export(export.as_slice(), &mut writer, &mut |_| {}).unwrap();
+        let images =
+            copy_export(export.as_slice(), &mut writer, &HashSet::new(), &mut |_| {}).unwrap();
         let mut manifest = Manifest::new("test", "t");
         for image in &images {
             manifest.images.push(Image {

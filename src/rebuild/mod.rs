@@ -29,13 +29,26 @@ pub struct BuildSettings {
 /// (docs/engine-support.md), and the final image holds none of the earlier stages' layers: with
 /// these listed first, an offline rebuild takes the build stage's `RUN` steps (`npm ci`,
 /// `pip install`) from cache. See docs/decisions/0004-stage-cache-images.md.
-pub fn stage_cache_tags(project: &Project, service: &Service, plan: &ServicePlan) -> Vec<(String, String)> {
-    let Some(build) = &plan.build else { return Vec::new() };
-    let Some((_, intermediate)) = build.stages.split_last() else { return Vec::new() };
+pub fn stage_cache_tags(
+    project: &Project,
+    service: &Service,
+    plan: &ServicePlan,
+) -> Vec<(String, String)> {
+    let Some(build) = &plan.build else {
+        return Vec::new();
+    };
+    let Some((_, intermediate)) = build.stages.split_last() else {
+        return Vec::new();
+    };
     intermediate
         .iter()
         .filter(|stage| stage.parse::<usize>().is_err())
-        .map(|stage| (stage.clone(), format!("offpack-cache/{}-{}:{stage}", project.name, service.name)))
+        .map(|stage| {
+            (
+                stage.clone(),
+                format!("offpack-cache/{}-{}:{stage}", project.name, service.name),
+            )
+        })
         .collect()
 }
 
@@ -127,9 +140,16 @@ pub async fn build_service(
         Some((stage, tags)) => (Some(stage.clone()), tags.clone()),
         None => (build.target.clone(), image_tags(project, service)),
     };
-    let stage_images: Vec<String> = stage_cache_tags(project, service, plan).into_iter().map(|(_, t)| t).collect();
+    let stage_images: Vec<String> = stage_cache_tags(project, service, plan)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let mut cache_from: Vec<String> = Vec::new();
-    for candidate in stage_images.iter().chain(tags.iter()).chain(build.cache_from.iter()) {
+    for candidate in stage_images
+        .iter()
+        .chain(tags.iter())
+        .chain(build.cache_from.iter())
+    {
         // Only images the engine holds: a cache source it would have to fetch breaks offline.
         if !cache_from.contains(candidate) && engine.image(candidate).await?.is_some() {
             cache_from.push(candidate.clone());

@@ -228,7 +228,9 @@ fn walk_source(
         phase: Phase::Start,
         pipe: HashPipe::new(),
     };
-    let uncompressed = state.walk_archive(&mut fs, &mut sink)?;
+    let uncompressed = state
+        .walk_archive(&mut fs, &mut sink)
+        .map_err(|e| name_corrupt_entry(e, &index))?;
     if fs.stopped_at() != Some(trailer_start) {
         return Err(BundleError::BadIndex(format!(
             "the archive ends at byte {} but the index frame starts at byte {trailer_start}",
@@ -979,5 +981,26 @@ mod sidecar_tests {
         let err = read_sidecar(&src).unwrap_err();
         assert_eq!(err.kind(), "missing-part");
         assert!(err.to_string().contains("p.offpack.002"), "{err}");
+    }
+}
+
+/// Names the entry whose frames hold a corrupt byte, so that the user learns which blob (and
+/// hence which image) is damaged, not only where.
+fn name_corrupt_entry(err: BundleError, index: &Index) -> BundleError {
+    match err {
+        BundleError::CorruptFrame { offset, detail } => {
+            let entry = index
+                .entries
+                .iter()
+                .find(|e| e.offset <= offset && offset < e.offset + e.compressed_len.max(1));
+            match entry {
+                Some(e) if !detail.contains(&e.path) => BundleError::CorruptFrame {
+                    offset,
+                    detail: format!("in `{}`: {detail}", e.path),
+                },
+                _ => BundleError::CorruptFrame { offset, detail },
+            }
+        }
+        other => other,
     }
 }

@@ -167,7 +167,20 @@ impl BundleWriter {
     /// Adds a blob whose digest is not known yet (e.g. a layer of a legacy export): writes a placeholder
     /// header in a raw frame, streams and hashes the data, then patches the header (spec 3.4). A duplicate
     /// is removed again by truncation.
-    pub fn add_blob(&mut self, size: u64, mut data: impl Read) -> Result<Digest, BundleError> {
+    pub fn add_blob(&mut self, size: u64, data: impl Read) -> Result<Digest, BundleError> {
+        self.add_blob_unless(size, data, &|_| false)
+            .map(|(digest, _)| digest)
+    }
+
+    /// Like [`BundleWriter::add_blob`], but a blob whose digest `leave_out` accepts is streamed,
+    /// hashed and then dropped (for delta bundles: a layer the far side holds). Returns the digest
+    /// and whether the blob is in the bundle.
+    pub fn add_blob_unless(
+        &mut self,
+        size: u64,
+        mut data: impl Read,
+        leave_out: &dyn Fn(&Digest) -> bool,
+    ) -> Result<(Digest, bool), BundleError> {
         let mark = self.mark();
         let placeholder = tarhdr::regular_header(&format!("blobs/sha256/{}", "0".repeat(64)), size);
         let result = self
@@ -186,13 +199,17 @@ impl BundleWriter {
         };
         if self.contains(&digest) {
             self.rollback(mark)?;
-            return Ok(digest);
+            return Ok((digest, true));
+        }
+        if leave_out(&digest) {
+            self.rollback(mark)?;
+            return Ok((digest, false));
         }
         let path = digest.blob_path();
         let header = tarhdr::regular_header(&path, size);
         self.parts.write_at(&header, mark.pos + RAW_HEADER_OFFSET)?;
         self.record(path, digest.clone(), &mark, size);
-        Ok(digest)
+        Ok((digest, true))
     }
 
     /// Adds a small blob held in memory (configs, manifests).

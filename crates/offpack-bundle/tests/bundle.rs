@@ -611,3 +611,28 @@ fn signed_bundles_verify_only_with_their_key() {
         public
     );
 }
+
+#[test]
+fn add_blob_unless_drops_a_blob_it_is_told_to_leave_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w =
+        offpack_bundle::BundleWriter::create(&dir.path().join("d.offpack"), Default::default())
+            .unwrap();
+    let held = vec![9u8; 70_000];
+    let held_digest = offpack_bundle::Digest::of_bytes(&held);
+    let (digest, stored) = w
+        .add_blob_unless(held.len() as u64, held.as_slice(), &|d| *d == held_digest)
+        .unwrap();
+    assert_eq!(digest, held_digest);
+    assert!(!stored);
+    assert!(
+        !w.contains(&held_digest),
+        "a left-out blob is not in the bundle"
+    );
+    let other = b"kept".to_vec();
+    let (digest, stored) = w
+        .add_blob_unless(other.len() as u64, other.as_slice(), &|d| *d == held_digest)
+        .unwrap();
+    assert!(stored);
+    assert!(w.contains(&digest));
+}
