@@ -298,6 +298,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn layers_left_out_are_listed_but_not_stored() {
+        let big = vec![5u8; (SMALL_FILE as usize) + 10];
+        let export = legacy_export(&big);
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = BundleWriter::create(
+            &dir.path().join("d.offpack"),
+            offpack_bundle::WriteOptions {
+                level: 1,
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let base = Digest::of_bytes(&big);
+        let leave_out: HashSet<Digest> = [base.clone()].into_iter().collect();
+        let images = copy_export(export.as_slice(), &mut writer, &leave_out, &mut |_| {}).unwrap();
+        assert_eq!(
+            images[0].layers[0].0, base,
+            "the image still lists the layer"
+        );
+        assert!(!writer.contains(&base), "but the bundle does not carry it");
+        assert!(
+            writer.contains(&images[1].layers[1].0),
+            "other layers are carried"
+        );
+    }
+
+    #[test]
     fn export_without_manifest_is_an_error() {
         let mut tar = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_ustar();
@@ -316,6 +344,7 @@ pub(crate) mod tests {
         let err = copy_export(
             tar.into_inner().unwrap().as_slice(),
             &mut writer,
+            &HashSet::new(),
             &mut |_| {},
         )
         .unwrap_err();
