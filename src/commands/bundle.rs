@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use offpack_bundle::{BlobRef, BundleWriter, Digest, Manifest, WriteOptions};
+use offpack_bundle::{BundleWriter, Digest, Manifest, WriteOptions};
 use serde::{Deserialize, Serialize};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -304,24 +304,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
             .ok_or_else(|| anyhow!("image {id} disappeared from the engine"))?;
         let platform = format!("{}/{}", info.os, info.architecture);
         platforms.insert(platform.clone());
-        manifest.images.push(offpack_bundle::Image {
-            refs: names.iter().cloned().collect(),
-            id: image.config.0.clone(),
-            platform,
-            config: BlobRef {
-                digest: image.config.0.clone(),
-                size: image.config.1,
-            },
-            layers: image
-                .layers
-                .iter()
-                .map(|(d, s)| BlobRef {
-                    digest: d.clone(),
-                    size: *s,
-                })
-                .collect(),
-            oci_manifest: None,
-        });
+        manifest
+            .images
+            .push(image.to_bundle_image(names.iter().cloned().collect(), platform));
     }
     for id in refs.keys() {
         if !manifest.images.iter().any(|i| &i.id.to_string() == id) {

@@ -27,6 +27,24 @@ pub struct ExportedImage {
     pub repo_tags: Vec<String>,
 }
 
+impl ExportedImage {
+    /// The image as the bundle's manifest records it, under `refs`.
+    pub fn to_bundle_image(&self, refs: Vec<String>, platform: String) -> offpack_bundle::Image {
+        let blob = |(digest, size): &(Digest, u64)| offpack_bundle::BlobRef {
+            digest: digest.clone(),
+            size: *size,
+        };
+        offpack_bundle::Image {
+            refs,
+            id: self.config.0.clone(),
+            platform,
+            config: blob(&self.config),
+            layers: self.layers.iter().map(blob).collect(),
+            oci_manifest: None,
+        }
+    }
+}
+
 /// What a file of the export became.
 enum Stored {
     Memory(Vec<u8>),

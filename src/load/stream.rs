@@ -87,7 +87,7 @@ pub fn write_load_stream(
 mod tests {
     use super::*;
     use crate::fetch::export::copy_export;
-    use offpack_bundle::{BlobRef, BundleWriter, Image, Manifest, WriteOptions};
+    use offpack_bundle::{BundleWriter, Manifest, WriteOptions};
     use std::io::Read;
 
     #[test]
@@ -109,24 +109,9 @@ mod tests {
             copy_export(export.as_slice(), &mut writer, &HashSet::new(), &mut |_| {}).unwrap();
         let mut manifest = Manifest::new("test", "t");
         for image in &images {
-            manifest.images.push(Image {
-                refs: image.repo_tags.clone(),
-                id: image.config.0.clone(),
-                platform: "linux/amd64".into(),
-                config: BlobRef {
-                    digest: image.config.0.clone(),
-                    size: image.config.1,
-                },
-                layers: image
-                    .layers
-                    .iter()
-                    .map(|(d, s)| BlobRef {
-                        digest: d.clone(),
-                        size: *s,
-                    })
-                    .collect(),
-                oci_manifest: None,
-            });
+            manifest
+                .images
+                .push(image.to_bundle_image(image.repo_tags.clone(), "linux/amd64".into()));
         }
         writer.finish(manifest).unwrap();
         offpack_bundle::verify(&target, &mut |_| {}).unwrap();
