@@ -183,3 +183,19 @@ fn delta_bundles_leave_out_what_the_far_side_has() {
     );
     assert!(!image_exists(app));
 }
+
+#[test]
+fn bundling_for_a_platform_the_engine_cannot_hold_is_refused() {
+    require_engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  cache:\n    image: redis:7\n",
+    )
+    .unwrap();
+    let out =
+        run(offpack(dir.path()).args(["bundle", "--platform", "linux/arm64", "-o", "x.offpack"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("linux/arm64"), "{}", stderr(&out));
+    assert!(!dir.path().join("x.offpack").exists());
+}

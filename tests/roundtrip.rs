@@ -89,6 +89,18 @@ fn air_gap_round_trip_of_the_example() {
     require_engine();
     test_env_up();
     let _restore = RestoreTestEnv;
+    // Which image store this run exercised: the classic store and the containerd store load differently.
+    let facts = ok(offpack(&repo_root()).args(["doctor", "--json"]));
+    let facts: serde_json::Value = serde_json::from_slice(&facts.stdout).expect("doctor --json");
+    eprintln!(
+        "image store: {} ({})",
+        facts["storage_driver"],
+        if facts["containerd_image_store"] == true {
+            "containerd image store"
+        } else {
+            "classic graphdriver store"
+        }
+    );
     let work = tempfile::tempdir().expect("tempdir");
     let project = work.path().join("shop");
     copy_tree(&repo_root().join("examples/shop"), &project);

@@ -18,6 +18,9 @@ struct LoadReport {
     loaded: Vec<String>,
     already_present: Vec<String>,
     retagged: Vec<String>,
+    /// Names the bundle records that already point to another image in the engine (e.g. one
+    /// `offpack rebuild` made): a load never moves them.
+    kept: Vec<String>,
     /// Layers not sent because the engine already holds them (same layer on the same base).
     layers_skipped: usize,
     bytes_streamed: u64,
@@ -45,6 +48,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         loaded: Vec::new(),
         already_present: Vec::new(),
         retagged: Vec::new(),
+        kept: Vec::new(),
         layers_skipped: 0,
         bytes_streamed: 0,
     };
@@ -65,25 +69,26 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         match engine.image(&image.id.to_string()).await? {
             Some(_) => {
                 for reference in &image.refs {
-                    let current = engine.image(reference).await?;
-                    if current.as_ref().map(|c| c.id.as_str())
-                        != Some(image.id.to_string().as_str())
-                    {
-                        retag.push((image.id.to_string(), reference.clone()));
+                    match name_state(&engine, reference, &image.id.to_string()).await? {
+                        NameState::Absent => retag.push((image.id.to_string(), reference.clone())),
+                        NameState::Elsewhere => report.kept.push(reference.clone()),
+                        NameState::Here => {}
                     }
                 }
                 report.already_present.push(label);
             }
             None => {
+                let mut repo_tags = Vec::new();
+                for reference in image.refs.iter().filter(|r| !r.contains('@')) {
+                    match name_state(&engine, reference, &image.id.to_string()).await? {
+                        NameState::Elsewhere => report.kept.push(reference.clone()),
+                        _ => repo_tags.push(reference.clone()),
+                    }
+                }
                 to_load.push(LoadImage {
                     config: image.config.digest.clone(),
                     layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
-                    repo_tags: image
-                        .refs
-                        .iter()
-                        .filter(|r| !r.contains('@'))
-                        .cloned()
-                        .collect(),
+                    repo_tags,
                 });
                 report.loaded.push(label);
             }
@@ -91,6 +96,11 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     }
     for name in &report.already_present {
         reporter.step(&format!("{name}: already present"));
+    }
+    for name in &report.kept {
+        reporter.warn(&format!(
+            "{name} names another image in the engine (a rebuild?); left as it is"
+        ));
     }
 
     if !to_load.is_empty() {
@@ -172,8 +182,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 );
             }
             for reference in &image.refs {
-                let current = engine.image(reference).await?;
-                if current.as_ref().map(|c| c.id.as_str()) != Some(image.id.to_string().as_str()) {
+                if name_state(&engine, reference, &image.id.to_string()).await? == NameState::Absent
+                {
                     engine.tag(&image.id.to_string(), reference).await?;
                 }
             }
@@ -214,6 +224,24 @@ async fn layers_the_engine_has(engine: &Engine, images: &[LoadImage]) -> Result<
     let wanted: Vec<&[String]> = wanted.iter().map(Vec::as_slice).collect();
     let omit = chain::layers_to_omit(&wanted, &present);
     Ok(omit.iter().filter_map(|d| d.parse().ok()).collect())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum NameState {
+    /// The engine has no image under the name.
+    Absent,
+    /// The name points to the image in question.
+    Here,
+    /// The name points to another image.
+    Elsewhere,
+}
+
+async fn name_state(engine: &Engine, reference: &str, id: &str) -> Result<NameState> {
+    Ok(match engine.image(reference).await? {
+        None => NameState::Absent,
+        Some(current) if current.id == id => NameState::Here,
+        Some(_) => NameState::Elsewhere,
+    })
 }
 
 /// A delta bundle leaves out layers the far side was said to hold: each one an image to load
