@@ -90,8 +90,17 @@ fn loads_only_missing_images_and_only_for_the_named_services() {
     let rebuilt = image_id(alpha[0]).unwrap();
     let out = ok(offpack(dir).args(["load", "--json", "p.offpack"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(image_id(alpha[0]), Some(rebuilt), "the rebuilt alpha keeps its name: {report}");
-    assert!(report["kept"].as_array().is_some_and(|k| k.iter().any(|n| n == alpha[0])), "{report}");
+    assert_eq!(
+        image_id(alpha[0]),
+        Some(rebuilt),
+        "the rebuilt alpha keeps its name: {report}"
+    );
+    assert!(
+        report["kept"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|n| n == alpha[0])),
+        "{report}"
+    );
     assert!(beta.iter().all(|i| image_exists(i)), "beta is loaded");
 
     let out = run(offpack(dir).args(["load", "--service", "gamma", "p.offpack"]));

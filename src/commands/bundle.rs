@@ -201,7 +201,6 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
 
     // Export by a name the engine knows for each image, so its tags come along.
     let mut export_names = Vec::new();
-    let mut expected_size = 0;
     for (id, names) in &refs {
         let name = names
             .iter()
@@ -218,7 +217,6 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         } else {
             export_names.push(name);
         }
-        expected_size += info.size;
     }
 
     // Listen for Ctrl-C and SIGTERM before the temporary file exists, so that from then on a
@@ -251,23 +249,24 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         },
     )
     .with_context(|| format!("cannot create the bundle {}", args.output.display()))?;
-    let task = reporter.start(
-        &format!("export {} images", export_names.len()),
-        Some(expected_size),
-    );
+    // The engine writes its whole export to disk before the first byte comes (docs/engine-support.md),
+    // and the stream's size is known only at its end (shared layers come once): bytes and rate, no total.
+    reporter.step(&format!(
+        "exporting {} images (the engine prepares the whole export before it sends the first byte)",
+        export_names.len()
+    ));
+    let task = reporter.start(&format!("export {} images", export_names.len()), None);
     let stream = engine.export(&export_names);
     let cancelled = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicU64::new(0));
     let reader = Cancellable {
         inner: SyncIoBridge::new(StreamReader::new(stream)),
         cancelled: cancelled.clone(),
+        read: progress.clone(),
     };
-    let progress = Arc::new(AtomicU64::new(0));
-    let sink = progress.clone();
     let leave_out_for_copy = leave_out.clone();
     let mut copy = tokio::task::spawn_blocking(move || -> Result<(BundleWriter, Vec<_>)> {
-        let images = copy_export(reader, &mut writer, &leave_out_for_copy, &mut |n| {
-            sink.store(n, Ordering::Relaxed)
-        })?;
+        let images = copy_export(reader, &mut writer, &leave_out_for_copy, &mut |_| {})?;
         Ok((writer, images))
     });
     let ticker = async {
@@ -428,17 +427,19 @@ async fn check_platforms(engine: &Engine, platforms: &[String]) -> Result<()> {
 struct Cancellable<R> {
     inner: R,
     cancelled: Arc<AtomicBool>,
+    /// Bytes of the export read so far, for the progress bar.
+    read: Arc<AtomicU64>,
 }
 
 impl<R: std::io::Read> std::io::Read for Cancellable<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.cancelled.load(Ordering::Relaxed) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "interrupted by the user",
-            ));
+            // Not `ErrorKind::Interrupted`: readers retry on that one.
+            return Err(std::io::Error::other("interrupted by the user"));
         }
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 

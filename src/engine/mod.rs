@@ -20,7 +20,7 @@ use bollard::query_parameters::{
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
-use crate::reporter::{Reporter, TaskId};
+use crate::reporter::Reporter;
 
 /// A connection to one Docker Engine.
 #[derive(Clone)]
@@ -247,7 +247,6 @@ impl Engine {
         request: &BuildRequest,
         context: S,
         reporter: &dyn Reporter,
-        task: TaskId,
     ) -> Result<BuildOutcome>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
@@ -303,7 +302,6 @@ impl Engine {
         for tag in request.tags.iter().skip(1) {
             self.tag(&image_id, tag).await?;
         }
-        reporter.progress(task, 1);
         Ok(BuildOutcome {
             image_id,
             cached_steps,

@@ -193,7 +193,7 @@ pub async fn build_service(
         }
     });
     let task = reporter.start(&format!("build {}", service.name), None);
-    let outcome = engine.build(&request, body, reporter, task).await;
+    let outcome = engine.build(&request, body, reporter).await;
     let tarred = tar_task.await.context("the build context writer stopped")?;
     let outcome = match (outcome, tarred) {
         (_, Err(e)) => {
