@@ -36,40 +36,15 @@ impl Reporter for SilentReporter {
     fn warn(&self, _message: &str) {}
 }
 
-/// Counts bytes read through it and reports them, throttled to every `REPORT_EVERY` bytes.
-pub struct ProgressReader<'a, R> {
-    inner: R,
-    reporter: &'a dyn Reporter,
+/// Reports `done` for `task` every 200 ms, for work whose bytes a blocking thread counts.
+/// Never returns: race it against the work (`tokio::select!`).
+pub async fn report_every_200ms(
+    reporter: &dyn Reporter,
     task: TaskId,
-    done: u64,
-    reported: u64,
-}
-
-const REPORT_EVERY: u64 = 1 << 20;
-
-impl<'a, R> ProgressReader<'a, R> {
-    pub fn new(inner: R, reporter: &'a dyn Reporter, task: TaskId) -> Self {
-        Self {
-            inner,
-            reporter,
-            task,
-            done: 0,
-            reported: 0,
-        }
-    }
-    pub fn bytes(&self) -> u64 {
-        self.done
-    }
-}
-
-impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        if self.done - self.reported >= REPORT_EVERY || n == 0 {
-            self.reported = self.done;
-            self.reporter.progress(self.task, self.done);
-        }
-        Ok(n)
+    done: &AtomicU64,
+) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        reporter.progress(task, done.load(Ordering::Relaxed));
     }
 }

@@ -14,14 +14,14 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::cli::{BundleArgs, Output, PullPolicy};
 use crate::commands::human_bytes;
-use crate::engine::Engine;
+use crate::engine::{Engine, ImageInfo};
 use crate::fetch::export::copy_export;
 use crate::load::chain;
 use crate::load::inventory::Inventory;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
-use crate::reporter::Reporter;
+use crate::reporter::{Reporter, report_every_200ms};
 
 /// What the far side needs to know per service, kept under `rebuild` in offpack.json.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -199,24 +199,30 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         );
     }
 
-    // Export by a name the engine knows for each image, so its tags come along.
+    // Export by a name the engine knows for each image, so its tags come along; what the engine
+    // says of each image (platform, layers) is kept for the manifest and for --have.
     let mut export_names = Vec::new();
+    let mut infos: BTreeMap<String, ImageInfo> = BTreeMap::new();
     for (id, names) in &refs {
         let name = names
             .iter()
             .find(|n| !n.contains('@'))
             .cloned()
             .unwrap_or_else(|| id.clone());
-        let info = engine
-            .image(&name)
-            .await?
-            .ok_or_else(|| anyhow!("image {name} disappeared from the engine while bundling"))?;
-        if &info.id != id {
-            // The tag moved (or names another image): export by ID and keep the recorded names.
-            export_names.push(id.clone());
-        } else {
-            export_names.push(name);
-        }
+        let info = match engine.image(&name).await? {
+            Some(info) if &info.id == id => {
+                export_names.push(name);
+                info
+            }
+            _ => {
+                // The tag moved (or names another image): export by ID and keep the recorded names.
+                export_names.push(id.clone());
+                engine.image(id).await?.ok_or_else(|| {
+                    anyhow!("image {id} disappeared from the engine while bundling")
+                })?
+            }
+        };
+        infos.insert(id.clone(), info);
     }
 
     // Listen for Ctrl-C and SIGTERM before the temporary file exists, so that from then on a
@@ -224,7 +230,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let leave_out = match &args.have {
-        Some(path) => layers_the_far_side_has(&engine, path, refs.keys()).await?,
+        Some(path) => layers_the_far_side_has(path, infos.values())?,
         None => HashSet::new(),
     };
     let sign = match &args.sign {
@@ -269,15 +275,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         let images = copy_export(reader, &mut writer, &leave_out_for_copy, &mut |_| {})?;
         Ok((writer, images))
     });
-    let ticker = async {
-        loop {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            reporter.progress(task, progress.load(Ordering::Relaxed));
-        }
-    };
     let copied = tokio::select! {
         copied = &mut copy => copied,
-        _ = ticker => unreachable!("the ticker never ends"),
+        never = report_every_200ms(reporter, task, &progress) => match never {},
         _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
             // Let the copy fail at its next read so that the writer is dropped, which removes
             // the temporary file, before the process ends.
@@ -297,10 +297,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         let names = refs.get(&id).ok_or_else(|| {
             anyhow!("the engine exported image {id}, which offpack did not ask for")
         })?;
-        let info = engine
-            .image(&id)
-            .await?
-            .ok_or_else(|| anyhow!("image {id} disappeared from the engine"))?;
+        let info = infos.get(&id).ok_or_else(|| {
+            anyhow!("the engine exported image {id}, which offpack did not ask for")
+        })?;
         let platform = format!("{}/{}", info.os, info.architecture);
         platforms.insert(platform.clone());
         manifest
@@ -364,10 +363,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
 
 /// Layers of the images to bundle that the far side's engine holds on the same chain, per its
 /// inventory (`offpack inventory > have.json` there).
-async fn layers_the_far_side_has(
-    engine: &Engine,
+fn layers_the_far_side_has<'a>(
     have: &Path,
-    image_ids: impl Iterator<Item = &String>,
+    images: impl Iterator<Item = &'a ImageInfo>,
 ) -> Result<HashSet<Digest>> {
     let text = fs_err::read_to_string(have)?;
     let inventory = Inventory::parse(&text, &have.display().to_string())?;
@@ -379,15 +377,7 @@ async fn layers_the_far_side_has(
         );
     }
     let present = inventory.chains();
-    let mut lists = Vec::new();
-    for id in image_ids {
-        let info = engine
-            .image(id)
-            .await?
-            .ok_or_else(|| anyhow!("image {id} disappeared from the engine"))?;
-        lists.push(info.layers);
-    }
-    let lists: Vec<&[String]> = lists.iter().map(Vec::as_slice).collect();
+    let lists: Vec<&[String]> = images.map(|i| i.layers.as_slice()).collect();
     Ok(chain::layers_to_omit(&lists, &present)
         .iter()
         .filter_map(|d| d.parse().ok())

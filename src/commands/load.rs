@@ -1,6 +1,8 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use offpack_bundle::{BundleReader, Digest};
@@ -8,10 +10,10 @@ use serde::Serialize;
 
 use crate::cli::{LoadArgs, Output};
 use crate::commands::human_bytes;
-use crate::engine::{Engine, channel_body};
+use crate::engine::{Engine, EngineFacts, channel_body};
 use crate::error::CheckFailed;
 use crate::load::{LoadImage, chain, write_load_stream};
-use crate::reporter::Reporter;
+use crate::reporter::{Reporter, report_every_200ms};
 
 #[derive(Debug, Serialize)]
 struct LoadReport {
@@ -104,7 +106,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     }
 
     if !to_load.is_empty() {
-        let omit = layers_the_engine_has(&engine, &to_load).await?;
+        let facts = engine.facts(&[]).await?;
+        let omit = layers_the_engine_has(&engine, &facts, &to_load).await?;
         check_delta_base(&manifest, &to_load, &omit)?;
         let mut unique: BTreeSet<Digest> = omit.iter().cloned().collect();
         let total: u64 = manifest
@@ -116,40 +119,33 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             .map(|b| b.size)
             .sum();
         report.layers_skipped = omit.len();
-        check_space(&engine, total).await?;
+        check_space(&engine, &facts, total)?;
         let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
         let (writer, body) = channel_body();
         let path: PathBuf = args.bundle.clone();
         let images = to_load.clone();
-        let progress = ProgressSink::new();
+        let progress = Arc::new(AtomicU64::new(0));
         let sink = progress.clone();
         let stream_task = tokio::task::spawn_blocking(move || -> Result<u64> {
             let mut writer = writer;
             let result = BundleReader::open(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|bundle| {
-                    write_load_stream(&bundle, &images, &omit, &mut writer, &mut |n| sink.set(n))
+                    write_load_stream(&bundle, &images, &omit, &mut writer, &mut |n| {
+                        sink.store(n, Ordering::Relaxed)
+                    })
                 });
             match result {
-                Ok(()) => Ok(sink.get()),
+                Ok(()) => Ok(sink.load(Ordering::Relaxed)),
                 Err(e) => {
                     writer.fail(&e);
                     Err(e)
                 }
             }
         });
-        let ticker = {
-            let progress = progress.clone();
-            async move {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    reporter.progress(task, progress.get());
-                }
-            }
-        };
         let loaded = tokio::select! {
             loaded = engine.load(body) => loaded,
-            _ = ticker => unreachable!("the ticker never ends"),
+            never = report_every_200ms(reporter, task, &progress) => match never {},
         };
         let streamed = stream_task
             .await
@@ -211,8 +207,12 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
 
 /// Layers of `images` the engine already holds on the same chain. Only the classic store skips
 /// them on load; with the containerd image store every layer is sent.
-async fn layers_the_engine_has(engine: &Engine, images: &[LoadImage]) -> Result<HashSet<Digest>> {
-    if engine.facts(&[]).await?.containerd_image_store {
+async fn layers_the_engine_has(
+    engine: &Engine,
+    facts: &EngineFacts,
+    images: &[LoadImage],
+) -> Result<HashSet<Digest>> {
+    if facts.containerd_image_store {
         return Ok(HashSet::new());
     }
     let have = engine.images().await?;
@@ -281,11 +281,11 @@ fn check_delta_base(
 }
 
 /// Refuses a load the engine's disk cannot hold, when the engine runs on this machine.
-async fn check_space(engine: &Engine, stream_bytes: u64) -> Result<()> {
+fn check_space(engine: &Engine, facts: &EngineFacts, stream_bytes: u64) -> Result<()> {
     if !engine.endpoint().starts_with("unix://") {
         return Ok(());
     }
-    let root = engine.facts(&[]).await?.docker_root_dir;
+    let root = &facts.docker_root_dir;
     let Some(free) = crate::load::free_space(std::path::Path::new(&root)) else {
         return Ok(());
     };
@@ -312,20 +312,4 @@ fn is_corrupt_data(err: &anyhow::Error) -> bool {
                 .downcast_ref::<offpack_bundle::BundleError>()
                 .is_some_and(|b| b.is_corruption())
     })
-}
-
-/// Bytes streamed so far, shared between the blocking writer and the progress ticker.
-#[derive(Clone)]
-struct ProgressSink(std::sync::Arc<std::sync::atomic::AtomicU64>);
-
-impl ProgressSink {
-    fn new() -> Self {
-        Self(Default::default())
-    }
-    fn set(&self, n: u64) {
-        self.0.store(n, std::sync::atomic::Ordering::Relaxed);
-    }
-    fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
