@@ -47,14 +47,12 @@ fn config_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker").join("config.json"))
 }
 
-/// The registry host that holds `reference` (`docker.io` when none is written).
-pub fn registry_host(reference: &str) -> &str {
-    match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
-        }
-        _ => "docker.io",
-    }
+/// The registry host that holds `reference` (`docker.io` when none is written), as Docker
+/// normalizes references.
+pub fn registry_host(reference: &str) -> String {
+    offpack_dockerfile::ImageRef::parse(reference)
+        .map(|r| r.domain)
+        .unwrap_or_else(|_| "docker.io".to_string())
 }
 
 /// Credentials for the registry of `reference` from `~/.docker/config.json` (or `$DOCKER_CONFIG`),
@@ -71,6 +69,7 @@ pub fn registry_credentials(reference: &str) -> Result<Option<DockerCredentials>
     let config: DockerConfig = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
     let host = registry_host(reference);
+    let host = host.as_str();
     let keys: Vec<String> = if host == "docker.io" {
         vec![
             "https://index.docker.io/v1/".into(),

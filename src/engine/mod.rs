@@ -58,13 +58,12 @@ pub struct BuildRequest {
     pub no_cache: bool,
 }
 
-/// What a build printed and produced.
+/// What a build produced.
 #[derive(Debug, Clone)]
 pub struct BuildOutcome {
     pub image_id: String,
     /// Steps the builder took from cache ("Using cache").
     pub cached_steps: usize,
-    pub log: String,
 }
 
 impl Engine {
@@ -305,7 +304,6 @@ impl Engine {
         Ok(BuildOutcome {
             image_id,
             cached_steps,
-            log,
         })
     }
 

@@ -112,10 +112,8 @@ pub async fn build_service(
     }
     if let Some(build_plan) = &plan.build {
         let mut missing = Vec::new();
-        for image in build_plan.images.iter().chain(build_plan.frontend.iter()) {
-            if image.kind == "frontend" {
-                continue;
-            }
+        // The `# syntax` frontend is not checked: the classic builder reads that line as a comment.
+        for image in &build_plan.images {
             if engine.image(&image.reference).await?.is_none() {
                 missing.push(format!(
                     "{} ({}:{})",
