@@ -57,9 +57,19 @@ pub(crate) fn trailer(index_json: &[u8]) -> Vec<u8> {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset` without moving any shared file position.
-pub(crate) fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fill_at(buf, offset, |buf, offset| read_at(file, buf, offset))
+}
+
+/// Fills `buf` from `offset` with a positional `read_at` (a file's, or a split bundle's across
+/// parts), retrying interrupted reads; a read of 0 bytes before `buf` is full is an early end.
+pub(crate) fn fill_at(
+    mut buf: &mut [u8],
+    mut offset: u64,
+    mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+) -> io::Result<()> {
     while !buf.is_empty() {
-        match read_at(file, buf, offset) {
+        match read_at(buf, offset) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
                 buf = &mut buf[n..];
