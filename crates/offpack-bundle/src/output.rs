@@ -205,30 +205,38 @@ type Piece = (Arc<File>, usize, u64, u64);
 type Hashes = (Vec<String>, String);
 
 impl FileHasher {
-    pub(crate) fn start() -> Self {
+    /// `split`: the bundle is written as parts, each with a hash of its own; otherwise the one file's hash
+    /// is the whole bundle's, computed once.
+    pub(crate) fn start(split: bool) -> Self {
         let (tx, rx) = mpsc::channel::<Piece>();
         let handle = std::thread::spawn(move || {
             let mut parts: Vec<Sha256> = Vec::new();
             let mut whole = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
             for (file, part, mut pos, len) in rx {
-                while parts.len() <= part {
+                while split && parts.len() <= part {
                     parts.push(Sha256::new());
                 }
                 let end = pos + len;
                 while pos < end {
                     let n = ((end - pos) as usize).min(buf.len());
                     frame::read_exact_at(&file, &mut buf[..n], pos)?;
-                    parts[part].update(&buf[..n]);
+                    if split {
+                        parts[part].update(&buf[..n]);
+                    }
                     whole.update(&buf[..n]);
                     pos += n as u64;
                 }
+            }
+            let whole = hex::encode(whole.finalize());
+            if !split {
+                return Ok((vec![whole.clone()], whole));
             }
             let parts = parts
                 .into_iter()
                 .map(|h| hex::encode(h.finalize()))
                 .collect();
-            Ok((parts, hex::encode(whole.finalize())))
+            Ok((parts, whole))
         });
         FileHasher {
             tx: Some(tx),
@@ -392,6 +400,17 @@ impl FramePool {
     /// True when frames are being compressed or waiting to be taken.
     pub(crate) fn has_pending(&self) -> bool {
         self.in_flight > 0
+    }
+
+    /// Queues a frame that is already made (a raw-block header frame), to be handed back in its turn.
+    pub(crate) fn submit_made(&mut self, frame: Vec<u8>) {
+        self.in_flight += 1;
+        if self.inline.is_some() {
+            self.inline_ready.push_back(Ok(frame));
+            return;
+        }
+        self.ready.insert(self.next_seq, Ok(frame));
+        self.next_seq += 1;
     }
 
     /// Queues `input[..len]` as one frame.

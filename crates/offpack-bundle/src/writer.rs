@@ -1,6 +1,6 @@
 //! Writing a bundle in one streaming pass (spec sections 3-7).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -73,6 +73,11 @@ pub struct Written {
 
 /// Writes a bundle into a temporary file next to the target; [`BundleWriter::finish`] renames it into place.
 /// Dropping the writer without finishing deletes the temporary file.
+///
+/// Frames go through the compression pool in order, and the pool is not emptied between entries: an
+/// entry is complete once its data is read and hashed, and it is recorded in the index (and its header
+/// patched) when its last frame reaches the file. Waiting for each entry's last frames instead left the
+/// compression threads idle at every blob boundary.
 pub struct BundleWriter {
     target: PathBuf,
     parts: Parts,
@@ -82,8 +87,14 @@ pub struct BundleWriter {
     pos: u64,
     /// Next tar offset.
     tar_pos: u64,
-    /// Bytes `[0, committed)` are final and queued for hashing.
+    /// Bytes `[0, committed)` are final and queued for hashing; `committed` is also where the oldest
+    /// unrecorded entry starts, since entries are recorded in file order.
     committed: u64,
+    /// Frames handed to the pool, and frames written to the file, since the start.
+    frames_submitted: u64,
+    frames_written: u64,
+    /// Complete entries, oldest first, whose last frame is not written yet.
+    unrecorded: VecDeque<Unrecorded>,
     entries: Vec<IndexEntry>,
     blobs: HashMap<Digest, u64>,
     sign: Option<SigningKey>,
@@ -91,8 +102,20 @@ pub struct BundleWriter {
 
 /// Where an entry started, to roll back to on failure or duplicate.
 struct Mark {
-    pos: u64,
+    frame: u64,
     tar_pos: u64,
+}
+
+/// An entry whose data is all read and hashed, waiting for its last frame to be written.
+struct Unrecorded {
+    path: String,
+    digest: Digest,
+    size: u64,
+    tar_offset: u64,
+    /// One past the sequence number of its last frame.
+    end_frame: u64,
+    /// The real tar header, to write over the placeholder in its first frame (a raw block).
+    header: Option<[u8; 512]>,
 }
 
 impl BundleWriter {
@@ -115,10 +138,13 @@ impl BundleWriter {
             target: target.to_owned(),
             parts,
             pool,
-            hasher: FileHasher::start(),
+            hasher: FileHasher::start(opts.split.is_some()),
             pos: 0,
             tar_pos: 0,
             committed: 0,
+            frames_submitted: 0,
+            frames_written: 0,
+            unrecorded: VecDeque::new(),
             entries: Vec::new(),
             blobs: HashMap::new(),
             sign: opts.sign,
@@ -160,7 +186,7 @@ impl BundleWriter {
             self.rollback(mark)?;
             return Err(e);
         }
-        self.record(path, d.clone(), &mark, size);
+        self.complete(path, d.clone(), &mark, size, None);
         Ok(())
     }
 
@@ -183,13 +209,12 @@ impl BundleWriter {
     ) -> Result<(Digest, bool), BundleError> {
         let mark = self.mark();
         let placeholder = tarhdr::regular_header(&format!("blobs/sha256/{}", "0".repeat(64)), size);
-        let result = self
-            .emit(&frame::raw_header_frame(&placeholder))
-            .and_then(|()| {
-                debug_assert_eq!(self.pos - mark.pos, RAW_HEADER_FRAME_LEN);
-                self.tar_pos += BLOCK;
-                self.stream_entry(None, size, &mut data, "a blob of unknown digest")
-            });
+        let header_frame = frame::raw_header_frame(&placeholder);
+        debug_assert_eq!(header_frame.len() as u64, RAW_HEADER_FRAME_LEN);
+        let result = self.submit_made(header_frame.to_vec()).and_then(|()| {
+            self.tar_pos += BLOCK;
+            self.stream_entry(None, size, &mut data, "a blob of unknown digest")
+        });
         let digest = match result {
             Ok(d) => d,
             Err(e) => {
@@ -207,8 +232,7 @@ impl BundleWriter {
         }
         let path = digest.blob_path();
         let header = tarhdr::regular_header(&path, size);
-        self.parts.write_at(&header, mark.pos + RAW_HEADER_OFFSET)?;
-        self.record(path, digest.clone(), &mark, size);
+        self.complete(path, digest.clone(), &mark, size, Some(header));
         Ok((digest, true))
     }
 
@@ -360,7 +384,7 @@ impl BundleWriter {
         let mut data = bytes;
         match self.stream_entry(Some(&header), bytes.len() as u64, &mut data, path) {
             Ok(digest) => {
-                self.record(path.to_owned(), digest, &mark, bytes.len() as u64);
+                self.complete(path.to_owned(), digest, &mark, bytes.len() as u64, None);
                 Ok(())
             }
             Err(e) => {
@@ -372,7 +396,7 @@ impl BundleWriter {
 
     /// Streams header (if any), `size` bytes of `data` and padding as frames of at most [`CHUNK`] bytes
     /// (compressed by the pool while the next chunk is read and hashed); returns the digest of the data once
-    /// every frame of the entry is written.
+    /// every frame of the entry is submitted. The entry's last frames may still be in the pool.
     fn stream_entry(
         &mut self,
         header: Option<&[u8; 512]>,
@@ -426,7 +450,6 @@ impl BundleWriter {
         } else {
             self.pool.give_back(chunk);
         }
-        self.drain()?;
         Ok(Digest::from_hasher(hasher))
     }
 
@@ -436,15 +459,29 @@ impl BundleWriter {
             self.write_next_frame()?;
         }
         self.tar_pos += len as u64;
+        self.frames_submitted += 1;
         self.pool.submit(chunk, len)
     }
 
+    /// Queues a frame that needs no compression, in its turn among the compressed ones.
+    fn submit_made(&mut self, frame: Vec<u8>) -> Result<(), BundleError> {
+        while self.pool.is_full() {
+            self.write_next_frame()?;
+        }
+        self.frames_submitted += 1;
+        self.pool.submit_made(frame);
+        Ok(())
+    }
+
+    /// Writes the oldest frame of the pool, then records every entry that is now wholly written.
     fn write_next_frame(&mut self) -> Result<(), BundleError> {
         match self.pool.next() {
             Some(Ok(out)) => {
                 let result = self.emit(&out);
                 self.pool.recycle(out);
-                result
+                result?;
+                self.frames_written += 1;
+                self.record_written()
             }
             Some(Err(e)) => Err(e),
             None => Ok(()),
@@ -474,32 +511,76 @@ impl BundleWriter {
 
     fn mark(&self) -> Mark {
         Mark {
-            pos: self.pos,
+            frame: self.frames_submitted,
             tar_pos: self.tar_pos,
         }
     }
 
+    /// Drops the entry begun at `mark`: the earlier entries' frames are written and recorded, this one's
+    /// are discarded, and whatever of it reached the file is cut off.
     fn rollback(&mut self, mark: Mark) -> Result<(), BundleError> {
+        while self.frames_written < mark.frame {
+            self.write_next_frame()?;
+        }
         self.pool.discard();
-        self.parts.truncate(mark.pos)?;
-        self.pos = mark.pos;
+        self.frames_submitted = mark.frame;
+        self.frames_written = mark.frame;
+        self.parts.truncate(self.committed)?;
+        self.pos = self.committed;
         self.tar_pos = mark.tar_pos;
         Ok(())
     }
 
-    fn record(&mut self, path: String, digest: Digest, mark: &Mark, size: u64) {
+    /// The entry begun at `mark` is all submitted: it counts as in the bundle from now on, and is
+    /// recorded once its last frame is written.
+    fn complete(
+        &mut self,
+        path: String,
+        digest: Digest,
+        mark: &Mark,
+        size: u64,
+        header: Option<[u8; 512]>,
+    ) {
         if path.starts_with("blobs/") {
             self.blobs.insert(digest.clone(), size);
         }
-        self.entries.push(IndexEntry {
+        self.unrecorded.push_back(Unrecorded {
             path,
-            digest: Some(digest),
-            offset: mark.pos,
-            compressed_len: self.pos - mark.pos,
+            digest,
             size,
             tar_offset: mark.tar_pos,
+            end_frame: self.frames_submitted,
+            header,
         });
-        self.commit();
+    }
+
+    /// Records the entries whose last frame is written: patches a placeholder header, adds the index
+    /// entry and queues the entry's bytes for the sidecar hash. Called after every frame written, so
+    /// the file ends exactly where the recorded entry does.
+    fn record_written(&mut self) -> Result<(), BundleError> {
+        while self
+            .unrecorded
+            .front()
+            .is_some_and(|e| e.end_frame <= self.frames_written)
+        {
+            let Some(e) = self.unrecorded.pop_front() else {
+                break;
+            };
+            let offset = self.committed;
+            if let Some(header) = e.header {
+                self.parts.write_at(&header, offset + RAW_HEADER_OFFSET)?;
+            }
+            self.entries.push(IndexEntry {
+                path: e.path,
+                digest: Some(e.digest),
+                offset,
+                compressed_len: self.pos - offset,
+                size: e.size,
+                tar_offset: e.tar_offset,
+            });
+            self.commit();
+        }
+        Ok(())
     }
 }
 

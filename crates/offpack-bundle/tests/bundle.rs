@@ -636,3 +636,53 @@ fn add_blob_unless_drops_a_blob_it_is_told_to_leave_out() {
     assert!(stored);
     assert!(w.contains(&digest));
 }
+
+/// Entries overlap in the compression pool (an entry's last frames are still being compressed while the
+/// next one is read): a failed entry, a duplicate and a left-out blob in the middle of multi-frame blobs
+/// must leave the same bundle, byte for byte, whatever the thread count.
+#[test]
+fn overlapping_entries_roll_back_alone_and_the_output_does_not_depend_on_threads() {
+    let big = |seed| bytes(seed, (8 << 20) * 2 + 12_345);
+    let (a, c, d) = (big(21), big(22), big(23));
+    let small = bytes(24, 3000);
+    let write = |threads: u32, name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        let mut w = BundleWriter::create(
+            &path,
+            WriteOptions {
+                level: 1,
+                threads,
+                ..WriteOptions::default()
+            },
+        )
+        .unwrap();
+        let da = w.add_blob(a.len() as u64, &a[..]).unwrap();
+        let ds = Digest::of_bytes(&small);
+        w.add_blob_with_digest(&ds, small.len() as u64, &small[..])
+            .unwrap();
+        let err = w.add_blob(c.len() as u64 + 1, &c[..]).unwrap_err();
+        assert!(err.to_string().contains("ended after"), "{err}");
+        assert_eq!(w.add_blob(a.len() as u64, &a[..]).unwrap(), da);
+        let dd = Digest::of_bytes(&d);
+        let (left_out, kept) = w
+            .add_blob_unless(d.len() as u64, &d[..], &|x| *x == dd)
+            .unwrap();
+        assert_eq!((left_out, kept), (dd, false));
+        let dc = w.add_blob(c.len() as u64, &c[..]).unwrap();
+        let mut manifest = Manifest::new("0", "p");
+        manifest.created = "2026-01-01T00:00:00Z".into();
+        let written = w.finish(manifest).unwrap();
+        assert_eq!(written.blobs, 3);
+        let report = verify(&path, &mut |_| {}).unwrap();
+        assert_eq!(report.unreferenced.len(), 3);
+        let reader = BundleReader::open(&path).unwrap();
+        for (digest, data) in [(&da, &a), (&ds, &small), (&dc, &c)] {
+            assert_eq!(&read_blob(&reader, digest), data);
+        }
+        (std::fs::read(&path).unwrap(), dir)
+    };
+    let (one, _d1) = write(1, "one.offpack");
+    let (three, _d3) = write(3, "three.offpack");
+    assert!(one == three, "the bundle depends on the thread count");
+}
