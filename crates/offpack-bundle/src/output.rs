@@ -384,12 +384,18 @@ impl FramePool {
 
     /// Returns an unused buffer from [`buffer`](Self::buffer).
     pub(crate) fn give_back(&mut self, input: Vec<u8>) {
-        self.spare_in.push(input);
+        if self.spare_in.len() <= self.max_in_flight {
+            self.spare_in.push(input);
+        }
     }
 
-    /// Gives back an output buffer returned by [`next`](Self::next).
+    /// Gives back an output buffer returned by [`next`](Self::next). Kept spares are bounded: a frame
+    /// made elsewhere (a raw header frame) comes back here too, and keeping every one would let the
+    /// number of buffers, each grown to a chunk's size once reused, grow with the number of entries.
     pub(crate) fn recycle(&mut self, out: Vec<u8>) {
-        self.spare_out.push(out);
+        if self.spare_out.len() <= self.max_in_flight {
+            self.spare_out.push(out);
+        }
     }
 
     /// True when [`submit`](Self::submit) would exceed the memory bound: take a frame with `next` first.
@@ -418,7 +424,7 @@ impl FramePool {
         let mut out = self.spare_out.pop().unwrap_or_default();
         if let Some(c) = &mut self.inline {
             let result = compress(c, &input[..len], &mut out).map(|()| out);
-            self.spare_in.push(input);
+            self.give_back(input);
             self.inline_ready.push_back(result);
             self.in_flight += 1;
             return Ok(());
@@ -459,7 +465,7 @@ impl FramePool {
             let Some(Ok((seq, input, result))) = self.results.as_ref().map(Receiver::recv) else {
                 return Some(Err(pool_failed()));
             };
-            self.spare_in.push(input);
+            self.give_back(input);
             self.ready.insert(seq, result);
         }
     }
@@ -501,4 +507,50 @@ fn compression_failed(detail: String) -> BundleError {
 
 fn pool_failed() -> BundleError {
     BundleError::InvalidInput("a compression thread stopped unexpectedly".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Made frames (raw headers) and compressed ones come back in submission order, and handing every
+    /// buffer back does not grow the spares without bound.
+    #[test]
+    fn frames_come_back_in_order_and_spare_buffers_stay_bounded() {
+        for threads in [1, 2] {
+            let mut pool = FramePool::new(1, threads, 4096).unwrap();
+            let mut expected = VecDeque::new();
+            let mut check = |pool: &mut FramePool, expected: &mut VecDeque<(bool, Vec<u8>)>| {
+                let out = pool.next().unwrap().unwrap();
+                let (made, data) = expected.pop_front().unwrap();
+                if made {
+                    assert_eq!(out, data);
+                } else {
+                    assert_eq!(zstd::decode_all(&out[..]).unwrap(), data);
+                }
+                pool.recycle(out);
+            };
+            for i in 0..300u32 {
+                while pool.is_full() {
+                    check(&mut pool, &mut expected);
+                }
+                let byte = i as u8;
+                if i % 3 == 0 {
+                    pool.submit_made(vec![byte; 7]);
+                    expected.push_back((true, vec![byte; 7]));
+                } else {
+                    let mut input = pool.buffer();
+                    input[..100].fill(byte);
+                    pool.submit(input, 100).unwrap();
+                    expected.push_back((false, vec![byte; 100]));
+                }
+                assert!(pool.spare_out.len() <= pool.max_in_flight + 1);
+                assert!(pool.spare_in.len() <= pool.max_in_flight + 1);
+            }
+            while pool.has_pending() {
+                check(&mut pool, &mut expected);
+            }
+            assert!(expected.is_empty());
+        }
+    }
 }
