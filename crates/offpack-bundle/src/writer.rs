@@ -272,6 +272,7 @@ impl BundleWriter {
         end[..2 * BLOCK as usize].fill(0);
         self.submit_frame(end, 2 * BLOCK as usize)?;
         self.drain()?;
+        debug_assert!(self.unrecorded.is_empty(), "every entry is written by now");
 
         let manifest_digest = Digest::of_bytes(&offpack_json);
         let index = Index {
