@@ -14,7 +14,7 @@ use crate::commands::human_bytes;
 use crate::engine::{Engine, EngineFacts, channel_body};
 use crate::error::CheckFailed;
 use crate::load::{LoadImage, chain, write_load_stream};
-use crate::reporter::{ImageProgress, ImageTasks, Reporter};
+use crate::reporter::{ImageProgress, ImageTasks, Reporter, TaskId};
 
 #[derive(Debug, Serialize)]
 struct LoadReport {
@@ -204,10 +204,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 Event::Loaded(loaded) => break loaded,
                 Event::Streamed(done) => {
                     if let Ok(bytes) = &done {
-                        if let (Some(tasks), Ok(ledger)) = (image_tasks.take(), ledger.lock()) {
-                            tasks.finish(&ledger, *bytes, "streamed");
-                        }
-                        reporter.finish(task, &format!("{} streamed", human_bytes(*bytes)));
+                        end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
                         importing = Some((
                             reporter
                                 .start_wait(&format!("engine importing {} images", to_load.len())),
@@ -220,10 +217,17 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         };
         let streamed = match streamed {
             Some(done) => done,
-            None => stream_task
-                .await
-                .context("the load stream writer stopped")
-                .and_then(|r| r),
+            None => {
+                // The engine answered before the stream's writer returned (or failed early).
+                let done = stream_task
+                    .await
+                    .context("the load stream writer stopped")
+                    .and_then(|r| r);
+                if let Ok(bytes) = &done {
+                    end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
+                }
+                done
+            }
         };
         match (streamed, loaded) {
             (Err(e), _) => {
@@ -280,6 +284,20 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The load stream went through: every image's task and the total end.
+fn end_stream(
+    reporter: &dyn Reporter,
+    task: TaskId,
+    image_tasks: Option<ImageTasks<'_>>,
+    ledger: &Mutex<ImageProgress>,
+    bytes: u64,
+) {
+    if let (Some(tasks), Ok(ledger)) = (image_tasks, ledger.lock()) {
+        tasks.finish(&ledger, bytes, "streamed");
+    }
+    reporter.finish(task, &format!("{} streamed", human_bytes(bytes)));
 }
 
 /// The load's progress per image: the blobs of it the stream carries (not those the engine
