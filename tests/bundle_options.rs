@@ -199,3 +199,91 @@ fn bundling_for_a_platform_the_engine_cannot_hold_is_refused() {
     assert!(stderr(&out).contains("linux/arm64"), "{}", stderr(&out));
     assert!(!dir.path().join("x.offpack").exists());
 }
+
+/// The `--json` event lines on stderr, each one parsed (a script reads every line as JSON).
+fn events(out: &std::process::Output) -> Vec<serde_json::Value> {
+    stderr(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// Checks that `events` have a total task labelled `<verb> N images` with one part per image,
+/// labelled by `labels`, and that each part and the total end full; returns the total's ID.
+fn check_image_tasks(events: &[serde_json::Value], verb: &str, labels: &[&str]) -> u64 {
+    let of = |kind: &'static str| events.iter().filter(move |e| e["event"] == kind);
+    let label = format!("{verb} {} images", labels.len());
+    let total = of("start")
+        .find(|e| e["label"] == label.as_str() && e["parent"].is_null())
+        .unwrap_or_else(|| panic!("no `{label}` task: {events:?}"))["task"]
+        .as_u64()
+        .unwrap();
+    let parts: Vec<&serde_json::Value> = of("start").filter(|e| e["parent"] == total).collect();
+    let mut part_labels: Vec<&str> = parts.iter().map(|e| e["label"].as_str().unwrap()).collect();
+    part_labels.sort();
+    let mut expected = labels.to_vec();
+    expected.sort();
+    assert_eq!(part_labels, expected, "one task per image: {events:?}");
+    for task in parts
+        .iter()
+        .map(|e| e["task"].as_u64().unwrap())
+        .chain([total])
+    {
+        let start = of("start").find(|e| e["task"] == task).unwrap();
+        let last_total = of("total")
+            .rfind(|e| e["task"] == task)
+            .map_or(start["total"].as_u64(), |e| e["total"].as_u64());
+        let last_done = of("progress")
+            .rfind(|e| e["task"] == task)
+            .and_then(|e| e["done"].as_u64());
+        assert!(
+            last_done.is_some_and(|d| d > 0) && last_done == last_total,
+            "task {task} ends full ({last_done:?} of {last_total:?}): {events:?}"
+        );
+        let finishes = of("finish").filter(|e| e["task"] == task).count();
+        assert_eq!(finishes, 1, "task {task} finishes once: {events:?}");
+    }
+    total
+}
+
+#[test]
+fn json_progress_has_a_task_per_image_and_a_total() {
+    require_engine();
+    let base = "offpack-test/progress-base:1";
+    let project = layered_project(base);
+    let dir = project.path();
+    let env = [("COMPOSE_PROJECT_NAME", "offpack-progress")];
+    let app = "offpack-progress-app:latest";
+    let out = ok(offpack(dir)
+        .envs(env)
+        .args(["--json", "bundle", "--build", "-o", "b.offpack"]));
+    check_image_tasks(&events(&out), "export", &[app, base]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["images"], 2, "{summary}");
+    assert_eq!(summary["layers"], 2, "the base layer is shared: {summary}");
+    assert!(
+        summary["uncompressed"].as_u64().unwrap() > 3_000_000,
+        "{summary}"
+    );
+    assert!(summary["size"].as_u64().unwrap() > 0, "{summary}");
+    assert!(summary["seconds"].as_f64().is_some(), "{summary}");
+
+    let app_id = image_id(app).unwrap();
+    ok(Command::new("docker").args(["rmi", app, "offpack-progress_app:latest", base]));
+    let out = ok(offpack(dir).args(["load", "--json", "b.offpack"]));
+    let events = events(&out);
+    check_image_tasks(&events, "load", &[app, base]);
+    let importing = events
+        .iter()
+        .find(|e| e["event"] == "start" && e["kind"] == "wait")
+        .unwrap_or_else(|| panic!("no wait for the engine's import: {events:?}"));
+    assert_eq!(importing["label"], "engine importing 2 images");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "finish" && e["task"] == importing["task"]),
+        "{events:?}"
+    );
+    assert_eq!(image_id(app), Some(app_id));
+}

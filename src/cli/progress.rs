@@ -1,5 +1,6 @@
 //! Progress as the user sees it: indicatif bars on a terminal, JSON lines with `--json`,
-//! nothing with `--quiet` or when stderr is not a terminal (then only steps and warnings).
+//! plain lines when stderr is not a terminal, nothing but warnings with `--quiet`.
+//! The `--json` event lines are described in docs/progress-events.md.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -19,10 +20,62 @@ enum Mode {
     Quiet,
 }
 
+/// What kind of work a task is, as `--json` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bytes,
+    Wait,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Bytes => "bytes",
+            Kind::Wait => "wait",
+        }
+    }
+}
+
+struct Task {
+    label: String,
+    parent: Option<TaskId>,
+    bar: Option<ProgressBar>,
+}
+
 pub struct CliReporter {
     mode: Mode,
     next: AtomicU64,
-    bars: Mutex<HashMap<TaskId, ProgressBar>>,
+    tasks: Mutex<HashMap<TaskId, Task>>,
+}
+
+const BAR_TEMPLATE: &str =
+    "{spinner:.green} {msg:32!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}";
+const COUNTER_TEMPLATE: &str = "{spinner:.green} {msg:32!} {bytes} {bytes_per_sec} {elapsed}";
+/// An image's line: its bytes come in jumps (a layer at a time) while other images' come, so
+/// neither a rate nor an ETA of its own would mean much; the total line has them.
+const PART_TEMPLATE: &str =
+    "{spinner:.green} {msg:32!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {percent:>3}%";
+const WAIT_TEMPLATE: &str = "{spinner:.green} {msg} {elapsed}";
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(BAR_TEMPLATE)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+fn part_style() -> ProgressStyle {
+    ProgressStyle::with_template(PART_TEMPLATE)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+fn counter_style() -> ProgressStyle {
+    ProgressStyle::with_template(COUNTER_TEMPLATE)
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn wait_style() -> ProgressStyle {
+    ProgressStyle::with_template(WAIT_TEMPLATE).unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 impl CliReporter {
@@ -39,15 +92,17 @@ impl CliReporter {
         CliReporter {
             mode,
             next: AtomicU64::new(0),
-            bars: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
         }
     }
 
     /// Removes bars still drawn (on error paths).
     pub fn clear(&self) {
-        if let Ok(mut bars) = self.bars.lock() {
-            for (_, bar) in bars.drain() {
-                bar.finish_and_clear();
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for (_, task) in tasks.drain() {
+                if let Some(bar) = task.bar {
+                    bar.finish_and_clear();
+                }
             }
         }
     }
@@ -66,45 +121,107 @@ impl CliReporter {
             _ => {}
         }
     }
+
+    fn open(&self, label: &str, total: Option<u64>, parent: Option<TaskId>, kind: Kind) -> TaskId {
+        let task = TaskId(self.next.fetch_add(1, Ordering::Relaxed));
+        let mut bar = None;
+        match &self.mode {
+            Mode::Bars(multi) => {
+                let new = match (kind, total) {
+                    (Kind::Wait, _) => ProgressBar::new_spinner().with_style(wait_style()),
+                    (Kind::Bytes, Some(total)) if parent.is_some() => {
+                        ProgressBar::new(total).with_style(part_style())
+                    }
+                    (Kind::Bytes, Some(total)) => ProgressBar::new(total).with_style(bar_style()),
+                    (Kind::Bytes, None) => ProgressBar::no_length().with_style(counter_style()),
+                };
+                // An image's line goes above the total's, which stays at the bottom.
+                let parent_bar = parent.and_then(|p| {
+                    self.tasks
+                        .lock()
+                        .ok()
+                        .and_then(|tasks| tasks.get(&p).and_then(|t| t.bar.clone()))
+                });
+                let new = match parent_bar {
+                    Some(parent_bar) => multi.insert_before(&parent_bar, new),
+                    None => multi.add(new),
+                };
+                new.set_message(if parent.is_some() {
+                    format!("  {label}")
+                } else {
+                    label.to_string()
+                });
+                new.enable_steady_tick(Duration::from_millis(120));
+                bar = Some(new);
+            }
+            Mode::JsonLines => self.event(serde_json::json!({
+                "event": "start",
+                "task": task.0,
+                "label": label,
+                "total": total,
+                "parent": parent.map(|p| p.0),
+                "kind": kind.name(),
+            })),
+            // An image's line comes when it ends; the whole's comes now.
+            Mode::Plain if parent.is_none() => eprintln!("{label} ..."),
+            Mode::Plain | Mode::Quiet => {}
+        }
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.insert(
+                task,
+                Task {
+                    label: label.to_string(),
+                    parent,
+                    bar,
+                },
+            );
+        }
+        task
+    }
 }
 
 impl Reporter for CliReporter {
     fn start(&self, label: &str, total: Option<u64>) -> TaskId {
-        let task = TaskId(self.next.fetch_add(1, Ordering::Relaxed));
+        self.open(label, total, None, Kind::Bytes)
+    }
+
+    fn start_part(&self, parent: TaskId, label: &str, total: Option<u64>) -> TaskId {
+        self.open(label, total, Some(parent), Kind::Bytes)
+    }
+
+    fn start_wait(&self, label: &str) -> TaskId {
+        self.open(label, None, None, Kind::Wait)
+    }
+
+    fn set_total(&self, task: TaskId, total: u64) {
         match &self.mode {
-            Mode::Bars(multi) => {
-                let bar = match total {
-                    Some(total) => ProgressBar::new(total).with_style(
-                        ProgressStyle::with_template(
-                            "{spinner:.green} {msg:32!} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                        )
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                    ),
-                    None => ProgressBar::no_length().with_style(
-                        ProgressStyle::with_template("{spinner:.green} {msg:32!} {bytes} {bytes_per_sec} {elapsed}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    ),
-                };
-                let bar = multi.add(bar);
-                bar.set_message(label.to_string());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                if let Ok(mut bars) = self.bars.lock() {
-                    bars.insert(task, bar);
+            Mode::Bars(_) => {
+                if let Ok(tasks) = self.tasks.lock()
+                    && let Some(state) = tasks.get(&task)
+                    && let Some(bar) = &state.bar
+                {
+                    if bar.length().is_none() {
+                        bar.set_style(if state.parent.is_some() {
+                            part_style()
+                        } else {
+                            bar_style()
+                        });
+                    }
+                    bar.set_length(total);
                 }
             }
-            Mode::JsonLines => self.event(serde_json::json!({"event": "start", "task": task.0, "label": label, "total": total})),
-            Mode::Plain => eprintln!("{label} ..."),
-            Mode::Quiet => {}
+            Mode::JsonLines => {
+                self.event(serde_json::json!({"event": "total", "task": task.0, "total": total}))
+            }
+            _ => {}
         }
-        task
     }
 
     fn progress(&self, task: TaskId, done: u64) {
         match &self.mode {
             Mode::Bars(_) => {
-                if let Ok(bars) = self.bars.lock()
-                    && let Some(bar) = bars.get(&task)
+                if let Ok(tasks) = self.tasks.lock()
+                    && let Some(bar) = tasks.get(&task).and_then(|t| t.bar.as_ref())
                 {
                     bar.set_position(done);
                 }
@@ -117,19 +234,24 @@ impl Reporter for CliReporter {
     }
 
     fn finish(&self, task: TaskId, outcome: &str) {
+        let Some(state) = self.tasks.lock().ok().and_then(|mut t| t.remove(&task)) else {
+            return;
+        };
+        let indent = if state.parent.is_some() { "    " } else { "  " };
         match &self.mode {
             Mode::Bars(_) => {
-                if let Ok(mut bars) = self.bars.lock()
-                    && let Some(bar) = bars.remove(&task)
-                {
-                    let label = bar.message();
+                if let Some(bar) = state.bar {
                     bar.finish_and_clear();
-                    self.plain(&format!("  {label}: {outcome}"));
                 }
+                self.plain(&format!("{indent}{}: {outcome}", state.label));
             }
-            Mode::JsonLines => self
-                .event(serde_json::json!({"event": "finish", "task": task.0, "outcome": outcome})),
-            Mode::Plain => eprintln!("  {outcome}"),
+            Mode::JsonLines => self.event(serde_json::json!({
+                "event": "finish",
+                "task": task.0,
+                "label": state.label,
+                "outcome": outcome,
+            })),
+            Mode::Plain => eprintln!("{indent}{}: {outcome}", state.label),
             Mode::Quiet => {}
         }
     }

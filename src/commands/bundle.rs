@@ -2,8 +2,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,7 +21,7 @@ use crate::load::inventory::Inventory;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
-use crate::reporter::{Reporter, report_every_200ms};
+use crate::reporter::{ImageProgress, ImageTasks, Reporter};
 
 /// What the far side needs to know per service, kept under `rebuild` in offpack.json.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -70,7 +70,14 @@ struct BundleSummary {
     size: u64,
     uncompressed: u64,
     images: usize,
+    /// Distinct layers of the bundled images (a shared layer once), those left out of a delta
+    /// bundle included.
+    layers: usize,
+    /// Layers a delta bundle leaves out (the far side holds them).
+    layers_left_out: usize,
     blobs: usize,
+    /// Bytes of the engine's export stream.
+    exported: u64,
     seconds: f64,
 }
 
@@ -256,12 +263,25 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     )
     .with_context(|| format!("cannot create the bundle {}", args.output.display()))?;
     // The engine writes its whole export to disk before the first byte comes (docs/engine-support.md),
-    // and the stream's size is known only at its end (shared layers come once): bytes and rate, no total.
+    // and the stream's size is known only at its end (shared layers come once, in tar framing).
+    // Each image's line counts its config and layers (a shared layer for each image) as they pass,
+    // against the engine's size of the image, an estimate (the layers' contents without their tar
+    // framing); the total counts the stream's bytes against an estimate from those sizes (a shared
+    // layer once), raised when the bytes pass it and set to the stream's size at its end.
     reporter.step(&format!(
         "exporting {} images (the engine prepares the whole export before it sends the first byte)",
         export_names.len()
     ));
-    let task = reporter.start(&format!("export {} images", export_names.len()), None);
+    let ledger = Arc::new(Mutex::new(export_ledger(&refs, &infos)));
+    let estimate = match ledger.lock() {
+        Ok(ledger) => Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0),
+        Err(_) => bail!("the export's progress ledger is poisoned"),
+    };
+    let task = reporter.start(&format!("export {} images", export_names.len()), estimate);
+    let mut image_tasks = match ledger.lock() {
+        Ok(ledger) => ImageTasks::start(reporter, task, estimate, &ledger),
+        Err(_) => bail!("the export's progress ledger is poisoned"),
+    };
     let stream = engine.export(&export_names);
     let cancelled = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));
@@ -271,13 +291,23 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         read: progress.clone(),
     };
     let leave_out_for_copy = leave_out.clone();
+    let ledger_for_copy = ledger.clone();
     let mut copy = tokio::task::spawn_blocking(move || -> Result<(BundleWriter, Vec<_>)> {
-        let images = copy_export(reader, &mut writer, &leave_out_for_copy, &mut |_| {})?;
+        let images = copy_export(
+            reader,
+            &mut writer,
+            &leave_out_for_copy,
+            &mut |digest, size| {
+                if let Ok(mut ledger) = ledger_for_copy.lock() {
+                    ledger.blob_done(digest, size);
+                }
+            },
+        )?;
         Ok((writer, images))
     });
     let copied = tokio::select! {
         copied = &mut copy => copied,
-        never = report_every_200ms(reporter, task, &progress) => match never {},
+        never = image_tasks.report_every_200ms(&ledger, &progress, "exported") => match never {},
         _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
             // Let the copy fail at its next read so that the writer is dropped, which removes
             // the temporary file, before the process ends.
@@ -287,7 +317,11 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         }
     };
     let (writer, exported) = copied.context("the export copy stopped")??;
-    reporter.finish(task, "exported");
+    let streamed = progress.load(Ordering::Relaxed);
+    if let Ok(ledger) = ledger.lock() {
+        image_tasks.finish(&ledger, streamed, "exported");
+    }
+    reporter.finish(task, &format!("{} exported", human_bytes(streamed)));
 
     let mut manifest = Manifest::new(env!("CARGO_PKG_VERSION"), &project.name);
     manifest.project.files = project_files(&project)?;
@@ -326,6 +360,12 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         _ => unreachable!("RebuildMeta serializes to an object"),
     };
     let images = manifest.images.len();
+    let layers = manifest
+        .images
+        .iter()
+        .flat_map(|i| i.layers.iter().map(|l| &l.digest))
+        .collect::<HashSet<_>>()
+        .len();
     let written = tokio::task::spawn_blocking(move || writer.finish(manifest))
         .await
         .context("finishing the bundle stopped")??;
@@ -335,20 +375,28 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         size: written.size,
         uncompressed: written.uncompressed,
         images,
+        layers,
+        layers_left_out: leave_out.len(),
         blobs: written.blobs,
+        exported: streamed,
         seconds: started.elapsed().as_secs_f64(),
     };
     output.result(&summary, || {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "wrote {} ({}, {} uncompressed, {:.1}x) with {} images, {} unique blobs in {:.1}s",
+            "wrote {}: {} images, {} unique layers{}; {} uncompressed, {} compressed ({:.1}x); {:.1}s",
             summary.path,
-            human_bytes(summary.size),
-            human_bytes(summary.uncompressed),
-            summary.uncompressed as f64 / summary.size.max(1) as f64,
             summary.images,
-            summary.blobs,
+            summary.layers,
+            if summary.layers_left_out > 0 {
+                format!(" ({} left out: the far side has them)", summary.layers_left_out)
+            } else {
+                String::new()
+            },
+            human_bytes(summary.uncompressed),
+            human_bytes(summary.size),
+            summary.uncompressed as f64 / summary.size.max(1) as f64,
             summary.seconds
         );
         let _ = writeln!(
@@ -359,6 +407,29 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         s
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The export's progress per image: its config and layers, as the engine's inspect lists them,
+/// against the engine's size of the image.
+fn export_ledger(
+    refs: &BTreeMap<String, BTreeSet<String>>,
+    infos: &BTreeMap<String, ImageInfo>,
+) -> ImageProgress {
+    let mut ledger = ImageProgress::new();
+    for (id, names) in refs {
+        let Some(info) = infos.get(id) else { continue };
+        let label = names
+            .iter()
+            .find(|n| !n.contains('@'))
+            .or_else(|| names.iter().next())
+            .cloned()
+            .unwrap_or_else(|| id.clone());
+        let blobs = std::iter::once(id)
+            .chain(info.layers.iter())
+            .filter_map(|d| d.parse::<Digest>().ok());
+        ledger.add_image(&label, blobs, info.size);
+    }
+    ledger
 }
 
 /// Layers of the images to bundle that the far side's engine holds on the same chain, per its
@@ -486,4 +557,47 @@ fn describe(finding: &PlanFinding) -> String {
         "{} {place}: {} (fix: {})",
         finding.code, finding.message, finding.fix
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_progress_follows_the_engines_layers() {
+        let d = |s: &str| Digest::of_bytes(s.as_bytes()).to_string();
+        let info = |id: &str, layers: &[&str], size| ImageInfo {
+            id: id.to_string(),
+            repo_tags: Vec::new(),
+            size,
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            layers: layers.iter().map(|l| d(l)).collect(),
+        };
+        let (base, app) = (d("base-config"), d("app-config"));
+        let refs: BTreeMap<String, BTreeSet<String>> = [
+            (
+                base.clone(),
+                ["base@sha256:aa".to_string(), "base:1".into()].into(),
+            ),
+            (app.clone(), [app.clone()].into()),
+        ]
+        .into();
+        let infos: BTreeMap<String, ImageInfo> = [
+            (base.clone(), info(&base, &["l1"], 100)),
+            (app.clone(), info(&app, &["l1", "l2"], 150)),
+        ]
+        .into();
+        let mut ledger = export_ledger(&refs, &infos);
+        let labels: Vec<&str> = (0..ledger.len()).map(|i| ledger.label(i)).collect();
+        let app_index = labels.iter().position(|l| *l == app).unwrap();
+        let base_index = labels.iter().position(|l| *l == "base:1").unwrap();
+        assert_eq!(ledger.status(app_index).total, 150);
+        // The shared layer and the base's config: the base is complete, the app is not.
+        ledger.blob_done(&d("l1").parse().unwrap(), 80);
+        ledger.blob_done(&base.parse().unwrap(), 1);
+        assert!(ledger.status(base_index).complete);
+        assert_eq!(ledger.status(app_index).done, 80);
+        assert!(!ledger.status(app_index).complete);
+    }
 }

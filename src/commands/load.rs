@@ -1,8 +1,9 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use offpack_bundle::{BundleReader, Digest};
@@ -13,7 +14,7 @@ use crate::commands::human_bytes;
 use crate::engine::{Engine, EngineFacts, channel_body};
 use crate::error::CheckFailed;
 use crate::load::{LoadImage, chain, write_load_stream};
-use crate::reporter::{Reporter, report_every_200ms};
+use crate::reporter::{ImageProgress, ImageTasks, Reporter, TaskId};
 
 #[derive(Debug, Serialize)]
 struct LoadReport {
@@ -55,6 +56,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         bytes_streamed: 0,
     };
     let mut to_load = Vec::new();
+    // Per image to load: its label and blobs with their sizes, for its progress line.
+    let mut load_blobs: Vec<(String, Vec<(Digest, u64)>)> = Vec::new();
     // Names to restore on images the engine already holds; applied only after the load stream
     // went through, so that a corrupt bundle changes nothing in the engine.
     let mut retag: Vec<(String, String)> = Vec::new();
@@ -92,6 +95,13 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                     layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
                     repo_tags,
                 });
+                load_blobs.push((
+                    label.clone(),
+                    std::iter::once(&image.config)
+                        .chain(image.layers.iter())
+                        .map(|b| (b.digest.clone(), b.size))
+                        .collect(),
+                ));
                 report.loaded.push(label);
             }
         }
@@ -120,20 +130,44 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             .sum();
         report.layers_skipped = omit.len();
         check_space(&engine, &facts, total)?;
+        let ledger = Arc::new(Mutex::new(load_ledger(&load_blobs, &omit)));
         let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
+        let mut image_tasks = match ledger.lock() {
+            Ok(ledger) => Some(ImageTasks::start(reporter, task, Some(total), &ledger)),
+            Err(_) => bail!("the load's progress ledger is poisoned"),
+        };
         let (writer, body) = channel_body();
         let path: PathBuf = args.bundle.clone();
         let images = to_load.clone();
         let progress = Arc::new(AtomicU64::new(0));
         let sink = progress.clone();
-        let stream_task = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let ledger_for_stream = ledger.clone();
+        let mut stream_task = tokio::task::spawn_blocking(move || -> Result<u64> {
             let mut writer = writer;
+            // Bytes of the blobs sent before the current one, and the current one's.
+            let mut before = 0u64;
+            let mut current: Option<(Digest, u64)> = None;
+            let mut on_blob = |digest: &Digest, passed: u64, size: u64| {
+                match &mut current {
+                    Some((d, n)) if d == digest => *n = passed,
+                    _ => {
+                        before += current.as_ref().map_or(0, |(_, n)| *n);
+                        current = Some((digest.clone(), passed));
+                    }
+                }
+                sink.store(before + passed, Ordering::Relaxed);
+                if let Ok(mut ledger) = ledger_for_stream.lock() {
+                    if passed == size {
+                        ledger.blob_done(digest, size);
+                    } else {
+                        ledger.blob_bytes(digest, passed);
+                    }
+                }
+            };
             let result = BundleReader::open(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|bundle| {
-                    write_load_stream(&bundle, &images, &omit, &mut writer, &mut |n| {
-                        sink.store(n, Ordering::Relaxed)
-                    })
+                    write_load_stream(&bundle, &images, &omit, &mut writer, &mut on_blob)
                 });
             match result {
                 Ok(()) => Ok(sink.load(Ordering::Relaxed)),
@@ -143,13 +177,58 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 }
             }
         });
-        let loaded = tokio::select! {
-            loaded = engine.load(body) => loaded,
-            never = report_every_200ms(reporter, task, &progress) => match never {},
+        // The engine reads the whole stream before it imports anything (docs/engine-support.md):
+        // once the last byte went, the image lines end and a spinner shows the engine at work.
+        let load = engine.load(body);
+        tokio::pin!(load);
+        let mut streamed: Option<Result<u64>> = None;
+        let mut importing = None;
+        let loaded = loop {
+            enum Event {
+                Loaded(Result<Vec<String>>),
+                Streamed(Result<u64>),
+            }
+            let event = tokio::select! {
+                loaded = &mut load => Event::Loaded(loaded),
+                done = &mut stream_task, if streamed.is_none() => Event::Streamed(
+                    done.context("the load stream writer stopped").and_then(|r| r),
+                ),
+                never = async {
+                    match image_tasks.as_mut() {
+                        Some(tasks) => tasks.report_every_200ms(&ledger, &progress, "streamed").await,
+                        None => std::future::pending().await,
+                    }
+                } => match never {},
+            };
+            match event {
+                Event::Loaded(loaded) => break loaded,
+                Event::Streamed(done) => {
+                    if let Ok(bytes) = &done {
+                        end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
+                        importing = Some((
+                            reporter
+                                .start_wait(&format!("engine importing {} images", to_load.len())),
+                            Instant::now(),
+                        ));
+                    }
+                    streamed = Some(done);
+                }
+            }
         };
-        let streamed = stream_task
-            .await
-            .context("the load stream writer stopped")?;
+        let streamed = match streamed {
+            Some(done) => done,
+            None => {
+                // The engine answered before the stream's writer returned (or failed early).
+                let done = stream_task
+                    .await
+                    .context("the load stream writer stopped")
+                    .and_then(|r| r);
+                if let Ok(bytes) = &done {
+                    end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
+                }
+                done
+            }
+        };
         match (streamed, loaded) {
             (Err(e), _) => {
                 if is_corrupt_data(&e) {
@@ -162,10 +241,12 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             (Ok(_), Err(e)) => return Err(e),
             (Ok(bytes), Ok(_)) => report.bytes_streamed = bytes,
         }
-        reporter.finish(
-            task,
-            &format!("{} streamed", human_bytes(report.bytes_streamed)),
-        );
+        if let Some((importing, since)) = importing {
+            reporter.finish(
+                importing,
+                &format!("imported in {:.1}s", since.elapsed().as_secs_f64()),
+            );
+        }
         for image in manifest
             .images
             .iter()
@@ -203,6 +284,37 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The load stream went through: every image's task and the total end.
+fn end_stream(
+    reporter: &dyn Reporter,
+    task: TaskId,
+    image_tasks: Option<ImageTasks<'_>>,
+    ledger: &Mutex<ImageProgress>,
+    bytes: u64,
+) {
+    if let (Some(tasks), Ok(ledger)) = (image_tasks, ledger.lock()) {
+        tasks.finish(&ledger, bytes, "streamed");
+    }
+    reporter.finish(task, &format!("{} streamed", human_bytes(bytes)));
+}
+
+/// The load's progress per image: the blobs of it the stream carries (not those the engine
+/// holds), whose sizes the bundle knows.
+fn load_ledger(images: &[(String, Vec<(Digest, u64)>)], omit: &HashSet<Digest>) -> ImageProgress {
+    let mut ledger = ImageProgress::new();
+    for (label, blobs) in images {
+        let mut sent: Vec<(Digest, u64)> = Vec::new();
+        for (digest, size) in blobs {
+            if !omit.contains(digest) && !sent.iter().any(|(d, _)| d == digest) {
+                sent.push((digest.clone(), *size));
+            }
+        }
+        let total = sent.iter().map(|(_, size)| size).sum();
+        ledger.add_image(label, sent.into_iter().map(|(d, _)| d), total);
+    }
+    ledger
 }
 
 /// Layers of `images` the engine already holds on the same chain. Only the classic store skips
@@ -312,4 +424,41 @@ fn is_corrupt_data(err: &anyhow::Error) -> bool {
                 .downcast_ref::<offpack_bundle::BundleError>()
                 .is_some_and(|b| b.is_corruption())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_progress_counts_what_the_stream_carries() {
+        let d = |s: &str| Digest::of_bytes(s.as_bytes());
+        let images = vec![
+            ("base:1".to_string(), vec![(d("c1"), 2), (d("base"), 90)]),
+            (
+                "app:1".to_string(),
+                vec![
+                    (d("c2"), 3),
+                    (d("base"), 90),
+                    (d("app"), 10),
+                    (d("app"), 10),
+                ],
+            ),
+        ];
+        let ledger = load_ledger(&images, &HashSet::new());
+        assert_eq!(ledger.len(), 2);
+        assert_eq!(ledger.status(0).total, 92);
+        assert_eq!(
+            ledger.status(1).total,
+            103,
+            "a layer listed twice counts once"
+        );
+
+        // The engine holds the base layer: it is not sent, so no image waits for it.
+        let mut ledger = load_ledger(&images, &[d("base")].into_iter().collect());
+        assert_eq!(ledger.status(0).total, 2);
+        assert_eq!(ledger.status(1).total, 13);
+        ledger.blob_done(&d("c1"), 2);
+        assert!(ledger.status(0).complete);
+    }
 }

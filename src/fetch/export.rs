@@ -47,7 +47,7 @@ impl ExportedImage {
 
 /// What a file of the export became.
 enum Stored {
-    Memory(Vec<u8>),
+    Memory(Vec<u8>, Digest),
     Blob(Digest, u64),
 }
 
@@ -63,20 +63,20 @@ struct LoadManifestEntry {
 
 /// Reads an export stream to its end, writing every image's config and layers into `writer`
 /// (each blob once), and returns the images in the order of the export's `manifest.json`.
-/// `on_bytes` is told how many bytes of the export have been read.
+/// `on_file` is told the digest and size of each file of the export once it has been read (a
+/// layer once it is in the bundle, a small file once it is in memory), for per-image progress.
 /// Layers in `leave_out` (a delta bundle's: the far side holds them) are read and hashed but not
 /// written.
 pub fn copy_export(
     export: impl Read,
     writer: &mut BundleWriter,
     leave_out: &HashSet<Digest>,
-    on_bytes: &mut dyn FnMut(u64),
+    on_file: &mut dyn FnMut(&Digest, u64),
 ) -> Result<Vec<ExportedImage>> {
     let mut archive = tar::Archive::new(export);
     let mut files: HashMap<String, Stored> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();
     let mut in_memory = 0u64;
-    let mut read = 0u64;
     for entry in archive
         .entries()
         .context("reading the engine's image export")?
@@ -119,7 +119,8 @@ pub fn copy_export(
                 .read_to_end(&mut bytes)
                 .with_context(|| format!("reading {path} from the export"))?;
             in_memory += bytes.len() as u64;
-            Stored::Memory(bytes)
+            let digest = Digest::of_bytes(&bytes);
+            Stored::Memory(bytes, digest)
         } else if let Some(digest) = known {
             if leave_out.contains(&digest) {
                 std::io::copy(&mut entry, &mut std::io::sink())
@@ -136,13 +137,15 @@ pub fn copy_export(
                 .with_context(|| format!("copying {path} of the export into the bundle"))?;
             Stored::Blob(digest, size)
         };
-        read += size;
-        on_bytes(read);
+        match &stored {
+            Stored::Memory(bytes, digest) => on_file(digest, bytes.len() as u64),
+            Stored::Blob(digest, size) => on_file(digest, *size),
+        }
         files.insert(path, stored);
     }
 
     let manifest = match files.get("manifest.json") {
-        Some(Stored::Memory(bytes)) => bytes.clone(),
+        Some(Stored::Memory(bytes, _)) => bytes.clone(),
         _ => bail!("the engine's export has no manifest.json; is this a `docker save` stream?"),
     };
     let entries: Vec<LoadManifestEntry> = serde_json::from_slice(&manifest)
@@ -185,9 +188,9 @@ fn into_bundle(
     })?;
     match stored {
         Stored::Blob(digest, size) => Ok((digest.clone(), *size)),
-        Stored::Memory(bytes) => {
+        Stored::Memory(bytes, digest) => {
             let size = bytes.len() as u64;
-            let digest = Digest::of_bytes(bytes);
+            let digest = digest.clone();
             if !writer.contains(&digest) && !leave_out.contains(&digest) {
                 writer
                     .add_blob_with_digest(&digest, size, bytes.as_slice())
@@ -294,12 +297,18 @@ pub(crate) mod tests {
             },
         )
         .unwrap();
-        let mut seen = 0;
-        let images = copy_export(export.as_slice(), &mut writer, &HashSet::new(), &mut |n| {
-            seen = n
-        })
+        let mut seen = Vec::new();
+        let images = copy_export(
+            export.as_slice(),
+            &mut writer,
+            &HashSet::new(),
+            &mut |d, n| seen.push((d.clone(), n)),
+        )
         .unwrap();
-        assert!(seen > big.len() as u64);
+        assert!(
+            seen.contains(&(Digest::of_bytes(&big), big.len() as u64)),
+            "the big layer is reported once it has passed"
+        );
         assert_eq!(images.len(), 2);
         assert_eq!(images[0].repo_tags, vec!["base:1"]);
         assert_eq!(images[1].layers.len(), 2);
@@ -331,7 +340,8 @@ pub(crate) mod tests {
         .unwrap();
         let base = Digest::of_bytes(&big);
         let leave_out: HashSet<Digest> = [base.clone()].into_iter().collect();
-        let images = copy_export(export.as_slice(), &mut writer, &leave_out, &mut |_| {}).unwrap();
+        let images =
+            copy_export(export.as_slice(), &mut writer, &leave_out, &mut |_, _| {}).unwrap();
         assert_eq!(
             images[0].layers[0].0, base,
             "the image still lists the layer"
@@ -363,7 +373,7 @@ pub(crate) mod tests {
             tar.into_inner().unwrap().as_slice(),
             &mut writer,
             &HashSet::new(),
-            &mut |_| {},
+            &mut |_, _| {},
         )
         .unwrap_err();
         assert!(err.to_string().contains("manifest.json"), "{err}");

@@ -33,16 +33,18 @@ fn blob_path(digest: &Digest) -> String {
 /// `manifest.json` but not sent: the engine's classic store never opens them. A blob whose bytes
 /// do not match its digest stops the stream with an error that names the blob, so the engine never
 /// completes a load of corrupt data.
+///
+/// `on_blob(digest, passed, size)` is told, about every MiB and at its end, how many bytes of the
+/// blob being sent have passed.
 pub fn write_load_stream(
     bundle: &BundleReader,
     images: &[LoadImage],
     omit: &HashSet<Digest>,
     out: impl Write,
-    on_bytes: &mut dyn FnMut(u64),
+    on_blob: &mut dyn FnMut(&Digest, u64, u64),
 ) -> Result<()> {
     let mut tar = tar::Builder::new(out);
     let mut written: HashSet<&Digest> = omit.iter().collect();
-    let mut done = 0u64;
     for image in images {
         for digest in std::iter::once(&image.config).chain(image.layers.iter()) {
             if !written.insert(digest) {
@@ -59,11 +61,16 @@ pub fn write_load_stream(
             header.set_size(size);
             header.set_mode(0o644);
             header.set_entry_type(tar::EntryType::Regular);
-            let reader = bundle.blob(digest)?;
+            on_blob(digest, 0, size);
+            let reader = Counting {
+                inner: bundle.blob(digest)?,
+                passed: 0,
+                reported: 0,
+                report: &mut |passed| on_blob(digest, passed, size),
+            };
             tar.append_data(&mut header, blob_path(digest), reader)
                 .with_context(|| format!("streaming blob {digest} to the engine"))?;
-            done += size;
-            on_bytes(done);
+            on_blob(digest, size, size);
         }
     }
     let manifest: Vec<LoadManifestEntry> = images
@@ -81,6 +88,30 @@ pub fn write_load_stream(
     tar.append_data(&mut header, "manifest.json", manifest.as_slice())?;
     tar.into_inner()?.flush()?;
     Ok(())
+}
+
+/// Reports how many bytes passed through it, every [`Counting::EVERY`] bytes.
+struct Counting<'a, R> {
+    inner: R,
+    passed: u64,
+    reported: u64,
+    report: &'a mut dyn FnMut(u64),
+}
+
+impl<R> Counting<'_, R> {
+    const EVERY: u64 = 1 << 20;
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.passed += n as u64;
+        if self.passed - self.reported >= Self::EVERY {
+            self.reported = self.passed;
+            (self.report)(self.passed);
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -105,8 +136,13 @@ mod tests {
             },
         )
         .unwrap();
-        let images =
-            copy_export(export.as_slice(), &mut writer, &HashSet::new(), &mut |_| {}).unwrap();
+        let images = copy_export(
+            export.as_slice(),
+            &mut writer,
+            &HashSet::new(),
+            &mut |_, _| {},
+        )
+        .unwrap();
         let mut manifest = Manifest::new("test", "t");
         for image in &images {
             manifest
@@ -128,7 +164,30 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        write_load_stream(&bundle, &load, &HashSet::new(), &mut out, &mut |_| {}).unwrap();
+        let mut reports: Vec<(Digest, u64, u64)> = Vec::new();
+        write_load_stream(
+            &bundle,
+            &load,
+            &HashSet::new(),
+            &mut out,
+            &mut |d, n, size| reports.push((d.clone(), n, size)),
+        )
+        .unwrap();
+        let big_digest = Digest::of_bytes(&big);
+        let big_reports: Vec<u64> = reports
+            .iter()
+            .filter(|(d, _, _)| d == &big_digest)
+            .map(|(_, n, _)| *n)
+            .collect();
+        assert!(
+            big_reports.len() >= 3 && big_reports.windows(2).all(|w| w[0] <= w[1]),
+            "the 2 MiB layer is reported as it streams: {big_reports:?}"
+        );
+        assert_eq!(big_reports.last(), Some(&(big.len() as u64)));
+        assert!(
+            reports.iter().all(|(_, n, size)| n <= size),
+            "never more than the blob: {reports:?}"
+        );
         let mut archive = tar::Archive::new(out.as_slice());
         let mut names = Vec::new();
         let mut docker_manifest = String::new();
@@ -154,7 +213,7 @@ mod tests {
             &load,
             &[base.clone()].into_iter().collect(),
             &mut out,
-            &mut |_| {},
+            &mut |_, _, _| {},
         )
         .unwrap();
         let mut archive = tar::Archive::new(out.as_slice());
