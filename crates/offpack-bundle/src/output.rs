@@ -520,7 +520,7 @@ mod tests {
         for threads in [1, 2] {
             let mut pool = FramePool::new(1, threads, 4096).unwrap();
             let mut expected = VecDeque::new();
-            let mut check = |pool: &mut FramePool, expected: &mut VecDeque<(bool, Vec<u8>)>| {
+            let check = |pool: &mut FramePool, expected: &mut VecDeque<(bool, Vec<u8>)>| {
                 let out = pool.next().unwrap().unwrap();
                 let (made, data) = expected.pop_front().unwrap();
                 if made {
