@@ -272,16 +272,11 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         "exporting {} images (the engine prepares the whole export before it sends the first byte)",
         export_names.len()
     ));
-    let ledger = Arc::new(Mutex::new(export_ledger(&refs, &infos)));
-    let estimate = match ledger.lock() {
-        Ok(ledger) => Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0),
-        Err(_) => bail!("the export's progress ledger is poisoned"),
-    };
+    let ledger = export_ledger(&refs, &infos);
+    let estimate = Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0);
     let task = reporter.start(&format!("export {} images", export_names.len()), estimate);
-    let mut image_tasks = match ledger.lock() {
-        Ok(ledger) => ImageTasks::start(reporter, task, estimate, &ledger),
-        Err(_) => bail!("the export's progress ledger is poisoned"),
-    };
+    let mut image_tasks = ImageTasks::start(reporter, task, estimate, &ledger);
+    let ledger = Arc::new(Mutex::new(ledger));
     let stream = engine.export(&export_names);
     let cancelled = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicU64::new(0));

@@ -130,12 +130,10 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             .sum();
         report.layers_skipped = omit.len();
         check_space(&engine, &facts, total)?;
-        let ledger = Arc::new(Mutex::new(load_ledger(&load_blobs, &omit)));
+        let ledger = load_ledger(&load_blobs, &omit);
         let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
-        let mut image_tasks = match ledger.lock() {
-            Ok(ledger) => Some(ImageTasks::start(reporter, task, Some(total), &ledger)),
-            Err(_) => bail!("the load's progress ledger is poisoned"),
-        };
+        let mut image_tasks = Some(ImageTasks::start(reporter, task, Some(total), &ledger));
+        let ledger = Arc::new(Mutex::new(ledger));
         let (writer, body) = channel_body();
         let path: PathBuf = args.bundle.clone();
         let images = to_load.clone();
