@@ -55,6 +55,22 @@ impl Reporter for SilentReporter {
     fn warn(&self, _message: &str) {}
 }
 
+/// `1.5 GiB`-style sizes for people.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// How far one image of an [`ImageProgress`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageStatus {
@@ -248,7 +264,7 @@ impl<'a> ImageTasks<'a> {
                 image.finished = true;
                 self.reporter.finish(
                     image.task,
-                    &format!("{outcome} ({})", crate::commands::human_bytes(status.done)),
+                    &format!("{outcome} ({})", human_bytes(status.done)),
                 );
             }
         }
@@ -290,7 +306,7 @@ impl<'a> ImageTasks<'a> {
                 self.reporter.set_total(image.task, status.done);
                 self.reporter.finish(
                     image.task,
-                    &format!("{outcome} ({})", crate::commands::human_bytes(status.done)),
+                    &format!("{outcome} ({})", human_bytes(status.done)),
                 );
             }
         }

@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -38,25 +40,62 @@ fn big_image_project() -> tempfile::TempDir {
 }
 
 /// Starts `offpack ARGS` and sends `signal` once `ready` says so (or after `max` at the latest).
+/// `ready` sees the lines the child has written to stderr so far, so a test can wait for the
+/// progress event that says the work it means to interrupt is under way.
 fn interrupt(
     dir: &Path,
     args: &[&str],
     signal: &str,
-    ready: impl Fn() -> bool,
+    ready: impl Fn(&[String]) -> bool,
     max: Duration,
 ) -> std::process::Output {
-    let child = offpack(dir)
+    let mut child = offpack(dir)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stderr_pipe = child.stderr.take().unwrap();
+    let collected = Arc::clone(&lines);
+    let stderr_reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines() {
+            let Ok(line) = line else { break };
+            collected.lock().unwrap().push(line);
+        }
+    });
+    let mut stdout_pipe = child.stdout.take().unwrap();
+    let stdout_reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout_pipe.read_to_end(&mut out);
+        out
+    });
     let started = Instant::now();
-    while !ready() && started.elapsed() < max {
-        std::thread::sleep(Duration::from_millis(50));
+    while !ready(&lines.lock().unwrap()) && started.elapsed() < max {
+        std::thread::sleep(Duration::from_millis(5));
     }
     ok(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]));
-    child.wait_with_output().unwrap()
+    let status = child.wait().unwrap();
+    let stdout = stdout_reader.join().unwrap();
+    stderr_reader.join().unwrap();
+    let stderr = lines.lock().unwrap().join("\n");
+    std::process::Output {
+        status,
+        stdout,
+        stderr: stderr.into_bytes(),
+    }
+}
+
+/// True once a `--json` run has reported the start of a task whose label begins with `label`.
+fn task_started(lines: &[String], label: &str) -> bool {
+    lines.iter().any(|line| {
+        serde_json::from_str::<serde_json::Value>(line).is_ok_and(|event| {
+            event["event"] == "start"
+                && event["label"]
+                    .as_str()
+                    .is_some_and(|l| l.starts_with(label))
+        })
+    })
 }
 
 fn temp_files_in(dir: &Path) -> Vec<String> {
@@ -73,7 +112,7 @@ fn interrupted_bundle_leaves_nothing_at_the_target() {
     let project = big_image_project();
     let dir = project.path();
     let target = dir.join("big.offpack");
-    let has_temp = || temp_files_in(dir).iter().any(|n| n != "big.offpack");
+    let has_temp = |_: &[String]| temp_files_in(dir).iter().any(|n| n != "big.offpack");
 
     let out = interrupt(
         dir,
@@ -118,14 +157,14 @@ fn killed_load_finishes_when_run_again() {
     let id = image_id(IMAGE).unwrap();
     ok(Command::new("docker").args(["rmi", IMAGE]));
 
-    // Kill the load early, while the engine is still receiving the stream: a fast machine loads this
-    // image in under 1.5 s, so a later kill found the load already done.
+    // Kill the load once it has started streaming to the engine: the stream is 300 MB, so the
+    // process is still running then, however fast the machine.
     let out = interrupt(
         dir,
-        &["load", "big.offpack"],
+        &["load", "--json", "big.offpack"],
         "KILL",
-        || false,
-        Duration::from_millis(300),
+        |lines| task_started(lines, "load "),
+        Duration::from_secs(60),
     );
     assert!(!out.status.success());
     let after_kill = image_exists(IMAGE);

@@ -13,7 +13,6 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::cli::{BundleArgs, Output, PullPolicy};
-use crate::commands::human_bytes;
 use crate::engine::{Engine, ImageInfo};
 use crate::fetch::export::copy_export;
 use crate::load::chain;
@@ -21,6 +20,7 @@ use crate::load::inventory::Inventory;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
+use crate::reporter::human_bytes;
 use crate::reporter::{ImageProgress, ImageTasks, Reporter};
 
 /// What the far side needs to know per service, kept under `rebuild` in offpack.json.

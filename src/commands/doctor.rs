@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::{DoctorArgs, Output};
-use crate::commands::human_bytes;
 use crate::engine::Engine;
+use crate::reporter::human_bytes;
 
 pub async fn run(args: DoctorArgs, output: Output) -> Result<ExitCode> {
     let engine = Engine::connect().await?;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::{InspectArgs, Output};
-use crate::commands::human_bytes;
+use crate::reporter::human_bytes;
 
 pub fn run(args: InspectArgs, output: Output) -> Result<ExitCode> {
     let bundle = offpack_bundle::BundleReader::open(&args.bundle)?;

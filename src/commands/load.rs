@@ -10,10 +10,10 @@ use offpack_bundle::{BundleReader, Digest};
 use serde::Serialize;
 
 use crate::cli::{LoadArgs, Output};
-use crate::commands::human_bytes;
 use crate::engine::{Engine, EngineFacts, channel_body};
 use crate::error::CheckFailed;
 use crate::load::{LoadImage, chain, write_load_stream};
+use crate::reporter::human_bytes;
 use crate::reporter::{ImageProgress, ImageTasks, Reporter, TaskId};
 
 #[derive(Debug, Serialize)]

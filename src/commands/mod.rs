@@ -31,19 +31,3 @@ pub async fn run(command: Command, output: Output, reporter: &dyn Reporter) -> R
         Command::Doctor(args) => doctor::run(args, output).await,
     }
 }
-
-/// `1.5 GiB`-style sizes for people.
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}

@@ -5,8 +5,8 @@ use offpack_bundle::SidecarStatus;
 use serde::Serialize;
 
 use crate::cli::{Output, VerifyArgs};
-use crate::commands::human_bytes;
 use crate::reporter::Reporter;
+use crate::reporter::human_bytes;
 
 #[derive(Serialize)]
 struct Verified {

@@ -192,24 +192,74 @@ pub(crate) fn part_path(target: &Path, n: usize) -> PathBuf {
     target.with_file_name(name)
 }
 
-/// Hashes committed byte ranges of the parts on a background thread: one SHA-256 per part and one of
-/// the whole bundle. Committed bytes never change again (headers are patched before their entry commits).
-pub(crate) struct FileHasher {
+/// A byte range of the bundle in one part: (part file, part number, offset in the part, length).
+type Piece = (Arc<File>, usize, u64, u64);
+/// A failure of a [`RangeThread`]: the part it happened in, and the error.
+type PartError = (usize, io::Error);
+
+/// A background thread that is handed byte ranges of the parts in file order and returns a `T`
+/// when [`join`](Self::join)ed; the sidecar hasher and the flusher are two of them.
+struct RangeThread<T> {
     tx: Option<mpsc::Sender<Piece>>,
-    handle: Option<JoinHandle<io::Result<Hashes>>>,
+    handle: Option<JoinHandle<Result<T, PartError>>>,
 }
 
-/// A range to hash: (part file, part number, offset in the part, length).
-type Piece = (Arc<File>, usize, u64, u64);
+impl<T: Send + 'static> RangeThread<T> {
+    fn start(work: impl FnOnce(Receiver<Piece>) -> Result<T, PartError> + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel::<Piece>();
+        RangeThread {
+            tx: Some(tx),
+            handle: Some(std::thread::spawn(move || work(rx))),
+        }
+    }
+
+    /// Hands over `[start, start+len)` of the bundle, split at part boundaries.
+    fn send(&self, parts: &Parts, start: u64, len: u64) {
+        if let Some(tx) = &self.tx {
+            for (i, local, n) in parts.pieces(start, len) {
+                if let Some(file) = parts.file(i) {
+                    // A send fails only if the thread stopped on an error, which join() reports.
+                    let _ = tx.send((file, i, local, n));
+                }
+            }
+        }
+    }
+
+    /// Waits for the thread; its error names the part's temporary file.
+    fn join(mut self, parts: &Parts, what: &str) -> Result<T, BundleError> {
+        self.tx = None;
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(Ok(result))) => Ok(result),
+            Some(Ok(Err((part, e)))) => Err(BundleError::io(parts.tmp_path(part), e)),
+            _ => Err(BundleError::io(
+                parts.tmp_path(0),
+                io::Error::other(format!("the {what} thread failed")),
+            )),
+        }
+    }
+}
+
+impl<T> Drop for RangeThread<T> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// (hex SHA-256 of each part, of the whole bundle).
 type Hashes = (Vec<String>, String);
+
+/// Hashes committed byte ranges of the parts on a background thread: one SHA-256 per part and one of
+/// the whole bundle. Committed bytes never change again (headers are patched before their entry commits).
+pub(crate) struct FileHasher(RangeThread<Hashes>);
 
 impl FileHasher {
     /// `split`: the bundle is written as parts, each with a hash of its own; otherwise the one file's hash
     /// is the whole bundle's, computed once.
     pub(crate) fn start(split: bool) -> Self {
-        let (tx, rx) = mpsc::channel::<Piece>();
-        let handle = std::thread::spawn(move || {
+        FileHasher(RangeThread::start(move |rx| {
             let mut parts: Vec<Sha256> = Vec::new();
             let mut whole = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
@@ -220,7 +270,7 @@ impl FileHasher {
                 let end = pos + len;
                 while pos < end {
                     let n = ((end - pos) as usize).min(buf.len());
-                    frame::read_exact_at(&file, &mut buf[..n], pos)?;
+                    frame::read_exact_at(&file, &mut buf[..n], pos).map_err(|e| (part, e))?;
                     if split {
                         parts[part].update(&buf[..n]);
                     }
@@ -237,46 +287,68 @@ impl FileHasher {
                 .map(|h| hex::encode(h.finalize()))
                 .collect();
             Ok((parts, whole))
-        });
-        FileHasher {
-            tx: Some(tx),
-            handle: Some(handle),
-        }
+        }))
     }
 
     /// Queues `[start, start+len)` of the bundle.
     pub(crate) fn commit(&mut self, parts: &Parts, start: u64, len: u64) {
-        if let Some(tx) = &self.tx {
-            for (i, local, n) in parts.pieces(start, len) {
-                if let Some(file) = parts.file(i) {
-                    // A send fails only if the thread stopped on a read error, reported by finish().
-                    let _ = tx.send((file, i, local, n));
-                }
-            }
-        }
+        self.0.send(parts, start, len);
     }
 
     /// Waits for the thread: (hex SHA-256 of each part, of the whole bundle).
-    pub(crate) fn finish(mut self, what: &Path) -> Result<Hashes, BundleError> {
-        self.tx = None;
-        let handle = self.handle.take();
-        match handle.map(JoinHandle::join) {
-            Some(Ok(Ok(result))) => Ok(result),
-            Some(Ok(Err(e))) => Err(BundleError::io(what, e)),
-            _ => Err(BundleError::io(
-                what,
-                io::Error::other("the hashing thread failed"),
-            )),
-        }
+    pub(crate) fn finish(self, parts: &Parts) -> Result<Hashes, BundleError> {
+        self.0.join(parts, "hashing")
     }
 }
 
-impl Drop for FileHasher {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+/// Bytes written to a part before the [`Flusher`] asks for them to be written to disk.
+const FLUSH_EVERY: u64 = 64 << 20;
+
+/// Writes the bundle's bytes to disk while the bundle is still being written (`fdatasync` of a part
+/// on a background thread every [`FLUSH_EVERY`] bytes), so that the fsync before the rename has
+/// little left to do: without it that fsync wrote the whole bundle while every core sat idle
+/// (1.3–2.3 s of a 10 s write of 710 MiB on this VM). A failed flush is kept and reported by
+/// [`Flusher::finish`], because Linux reports a writeback error to one fsync only.
+pub(crate) struct Flusher(RangeThread<()>);
+
+impl Flusher {
+    pub(crate) fn start() -> Self {
+        Flusher(RangeThread::start(|rx| {
+            // Per part: (its file, bytes written since its last flush).
+            let mut pending: BTreeMap<usize, (Arc<File>, u64)> = BTreeMap::new();
+            let add = |pending: &mut BTreeMap<usize, (Arc<File>, u64)>, (file, part, _, len)| {
+                pending.entry(part).or_insert((file, 0)).1 += len;
+            };
+            while let Ok(piece) = rx.recv() {
+                add(&mut pending, piece);
+                // What came in while the last flush ran is flushed in one go.
+                while let Ok(piece) = rx.try_recv() {
+                    add(&mut pending, piece);
+                }
+                for (&part, (file, len)) in pending.iter_mut() {
+                    if *len >= FLUSH_EVERY {
+                        file.sync_data().map_err(|e| (part, e))?;
+                        *len = 0;
+                    }
+                }
+                // Parts are written in order: once a later one has data, the earlier ones are done.
+                if let Some(&last) = pending.keys().next_back() {
+                    pending.retain(|&part, _| part == last);
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    /// `[start, start+len)` of the bundle was written. Bytes that change again later (a patched
+    /// header, a rolled-back entry) are simply written again by a later flush or the final fsync.
+    pub(crate) fn written(&mut self, parts: &Parts, start: u64, len: u64) {
+        self.0.send(parts, start, len);
+    }
+
+    /// Waits for the flushes under way; the error of a failed one, with its part's path.
+    pub(crate) fn finish(self, parts: &Parts) -> Result<(), BundleError> {
+        self.0.join(parts, "flushing")
     }
 }
 
@@ -512,6 +584,30 @@ fn pool_failed() -> BundleError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Flushes happen on the thread as a part passes [`FLUSH_EVERY`] bytes (claimed here, not
+    /// written: the bookkeeping is what is tested, and flushing a short file works the same), in
+    /// each part of a split bundle, and `finish` reports success once they are done.
+    #[test]
+    fn flusher_flushes_each_part_and_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts = Parts::new(&dir.path().join("f.offpack"), Some(FLUSH_EVERY)).unwrap();
+        parts.write_at(b"x", 2 * FLUSH_EVERY).unwrap();
+        assert_eq!(parts.files.len(), 3);
+        let mut flusher = Flusher::start();
+        flusher.written(&parts, 0, FLUSH_EVERY - 1);
+        flusher.written(&parts, FLUSH_EVERY - 1, FLUSH_EVERY + 2);
+        flusher.written(&parts, 2 * FLUSH_EVERY + 1, FLUSH_EVERY);
+        flusher.finish(&parts).unwrap();
+
+        let mut one = Parts::new(&dir.path().join("g.offpack"), None).unwrap();
+        one.write_at(b"y", 0).unwrap();
+        let mut flusher = Flusher::start();
+        for _ in 0..3 {
+            flusher.written(&one, 0, FLUSH_EVERY);
+        }
+        flusher.finish(&one).unwrap();
+    }
 
     /// Made frames (raw headers) and compressed ones come back in submission order, and handing every
     /// buffer back does not grow the spares without bound.

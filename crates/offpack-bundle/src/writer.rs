@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use crate::frame::{self, RAW_HEADER_FRAME_LEN, RAW_HEADER_OFFSET};
 use crate::index::{INDEX_JSON, INDEX_VERSION, MANIFEST_JSON, OCI_LAYOUT_NAME, OFFPACK_JSON};
 use crate::manifest::{self, BlobRef, Manifest};
-use crate::output::{FileHasher, FramePool, Parts};
+use crate::output::{FileHasher, Flusher, FramePool, Parts};
 use crate::sign::SigningKey;
 use crate::tarhdr::{self, BLOCK};
 use crate::{BundleError, Digest, Index, IndexEntry};
@@ -83,6 +83,7 @@ pub struct BundleWriter {
     parts: Parts,
     pool: FramePool,
     hasher: FileHasher,
+    flusher: Flusher,
     /// End of the file (next write position).
     pos: u64,
     /// Next tar offset.
@@ -139,6 +140,7 @@ impl BundleWriter {
             parts,
             pool,
             hasher: FileHasher::start(opts.split.is_some()),
+            flusher: Flusher::start(),
             pos: 0,
             tar_pos: 0,
             committed: 0,
@@ -302,11 +304,13 @@ impl BundleWriter {
             target,
             parts,
             hasher,
+            flusher,
             pos: size,
             blobs,
             ..
         } = self;
-        let (part_hashes, sha256) = hasher.finish(&parts.tmp_path(0))?;
+        flusher.finish(&parts)?;
+        let (part_hashes, sha256) = hasher.finish(&parts)?;
         let finals = parts.final_paths(&target);
         if part_hashes.len() != finals.len() {
             return Err(BundleError::io(
@@ -499,6 +503,8 @@ impl BundleWriter {
 
     fn emit(&mut self, bytes: &[u8]) -> Result<(), BundleError> {
         self.parts.write_at(bytes, self.pos)?;
+        self.flusher
+            .written(&self.parts, self.pos, bytes.len() as u64);
         self.pos += bytes.len() as u64;
         Ok(())
     }
