@@ -5,7 +5,31 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::manifest::BlobRef;
-use crate::{BundleError, BundleReader, Digest, INDEX_VERSION, Index, IndexEntry};
+use crate::{
+    BundleError, BundleReader, BundleWriter, Digest, INDEX_VERSION, Image, Index, IndexEntry,
+};
+
+/// Adds `config` to the bundle as a blob and returns the `linux/amd64` image it describes, named
+/// `refs`, made of `layers` (already added), for the manifest given to [`BundleWriter::finish`].
+pub fn add_image(
+    w: &mut BundleWriter,
+    refs: &[&str],
+    config: &[u8],
+    layers: Vec<BlobRef>,
+) -> Result<Image, BundleError> {
+    let digest = w.add_blob_bytes(config)?;
+    Ok(Image {
+        refs: refs.iter().map(|r| (*r).to_owned()).collect(),
+        id: digest.clone(),
+        platform: "linux/amd64".into(),
+        config: BlobRef {
+            digest,
+            size: config.len() as u64,
+        },
+        layers,
+        oci_manifest: None,
+    })
+}
 
 /// A tar entry to assemble: header bytes as given, data, and what the index should say about it.
 #[derive(Clone, Debug)]

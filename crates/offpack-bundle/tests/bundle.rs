@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use offpack_bundle::{
     BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, SidecarStatus, WriteOptions,
-    extract, verify,
+    extract, testkit, verify,
 };
 
 fn opts() -> WriteOptions {
@@ -60,23 +60,12 @@ fn write_bundle(dir: &Path, name: &str, layers: &[Vec<u8>]) -> (PathBuf, Manifes
         "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}
     }))
     .unwrap();
-    let cd = w.add_blob_bytes(&config).unwrap();
     let mut manifest = Manifest::new("0.1.0-test", "shop");
     manifest.platforms.push("linux/amd64".into());
-    manifest.images.push(Image {
-        refs: vec![
-            "python:3.11-slim".into(),
-            "mirror.local/library/python:3.11-slim".into(),
-        ],
-        id: cd.clone(),
-        platform: "linux/amd64".into(),
-        config: BlobRef {
-            digest: cd,
-            size: config.len() as u64,
-        },
-        layers: refs,
-        oci_manifest: None,
-    });
+    let refs_named = ["python:3.11-slim", "mirror.local/library/python:3.11-slim"];
+    manifest
+        .images
+        .push(testkit::add_image(&mut w, &refs_named, &config, refs).unwrap());
     let written = w.finish(manifest.clone()).unwrap();
     assert_eq!(written.path, path);
     assert_eq!(written.size, std::fs::metadata(&path).unwrap().len());

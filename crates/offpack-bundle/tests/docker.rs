@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use offpack_bundle::{BlobRef, BundleWriter, Image, Manifest, WriteOptions};
+use offpack_bundle::{BlobRef, BundleWriter, Image, Manifest, WriteOptions, testkit};
 
 const TAG: &str = "offpack-bundle-selftest:v1";
 
@@ -34,22 +34,14 @@ fn docker_loads_a_bundle() {
         "history": [{"created_by": "offpack test"}],
     }))
     .unwrap();
-    let cd = w.add_blob_bytes(&config).unwrap();
+    let layers = vec![BlobRef {
+        digest: ld,
+        size: layer.len() as u64,
+    }];
     let mut m = Manifest::new("0", "selftest");
-    m.images.push(Image {
-        refs: vec![TAG.into()],
-        id: cd.clone(),
-        platform: "linux/amd64".into(),
-        config: BlobRef {
-            digest: cd.clone(),
-            size: config.len() as u64,
-        },
-        layers: vec![BlobRef {
-            digest: ld,
-            size: layer.len() as u64,
-        }],
-        oci_manifest: None,
-    });
+    let image = testkit::add_image(&mut w, &[TAG], &config, layers).unwrap();
+    let cd = image.id.clone();
+    m.images.push(image);
     w.finish(m).unwrap();
 
     let out = Command::new("sh")
@@ -240,7 +232,6 @@ fn docker_loads_a_delta_bundle_over_its_base() {
             "history": diff_ids.iter().map(|_| serde_json::json!({"created_by": "offpack test"})).collect::<Vec<_>>(),
         }))
         .unwrap();
-        let cd = w.add_blob_bytes(&config).unwrap();
         let mut m = Manifest::new("0", "selftest");
         if !absent.is_empty() {
             m.delta = Some(offpack_bundle::Delta {
@@ -248,17 +239,9 @@ fn docker_loads_a_delta_bundle_over_its_base() {
                 absent_layers: absent,
             });
         }
-        m.images.push(Image {
-            refs: vec![tag.into()],
-            id: cd.clone(),
-            platform: "linux/amd64".into(),
-            config: BlobRef {
-                digest: cd.clone(),
-                size: config.len() as u64,
-            },
-            layers: refs,
-            oci_manifest: None,
-        });
+        let image = testkit::add_image(&mut w, &[tag], &config, refs).unwrap();
+        let cd = image.id.clone();
+        m.images.push(image);
         w.finish(m).unwrap();
         offpack_bundle::verify(&path, &mut |_| {}).unwrap();
         (path, cd)

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use offpack_bundle::{
-    BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, WriteOptions, verify,
+    BlobRef, BundleReader, BundleWriter, Digest, Manifest, WriteOptions, testkit, verify,
 };
 use proptest::prelude::*;
 
@@ -51,16 +51,8 @@ proptest! {
             .collect();
         let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
         let config = serde_json::to_vec(&serde_json::json!({"rootfs": {"type": "layers", "diff_ids": diff_ids}})).unwrap();
-        let cd = w.add_blob_bytes(&config).unwrap();
         let mut manifest = Manifest::new("0", "p");
-        manifest.images.push(Image {
-            refs: vec!["app:1".into()],
-            id: cd.clone(),
-            platform: "linux/amd64".into(),
-            config: BlobRef { digest: cd, size: config.len() as u64 },
-            layers,
-            oci_manifest: None,
-        });
+        manifest.images.push(testkit::add_image(&mut w, &["app:1"], &config, layers).unwrap());
         w.finish(manifest).unwrap();
 
         let report = verify(&path, &mut |_| {}).unwrap();
@@ -95,22 +87,13 @@ fn small_bundle() -> &'static [u8] {
             &serde_json::json!({"rootfs": {"type": "layers", "diff_ids": [d.to_string()]}}),
         )
         .unwrap();
-        let cd = w.add_blob_bytes(&config).unwrap();
+        let layers = vec![BlobRef {
+            digest: d,
+            size: layer.len() as u64,
+        }];
         let mut m = Manifest::new("0", "p");
-        m.images.push(Image {
-            refs: vec!["app:1".into()],
-            id: cd.clone(),
-            platform: "linux/amd64".into(),
-            config: BlobRef {
-                digest: cd,
-                size: config.len() as u64,
-            },
-            layers: vec![BlobRef {
-                digest: d,
-                size: layer.len() as u64,
-            }],
-            oci_manifest: None,
-        });
+        m.images
+            .push(testkit::add_image(&mut w, &["app:1"], &config, layers).unwrap());
         w.finish(m).unwrap();
         std::fs::read(&path).unwrap()
     })

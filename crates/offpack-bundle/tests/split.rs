@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use offpack_bundle::{
-    BlobRef, BundleReader, BundleWriter, Delta, Digest, Image, Manifest, WriteOptions, Written,
+    BlobRef, BundleReader, BundleWriter, Delta, Digest, Manifest, WriteOptions, Written, testkit,
     verify,
 };
 use proptest::prelude::*;
@@ -52,7 +52,6 @@ fn write(path: &Path, layers: &[Vec<u8>], absent: usize, split: Option<u64>) -> 
         &serde_json::json!({"rootfs": {"type": "layers", "diff_ids": diff_ids}}),
     )
     .unwrap();
-    let cd = w.add_blob_bytes(&config).unwrap();
     let mut m = Manifest::new("0.1.0", "shop");
     m.created = "2026-01-01T00:00:00Z".into();
     let mut absent_layers: Vec<Digest> = refs[..absent].iter().map(|r| r.digest.clone()).collect();
@@ -63,17 +62,8 @@ fn write(path: &Path, layers: &[Vec<u8>], absent: usize, split: Option<u64>) -> 
             absent_layers,
         });
     }
-    m.images.push(Image {
-        refs: vec!["app:1".into()],
-        id: cd.clone(),
-        platform: "linux/amd64".into(),
-        config: BlobRef {
-            digest: cd,
-            size: config.len() as u64,
-        },
-        layers: refs,
-        oci_manifest: None,
-    });
+    m.images
+        .push(testkit::add_image(&mut w, &["app:1"], &config, refs).unwrap());
     w.finish(m).unwrap()
 }
 
