@@ -1,5 +1,5 @@
-//! The writer's machinery: the output file(s), a pool compressing frames in parallel, and a thread hashing
-//! the finished bytes for the sidecar.
+//! The writer's machinery: the output file(s), a pool compressing frames in parallel, a thread hashing
+//! the finished bytes for the sidecar, and one flushing the written bytes to disk as they come.
 //!
 //! Why a pool of single-threaded compressors instead of zstd's own multithreading: every frame is
 //! independent (spec 3.2), so whole frames can be compressed on separate threads while the caller's thread
