@@ -325,6 +325,15 @@ mod tests {
         Digest::of_bytes(name.as_bytes())
     }
 
+    #[test]
+    fn human_bytes_uses_binary_units_with_one_decimal() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
+    }
+
     /// Two images sharing a base layer, as an export or a load sees them.
     fn two_images() -> ImageProgress {
         let mut ledger = ImageProgress::new();
