@@ -20,8 +20,7 @@ use crate::load::inventory::Inventory;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
-use crate::reporter::human_bytes;
-use crate::reporter::{ImageProgress, ImageTasks, Reporter};
+use crate::reporter::{ImageProgress, ImageTasks, Reporter, human_bytes};
 
 /// What the far side needs to know per service, kept under `rebuild` in offpack.json.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -13,8 +13,7 @@ use crate::cli::{LoadArgs, Output};
 use crate::engine::{Engine, EngineFacts, channel_body};
 use crate::error::CheckFailed;
 use crate::load::{LoadImage, chain, write_load_stream};
-use crate::reporter::human_bytes;
-use crate::reporter::{ImageProgress, ImageTasks, Reporter, TaskId};
+use crate::reporter::{ImageProgress, ImageTasks, Reporter, TaskId, human_bytes};
 
 #[derive(Debug, Serialize)]
 struct LoadReport {

@@ -5,8 +5,7 @@ use offpack_bundle::SidecarStatus;
 use serde::Serialize;
 
 use crate::cli::{Output, VerifyArgs};
-use crate::reporter::Reporter;
-use crate::reporter::human_bytes;
+use crate::reporter::{Reporter, human_bytes};
 
 #[derive(Serialize)]
 struct Verified {
