@@ -11,12 +11,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const IMAGE: &str = "offpack-test/interrupt:1";
+/// The image of the bundle test. The load test has its own, built from other random bytes: the two
+/// tests run in parallel, and the load test removes its image from the engine, which must not take
+/// the other test's image with it (nor may an image of the other test's build let `load` find the
+/// removed image still there).
+const BUNDLE_IMAGE: &str = "offpack-test/interrupt-bundle:1";
+const LOAD_IMAGE: &str = "offpack-test/interrupt-load:1";
 
-/// A project whose one service runs a large (300 MB), incompressible image built from scratch,
-/// so that bundling and loading take long enough to be interrupted.
-fn big_image_project() -> tempfile::TempDir {
-    if !image_exists(IMAGE) {
+/// A project whose one service runs `image`, a large (300 MB), incompressible image built from
+/// scratch, so that bundling and loading take long enough to be interrupted.
+fn big_image_project(image: &str) -> tempfile::TempDir {
+    if !image_exists(image) {
         let ctx = tempfile::tempdir().unwrap();
         ok(Command::new("head")
             .args(["-c", "300000000", "/dev/urandom"])
@@ -27,21 +32,22 @@ fn big_image_project() -> tempfile::TempDir {
         )
         .unwrap();
         ok(Command::new("docker")
-            .args(["build", "-q", "-t", IMAGE])
+            .args(["build", "-q", "-t", image])
             .arg(ctx.path()));
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("compose.yaml"),
-        format!("services:\n  big:\n    image: {IMAGE}\n"),
+        format!("services:\n  big:\n    image: {image}\n"),
     )
     .unwrap();
     dir
 }
 
-/// Starts `offpack ARGS` and sends `signal` once `ready` says so (or after `max` at the latest).
-/// `ready` sees the lines the child has written to stderr so far, so a test can wait for the
-/// progress event that says the work it means to interrupt is under way.
+/// Starts `offpack ARGS` and sends `signal` once `ready` says so. `ready` sees the lines the child
+/// has written to stderr so far, so a test can wait for the progress event that says the work it
+/// means to interrupt is under way. Fails the test if that has not happened within `max`: a signal
+/// sent after the work, or to a child that already exited, would prove nothing.
 fn interrupt(
     dir: &Path,
     args: &[&str],
@@ -71,7 +77,18 @@ fn interrupt(
         out
     });
     let started = Instant::now();
-    while !ready(&lines.lock().unwrap()) && started.elapsed() < max {
+    while !ready(&lines.lock().unwrap()) {
+        if started.elapsed() > max || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            drop(stdout_reader.join());
+            stderr_reader.join().unwrap();
+            panic!(
+                "offpack {} did not get to the point to interrupt (within {max:?}); its stderr:\n{}",
+                args.join(" "),
+                lines.lock().unwrap().join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     ok(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]));
@@ -109,7 +126,7 @@ fn temp_files_in(dir: &Path) -> Vec<String> {
 #[test]
 fn interrupted_bundle_leaves_nothing_at_the_target() {
     require_engine();
-    let project = big_image_project();
+    let project = big_image_project(BUNDLE_IMAGE);
     let dir = project.path();
     let target = dir.join("big.offpack");
     let has_temp = |_: &[String]| temp_files_in(dir).iter().any(|n| n != "big.offpack");
@@ -151,11 +168,11 @@ fn interrupted_bundle_leaves_nothing_at_the_target() {
 #[test]
 fn killed_load_finishes_when_run_again() {
     require_engine();
-    let project = big_image_project();
+    let project = big_image_project(LOAD_IMAGE);
     let dir = project.path();
     ok(offpack(dir).args(["bundle", "-o", "big.offpack"]));
-    let id = image_id(IMAGE).unwrap();
-    ok(Command::new("docker").args(["rmi", IMAGE]));
+    let id = image_id(LOAD_IMAGE).unwrap();
+    ok(Command::new("docker").args(["rmi", LOAD_IMAGE]));
 
     // Kill the load once it has started streaming to the engine: the stream is 300 MB, so the
     // process is still running then, however fast the machine.
@@ -167,12 +184,12 @@ fn killed_load_finishes_when_run_again() {
         Duration::from_secs(60),
     );
     assert!(!out.status.success());
-    let after_kill = image_exists(IMAGE);
+    let after_kill = image_exists(LOAD_IMAGE);
 
     let out = ok(offpack(dir).args(["load", "--json", "big.offpack"]));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        image_id(IMAGE).as_deref(),
+        image_id(LOAD_IMAGE).as_deref(),
         Some(id.as_str()),
         "the image is back with its ID"
     );
