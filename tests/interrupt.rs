@@ -77,25 +77,29 @@ fn interrupt(
         out
     });
     let started = Instant::now();
-    while !ready(&lines.lock().unwrap()) {
+    let reached = loop {
+        if ready(&lines.lock().unwrap()) {
+            break true;
+        }
         if started.elapsed() > max || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            drop(stdout_reader.join());
-            stderr_reader.join().unwrap();
-            panic!(
-                "offpack {} did not get to the point to interrupt (within {max:?}); its stderr:\n{}",
-                args.join(" "),
-                lines.lock().unwrap().join("\n")
-            );
+            break false;
         }
         std::thread::sleep(Duration::from_millis(5));
+    };
+    if reached {
+        ok(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]));
+    } else {
+        let _ = child.kill();
     }
-    ok(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]));
     let status = child.wait().unwrap();
     let stdout = stdout_reader.join().unwrap();
     stderr_reader.join().unwrap();
     let stderr = lines.lock().unwrap().join("\n");
+    assert!(
+        reached,
+        "offpack {} exited or ran {max:?} without getting to the point to interrupt; its stderr:\n{stderr}",
+        args.join(" ")
+    );
     std::process::Output {
         status,
         stdout,
