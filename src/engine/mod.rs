@@ -252,7 +252,10 @@ impl Engine {
     {
         let options = BuildImageOptions {
             dockerfile: request.dockerfile.clone(),
-            t: request.tags.first().cloned(),
+            // No `t`: the names are given by offpack once the build is done. A build whose client
+            // was killed goes on in the engine and would tag its image after a rerun had tagged
+            // the new one, leaving the service's names on different images.
+            t: None,
             extrahosts: (!request.extra_hosts.is_empty()).then(|| request.extra_hosts.join(",")),
             nocache: request.no_cache,
             cachefrom: (!request.cache_from.is_empty()).then(|| request.cache_from.clone()),
@@ -298,7 +301,7 @@ impl Engine {
                 tail(&log, 20)
             )
         })?;
-        for tag in request.tags.iter().skip(1) {
+        for tag in &request.tags {
             self.tag(&image_id, tag).await?;
         }
         Ok(BuildOutcome {
