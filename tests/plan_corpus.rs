@@ -153,19 +153,20 @@ const COMPARED_WITH_COMPOSE_V1: &[&str] = &[
     "unpinned-latest",
 ];
 
-fn compose_v1_available() -> bool {
-    let Ok(version) = std::process::Command::new("docker-compose")
+/// docker-compose v1, which `scripts/test-env up` installs: these comparisons are written for v1's
+/// `config` output, and a missing or other tool fails them rather than letting them pass unchecked.
+fn require_compose_v1() {
+    let version = std::process::Command::new("docker-compose")
         .arg("version")
         .output()
-    else {
-        eprintln!("docker-compose is not installed: nothing to compare against");
-        return false;
-    };
-    if !String::from_utf8_lossy(&version.stdout).contains("version 1.") {
-        eprintln!("docker-compose is not v1: this comparison is written for v1's `config` output");
-        return false;
-    }
-    true
+        .unwrap_or_else(|e| {
+            panic!("docker-compose is not installed ({e}); run `scripts/test-env up`")
+        });
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("version 1."),
+        "docker-compose is not v1: these comparisons are written for v1's `config` output:\n{}",
+        String::from_utf8_lossy(&version.stdout)
+    );
 }
 
 fn compose_v1_config(dir: &Path) -> std::process::Output {
@@ -179,9 +180,7 @@ fn compose_v1_config(dir: &Path) -> std::process::Output {
 
 #[test]
 fn compose_v1_also_refuses_a_missing_required_variable() {
-    if !compose_v1_available() {
-        return;
-    }
+    require_compose_v1();
     let dir = repo_root().join("tests/plan-corpus/env-required-missing");
     let v1 = compose_v1_config(&dir);
     assert!(!v1.status.success());
@@ -197,9 +196,7 @@ fn compose_v1_also_refuses_a_missing_required_variable() {
 
 #[test]
 fn compose_v1_agrees_on_images_contexts_and_build_args() {
-    if !compose_v1_available() {
-        return;
-    }
+    require_compose_v1();
     let corpus = repo_root().join("tests/plan-corpus");
     for name in COMPARED_WITH_COMPOSE_V1 {
         let dir = corpus.join(name);
