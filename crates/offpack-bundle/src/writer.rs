@@ -133,6 +133,7 @@ impl BundleWriter {
                 "part size {size} is too small for split volumes: use at least {MIN_PART_SIZE} bytes (e.g. 4G)"
             )));
         }
+        crate::target::check_target_name(target)?;
         let pool = FramePool::new(opts.level, threads, CHUNK_CAPACITY)?;
         let parts = Parts::new(target, opts.split)?;
         let mut writer = BundleWriter {
@@ -319,11 +320,28 @@ impl BundleWriter {
             ));
         }
         let files: Vec<(PathBuf, String)> = finals.into_iter().zip(part_hashes).collect();
+        let lines = sidecar_lines(&files);
+        // The new sidecar is written before the bundle moves into place, and the old one removed,
+        // so that the files at the target are always a matching pair or a bundle alone (which
+        // verify checks blob by blob), even if the run dies in between.
+        let sidecar = prepare_sidecar(&target, &lines);
+        let old_removed = remove_old_sidecar(&target);
         parts.persist(&target)?;
+        let placed = sidecar
+            .and_then(|tmp| old_removed.map(|()| tmp))
+            .and_then(|tmp| {
+                let path = sidecar_path(&target);
+                tmp.persist(&path).map(drop).map_err(|e| e.error)
+            });
         sync_parent(&target)?;
-        let lines: Vec<(String, PathBuf)> =
-            files.iter().map(|(p, h)| (h.clone(), p.clone())).collect();
-        write_sidecar(&target, &lines)?;
+        if let Err(source) = placed {
+            return Err(BundleError::SidecarNotWritten {
+                bundle: target.clone(),
+                sidecar: sidecar_path(&target),
+                lines,
+                source,
+            });
+        }
         Ok(Written {
             path: target,
             sha256,
@@ -628,36 +646,44 @@ pub(crate) fn sidecar_path(bundle: &Path) -> PathBuf {
     bundle.with_file_name(name)
 }
 
-/// Writes `<bundle>.sha256` atomically: one `sha256sum` line per file (the bundle, or each part).
-fn write_sidecar(bundle: &Path, lines: &[(String, PathBuf)]) -> Result<(), BundleError> {
+/// The sidecar's text: one `sha256sum` line per file (the bundle, or each part).
+fn sidecar_lines(files: &[(PathBuf, String)]) -> String {
+    files
+        .iter()
+        .map(|(file, sha256)| {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            format!("{sha256}  {name}\n")
+        })
+        .collect()
+}
+
+/// Writes the sidecar's text into a synced temporary file beside it, to be renamed into place.
+fn prepare_sidecar(bundle: &Path, text: &str) -> io::Result<tempfile::NamedTempFile> {
     use std::io::Write as _;
-    let path = sidecar_path(bundle);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".offpack-sidecar.")
-        .tempfile_in(&dir)
-        .map_err(|e| BundleError::io(&dir, e))?;
-    let tmp_path = tmp.path().to_owned();
-    for (sha256, file) in lines {
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        writeln!(tmp, "{sha256}  {name}").map_err(|e| BundleError::io(&tmp_path, e))?;
-    }
+    let (dir, name) = crate::output::dir_and_name(bundle).map_err(io::Error::other)?;
+    let mut tmp = crate::output::temp_beside(
+        &dir,
+        &name.to_string_lossy(),
+        crate::output::SIDECAR_PARTIAL_SUFFIX,
+    )
+    .map_err(io::Error::other)?;
+    tmp.write_all(text.as_bytes())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| BundleError::io(&tmp_path, e))?;
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| BundleError::io(&tmp_path, e))?;
-    tmp.persist(&path)
-        .map_err(|e| BundleError::io(&path, e.error))?;
-    sync_parent(&path)
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+/// Removes the sidecar of the bundle being replaced: it describes the old bundle.
+fn remove_old_sidecar(bundle: &Path) -> io::Result<()> {
+    match std::fs::remove_file(sidecar_path(bundle)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -734,6 +760,32 @@ mod tests {
         let sidecar = std::fs::read_to_string(dir.path().join("big.offpack.sha256")).unwrap();
         assert_eq!(sidecar, format!("{}  big.offpack\n", written.sha256));
         assert_eq!(written.blobs, 1);
+    }
+
+    #[test]
+    fn a_sidecar_that_cannot_be_written_leaves_the_bundle_complete_and_no_old_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.offpack");
+        std::fs::create_dir(sidecar_path(&path)).unwrap();
+        let w = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+        match w.finish(Manifest::new("0", "p")) {
+            Err(BundleError::SidecarNotWritten { lines, .. }) => {
+                assert!(lines.ends_with("  s.offpack\n"), "{lines}");
+                let sha256 = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+                assert!(lines.starts_with(&sha256), "{lines}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["s.offpack", "s.offpack.sha256"],
+            "no temporary file left"
+        );
     }
 
     #[test]
