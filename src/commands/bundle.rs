@@ -87,6 +87,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     for finding in &plan.findings {
         reporter.warn(&describe(finding));
     }
+    // Before anything slow, so that a wrong -o fails at once; held until the bundle and its
+    // sidecar are in place.
+    let _target_lock = super::bundle_target::claim(&args, &project, reporter)?;
     let engine = Engine::connect().await?;
     check_platforms(&engine, &args.platforms).await?;
 

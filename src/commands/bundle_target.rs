@@ -1,0 +1,172 @@
+//! Claiming the bundle's output path before any slow work: the lock (one writer per target), and
+//! the refusal to write over the run's own inputs, over anything that is not a regular file, or
+//! (without `--force`) over a file that is not an earlier bundle. Decisions 0064 and 0065.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use offpack_bundle::{OutputRole, TargetLock};
+
+use crate::cli::BundleArgs;
+use crate::reporter::Reporter;
+
+/// A file the run reads, and what it is to the run (for messages).
+struct Input {
+    path: PathBuf,
+    what: String,
+}
+
+/// Takes the target's lock, checks every existing file the bundle would replace or remove, and
+/// removes the temporary files of killed runs for the same target. Hold the lock until the bundle
+/// and its sidecar are in place.
+pub fn claim(
+    args: &BundleArgs,
+    project: &offpack_compose::Project,
+    reporter: &dyn Reporter,
+) -> Result<TargetLock> {
+    let target = &args.output;
+    if target.as_os_str().is_empty() || target.file_name().is_none() {
+        bail!(
+            "-o {}: give the path of the bundle file to write, e.g. -o shop.offpack",
+            target.display()
+        );
+    }
+    let lock = TargetLock::acquire(target)?;
+    let inputs = inputs(args, project);
+    let inputs = inputs_by_identity(&inputs);
+    for (path, role) in offpack_bundle::existing_outputs(target)? {
+        check_replaceable(target, &path, role, &inputs, args.force)?;
+    }
+    let removed = lock.remove_dead_partials()?;
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        reporter.warn(&format!(
+            "removed {} temporary file(s) that an earlier run writing {} left when it was killed: {}",
+            removed.len(),
+            target.display(),
+            names.join(", ")
+        ));
+    }
+    Ok(lock)
+}
+
+/// Every file the run reads that a user could name as the output by mistake: the compose files,
+/// the environment files compose could read, the Dockerfiles and `.dockerignore`s of the builds,
+/// the signing key and the inventory. Files that do not exist are left out by the caller.
+fn inputs(args: &BundleArgs, project: &offpack_compose::Project) -> Vec<Input> {
+    let input = |path: &Path, what: String| Input {
+        path: path.to_owned(),
+        what,
+    };
+    let mut inputs: Vec<Input> = project
+        .files
+        .iter()
+        .map(|f| input(f, "a compose file of the project".into()))
+        .collect();
+    for file in &args.project.env_files {
+        inputs.push(input(file, "an environment file (--env-file)".into()));
+    }
+    // `.env` is read from the project directory, the working directory (to find the project) and
+    // beside included compose files; which one a run read does not matter here.
+    let mut env_dirs: Vec<PathBuf> = vec![project.project_directory.clone(), PathBuf::from(".")];
+    env_dirs.extend(
+        project
+            .files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf)),
+    );
+    env_dirs.extend(args.project.project_directory.clone());
+    for dir in env_dirs {
+        inputs.push(input(
+            &dir.join(".env"),
+            "the project's environment file".into(),
+        ));
+    }
+    for service in project.services.values() {
+        let Some(build) = &service.build else {
+            continue;
+        };
+        if let offpack_compose::DockerfileSource::Path(dockerfile) = &build.dockerfile {
+            inputs.push(input(
+                dockerfile,
+                format!("the Dockerfile of service {}", service.name),
+            ));
+        }
+        if let offpack_compose::BuildContext::Local(context) = &build.context {
+            inputs.push(input(
+                &context.join(".dockerignore"),
+                format!("the .dockerignore of service {}", service.name),
+            ));
+        }
+    }
+    if let Some(key) = &args.sign {
+        inputs.push(input(key, "the secret key (--sign)".into()));
+    }
+    if let Some(have) = &args.have {
+        inputs.push(input(have, "the inventory (--have)".into()));
+    }
+    inputs
+}
+
+/// The inputs that exist, by file identity (device and inode): another spelling of a path, a
+/// symbolic link or a hard link to an input is the input.
+fn inputs_by_identity(inputs: &[Input]) -> HashMap<(u64, u64), &Input> {
+    inputs
+        .iter()
+        .filter_map(|i| {
+            let meta = std::fs::metadata(&i.path).ok()?;
+            Some(((meta.dev(), meta.ino()), i))
+        })
+        .collect()
+}
+
+fn check_replaceable(
+    target: &Path,
+    path: &Path,
+    role: OutputRole,
+    inputs: &HashMap<(u64, u64), &Input>,
+    force: bool,
+) -> Result<()> {
+    let as_output = match role {
+        OutputRole::Bundle => format!("the output path {}", path.display()),
+        OutputRole::Sidecar => format!(
+            "{}, the checksum file of the output {},",
+            path.display(),
+            target.display()
+        ),
+        OutputRole::Part(n) => format!(
+            "{}, part {n} of the split output {},",
+            path.display(),
+            target.display()
+        ),
+    };
+    // A dangling symbolic link is replaced by the rename like a file and points nowhere.
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if let Some(input) = inputs.get(&(meta.dev(), meta.ino())) {
+        bail!(
+            "{as_output} is {} ({}); offpack never writes over its own inputs: choose another -o",
+            input.what,
+            input.path.display()
+        );
+    }
+    if !meta.file_type().is_file() {
+        bail!(
+            "{as_output} is {}, not a regular file; offpack writes only regular files: choose another -o",
+            offpack_fs::describe(meta.file_type())
+        );
+    }
+    if !force && !offpack_bundle::is_offpack_output(target, path, role) {
+        bail!(
+            "{as_output} exists and is not {}; give --force to replace it, or choose another -o",
+            match role {
+                OutputRole::Sidecar => "a checksum file offpack wrote",
+                _ => "an offpack bundle",
+            }
+        );
+    }
+    Ok(())
+}
