@@ -313,17 +313,19 @@ fn concurrent_runs_to_one_target_leave_a_matching_pair() {
     let image = "offpack-test-a/concurrent:1";
     let project = tiny_image_project(image, 2_000_000);
     let d = project.path();
-    for round in 0..10 {
-        // Different levels: different bytes, so a bundle with the other run's sidecar fails verify.
-        let start = |level: &str| {
+    let mut refused = 0;
+    for round in 0..25 {
+        // Two project names: two bundles that differ, so that a bundle with the other run's
+        // sidecar fails verify.
+        let start = |name: &str| {
             offpack(d)
-                .args(["bundle", "--level", level, "-o", "b.offpack"])
+                .args(["bundle", "-p", name, "-o", "b.offpack"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         };
-        let (first, second) = (start("1"), start("4"));
+        let (first, second) = (start("offpack-test-a-one"), start("offpack-test-a-two"));
         let outs = [
             first.wait_with_output().unwrap(),
             second.wait_with_output().unwrap(),
@@ -333,6 +335,7 @@ fn concurrent_runs_to_one_target_leave_a_matching_pair() {
             if out.status.success() {
                 succeeded += 1;
             } else {
+                refused += 1;
                 assert_eq!(out.status.code(), Some(2), "{}", stderr(out));
                 assert!(
                     stderr(out).contains("another offpack run (pid")
@@ -355,6 +358,11 @@ fn concurrent_runs_to_one_target_leave_a_matching_pair() {
             "round {round}"
         );
     }
+    eprintln!("{refused} of 25 second runs found the target busy");
+    assert!(
+        refused > 0,
+        "the runs never overlapped: the lock was not exercised"
+    );
     ok(Command::new("docker").args(["rmi", image]));
 }
 

@@ -3,7 +3,7 @@
 //! that died (removed under the lock). Decision 0064.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -150,11 +150,9 @@ impl TargetLock {
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::WOULDBLOCK) => {
-                    let mut text = String::new();
-                    let _ = (&file).take(64).read_to_string(&mut text);
                     return Err(BundleError::TargetBusy {
                         target: target.to_owned(),
-                        holder: text.trim().parse().ok(),
+                        holder: holder_pid(&file),
                     });
                 }
                 Err(e) => return Err(BundleError::io(&path, e.into())),
@@ -202,6 +200,24 @@ impl TargetLock {
         }
         Ok(removed)
     }
+}
+
+/// The pid the holder of the lock wrote into it; a holder that has just taken the lock writes it
+/// a moment later, so this waits a little for it (on the failure path only).
+fn holder_pid(file: &File) -> Option<u32> {
+    use std::os::unix::fs::FileExt;
+    for _ in 0..10 {
+        let mut buf = [0u8; 16];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let pid = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        if pid.is_some() {
+            return pid;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
 }
 
 /// Whether `file` is a temporary file of a writer of `name`: `.NAME.XXXXXX.partial` (a bundle or
