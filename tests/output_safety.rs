@@ -366,12 +366,52 @@ fn concurrent_runs_to_one_target_leave_a_matching_pair() {
     ok(Command::new("docker").args(["rmi", image]));
 }
 
+/// Waits until the running `child` has a temporary bundle file in `dir`; false if it never does.
+fn wait_for_partial(dir: &Path, child: &mut std::process::Child) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none() {
+        if names_in(dir).iter().any(|n| n.ends_with(".partial")) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
 #[test]
 fn leftovers_of_killed_runs_are_removed_and_a_live_writers_are_kept() {
     require_engine();
     let image = "offpack-test-a/leftovers:1";
-    let project = tiny_image_project(image, 100_000);
+    let project = tiny_image_project(image, 40_000_000);
     let d = project.path();
+    // A run killed while it writes leaves its temporary file and its lock file.
+    let mut child = offpack(d)
+        .args(["bundle", "-o", "b.offpack"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let killed = wait_for_partial(d, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(killed, "the run was never writing");
+    let left = names_in(d);
+    assert!(left.iter().any(|n| n.ends_with(".partial")), "{left:?}");
+    assert!(
+        left.contains(&".b.offpack.offpack-lock".to_string()),
+        "{left:?}"
+    );
+    let out = ok(offpack(d).args(["bundle", "-o", "b.offpack"]));
+    assert!(
+        stderr(&out).contains("removed 1 temporary file(s)"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        names_in(d),
+        ["b.offpack", "b.offpack.sha256", "compose.yaml"]
+    );
+
     // What a writer killed mid-write leaves: its temporary bundle and sidecar and its lock file
     // (unlocked: the lock went with the process). Another target's temporary file stays.
     let dead = [
@@ -444,17 +484,10 @@ fn a_failed_sidecar_write_says_the_bundle_is_complete() {
         .spawn()
         .unwrap();
     // Once the bundle is being written (its checks passed), a directory takes the sidecar's place.
-    let started = Instant::now();
-    let writing = loop {
-        if names_in(d).iter().any(|n| n.ends_with(".partial")) {
-            std::fs::create_dir(d.join("b.offpack.sha256")).unwrap();
-            break true;
-        }
-        if started.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let writing = wait_for_partial(d, &mut child);
+    if writing {
+        std::fs::create_dir(d.join("b.offpack.sha256")).unwrap();
+    }
     let out = child.wait_with_output().unwrap();
     assert!(
         writing,

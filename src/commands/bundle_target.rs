@@ -33,7 +33,12 @@ pub fn claim(
             target.display()
         );
     }
-    let lock = TargetLock::acquire(target)?;
+    let lock = TargetLock::acquire(target).map_err(|e| match e {
+        offpack_bundle::BundleError::Io { .. } => {
+            anyhow::Error::new(e).context(format!("cannot create the bundle {}", target.display()))
+        }
+        other => other.into(),
+    })?;
     let inputs = inputs(args, project);
     let inputs = inputs_by_identity(&inputs);
     for (path, role) in offpack_bundle::existing_outputs(target)? {

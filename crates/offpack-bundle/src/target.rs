@@ -146,7 +146,8 @@ impl TargetLock {
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| BundleError::io(&path, e))?;
+                // The lock file is an implementation detail: name what the user can fix.
+                .map_err(|e| BundleError::io(&dir, e))?;
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::WOULDBLOCK) => {
