@@ -18,14 +18,10 @@ struct Input {
     what: String,
 }
 
-/// Takes the target's lock, checks every existing file the bundle would replace or remove, and
-/// removes the temporary files of killed runs for the same target. Hold the lock until the bundle
-/// and its sidecar are in place.
-pub fn claim(
-    args: &BundleArgs,
-    project: &offpack_compose::Project,
-    reporter: &dyn Reporter,
-) -> Result<TargetLock> {
+/// The checks of the output path, without taking the lock (which would leave its file behind
+/// if a signal killed the run during a pull or a build): the name, whether another run is writing
+/// the target now, and every existing file the bundle would replace or remove.
+pub fn check(args: &BundleArgs, project: &offpack_compose::Project) -> Result<()> {
     let target = &args.output;
     if target.as_os_str().is_empty() || target.file_name().is_none() {
         bail!(
@@ -33,17 +29,27 @@ pub fn claim(
             target.display()
         );
     }
+    offpack_bundle::check_target_name(target)?;
+    TargetLock::check_free(target)?;
+    check_existing_outputs(args, project)
+}
+
+/// Takes the target's lock, checks the target again under it, and removes the temporary files of
+/// killed runs for the same target. Hold the lock until the bundle and its sidecar are in place.
+pub fn claim(
+    args: &BundleArgs,
+    project: &offpack_compose::Project,
+    reporter: &dyn Reporter,
+) -> Result<TargetLock> {
+    let target = &args.output;
     let lock = TargetLock::acquire(target).map_err(|e| match e {
         offpack_bundle::BundleError::Io { .. } => {
             anyhow::Error::new(e).context(format!("cannot create the bundle {}", target.display()))
         }
         other => other.into(),
     })?;
-    let inputs = inputs(args, project);
-    let inputs = inputs_by_identity(&inputs);
-    for (path, role) in offpack_bundle::existing_outputs(target)? {
-        check_replaceable(target, &path, role, &inputs, args.force)?;
-    }
+    // Another run may have finished writing the target since the first check.
+    check_existing_outputs(args, project)?;
     let removed = lock.remove_dead_partials()?;
     if !removed.is_empty() {
         let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
@@ -55,6 +61,15 @@ pub fn claim(
         ));
     }
     Ok(lock)
+}
+
+fn check_existing_outputs(args: &BundleArgs, project: &offpack_compose::Project) -> Result<()> {
+    let inputs = inputs(args, project);
+    let inputs = inputs_by_identity(&inputs);
+    for (path, role) in offpack_bundle::existing_outputs(&args.output)? {
+        check_replaceable(&args.output, &path, role, &inputs, args.force)?;
+    }
+    Ok(())
 }
 
 /// Every file the run reads that a user could name as the output by mistake: the compose files,

@@ -131,14 +131,31 @@ impl std::fmt::Debug for TargetLock {
 }
 
 impl TargetLock {
+    /// Fails with [`BundleError::TargetBusy`] if another writer holds the lock of `target` now,
+    /// without creating the lock file: a check before slow work, ahead of [`acquire`](Self::acquire).
+    pub fn check_free(target: &Path) -> Result<(), BundleError> {
+        let path = lock_path(target)?;
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(BundleError::io(&path, e)),
+        };
+        // Shared: two runs checking at once do not see each other as writers.
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(BundleError::TargetBusy {
+                target: target.to_owned(),
+                holder: holder_pid(&file),
+            }),
+            Err(e) => Err(BundleError::io(&path, e.into())),
+        }
+    }
+
     /// Takes the lock of `target`, or fails at once with [`BundleError::TargetBusy`].
     pub fn acquire(target: &Path) -> Result<Self, BundleError> {
         check_target_name(target)?;
-        let (dir, name) = dir_and_name(target)?;
-        let mut lock_name = std::ffi::OsString::from(".");
-        lock_name.push(&name);
-        lock_name.push(".offpack-lock");
-        let path = dir.join(lock_name);
+        let path = lock_path(target)?;
+        let (dir, _) = dir_and_name(target)?;
         loop {
             let mut file = std::fs::OpenOptions::new()
                 .read(true)
@@ -201,6 +218,15 @@ impl TargetLock {
         }
         Ok(removed)
     }
+}
+
+/// `.NAME.offpack-lock` beside the target.
+fn lock_path(target: &Path) -> Result<PathBuf, BundleError> {
+    let (dir, name) = dir_and_name(target)?;
+    let mut lock_name = std::ffi::OsString::from(".");
+    lock_name.push(&name);
+    lock_name.push(".offpack-lock");
+    Ok(dir.join(lock_name))
 }
 
 /// The pid the holder of the lock wrote into it; a holder that has just taken the lock writes it
@@ -289,7 +315,12 @@ mod tests {
     fn a_second_lock_of_a_target_fails_naming_the_holder_and_the_file_goes_with_the_lock() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("b.offpack");
+        TargetLock::check_free(&target).unwrap();
         let first = TargetLock::acquire(&target).unwrap();
+        assert!(matches!(
+            TargetLock::check_free(&target),
+            Err(BundleError::TargetBusy { .. })
+        ));
         match TargetLock::acquire(&target) {
             Err(BundleError::TargetBusy { holder, .. }) => {
                 assert_eq!(holder, Some(std::process::id()))
