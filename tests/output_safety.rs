@@ -170,6 +170,13 @@ fn bundle_never_writes_over_a_special_file() {
 
     let out = bundle_without_engine(d, &["-o", "app"]);
     refused_before_engine(&out, "is a directory, not a regular file");
+
+    // A link planted in place of the lock file is never followed (the lock file is truncated).
+    std::os::unix::fs::symlink("compose.yaml", d.join(".c.offpack.offpack-lock")).unwrap();
+    let compose = std::fs::read(d.join("compose.yaml")).unwrap();
+    let out = bundle_without_engine(d, &["-o", "c.offpack"]);
+    refused_before_engine(&out, ".c.offpack.offpack-lock, offpack's lock file");
+    assert_eq!(std::fs::read(d.join("compose.yaml")).unwrap(), compose);
 }
 
 #[test]

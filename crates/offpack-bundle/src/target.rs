@@ -135,10 +135,12 @@ impl TargetLock {
     /// without creating the lock file: a check before slow work, ahead of [`acquire`](Self::acquire).
     pub fn check_free(target: &Path) -> Result<(), BundleError> {
         let path = lock_path(target)?;
-        let file = match File::open(&path) {
+        let file = match open_lock_file(&path, false) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(BundleError::io(&path, e)),
+            Err(BundleError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         };
         // Shared: two runs checking at once do not see each other as writers.
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
@@ -157,14 +159,13 @@ impl TargetLock {
         let path = lock_path(target)?;
         let (dir, _) = dir_and_name(target)?;
         loop {
-            let mut file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
+            let mut file = open_lock_file(&path, true).map_err(|e| match e {
                 // The lock file is an implementation detail: name what the user can fix.
-                .map_err(|e| BundleError::io(&dir, e))?;
+                BundleError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                    BundleError::io(&dir, source)
+                }
+                other => other,
+            })?;
             match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -218,6 +219,38 @@ impl TargetLock {
         }
         Ok(removed)
     }
+}
+
+/// Opens the lock file without following a symbolic link or blocking on a FIFO, and only if it is
+/// a regular file: whoever can write in the target's directory must not make offpack truncate and
+/// write some other file through it.
+fn open_lock_file(path: &Path, create: bool) -> Result<File, BundleError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .truncate(false)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    let not_regular = |what: &str| {
+        BundleError::InvalidInput(format!(
+            "{}, offpack's lock file for the bundle beside it, is {what}; remove it and run again",
+            path.display()
+        ))
+    };
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(not_regular("a symbolic link"));
+        }
+        Err(e) => return Err(BundleError::io(path, e)),
+    };
+    let meta = file.metadata().map_err(|e| BundleError::io(path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(offpack_fs::describe(meta.file_type())));
+    }
+    Ok(file)
 }
 
 /// `.NAME.offpack-lock` beside the target.
@@ -330,6 +363,19 @@ mod tests {
         drop(first);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         let _again = TargetLock::acquire(&target).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_that_is_a_link_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(".b.offpack.offpack-lock")).unwrap();
+        let target = dir.path().join("b.offpack");
+        let err = TargetLock::acquire(&target).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link; remove it"), "{err}");
+        assert!(TargetLock::check_free(&target).is_err());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     }
 
     #[test]
