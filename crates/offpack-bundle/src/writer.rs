@@ -321,14 +321,21 @@ impl BundleWriter {
         }
         let files: Vec<(PathBuf, String)> = finals.into_iter().zip(part_hashes).collect();
         let lines = sidecar_lines(&files);
-        // The new sidecar is written before the bundle moves into place, and the old one removed,
-        // so that the files at the target are always a matching pair or a bundle alone (which
-        // verify checks blob by blob), even if the run dies in between.
+        // The new sidecar is written before the bundle moves into place, and the old one set
+        // aside, so that the files at the target are always a matching pair or a bundle alone
+        // (which verify checks blob by blob), even if the run dies in between.
         let sidecar = prepare_sidecar(&target, &lines);
-        let old_removed = remove_old_sidecar(&target);
-        parts.persist(&target)?;
+        let old_sidecar = set_aside_old_sidecar(&target);
+        if let Err(e) = parts.persist(&target) {
+            // The old bundle is still in place: so goes its sidecar.
+            if let Ok(Some(old)) = old_sidecar {
+                let _ = old.persist(sidecar_path(&target));
+            }
+            return Err(e);
+        }
         let placed = sidecar
-            .and_then(|tmp| old_removed.map(|()| tmp))
+            // Dropping the old sidecar's temporary path deletes it.
+            .and_then(|tmp| old_sidecar.map(|_old| tmp))
             .and_then(|tmp| {
                 let path = sidecar_path(&target);
                 tmp.persist(&path).map(drop).map_err(|e| e.error)
@@ -678,12 +685,23 @@ fn prepare_sidecar(bundle: &Path, text: &str) -> io::Result<tempfile::NamedTempF
     Ok(tmp)
 }
 
-/// Removes the sidecar of the bundle being replaced: it describes the old bundle.
-fn remove_old_sidecar(bundle: &Path) -> io::Result<()> {
-    match std::fs::remove_file(sidecar_path(bundle)) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// Moves the sidecar of the bundle being replaced (it describes the old bundle) to a temporary
+/// name beside it, deleted when the returned path is dropped; `None` when there is none.
+fn set_aside_old_sidecar(bundle: &Path) -> io::Result<Option<tempfile::TempPath>> {
+    let path = sidecar_path(bundle);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
     }
+    let (dir, name) = crate::output::dir_and_name(bundle).map_err(io::Error::other)?;
+    let aside = crate::output::temp_beside(
+        &dir,
+        &name.to_string_lossy(),
+        crate::output::SIDECAR_PARTIAL_SUFFIX,
+    )
+    .map_err(io::Error::other)?
+    .into_temp_path();
+    std::fs::rename(&path, &aside)?;
+    Ok(Some(aside))
 }
 
 #[cfg(test)]
@@ -786,6 +804,21 @@ mod tests {
             ["s.offpack", "s.offpack.sha256"],
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn a_bundle_that_cannot_be_renamed_keeps_the_old_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.offpack");
+        let w = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+        std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+        std::fs::write(sidecar_path(&path), "the old bundle's").unwrap();
+        assert_eq!(w.finish(Manifest::new("0", "p")).unwrap_err().kind(), "io");
+        assert_eq!(
+            std::fs::read_to_string(sidecar_path(&path)).unwrap(),
+            "the old bundle's"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]
