@@ -171,6 +171,15 @@ fn bundle_never_writes_over_a_special_file() {
     let out = bundle_without_engine(d, &["-o", "app"]);
     refused_before_engine(&out, "is a directory, not a regular file");
 
+    // A FIFO among the parts is refused without being opened (that would block).
+    std::fs::write(d.join("s.offpack.001"), "not a part").unwrap();
+    ok(Command::new("mkfifo").arg(d.join("s.offpack.002")));
+    let out = bundle_without_engine(d, &["-o", "s.offpack"]);
+    refused_before_engine(
+        &out,
+        "s.offpack.002, part 2 of the split output s.offpack, is a FIFO",
+    );
+
     // A link planted in place of the lock file is never followed (the lock file is truncated).
     std::os::unix::fs::symlink("compose.yaml", d.join(".c.offpack.offpack-lock")).unwrap();
     let compose = std::fs::read(d.join("compose.yaml")).unwrap();

@@ -64,10 +64,37 @@ pub fn claim(
 }
 
 fn check_existing_outputs(args: &BundleArgs, project: &offpack_compose::Project) -> Result<()> {
+    let target = &args.output;
     let inputs = inputs(args, project);
     let inputs = inputs_by_identity(&inputs);
-    for (path, role) in offpack_bundle::existing_outputs(&args.output)? {
-        check_replaceable(&args.output, &path, role, &inputs, args.force)?;
+    let outputs = offpack_bundle::existing_outputs(target)?;
+    let mut regular = Vec::new();
+    for (path, role) in outputs {
+        if check_not_input_nor_special(target, &path, role, &inputs)? {
+            regular.push((path, role));
+        }
+    }
+    if args.force {
+        return Ok(());
+    }
+    // Every file is known to be regular by now: a FIFO among the parts would block the reader.
+    let mut parts_are_a_bundle = None;
+    for (path, role) in regular {
+        let ours = match role {
+            OutputRole::Part(_) => *parts_are_a_bundle
+                .get_or_insert_with(|| offpack_bundle::is_offpack_output(target, &path, role)),
+            _ => offpack_bundle::is_offpack_output(target, &path, role),
+        };
+        if !ours {
+            bail!(
+                "{} exists and is not {}; give --force to replace it, or choose another -o",
+                as_output(target, &path, role),
+                match role {
+                    OutputRole::Sidecar => "a checksum file offpack wrote",
+                    _ => "an offpack bundle",
+                }
+            );
+        }
     }
     Ok(())
 }
@@ -142,14 +169,9 @@ fn inputs_by_identity(inputs: &[Input]) -> HashMap<(u64, u64), &Input> {
         .collect()
 }
 
-fn check_replaceable(
-    target: &Path,
-    path: &Path,
-    role: OutputRole,
-    inputs: &HashMap<(u64, u64), &Input>,
-    force: bool,
-) -> Result<()> {
-    let as_output = match role {
+/// The existing file `path` that the bundle would replace as `role`, in messages.
+fn as_output(target: &Path, path: &Path, role: OutputRole) -> String {
+    match role {
         OutputRole::Bundle => format!("the output path {}", path.display()),
         OutputRole::Sidecar => format!(
             "{}, the checksum file of the output {},",
@@ -161,32 +183,35 @@ fn check_replaceable(
             path.display(),
             target.display()
         ),
-    };
+    }
+}
+
+/// Refuses `path` if it is one of the run's inputs or not a regular file (`--force` or not);
+/// returns whether it is a file that exists.
+fn check_not_input_nor_special(
+    target: &Path,
+    path: &Path,
+    role: OutputRole,
+    inputs: &HashMap<(u64, u64), &Input>,
+) -> Result<bool> {
     // A dangling symbolic link is replaced by the rename like a file and points nowhere.
     let Ok(meta) = std::fs::metadata(path) else {
-        return Ok(());
+        return Ok(false);
     };
     if let Some(input) = inputs.get(&(meta.dev(), meta.ino())) {
         bail!(
-            "{as_output} is {} ({}); offpack never writes over its own inputs: choose another -o",
+            "{} is {} ({}); offpack never writes over its own inputs: choose another -o",
+            as_output(target, path, role),
             input.what,
             input.path.display()
         );
     }
     if !meta.file_type().is_file() {
         bail!(
-            "{as_output} is {}, not a regular file; offpack writes only regular files: choose another -o",
+            "{} is {}, not a regular file; offpack writes only regular files: choose another -o",
+            as_output(target, path, role),
             offpack_fs::describe(meta.file_type())
         );
     }
-    if !force && !offpack_bundle::is_offpack_output(target, path, role) {
-        bail!(
-            "{as_output} exists and is not {}; give --force to replace it, or choose another -o",
-            match role {
-                OutputRole::Sidecar => "a checksum file offpack wrote",
-                _ => "an offpack bundle",
-            }
-        );
-    }
-    Ok(())
+    Ok(true)
 }
