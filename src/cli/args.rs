@@ -99,6 +99,11 @@ pub struct BundleArgs {
     /// Bundle file to write (written atomically: nothing appears there unless the bundle is complete).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Replace an existing file at the output path (or at its `.sha256` or parts) that is not an
+    /// offpack bundle. Never needed to replace an earlier bundle; never allowed for the project's
+    /// own files, keys or inventory, nor for anything but a regular file.
+    #[arg(long)]
+    pub force: bool,
     /// When to pull images of the plan.
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pub pull: PullPolicy,

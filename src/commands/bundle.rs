@@ -87,6 +87,8 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     for finding in &plan.findings {
         reporter.warn(&describe(finding));
     }
+    // Before anything slow, so that a wrong -o fails at once.
+    super::bundle_target::check(&args, &project)?;
     let engine = Engine::connect().await?;
     check_platforms(&engine, &args.platforms).await?;
 
@@ -235,6 +237,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     // signal ends the run cleanly instead of killing it with the file in place.
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    // Taken once a signal can no longer kill the run with its lock file in place; held until the
+    // bundle and its sidecar are in place.
+    let _target_lock = super::bundle_target::claim(&args, &project, reporter)?;
     let leave_out = match &args.have {
         Some(path) => layers_the_far_side_has(path, infos.values())?,
         None => HashSet::new(),

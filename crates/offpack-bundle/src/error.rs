@@ -270,6 +270,35 @@ pub enum BundleError {
         /// The missing part's path.
         path: PathBuf,
     },
+    /// Another writer holds the lock of the target path.
+    #[error(
+        "another offpack run{} is writing the bundle {} right now; wait for it to finish, or write to another path",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(),
+        target.display()
+    )]
+    TargetBusy {
+        /// The bundle path.
+        target: PathBuf,
+        /// The pid of the writer holding the lock, when it could be read.
+        holder: Option<u32>,
+    },
+    /// The bundle is complete and in place, but its `.sha256` checksum file could not be written.
+    #[error(
+        "the bundle {} is complete and in place, but its checksum file {} could not be written ({source}); \
+         `offpack verify {}` still checks every blob of the bundle without it. To restore it (for \
+         `sha256sum -c` and verify's whole-file check), write these lines into {}:\n{lines}",
+        bundle.display(), sidecar.display(), bundle.display(), sidecar.display()
+    )]
+    SidecarNotWritten {
+        /// The bundle (base path of a split bundle).
+        bundle: PathBuf,
+        /// The checksum file that is missing.
+        sidecar: PathBuf,
+        /// What the checksum file would hold (`sha256sum` lines).
+        lines: String,
+        /// Why writing it failed.
+        source: io::Error,
+    },
     /// A metadata item is larger than this reader accepts.
     #[error(
         "{what} is {size} bytes, more than the limit of {limit}; the bundle is corrupt or not from offpack"
@@ -294,6 +323,8 @@ impl BundleError {
         !matches!(
             self,
             BundleError::Io { .. }
+                | BundleError::TargetBusy { .. }
+                | BundleError::SidecarNotWritten { .. }
                 | BundleError::Source { .. }
                 | BundleError::SourceMismatch { .. }
                 | BundleError::UnwrittenBlob { .. }
@@ -334,6 +365,8 @@ impl BundleError {
             BundleError::MissingPart { .. } => "missing-part",
             BundleError::BadSignature(_) => "bad-signature",
             BundleError::Unsigned { .. } => "unsigned",
+            BundleError::TargetBusy { .. } => "target-busy",
+            BundleError::SidecarNotWritten { .. } => "sidecar-not-written",
             BundleError::InPart { source, .. } => source.kind(),
         }
     }

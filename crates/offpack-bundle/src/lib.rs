@@ -49,6 +49,7 @@ mod output;
 mod reader;
 mod sign;
 mod source;
+mod target;
 mod tarhdr;
 mod verify;
 mod writer;
@@ -65,5 +66,6 @@ pub use manifest::{
 };
 pub use reader::BundleReader;
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};
+pub use target::{OutputRole, TargetLock, check_target_name, existing_outputs, is_offpack_output};
 pub use verify::{SidecarStatus, VerifyReport, extract, verify, verify_with_key};
 pub use writer::{BundleWriter, FAT32_PART_SIZE, MIN_PART_SIZE, WriteOptions, Written};

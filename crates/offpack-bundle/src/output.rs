@@ -31,19 +31,44 @@ pub(crate) struct Parts {
     files: Vec<(Arc<File>, tempfile::TempPath)>,
 }
 
+/// Random characters in a temporary file's name (alphanumeric, as `tempfile` makes them).
+pub(crate) const RANDOM_LEN: usize = 6;
+/// Ends the name of a temporary bundle or part: `.NAME.XXXXXX.partial`.
+pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
+/// Ends the name of a temporary sidecar: `.NAME.XXXXXX.sha256-partial`; it cannot be taken for
+/// the `.partial` of another target, so a run removes only its own target's leftovers.
+pub(crate) const SIDECAR_PARTIAL_SUFFIX: &str = ".sha256-partial";
+
+/// The directory (`.` for a bare name) and file name of a target path.
+pub(crate) fn dir_and_name(target: &Path) -> Result<(PathBuf, std::ffi::OsString), BundleError> {
+    let name = target.file_name().ok_or_else(|| {
+        BundleError::InvalidInput(format!("{} is not a file path", target.display()))
+    })?;
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name.to_owned()))
+}
+
+/// A new temporary file `.NAME.XXXXXX<suffix>` in `dir`, beside the target it will replace.
+pub(crate) fn temp_beside(
+    dir: &Path,
+    name: &str,
+    suffix: &str,
+) -> Result<tempfile::NamedTempFile, BundleError> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .rand_bytes(RANDOM_LEN)
+        .suffix(suffix)
+        .tempfile_in(dir)
+        .map_err(|e| BundleError::io(dir, e))
+}
+
 impl Parts {
     pub(crate) fn new(target: &Path, part_size: Option<u64>) -> Result<Self, BundleError> {
-        let file_name = target
-            .file_name()
-            .ok_or_else(|| {
-                BundleError::InvalidInput(format!("{} is not a file path", target.display()))
-            })?
-            .to_string_lossy()
-            .into_owned();
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let (dir, file_name) = dir_and_name(target)?;
+        let file_name = file_name.to_string_lossy().into_owned();
         let mut parts = Parts {
             dir,
             file_name,
@@ -59,11 +84,7 @@ impl Parts {
     }
 
     fn add_part(&mut self) -> Result<(), BundleError> {
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", self.file_name))
-            .suffix(".partial")
-            .tempfile_in(&self.dir)
-            .map_err(|e| BundleError::io(&self.dir, e))?;
+        let tmp = temp_beside(&self.dir, &self.file_name, PARTIAL_SUFFIX)?;
         let (file, path) = tmp.into_parts();
         self.files.push((Arc::new(file), path));
         Ok(())

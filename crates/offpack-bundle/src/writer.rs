@@ -133,6 +133,7 @@ impl BundleWriter {
                 "part size {size} is too small for split volumes: use at least {MIN_PART_SIZE} bytes (e.g. 4G)"
             )));
         }
+        crate::target::check_target_name(target)?;
         let pool = FramePool::new(opts.level, threads, CHUNK_CAPACITY)?;
         let parts = Parts::new(target, opts.split)?;
         let mut writer = BundleWriter {
@@ -319,11 +320,35 @@ impl BundleWriter {
             ));
         }
         let files: Vec<(PathBuf, String)> = finals.into_iter().zip(part_hashes).collect();
-        parts.persist(&target)?;
+        let lines = sidecar_lines(&files);
+        // The new sidecar is written before the bundle moves into place, and the old one set
+        // aside, so that the files at the target are always a matching pair or a bundle alone
+        // (which verify checks blob by blob), even if the run dies in between.
+        let sidecar = prepare_sidecar(&target, &lines);
+        let old_sidecar = set_aside_old_sidecar(&target);
+        if let Err(e) = parts.persist(&target) {
+            // The old bundle is still in place: so goes its sidecar.
+            if let Ok(Some(old)) = old_sidecar {
+                let _ = old.persist(sidecar_path(&target));
+            }
+            return Err(e);
+        }
+        let placed = sidecar
+            // Dropping the old sidecar's temporary path deletes it.
+            .and_then(|tmp| old_sidecar.map(|_old| tmp))
+            .and_then(|tmp| {
+                let path = sidecar_path(&target);
+                tmp.persist(&path).map(drop).map_err(|e| e.error)
+            });
         sync_parent(&target)?;
-        let lines: Vec<(String, PathBuf)> =
-            files.iter().map(|(p, h)| (h.clone(), p.clone())).collect();
-        write_sidecar(&target, &lines)?;
+        if let Err(source) = placed {
+            return Err(BundleError::SidecarNotWritten {
+                bundle: target.clone(),
+                sidecar: sidecar_path(&target),
+                lines,
+                source,
+            });
+        }
         Ok(Written {
             path: target,
             sha256,
@@ -628,36 +653,55 @@ pub(crate) fn sidecar_path(bundle: &Path) -> PathBuf {
     bundle.with_file_name(name)
 }
 
-/// Writes `<bundle>.sha256` atomically: one `sha256sum` line per file (the bundle, or each part).
-fn write_sidecar(bundle: &Path, lines: &[(String, PathBuf)]) -> Result<(), BundleError> {
+/// The sidecar's text: one `sha256sum` line per file (the bundle, or each part).
+fn sidecar_lines(files: &[(PathBuf, String)]) -> String {
+    files
+        .iter()
+        .map(|(file, sha256)| {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            format!("{sha256}  {name}\n")
+        })
+        .collect()
+}
+
+/// Writes the sidecar's text into a synced temporary file beside it, to be renamed into place.
+fn prepare_sidecar(bundle: &Path, text: &str) -> io::Result<tempfile::NamedTempFile> {
     use std::io::Write as _;
-    let path = sidecar_path(bundle);
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".offpack-sidecar.")
-        .tempfile_in(&dir)
-        .map_err(|e| BundleError::io(&dir, e))?;
-    let tmp_path = tmp.path().to_owned();
-    for (sha256, file) in lines {
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        writeln!(tmp, "{sha256}  {name}").map_err(|e| BundleError::io(&tmp_path, e))?;
-    }
+    let (dir, name) = crate::output::dir_and_name(bundle).map_err(io::Error::other)?;
+    let mut tmp = crate::output::temp_beside(
+        &dir,
+        &name.to_string_lossy(),
+        crate::output::SIDECAR_PARTIAL_SUFFIX,
+    )
+    .map_err(io::Error::other)?;
+    tmp.write_all(text.as_bytes())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| BundleError::io(&tmp_path, e))?;
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| BundleError::io(&tmp_path, e))?;
-    tmp.persist(&path)
-        .map_err(|e| BundleError::io(&path, e.error))?;
-    sync_parent(&path)
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
+/// Moves the sidecar of the bundle being replaced (it describes the old bundle) to a temporary
+/// name beside it, deleted when the returned path is dropped; `None` when there is none.
+fn set_aside_old_sidecar(bundle: &Path) -> io::Result<Option<tempfile::TempPath>> {
+    let path = sidecar_path(bundle);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let (dir, name) = crate::output::dir_and_name(bundle).map_err(io::Error::other)?;
+    let aside = crate::output::temp_beside(
+        &dir,
+        &name.to_string_lossy(),
+        crate::output::SIDECAR_PARTIAL_SUFFIX,
+    )
+    .map_err(io::Error::other)?
+    .into_temp_path();
+    std::fs::rename(&path, &aside)?;
+    Ok(Some(aside))
 }
 
 #[cfg(test)]
@@ -734,6 +778,47 @@ mod tests {
         let sidecar = std::fs::read_to_string(dir.path().join("big.offpack.sha256")).unwrap();
         assert_eq!(sidecar, format!("{}  big.offpack\n", written.sha256));
         assert_eq!(written.blobs, 1);
+    }
+
+    #[test]
+    fn a_sidecar_that_cannot_be_written_leaves_the_bundle_complete_and_no_old_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.offpack");
+        std::fs::create_dir(sidecar_path(&path)).unwrap();
+        let w = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+        match w.finish(Manifest::new("0", "p")) {
+            Err(BundleError::SidecarNotWritten { lines, .. }) => {
+                assert!(lines.ends_with("  s.offpack\n"), "{lines}");
+                let sha256 = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
+                assert!(lines.starts_with(&sha256), "{lines}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["s.offpack", "s.offpack.sha256"],
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn a_bundle_that_cannot_be_renamed_keeps_the_old_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.offpack");
+        let w = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+        std::fs::create_dir_all(path.join("in-the-way")).unwrap();
+        std::fs::write(sidecar_path(&path), "the old bundle's").unwrap();
+        assert_eq!(w.finish(Manifest::new("0", "p")).unwrap_err().kind(), "io");
+        assert_eq!(
+            std::fs::read_to_string(sidecar_path(&path)).unwrap(),
+            "the old bundle's"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -150,8 +150,9 @@ impl std::error::Error for ReadError {
     }
 }
 
-/// What a file type is, in words, for a file that is not regular.
-fn describe(file_type: std::fs::FileType) -> &'static str {
+/// What a file type is, in words ("a directory", "a FIFO (named pipe)"), for a file that is not
+/// regular.
+pub fn describe(file_type: std::fs::FileType) -> &'static str {
     if file_type.is_dir() {
         "a directory"
     } else if file_type.is_fifo() {
