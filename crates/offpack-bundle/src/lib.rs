@@ -44,12 +44,14 @@ mod error;
 mod frame;
 mod hashpipe;
 mod index;
+mod loadcheck;
 mod manifest;
 mod output;
 mod reader;
 mod sign;
 mod source;
 mod tarhdr;
+mod text;
 mod verify;
 mod writer;
 
@@ -59,11 +61,14 @@ pub mod testkit;
 pub use digest::Digest;
 pub use error::BundleError;
 pub use index::{INDEX_VERSION, Index, IndexEntry};
+pub use loadcheck::{CheckedBundle, SidecarCheck};
 pub use manifest::{
     BlobRef, Delta, FORMAT_MAJOR, FORMAT_VERSION, Image, Manifest, Package, Project, ProjectFile,
     rfc3339_utc_now,
 };
 pub use reader::BundleReader;
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};
+pub use source::bundle_len;
+pub use text::{escape_controls, escape_controls_in_lines};
 pub use verify::{SidecarStatus, VerifyReport, extract, verify, verify_with_key};
 pub use writer::{BundleWriter, FAT32_PART_SIZE, MIN_PART_SIZE, WriteOptions, Written};
