@@ -275,7 +275,14 @@ fn a_sidecar_mismatch_loads_and_retags_nothing() {
 
     // With the right sidecar the same load goes through.
     std::fs::write(sidecar(&bundle), good).unwrap();
-    ok(offpack(dir.path()).args(["load", "s.offpack"]));
+    let out = ok(offpack(dir.path()).args(["load", "--json", "s.offpack"]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["sidecar"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("s.offpack.sha256")),
+        "{report}"
+    );
     assert!(image_exists(new) && image_exists(held[1]));
     remove(&[held[0], held[1], new], &ids);
 }

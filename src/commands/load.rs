@@ -26,6 +26,10 @@ struct LoadReport {
     /// Layers not sent because the engine already holds them (same layer on the same base).
     layers_skipped: usize,
     bytes_streamed: u64,
+    /// Fingerprint of the key whose valid signature the bundle carries.
+    signed_by: Option<String>,
+    /// The `.sha256` file the whole bundle matched, when there is one beside it.
+    sidecar: Option<String>,
 }
 
 pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
@@ -45,8 +49,9 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             e.into()
         }
     })?;
-    if let Some(signer) = &checked.signed_by {
-        reporter.step(&format!("signed by key {}", signer.fingerprint()));
+    let checked_signer = checked.signed_by.as_ref().map(|k| k.fingerprint());
+    if let Some(signer) = &checked_signer {
+        reporter.step(&format!("signed by key {signer}"));
     }
     let sidecar = SidecarGate::start(checked.sidecar);
     let bundle = Arc::new(checked.reader);
@@ -74,6 +79,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         kept: Vec::new(),
         layers_skipped: 0,
         bytes_streamed: 0,
+        signed_by: checked_signer.clone(),
+        sidecar: None,
     };
     let mut to_load = Vec::new();
     // Per image to load: its label and blobs with their sizes, for its progress line.
@@ -302,6 +309,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             e
         }
     })?;
+    report.sidecar = sidecar.matched();
     for (id, reference) in retag {
         engine.tag(&id, &reference).await?;
         report.retagged.push(reference);
@@ -318,7 +326,10 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 let names: Vec<_> = report.retagged.iter().map(|n| escape_controls(n)).collect();
                 format!(", retagged {}", names.join(", "))
             }
-        )
+        ) + &match &report.sidecar {
+            Some(sidecar) => format!("; the bundle matches {sidecar}"),
+            None => String::new(),
+        }
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -454,25 +465,42 @@ fn check_space(engine: &Engine, facts: &EngineFacts, stream_bytes: u64) -> Resul
 /// The `.sha256` check of the whole bundle, on a thread of its own from the moment the bundle's
 /// metadata passed: hashing the file costs one sequential read, done while the engine is asked
 /// what it holds and the blobs stream (`zstd -dc | docker load` would not be faster).
-struct SidecarGate(Mutex<Option<std::thread::JoinHandle<Result<PathBuf, BundleError>>>>);
+struct SidecarGate {
+    job: Mutex<Option<std::thread::JoinHandle<Result<PathBuf, BundleError>>>>,
+    /// The sidecar, once it matched.
+    matched: Mutex<Option<PathBuf>>,
+}
 
 impl SidecarGate {
     fn start(check: Option<SidecarCheck>) -> Arc<Self> {
         let job = check.map(|check| std::thread::spawn(move || check.run()));
-        Arc::new(SidecarGate(Mutex::new(job)))
+        Arc::new(SidecarGate {
+            job: Mutex::new(job),
+            matched: Mutex::new(None),
+        })
     }
 
     /// Waits for the check (the first call; later ones return at once): an error when the bundle
     /// differs from its `.sha256`.
     fn wait(&self) -> Result<()> {
-        let job = self.0.lock().ok().and_then(|mut job| job.take());
-        match job {
-            None => Ok(()),
-            Some(job) => match job.join() {
-                Ok(result) => result.map(|_| ()).map_err(anyhow::Error::from),
-                Err(_) => bail!("the thread checking the bundle's .sha256 file stopped"),
-            },
+        let job = self.job.lock().ok().and_then(|mut job| job.take());
+        let Some(job) = job else {
+            return Ok(());
+        };
+        let sidecar = match job.join() {
+            Ok(result) => result?,
+            Err(_) => bail!("the thread checking the bundle's .sha256 file stopped"),
+        };
+        if let Ok(mut matched) = self.matched.lock() {
+            *matched = Some(sidecar);
         }
+        Ok(())
+    }
+
+    /// The sidecar the bundle matched, after [`SidecarGate::wait`].
+    fn matched(&self) -> Option<String> {
+        let matched = self.matched.lock().ok()?;
+        matched.as_ref().map(|p| p.display().to_string())
     }
 }
 
