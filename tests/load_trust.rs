@@ -5,17 +5,29 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use common::*;
 use offpack_bundle::testkit::{self, RawEntry};
 use offpack_bundle::{BlobRef, BundleWriter, Digest, Image, Manifest, SigningKey, WriteOptions};
 
-/// One image of a test bundle: its names and the content of its one layer's one file (the
-/// content makes the image, and so its ID, unique to the test).
+/// One image of a test bundle: its names and its layers (tars; their content makes the image,
+/// and so its ID, unique to the test).
 struct TestImage<'a> {
     refs: &'a [&'a str],
-    content: &'a str,
+    layers: Vec<Vec<u8>>,
+}
+
+impl<'a> TestImage<'a> {
+    /// An image of one layer holding one file.
+    fn one(refs: &'a [&'a str], content: &str) -> Self {
+        TestImage {
+            refs,
+            layers: vec![layer_tar(content.as_bytes())],
+        }
+    }
 }
 
 fn layer_tar(content: &[u8]) -> Vec<u8> {
@@ -50,14 +62,26 @@ fn write_bundle(
     .unwrap();
     let mut manifest = Manifest::new("test", project);
     let mut ids = Vec::new();
+    let mut written = std::collections::HashSet::new();
     for image in images {
-        let layer = layer_tar(image.content.as_bytes());
-        let layer_digest = writer.add_blob(layer.len() as u64, &layer[..]).unwrap();
+        let mut layers = Vec::new();
+        for layer in &image.layers {
+            // The same layer in two images is stored once.
+            let digest = Digest::of_bytes(layer);
+            if written.insert(digest.clone()) {
+                writer.add_blob(layer.len() as u64, &layer[..]).unwrap();
+            }
+            layers.push(BlobRef {
+                digest,
+                size: layer.len() as u64,
+            });
+        }
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": "amd64",
             "os": "linux",
             "config": {"Cmd": ["/hello.txt"]},
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }))
         .unwrap();
         let config_digest = writer.add_blob_bytes(&config).unwrap();
@@ -69,10 +93,7 @@ fn write_bundle(
                 digest: config_digest.clone(),
                 size: config.len() as u64,
             },
-            layers: vec![BlobRef {
-                digest: layer_digest,
-                size: layer.len() as u64,
-            }],
+            layers,
             oci_manifest: None,
         });
         ids.push(config_digest);
@@ -130,10 +151,7 @@ fn a_signed_bundle_changed_after_signing_loads_nothing() {
     let ids = write_bundle(
         &signed,
         "p",
-        &[TestImage {
-            refs: &[name],
-            content,
-        }],
+        &[TestImage::one(&[name], content)],
         Some(secret),
         None,
     );
@@ -145,10 +163,7 @@ fn a_signed_bundle_changed_after_signing_loads_nothing() {
     write_bundle(
         &tampered,
         "p",
-        &[TestImage {
-            refs: &[name, added],
-            content,
-        }],
+        &[TestImage::one(&[name, added], content)],
         None,
         None,
     );
@@ -187,10 +202,7 @@ fn a_required_key_refuses_unsigned_and_other_signers() {
     let (team, team_pub) = key_files(dir.path(), "team");
     let (other, _) = key_files(dir.path(), "other");
     let refs = [name];
-    let image = |refs| TestImage {
-        refs,
-        content: "a required key\n",
-    };
+    let image = |refs| TestImage::one(refs, "a required key\n");
     let ids = write_bundle(
         &dir.path().join("unsigned.offpack"),
         "p",
@@ -248,14 +260,8 @@ fn a_sidecar_mismatch_loads_and_retags_nothing() {
         &bundle,
         "p",
         &[
-            TestImage {
-                refs: &held,
-                content: "sidecar: held\n",
-            },
-            TestImage {
-                refs: &[new],
-                content: "sidecar: new\n",
-            },
+            TestImage::one(&held, "sidecar: held\n"),
+            TestImage::one(&[new], "sidecar: new\n"),
         ],
         None,
         None,
@@ -298,10 +304,7 @@ fn corruption_in_a_blob_load_does_not_stream_is_found_by_the_sidecar() {
     let ids = write_bundle(
         &bundle,
         "p",
-        &[TestImage {
-            refs: &names,
-            content: &content,
-        }],
+        &[TestImage::one(&names, &content)],
         None,
         None,
     );
@@ -356,10 +359,7 @@ fn a_hidden_link_entry_or_a_lying_size_loads_nothing() {
     let ids = write_bundle(
         &good,
         "p",
-        &[TestImage {
-            refs: &[name],
-            content: "structure\n",
-        }],
+        &[TestImage::one(&[name], "structure\n")],
         None,
         None,
     );
@@ -427,10 +427,7 @@ fn a_split_bundle_is_verified_by_its_base_name_and_a_missing_file_is_named() {
     write_bundle(
         &dir.path().join("s.offpack"),
         "p",
-        &[TestImage {
-            refs: &["offpack-test-b-split:1"],
-            content: &content,
-        }],
+        &[TestImage::one(&["offpack-test-b-split:1"], &content)],
         None,
         Some(offpack_bundle::MIN_PART_SIZE),
     );
@@ -462,10 +459,7 @@ fn names_from_a_bundle_reach_the_terminal_escaped() {
     write_bundle(
         &dir.path().join("e.offpack"),
         "shop\u{1b}[2J",
-        &[TestImage {
-            refs: &[evil],
-            content: "escape\n",
-        }],
+        &[TestImage::one(&[evil], "escape\n")],
         None,
         None,
     );
@@ -494,4 +488,85 @@ fn names_from_a_bundle_reach_the_terminal_escaped() {
         "{err:?}"
     );
     assert!(err.contains("\\u{1b}]0;owned"), "{err}");
+}
+
+/// Bytes that do not compress (so that streaming them takes a while).
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn an_image_removed_during_a_load_is_explained_and_a_second_load_finishes() {
+    require_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let base = "offpack-test-b-lost-base:1";
+    let app = "offpack-test-b-lost-app:1";
+    let base_layer = layer_tar(b"the base layer of the lost-image test\n");
+    let ids = write_bundle(
+        &dir.path().join("base.offpack"),
+        "p",
+        &[TestImage {
+            refs: &[base],
+            layers: vec![base_layer.clone()],
+        }],
+        None,
+        None,
+    );
+    let app_ids = write_bundle(
+        &dir.path().join("app.offpack"),
+        "p",
+        &[TestImage {
+            refs: &[app],
+            layers: vec![base_layer, layer_tar(&noise(200 << 20))],
+        }],
+        None,
+        None,
+    );
+    remove(&[base, app], &[ids.clone(), app_ids.clone()].concat());
+    ok(offpack(dir.path()).args(["load", "base.offpack"]));
+
+    // The load leaves the base layer out of its stream (the engine holds it); the base image is
+    // removed while the app's 200 MiB layer streams, before the engine imports.
+    let mut child = offpack(dir.path())
+        .args(["--json", "load", "app.offpack"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|e| {
+            e["event"] == "start" && e["label"].as_str().is_some_and(|l| l.starts_with("load "))
+        });
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    ok(std::process::Command::new("docker").args(["rmi", base]));
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    let err = seen.join("\n");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the engine lost an image or layer this load relied on")
+            && err.contains("run the same `offpack load` again"),
+        "{err}"
+    );
+    assert!(!image_exists(app));
+
+    ok(offpack(dir.path()).args(["load", "app.offpack"]));
+    assert!(image_exists(app), "the second load finishes it");
+    remove(&[base, app], &[ids, app_ids].concat());
 }
