@@ -13,8 +13,8 @@ use crate::sign::VerifyingKey;
 use crate::source::{RangeReader, Source};
 use crate::tarhdr::{self, BLOCK, EntryType};
 use crate::verify::{
-    MAX_RETAINED_BLOB, check_entry_kind, check_metadata, compare_with_sidecar, read_sidecar,
-    require_signer,
+    MAX_RETAINED_BLOB, MAX_RETAINED_TOTAL, check_entry_kind, check_metadata, compare_with_sidecar,
+    read_sidecar, require_signer,
 };
 use crate::{BundleError, BundleReader, Digest};
 
@@ -86,6 +86,7 @@ pub(crate) fn open_checked(
     // The images' configs and OCI manifests: what check_metadata compares with offpack.json.
     let manifest = crate::Manifest::from_json(metadata.get("offpack.json").map_or(&[][..], |v| v))?;
     let mut retained: HashMap<Digest, Vec<u8>> = HashMap::new();
+    let mut retained_total = 0;
     for image in &manifest.images {
         let small_json = std::iter::once(&image.config).chain(image.oci_manifest.as_ref());
         for blob in small_json {
@@ -96,6 +97,14 @@ pub(crate) fn open_checked(
                 continue;
             };
             if e.size <= MAX_RETAINED_BLOB {
+                retained_total += e.size;
+                if retained_total > MAX_RETAINED_TOTAL {
+                    return Err(BundleError::TooLarge {
+                        what: "the images' configs and OCI manifests together".into(),
+                        size: retained_total,
+                        limit: MAX_RETAINED_TOTAL,
+                    });
+                }
                 retained.insert(blob.digest.clone(), read_entry_bytes(&src, e)?);
             }
         }

@@ -22,7 +22,7 @@ use crate::{BundleError, Digest, Manifest};
 /// manifests and image configs against `offpack.json`.
 pub(crate) const MAX_RETAINED_BLOB: u64 = 1 << 20;
 /// Total memory for retained blobs.
-const MAX_RETAINED_TOTAL: u64 = 256 << 20;
+pub(crate) const MAX_RETAINED_TOTAL: u64 = 256 << 20;
 
 /// Whether the `.sha256` sidecar was checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
