@@ -41,6 +41,7 @@ pub enum Command {
     /// Show what a bundle holds (project, images, sizes) without reading it all.
     Inspect(InspectArgs),
     /// Load a bundle's images into the engine (air-gapped side), skipping those already present.
+    ///
     /// The bundle's index, metadata and signature are checked before the engine is asked anything,
     /// every blob as it streams, and the .sha256 file beside it alongside: a bundle that fails a
     /// check loads nothing and retags nothing.
