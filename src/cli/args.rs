@@ -41,7 +41,10 @@ pub enum Command {
     /// Show what a bundle holds (project, images, sizes) without reading it all.
     Inspect(InspectArgs),
     /// Load a bundle's images into the engine (air-gapped side), skipping those already present.
-    /// Every blob is checked as it streams; a corrupt bundle loads nothing.
+    ///
+    /// The bundle's index, metadata and signature are checked before the engine is asked anything,
+    /// every blob as it streams, and the .sha256 file beside it alongside: a bundle that fails a
+    /// check loads nothing and retags nothing.
     Load(LoadArgs),
     /// Rebuild a service's image from its Dockerfile using the loaded images as cache, without any
     /// registry, and tag it the way docker compose names it so that `docker compose up` uses it.
@@ -134,10 +137,11 @@ pub struct BundleArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The bundle file (or the first part of a split bundle).
+    /// The bundle file (a split bundle: its base name or its first part).
     pub bundle: PathBuf,
-    /// Also require a valid signature by this public key (from `offpack keygen`).
-    #[arg(long, value_name = "PUBLIC_KEY_FILE")]
+    /// Also require a valid signature by this public key (from `offpack keygen`). Set
+    /// OFFPACK_KEY once to make every `verify` and `load` on this machine require it.
+    #[arg(long, value_name = "PUBLIC_KEY_FILE", env = "OFFPACK_KEY")]
     pub key: Option<PathBuf>,
 }
 
@@ -172,8 +176,13 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// The bundle file.
+    /// The bundle file (a split bundle: its base name or its first part).
     pub bundle: PathBuf,
+    /// Load only a bundle validly signed by this public key (from `offpack keygen`); an unsigned
+    /// bundle or another signer is refused before anything reaches the engine. Set OFFPACK_KEY
+    /// once (e.g. in /etc/environment) to require this on every load of this machine.
+    #[arg(long, value_name = "PUBLIC_KEY_FILE", env = "OFFPACK_KEY")]
+    pub key: Option<PathBuf>,
     /// Load only the images these services need (repeatable).
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,

@@ -32,7 +32,10 @@ impl Output {
             let _ = serde_json::to_writer_pretty(&mut stdout, value);
             let _ = writeln!(stdout);
         } else {
+            // Names from a bundle are escaped where they are formatted; this catches any other
+            // control character before it reaches the terminal.
             let text = human();
+            let text = offpack_bundle::escape_controls_in_lines(&text);
             if !text.is_empty() {
                 let _ = write!(stdout, "{text}");
                 if !text.ends_with('\n') {
@@ -81,7 +84,10 @@ pub fn main() -> ExitCode {
                 });
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             }
-            eprintln!("error: {}", format_error(&err));
+            eprintln!(
+                "error: {}",
+                offpack_bundle::escape_controls_in_lines(&format_error(&err))
+            );
             ExitCode::from(kind.exit_code())
         }
     }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use offpack_bundle::{escape_controls, escape_controls_in_lines};
+
 use super::Output;
 use crate::reporter::{Reporter, TaskId};
 
@@ -113,6 +115,7 @@ impl CliReporter {
     }
 
     fn plain(&self, line: &str) {
+        let line = &*escape_controls_in_lines(line);
         match &self.mode {
             Mode::Bars(multi) => {
                 let _ = multi.println(line);
@@ -124,6 +127,8 @@ impl CliReporter {
 
     fn open(&self, label: &str, total: Option<u64>, parent: Option<TaskId>, kind: Kind) -> TaskId {
         let task = TaskId(self.next.fetch_add(1, Ordering::Relaxed));
+        // A label is one line (the JSON events carry it as it is).
+        let shown = escape_controls(label);
         let mut bar = None;
         match &self.mode {
             Mode::Bars(multi) => {
@@ -147,9 +152,9 @@ impl CliReporter {
                     None => multi.add(new),
                 };
                 new.set_message(if parent.is_some() {
-                    format!("  {label}")
+                    format!("  {shown}")
                 } else {
-                    label.to_string()
+                    shown.to_string()
                 });
                 new.enable_steady_tick(Duration::from_millis(120));
                 bar = Some(new);
@@ -163,7 +168,7 @@ impl CliReporter {
                 "kind": kind.name(),
             })),
             // An image's line comes when it ends; the whole's comes now.
-            Mode::Plain if parent.is_none() => eprintln!("{label} ..."),
+            Mode::Plain if parent.is_none() => eprintln!("{shown} ..."),
             Mode::Plain | Mode::Quiet => {}
         }
         if let Ok(mut tasks) = self.tasks.lock() {
@@ -243,7 +248,10 @@ impl Reporter for CliReporter {
                 if let Some(bar) = state.bar {
                     bar.finish_and_clear();
                 }
-                self.plain(&format!("{indent}{}: {outcome}", state.label));
+                self.plain(&format!(
+                    "{indent}{}: {outcome}",
+                    escape_controls(&state.label)
+                ));
             }
             Mode::JsonLines => self.event(serde_json::json!({
                 "event": "finish",
@@ -251,7 +259,13 @@ impl Reporter for CliReporter {
                 "label": state.label,
                 "outcome": outcome,
             })),
-            Mode::Plain => eprintln!("{indent}{}: {outcome}", state.label),
+            Mode::Plain => eprintln!(
+                "{}",
+                escape_controls_in_lines(&format!(
+                    "{indent}{}: {outcome}",
+                    escape_controls(&state.label)
+                ))
+            ),
             Mode::Quiet => {}
         }
     }
@@ -269,9 +283,9 @@ impl Reporter for CliReporter {
                 self.event(serde_json::json!({"event": "warning", "message": message}))
             }
             Mode::Bars(multi) => {
-                let _ = multi.println(format!("warning: {message}"));
+                let _ = multi.println(format!("warning: {}", escape_controls_in_lines(message)));
             }
-            _ => eprintln!("warning: {message}"),
+            _ => eprintln!("warning: {}", escape_controls_in_lines(message)),
         }
     }
 }

@@ -51,9 +51,14 @@ pub fn images_for_services(manifest: &Manifest, services: &[String]) -> Result<B
     let mut ids = BTreeSet::new();
     for service in services {
         let entry = meta.services.get(service).ok_or_else(|| {
-            let known: Vec<&str> = meta.services.keys().map(String::as_str).collect();
+            let known: Vec<_> = meta
+                .services
+                .keys()
+                .map(|s| offpack_bundle::escape_controls(s))
+                .collect();
             anyhow!(
-                "the bundle has no service `{service}`; it has: {}",
+                "the bundle has no service `{}`; it has: {}",
+                offpack_bundle::escape_controls(service),
                 known.join(", ")
             )
         })?;

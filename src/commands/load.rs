@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use offpack_bundle::{BundleReader, Digest};
+use offpack_bundle::{BundleError, BundleReader, Digest, SidecarCheck, escape_controls};
 use serde::Serialize;
 
 use crate::cli::{LoadArgs, Output};
@@ -26,10 +26,35 @@ struct LoadReport {
     /// Layers not sent because the engine already holds them (same layer on the same base).
     layers_skipped: usize,
     bytes_streamed: u64,
+    /// Fingerprint of the key whose valid signature the bundle carries.
+    signed_by: Option<String>,
+    /// The `.sha256` file the whole bundle matched, when there is one beside it.
+    sidecar: Option<String>,
 }
 
 pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
-    let bundle = BundleReader::open(&args.bundle)?;
+    let key = match &args.key {
+        Some(path) => Some(crate::commands::verify::read_public_key(path)?),
+        None => None,
+    };
+    // Everything but the blob data is checked before the engine hears of the bundle, not even a
+    // name to look up: a bundle changed after signing, or whose metadata lies, changes nothing.
+    let checked = BundleReader::open_checked(&args.bundle, key.as_ref()).map_err(|e| {
+        if e.is_corruption() {
+            anyhow::Error::new(e).context(format!(
+                "{}: refused, nothing was loaded",
+                args.bundle.display()
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    let checked_signer = checked.signed_by.as_ref().map(|k| k.fingerprint());
+    if let Some(signer) = &checked_signer {
+        reporter.step(&format!("signed by key {signer}"));
+    }
+    let sidecar = SidecarGate::start(checked.sidecar);
+    let bundle = Arc::new(checked.reader);
     let manifest = bundle.manifest().clone();
     let wanted = crate::commands::bundle::images_for_services(&manifest, &args.services)?;
     // A name `docker load` refuses would stop the load after earlier images were imported:
@@ -38,8 +63,9 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         for reference in &image.refs {
             if crate::plan::familiar_name(reference).is_err() {
                 return Err(anyhow::Error::new(CheckFailed(format!(
-                    "the bundle names image {} `{reference}`, which is not a valid image reference",
-                    image.id
+                    "the bundle names image {} `{}`, which is not a valid image reference",
+                    image.id,
+                    escape_controls(reference)
                 ))));
             }
         }
@@ -53,6 +79,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         kept: Vec::new(),
         layers_skipped: 0,
         bytes_streamed: 0,
+        signed_by: checked_signer.clone(),
+        sidecar: None,
     };
     let mut to_load = Vec::new();
     // Per image to load: its label and blobs with their sizes, for its progress line.
@@ -106,11 +134,12 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         }
     }
     for name in &report.already_present {
-        reporter.step(&format!("{name}: already present"));
+        reporter.step(&format!("{}: already present", escape_controls(name)));
     }
     for name in &report.kept {
         reporter.warn(&format!(
-            "{name} names another image in the engine (a rebuild?); left as it is"
+            "{} names another image in the engine (a rebuild?); left as it is",
+            escape_controls(name)
         ));
     }
 
@@ -134,7 +163,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         let mut image_tasks = Some(ImageTasks::start(reporter, task, Some(total), &ledger));
         let ledger = Arc::new(Mutex::new(ledger));
         let (writer, body) = channel_body();
-        let path: PathBuf = args.bundle.clone();
+        let bundle_for_stream = bundle.clone();
+        let sidecar_for_stream = sidecar.clone();
         let images = to_load.clone();
         let progress = Arc::new(AtomicU64::new(0));
         let sink = progress.clone();
@@ -161,11 +191,16 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                     }
                 }
             };
-            let result = BundleReader::open(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|bundle| {
-                    write_load_stream(&bundle, &images, &omit, &mut writer, &mut on_blob)
-                });
+            // The stream's end waits for the checksum: the engine imports nothing from a
+            // stream that never ends, so a bundle the .sha256 refuses loads nothing.
+            let result = write_load_stream(
+                &bundle_for_stream,
+                &images,
+                &omit,
+                &mut writer,
+                &mut on_blob,
+                &mut || sidecar_for_stream.wait(),
+            );
             match result {
                 Ok(()) => Ok(sink.load(Ordering::Relaxed)),
                 Err(e) => {
@@ -235,7 +270,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 }
                 return Err(e.context("streaming the bundle to the engine"));
             }
-            (Ok(_), Err(e)) => return Err(e),
+            (Ok(_), Err(e)) => return Err(explain_engine_load_error(e)),
             (Ok(bytes), Ok(_)) => report.bytes_streamed = bytes,
         }
         if let Some((importing, since)) = importing {
@@ -251,7 +286,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         {
             if engine.image(&image.id.to_string()).await?.is_none() {
                 bail!(
-                    "the engine did not keep image {} after loading it",
+                    "the engine did not keep image {} after loading it (was it removed meanwhile?); \
+                     run the same `offpack load` again to finish it",
                     image.id
                 );
             }
@@ -263,6 +299,17 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             }
         }
     }
+    // Names go on images the engine held only once the whole bundle matched its checksum.
+    sidecar.wait().map_err(|e| {
+        if is_corrupt_data(&e) {
+            anyhow::Error::new(CheckFailed(format!(
+                "{e:#}\nNothing was loaded or retagged: the bundle is corrupt. Copy it again and run `offpack verify`."
+            )))
+        } else {
+            e
+        }
+    })?;
+    report.sidecar = sidecar.matched();
     for (id, reference) in retag {
         engine.tag(&id, &reference).await?;
         report.retagged.push(reference);
@@ -276,9 +323,13 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             if report.retagged.is_empty() {
                 String::new()
             } else {
-                format!(", retagged {}", report.retagged.join(", "))
+                let names: Vec<_> = report.retagged.iter().map(|n| escape_controls(n)).collect();
+                format!(", retagged {}", names.join(", "))
             }
-        )
+        ) + &match &report.sidecar {
+            Some(sidecar) => format!("; the bundle matches {sidecar}"),
+            None => String::new(),
+        }
     });
     Ok(ExitCode::SUCCESS)
 }
@@ -384,8 +435,8 @@ fn check_delta_base(
     bail!(
         "this is a delta bundle made against {}, and this engine lacks what it relies on: {}\n\
          Load the full bundle it was made after first, or ask for a full bundle.",
-        delta.base,
-        missing.join(", ")
+        escape_controls(&delta.base),
+        escape_controls(&missing.join(", "))
     )
 }
 
@@ -411,6 +462,69 @@ fn check_space(engine: &Engine, facts: &EngineFacts, stream_bytes: u64) -> Resul
     Ok(())
 }
 
+/// The `.sha256` check of the whole bundle, on a thread of its own from the moment the bundle's
+/// metadata passed: hashing the file costs one sequential read, done while the engine is asked
+/// what it holds and the blobs stream (`zstd -dc | docker load` would not be faster).
+struct SidecarGate {
+    job: Mutex<Option<std::thread::JoinHandle<Result<PathBuf, BundleError>>>>,
+    /// The sidecar, once it matched.
+    matched: Mutex<Option<PathBuf>>,
+}
+
+impl SidecarGate {
+    fn start(check: Option<SidecarCheck>) -> Arc<Self> {
+        let job = check.map(|check| std::thread::spawn(move || check.run()));
+        Arc::new(SidecarGate {
+            job: Mutex::new(job),
+            matched: Mutex::new(None),
+        })
+    }
+
+    /// Waits for the check (the first call; later ones return at once): an error when the bundle
+    /// differs from its `.sha256`.
+    fn wait(&self) -> Result<()> {
+        let job = self.job.lock().ok().and_then(|mut job| job.take());
+        let Some(job) = job else {
+            return Ok(());
+        };
+        let sidecar = match job.join() {
+            Ok(result) => result?,
+            Err(_) => bail!("the thread checking the bundle's .sha256 file stopped"),
+        };
+        if let Ok(mut matched) = self.matched.lock() {
+            *matched = Some(sidecar);
+        }
+        Ok(())
+    }
+
+    /// The sidecar the bundle matched, after [`SidecarGate::wait`].
+    fn matched(&self) -> Option<String> {
+        let matched = self.matched.lock().ok()?;
+        matched.as_ref().map(|p| p.display().to_string())
+    }
+}
+
+/// The engine's own words when an image or layer offpack relied on went away during the load
+/// (removed by someone else: `docker rmi`, `docker image prune`): a layer not sent because the
+/// engine held it, or a base it imports onto, is then missing from the engine's temporary copy of
+/// the stream ("open /var/lib/docker/tmp/docker-import-…/…: no such file or directory") or from its
+/// store. Said plainly, with what to do; other errors are left as the engine put them.
+fn explain_engine_load_error(err: anyhow::Error) -> anyhow::Error {
+    let text = format!("{err:#}");
+    let lost = text.contains("no such file or directory")
+        && (text.contains("docker-import-") || text.contains("/tmp/") || text.contains("layerdb"))
+        || text.contains("layer does not exist")
+        || text.contains("unknown parent");
+    if !lost {
+        return err;
+    }
+    err.context(
+        "the engine lost an image or layer this load relied on while loading (was an image removed \
+         meanwhile, e.g. by `docker rmi` or `docker image prune`?); the bundle is fine: run the same \
+         `offpack load` again to finish it",
+    )
+}
+
 /// A blob whose bytes do not match its digest surfaces as an `InvalidData` I/O error.
 fn is_corrupt_data(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
@@ -426,6 +540,27 @@ fn is_corrupt_data(err: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_lost_mid_load_is_explained() {
+        // What Engine 20.10 answers when a layer offpack left out of the stream (the engine held
+        // it) was removed before the import.
+        let lost = anyhow::anyhow!(
+            "the engine refused the image load: open /var/lib/docker/tmp/docker-import-2236017/blobs/sha256/4b1f/layer.tar: no such file or directory"
+        );
+        let text = format!("{:#}", explain_engine_load_error(lost));
+        assert!(
+            text.starts_with("the engine lost an image or layer this load relied on")
+                && text.contains("run the same `offpack load` again")
+                && text.contains("docker-import-2236017"),
+            "{text}"
+        );
+        let other = anyhow::anyhow!("the engine refused the image load: no space left on device");
+        assert_eq!(
+            format!("{:#}", explain_engine_load_error(other)),
+            "the engine refused the image load: no space left on device"
+        );
+    }
 
     #[test]
     fn load_progress_counts_what_the_stream_carries() {

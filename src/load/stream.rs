@@ -35,13 +35,15 @@ fn blob_path(digest: &Digest) -> String {
 /// completes a load of corrupt data.
 ///
 /// `on_blob(digest, passed, size)` is told, about every MiB and at its end, how many bytes of the
-/// blob being sent have passed.
+/// blob being sent have passed. `before_end` runs before `manifest.json`, without which the engine
+/// imports nothing: an error from it (a check that ran alongside) stops the stream there.
 pub fn write_load_stream(
     bundle: &BundleReader,
     images: &[LoadImage],
     omit: &HashSet<Digest>,
     out: impl Write,
     on_blob: &mut dyn FnMut(&Digest, u64, u64),
+    before_end: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
     let mut tar = tar::Builder::new(out);
     let mut written: HashSet<&Digest> = omit.iter().collect();
@@ -82,6 +84,7 @@ pub fn write_load_stream(
         })
         .collect();
     let manifest = serde_json::to_vec(&manifest)?;
+    before_end()?;
     let mut header = tar::Header::new_ustar();
     header.set_size(manifest.len() as u64);
     header.set_mode(0o644);
@@ -171,6 +174,7 @@ mod tests {
             &HashSet::new(),
             &mut out,
             &mut |d, n, size| reports.push((d.clone(), n, size)),
+            &mut || Ok(()),
         )
         .unwrap();
         let big_digest = Digest::of_bytes(&big);
@@ -214,6 +218,7 @@ mod tests {
             &[base.clone()].into_iter().collect(),
             &mut out,
             &mut |_, _, _| {},
+            &mut || Ok(()),
         )
         .unwrap();
         let mut archive = tar::Archive::new(out.as_slice());

@@ -330,22 +330,12 @@ fn dir_entry(name: &str) -> RawEntry {
 
 /// The trailer's index as JSON.
 fn index_of(bytes: &[u8]) -> Result<serde_json::Value> {
-    let len_pos = bytes.len() - 48;
-    let len = u64::from_le_bytes(bytes[len_pos..len_pos + 8].try_into()?) as usize;
-    Ok(serde_json::from_slice(&bytes[len_pos - len..len_pos])?)
+    Ok(testkit::index_of(bytes)?)
 }
 
 /// Replaces the trailer's index with an edited one (hash recomputed).
 fn rewrite_index(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut serde_json::Value)) -> Result<()> {
-    let len_pos = bytes.len() - 48;
-    let len = u64::from_le_bytes(bytes[len_pos..len_pos + 8].try_into()?) as usize;
-    let start = len_pos - len;
-    let mut index: serde_json::Value = serde_json::from_slice(&bytes[start..len_pos])?;
-    edit(&mut index);
-    let json = serde_json::to_vec(&index)?;
-    bytes.truncate(start - 8);
-    bytes.extend_from_slice(&testkit::trailer(&json));
-    Ok(())
+    Ok(testkit::rewrite_index(bytes, edit)?)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

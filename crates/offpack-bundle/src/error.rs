@@ -17,6 +17,14 @@ pub enum BundleError {
         /// The operating system's error.
         source: io::Error,
     },
+    /// The bundle file does not exist (nor, for a base name, the first part of a split bundle).
+    #[error("{}: no such file{detail}; check the path", path.display())]
+    NoSuchBundle {
+        /// The file looked for.
+        path: PathBuf,
+        /// What else was looked for, e.g. " (nor a split bundle's first part b.offpack.001)".
+        detail: String,
+    },
     /// Reading the data given to the writer failed (e.g. the engine's export stream broke).
     #[error("reading {what} failed: {source}")]
     Source {
@@ -81,11 +89,12 @@ pub enum BundleError {
         detail: String,
     },
     /// The index at the end of the file is damaged or disagrees with the archive.
-    #[error("bundle index is damaged: {0}; copy the bundle again")]
+    #[error("bundle index is damaged: {}; copy the bundle again", crate::escape_controls(.0))]
     BadIndex(String),
     /// A tar header is malformed.
     #[error(
-        "tar header at tar offset {tar_offset} (file byte {offset}) is invalid: {detail}; copy the bundle again"
+        "tar header at tar offset {tar_offset} (file byte {offset}) is invalid: {}; copy the bundle again",
+        crate::escape_controls(detail)
     )]
     BadTarHeader {
         /// Offset of the header in the decompressed stream.
@@ -97,7 +106,8 @@ pub enum BundleError {
     },
     /// A blob's content does not hash to its name.
     #[error(
-        "entry `{entry}` at file byte {offset}: content hashes to {actual}, expected {expected}; the bundle is corrupt, copy it again"
+        "entry `{}` at file byte {offset}: content hashes to {actual}, expected {expected}; the bundle is corrupt, copy it again",
+        crate::escape_controls(entry)
     )]
     BadDigest {
         /// The entry.
@@ -111,7 +121,9 @@ pub enum BundleError {
     },
     /// An entry's size differs from what the index or header claims.
     #[error(
-        "entry `{entry}` at file byte {offset}: {detail}; the bundle is corrupt, copy it again"
+        "entry `{}` at file byte {offset}: {}; the bundle is corrupt, copy it again",
+        crate::escape_controls(entry),
+        crate::escape_controls(detail)
     )]
     SizeMismatch {
         /// The entry.
@@ -123,7 +135,8 @@ pub enum BundleError {
     },
     /// A path with a `..`, `.` or empty component.
     #[error(
-        "entry `{entry}` at file byte {offset} has an unsafe path (`..`, `.` or empty component); refusing the bundle"
+        "entry `{}` at file byte {offset} has an unsafe path (`..`, `.` or empty component); refusing the bundle",
+        crate::escape_controls(entry)
     )]
     PathTraversal {
         /// The entry.
@@ -132,7 +145,10 @@ pub enum BundleError {
         offset: u64,
     },
     /// An absolute path.
-    #[error("entry `{entry}` at file byte {offset} has an absolute path; refusing the bundle")]
+    #[error(
+        "entry `{}` at file byte {offset} has an absolute path; refusing the bundle",
+        crate::escape_controls(entry)
+    )]
     AbsolutePath {
         /// The entry.
         entry: String,
@@ -141,7 +157,8 @@ pub enum BundleError {
     },
     /// A symbolic link entry.
     #[error(
-        "entry `{entry}` at file byte {offset} is a symbolic link; bundles contain regular files only, refusing the bundle"
+        "entry `{}` at file byte {offset} is a symbolic link; bundles contain regular files only, refusing the bundle",
+        crate::escape_controls(entry)
     )]
     Symlink {
         /// The entry.
@@ -151,7 +168,8 @@ pub enum BundleError {
     },
     /// A hard link entry.
     #[error(
-        "entry `{entry}` at file byte {offset} is a hard link; bundles contain regular files only, refusing the bundle"
+        "entry `{}` at file byte {offset} is a hard link; bundles contain regular files only, refusing the bundle",
+        crate::escape_controls(entry)
     )]
     Hardlink {
         /// The entry.
@@ -161,7 +179,8 @@ pub enum BundleError {
     },
     /// A device, FIFO or other special entry.
     #[error(
-        "entry `{entry}` at file byte {offset} is a {kind}; bundles contain regular files only, refusing the bundle"
+        "entry `{}` at file byte {offset} is a {kind}; bundles contain regular files only, refusing the bundle",
+        crate::escape_controls(entry)
     )]
     SpecialFile {
         /// The entry.
@@ -173,7 +192,8 @@ pub enum BundleError {
     },
     /// The same path appears twice.
     #[error(
-        "entry `{entry}` at file byte {offset} appears twice in the bundle; refusing the bundle"
+        "entry `{}` at file byte {offset} appears twice in the bundle; refusing the bundle",
+        crate::escape_controls(entry)
     )]
     DuplicateEntry {
         /// The entry.
@@ -183,7 +203,8 @@ pub enum BundleError {
     },
     /// A name that format v1 does not define.
     #[error(
-        "entry `{entry}` at file byte {offset} is not part of an offpack bundle (unknown name or misplaced entry); refusing the bundle"
+        "entry `{}` at file byte {offset} is not part of an offpack bundle (unknown name or misplaced entry); refusing the bundle",
+        crate::escape_controls(entry)
     )]
     UnknownEntry {
         /// The entry.
@@ -192,11 +213,12 @@ pub enum BundleError {
         offset: u64,
     },
     /// offpack.json, index.json, manifest.json or an OCI manifest/config is invalid or inconsistent.
-    #[error("{0}; the bundle is corrupt or was written by a broken offpack, recreate it")]
+    #[error("{}; the bundle is corrupt or was written by a broken offpack, recreate it", crate::escape_controls(.0))]
     BadManifest(String),
     /// offpack.json names a blob that is not in the bundle.
     #[error(
-        "{referenced_by} names blob {digest}, which is not in the bundle; the bundle is incomplete, recreate it"
+        "{} names blob {digest}, which is not in the bundle; the bundle is incomplete, recreate it",
+        crate::escape_controls(referenced_by)
     )]
     MissingBlob {
         /// The missing blob.
@@ -239,8 +261,7 @@ pub enum BundleError {
     },
     /// The bundle's signature is invalid, or made with another key than the one required.
     #[error(
-        "bundle signature check failed: {0}; the bundle was changed after signing or is not from the expected team, do not load it"
-    )]
+        "bundle signature check failed: {}; the bundle was changed after signing or is not from the expected team, do not load it", crate::escape_controls(.0))]
     BadSignature(String),
     /// A signature was required but the bundle has none.
     #[error(
@@ -325,6 +346,7 @@ impl BundleError {
             BundleError::Io { .. }
                 | BundleError::TargetBusy { .. }
                 | BundleError::SidecarNotWritten { .. }
+                | BundleError::NoSuchBundle { .. }
                 | BundleError::Source { .. }
                 | BundleError::SourceMismatch { .. }
                 | BundleError::UnwrittenBlob { .. }
@@ -337,6 +359,7 @@ impl BundleError {
     pub fn kind(&self) -> &'static str {
         match self {
             BundleError::Io { .. } => "io",
+            BundleError::NoSuchBundle { .. } => "no-such-bundle",
             BundleError::Source { .. } => "source",
             BundleError::SourceMismatch { .. } => "source-mismatch",
             BundleError::UnwrittenBlob { .. } => "unwritten-blob",

@@ -44,6 +44,7 @@ mod error;
 mod frame;
 mod hashpipe;
 mod index;
+mod loadcheck;
 mod manifest;
 mod output;
 mod reader;
@@ -51,6 +52,7 @@ mod sign;
 mod source;
 mod target;
 mod tarhdr;
+mod text;
 mod verify;
 mod writer;
 
@@ -60,6 +62,7 @@ pub mod testkit;
 pub use digest::Digest;
 pub use error::BundleError;
 pub use index::{INDEX_VERSION, Index, IndexEntry};
+pub use loadcheck::{CheckedBundle, SidecarCheck};
 pub use manifest::{
     BlobRef, Delta, FORMAT_MAJOR, FORMAT_VERSION, Image, Manifest, Package, Project, ProjectFile,
     rfc3339_utc_now,
@@ -67,5 +70,7 @@ pub use manifest::{
 pub use reader::BundleReader;
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};
 pub use target::{OutputRole, TargetLock, check_target_name, existing_outputs, is_offpack_output};
+pub use source::bundle_len;
+pub use text::{escape_controls, escape_controls_in_lines};
 pub use verify::{SidecarStatus, VerifyReport, extract, verify, verify_with_key};
 pub use writer::{BundleWriter, FAT32_PART_SIZE, MIN_PART_SIZE, WriteOptions, Written};

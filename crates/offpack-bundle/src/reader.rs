@@ -35,15 +35,7 @@ impl BundleReader {
         let src = Source::open(path)?;
         let (json, trailer_start) = frame::read_trailer(&src)?;
         let index = Index::parse(&json, trailer_start, true)?;
-        let by_digest = index
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| match EntryName::parse(&e.path) {
-                Some(EntryName::Blob(d)) => Some((d, i)),
-                _ => None,
-            })
-            .collect();
+        let by_digest = blob_positions(&index);
         let entry = index
             .entry(OFFPACK_JSON)
             .ok_or_else(|| BundleError::BadIndex("index has no offpack.json entry".into()))?;
@@ -56,6 +48,34 @@ impl BundleReader {
             manifest,
             by_digest,
         })
+    }
+
+    /// Opens a bundle checking everything [`crate::verify`] checks except the blob data, and nothing is
+    /// decompressed beyond the tar headers, the metadata entries and the images' configs and OCI manifests:
+    /// the trailer, the index against every entry's header and the frames between entries (only the
+    /// directory entries and the end-of-archive marker may be there), the entry order, every metadata
+    /// entry and its agreement with `offpack.json`, and a signature (an invalid one always fails; with
+    /// `key`, the bundle must be signed by it). Each blob is then checked as it is read
+    /// ([`blob`](Self::blob)), and [`CheckedBundle::sidecar`] checks the whole file against its `.sha256`.
+    ///
+    /// For a consumer that uses only some blobs (`offpack load` skips what the engine holds) and must
+    /// know the bundle is what its signer made before it acts on any name in it.
+    pub fn open_checked(
+        path: &Path,
+        key: Option<&crate::VerifyingKey>,
+    ) -> Result<crate::CheckedBundle, BundleError> {
+        crate::loadcheck::open_checked(path, key)
+    }
+
+    pub(crate) fn from_checked(path: &Path, src: Source, index: Index, manifest: Manifest) -> Self {
+        let by_digest = blob_positions(&index);
+        BundleReader {
+            path: path.to_owned(),
+            src,
+            index,
+            manifest,
+            by_digest,
+        }
     }
 
     /// The bundle's `offpack.json`.
@@ -109,7 +129,23 @@ impl BundleReader {
     }
 }
 
-fn open_entry<'a>(src: &'a Source, e: &IndexEntry) -> Result<EntryReader<'a>, BundleError> {
+/// Each blob's position in the index.
+fn blob_positions(index: &Index) -> HashMap<Digest, usize> {
+    index
+        .entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match EntryName::parse(&e.path) {
+            Some(EntryName::Blob(d)) => Some((d, i)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(crate) fn open_entry<'a>(
+    src: &'a Source,
+    e: &IndexEntry,
+) -> Result<EntryReader<'a>, BundleError> {
     let range = RangeReader {
         src,
         pos: e.offset,
@@ -155,7 +191,7 @@ fn open_entry<'a>(src: &'a Source, e: &IndexEntry) -> Result<EntryReader<'a>, Bu
 }
 
 /// Reads a whole metadata entry (bounded by [`MAX_METADATA_LEN`]).
-fn read_entry_bytes(src: &Source, e: &IndexEntry) -> Result<Vec<u8>, BundleError> {
+pub(crate) fn read_entry_bytes(src: &Source, e: &IndexEntry) -> Result<Vec<u8>, BundleError> {
     if e.size > MAX_METADATA_LEN {
         return Err(BundleError::TooLarge {
             what: e.path.clone(),
@@ -178,7 +214,7 @@ fn read_entry_bytes(src: &Source, e: &IndexEntry) -> Result<Vec<u8>, BundleError
 type Decoder<'a> = zstd::stream::read::Decoder<'static, BufReader<RangeReader<'a>>>;
 
 /// Reads one entry's data and checks it at the end.
-struct EntryReader<'a> {
+pub(crate) struct EntryReader<'a> {
     inner: Decoder<'a>,
     name: String,
     offset: u64,
@@ -211,6 +247,32 @@ impl EntryReader<'_> {
         }
     }
 
+    /// After the data, the entry's frames hold only the zero padding to a block: a header size that
+    /// lies or an entry hidden in another's frames (a link a plain `tar x` would create) is refused.
+    fn check_tail(&mut self) -> Result<(), BundleError> {
+        let pad = tarhdr::padding(self.size) as usize;
+        let mut tail = [0u8; 513];
+        let mut got = 0;
+        while got < tail.len() {
+            let n = self.inner_read(&mut tail[got..])?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        if got != pad || !tarhdr::is_zero_block(&tail[..pad]) {
+            return Err(BundleError::SizeMismatch {
+                entry: self.name.clone(),
+                offset: self.offset,
+                detail: format!(
+                    "its frames do not end with its {} bytes and their padding (the sizes lie or another entry is hidden in them)",
+                    self.size
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn checked_read(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
         if self.remaining == 0 {
             if !self.checked {
@@ -226,6 +288,7 @@ impl EntryReader<'_> {
                         });
                     }
                 }
+                self.check_tail()?;
             }
             return Ok(0);
         }

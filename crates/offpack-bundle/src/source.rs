@@ -84,6 +84,13 @@ impl Source {
             Err(e) if e.kind() == io::ErrorKind::NotFound && part_path(path, 1).exists() => {
                 Self::open_parts(path)
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BundleError::NoSuchBundle {
+                path: path.to_owned(),
+                detail: format!(
+                    " (nor the first part {} of a split bundle)",
+                    part_path(path, 1).display()
+                ),
+            }),
             Err(e) => Err(BundleError::io(path, e)),
         }
     }
@@ -97,7 +104,10 @@ impl Source {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if n == 1 {
-                        return Err(BundleError::io(&path, e));
+                        return Err(BundleError::NoSuchBundle {
+                            path,
+                            detail: String::new(),
+                        });
                     }
                     // A gap before a later part: that part is missing.
                     if part_path(base, n + 1).exists() {
@@ -124,6 +134,28 @@ impl Source {
             parts,
             split: true,
             len: start,
+        })
+    }
+
+    /// The same files through new handles (positional reads share no state), for another thread.
+    pub(crate) fn try_clone(&self) -> Result<Self, BundleError> {
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for p in &self.parts {
+            parts.push(Part {
+                path: p.path.clone(),
+                file: p
+                    .file
+                    .try_clone()
+                    .map_err(|e| BundleError::io(&p.path, e))?,
+                start: p.start,
+                len: p.len,
+            });
+        }
+        Ok(Source {
+            base: self.base.clone(),
+            parts,
+            split: self.split,
+            len: self.len,
         })
     }
 
@@ -181,6 +213,12 @@ impl Source {
     pub(crate) fn io_err(&self, offset: u64, e: io::Error) -> BundleError {
         BundleError::io(self.file_at(offset), e)
     }
+}
+
+/// The size of the bundle at `path` (of all its parts, for a split bundle), named as
+/// [`crate::BundleReader::open`] takes it.
+pub fn bundle_len(path: &Path) -> Result<u64, BundleError> {
+    Ok(Source::open(path)?.len())
 }
 
 /// A sequential reader over a [`Source`]; each read stays within one part.

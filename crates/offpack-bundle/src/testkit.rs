@@ -138,3 +138,37 @@ pub fn read_entries(path: &Path) -> Result<Vec<(IndexEntry, Vec<u8>)>, BundleErr
     }
     Ok(out)
 }
+
+/// The trailer's index, as JSON, of a bundle's bytes.
+pub fn index_of(bytes: &[u8]) -> Result<serde_json::Value, BundleError> {
+    let (start, end) = index_span(bytes)?;
+    serde_json::from_slice(&bytes[start..end]).map_err(|e| BundleError::BadIndex(e.to_string()))
+}
+
+/// Replaces the trailer's index with an edited one (its hash recomputed), e.g. to graft another
+/// bundle's signature on.
+pub fn rewrite_index(
+    bytes: &mut Vec<u8>,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<(), BundleError> {
+    let mut index = index_of(bytes)?;
+    let (start, _) = index_span(bytes)?;
+    edit(&mut index);
+    let json = serde_json::to_vec(&index).map_err(|e| BundleError::BadIndex(e.to_string()))?;
+    bytes.truncate(start - crate::frame::SKIPPABLE_HEADER_LEN as usize);
+    bytes.extend_from_slice(&crate::frame::trailer(&json));
+    Ok(())
+}
+
+/// Where the index JSON lies in a bundle's bytes.
+fn index_span(bytes: &[u8]) -> Result<(usize, usize), BundleError> {
+    let bad = || BundleError::BadIndex("no trailer".into());
+    let len_pos = bytes
+        .len()
+        .checked_sub(crate::frame::FOOTER_LEN as usize)
+        .ok_or_else(bad)?;
+    let len =
+        u64::from_le_bytes(bytes[len_pos..len_pos + 8].try_into().map_err(|_| bad())?) as usize;
+    let start = len_pos.checked_sub(len).ok_or_else(bad)?;
+    Ok((start, len_pos))
+}

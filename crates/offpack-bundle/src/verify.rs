@@ -20,9 +20,9 @@ use crate::{BundleError, Digest, Manifest};
 
 /// Blobs up to this size that look like JSON are kept in memory during verification, to check OCI
 /// manifests and image configs against `offpack.json`.
-const MAX_RETAINED_BLOB: u64 = 1 << 20;
+pub(crate) const MAX_RETAINED_BLOB: u64 = 1 << 20;
 /// Total memory for retained blobs.
-const MAX_RETAINED_TOTAL: u64 = 256 << 20;
+pub(crate) const MAX_RETAINED_TOTAL: u64 = 256 << 20;
 
 /// Whether the `.sha256` sidecar was checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +75,18 @@ pub fn verify_with_key(
     progress: &mut dyn FnMut(u64),
 ) -> Result<VerifyReport, BundleError> {
     let report = walk(path, progress, None)?;
-    match &report.signed_by {
-        Some(signer) if signer == key => Ok(report),
+    require_signer(path, report.signed_by.as_ref(), key)?;
+    Ok(report)
+}
+
+/// The bundle at `path`, whose valid signature (if any) is by `signed_by`, must be signed by `key`.
+pub(crate) fn require_signer(
+    path: &Path,
+    signed_by: Option<&VerifyingKey>,
+    key: &VerifyingKey,
+) -> Result<(), BundleError> {
+    match signed_by {
+        Some(signer) if signer == key => Ok(()),
         Some(signer) => Err(BundleError::BadSignature(format!(
             "it is signed by key {}, not by the required key {}",
             signer.fingerprint(),
@@ -169,7 +179,20 @@ fn walk(
 
 /// The first part whose SHA-256 differs from the sidecar's line for it (after a failed check).
 fn damaged_part(src: &Source) -> Option<PathBuf> {
-    let (_, expected) = read_sidecar(src).ok().flatten()?;
+    let (sidecar, expected) = read_sidecar(src).ok().flatten()?;
+    match compare_with_sidecar(src, &sidecar, &expected) {
+        Err(BundleError::SidecarMismatch { file, .. }) => Some(file),
+        _ => None,
+    }
+}
+
+/// Hashes each file of `src` (the bundle, or each part) and compares it with the sidecar's line for it:
+/// the first file that differs is a [`BundleError::SidecarMismatch`].
+pub(crate) fn compare_with_sidecar(
+    src: &Source,
+    sidecar: &Path,
+    expected: &[String],
+) -> Result<(), BundleError> {
     let mut buf = vec![0u8; 1 << 20];
     let mut offset = 0;
     for ((path, len), expected) in src.part_files().into_iter().zip(expected) {
@@ -177,15 +200,22 @@ fn damaged_part(src: &Source) -> Option<PathBuf> {
         let end = offset + len;
         while offset < end {
             let n = ((end - offset) as usize).min(buf.len());
-            src.read_exact_at(&mut buf[..n], offset).ok()?;
+            src.read_exact_at(&mut buf[..n], offset)
+                .map_err(|e| src.io_err(offset, e))?;
             sha2::Digest::update(&mut hasher, &buf[..n]);
             offset += n as u64;
         }
-        if hex::encode(sha2::Digest::finalize(hasher)) != expected {
-            return Some(path);
+        let actual = hex::encode(sha2::Digest::finalize(hasher));
+        if actual != *expected {
+            return Err(BundleError::SidecarMismatch {
+                sidecar: sidecar.to_owned(),
+                file: path,
+                expected: expected.clone(),
+                actual,
+            });
         }
     }
-    None
+    Ok(())
 }
 
 fn walk_source(
@@ -319,7 +349,7 @@ fn walk_source(
 
 /// Reads `<bundle>.sha256` if it exists: (its path, lowercase hex of each file in order). A split bundle's
 /// sidecar has one line per part; a line for a part that is not there means the part is missing.
-fn read_sidecar(src: &Source) -> Result<Option<(PathBuf, Vec<String>)>, BundleError> {
+pub(crate) fn read_sidecar(src: &Source) -> Result<Option<(PathBuf, Vec<String>)>, BundleError> {
     let path = sidecar_path(src.base());
     let file = match File::open(&path) {
         Ok(f) => f,
@@ -443,30 +473,7 @@ impl WalkState<'_> {
             }
             let h = tarhdr::parse_header(&header).map_err(bad_header)?;
             let entry = h.path.clone();
-            match h.entry_type {
-                EntryType::Regular | EntryType::Directory => {}
-                EntryType::Hardlink => return Err(BundleError::Hardlink { entry, offset }),
-                EntryType::Symlink => return Err(BundleError::Symlink { entry, offset }),
-                EntryType::CharDevice | EntryType::BlockDevice | EntryType::Fifo => {
-                    let kind = match h.entry_type {
-                        EntryType::CharDevice => "character device",
-                        EntryType::BlockDevice => "block device",
-                        _ => "FIFO",
-                    };
-                    return Err(BundleError::SpecialFile {
-                        entry,
-                        offset,
-                        kind: kind.into(),
-                    });
-                }
-                EntryType::Other(t) => {
-                    return Err(bad_header(format!(
-                        "entry `{entry}` has unsupported type flag {:?}",
-                        char::from(t)
-                    )));
-                }
-            }
-            check_path_safety(&entry, h.entry_type == EntryType::Directory, offset)?;
+            check_entry_kind(&h, tar_offset, offset)?;
             if frame_start.is_none() {
                 return Err(bad_header(format!(
                     "entry `{entry}` does not start a new zstd frame"
@@ -711,120 +718,171 @@ impl WalkState<'_> {
         Ok(e.clone())
     }
 
-    /// Cross-checks offpack.json, index.json, manifest.json, oci-layout and the retained OCI manifests and
-    /// configs.
     fn check_metadata(&self) -> Result<Manifest, BundleError> {
-        let get = |name: &str| {
-            self.metadata
-                .get(name)
-                .ok_or_else(|| BundleError::BadManifest(format!("the bundle has no {name}")))
-        };
-        let bad = |m: String| BundleError::BadManifest(m);
-        let manifest = Manifest::from_json(get("offpack.json")?)?;
-        let layout: Value = parse_json(get("oci-layout")?, "oci-layout")?;
-        if layout.get("imageLayoutVersion").and_then(Value::as_str) != Some("1.0.0") {
-            return Err(bad(
-                "oci-layout does not declare imageLayoutVersion 1.0.0".into()
-            ));
+        check_metadata(&self.metadata, &self.blobs, &self.retained)
+    }
+}
+
+/// Cross-checks offpack.json, index.json, manifest.json, oci-layout and the retained OCI manifests and
+/// configs (`metadata`: those entries' data by name; `blobs`: every blob's size; `retained`: the data of
+/// small JSON blobs).
+pub(crate) fn check_metadata(
+    metadata: &HashMap<&'static str, Vec<u8>>,
+    blobs: &HashMap<Digest, u64>,
+    retained: &HashMap<Digest, Vec<u8>>,
+) -> Result<Manifest, BundleError> {
+    let get = |name: &str| {
+        metadata
+            .get(name)
+            .ok_or_else(|| BundleError::BadManifest(format!("the bundle has no {name}")))
+    };
+    let bad = |m: String| BundleError::BadManifest(m);
+    let manifest = Manifest::from_json(get("offpack.json")?)?;
+    let layout: Value = parse_json(get("oci-layout")?, "oci-layout")?;
+    if layout.get("imageLayoutVersion").and_then(Value::as_str) != Some("1.0.0") {
+        return Err(bad(
+            "oci-layout does not declare imageLayoutVersion 1.0.0".into()
+        ));
+    }
+    if let Some(d) = manifest
+        .delta
+        .iter()
+        .flat_map(|delta| &delta.absent_layers)
+        .find(|d| blobs.contains_key(d))
+    {
+        return Err(bad(format!(
+            "offpack.json: delta.absent_layers lists {d}, but the bundle carries that blob"
+        )));
+    }
+    let check_blob = |r: &BlobRef, by: &str| match blobs.get(&r.digest) {
+        Some(&size) if size == r.size => Ok(()),
+        Some(&size) => Err(bad(format!(
+            "offpack.json: {by} says blob {} has {} bytes, the bundle's has {size}",
+            r.digest, r.size
+        ))),
+        None => Err(BundleError::MissingBlob {
+            digest: r.digest.to_string(),
+            referenced_by: by.to_owned(),
+        }),
+    };
+    let check_layer = |r: &BlobRef, by: &str| match blobs.get(&r.digest) {
+        None if manifest.is_absent(&r.digest) => Ok(()),
+        _ => check_blob(r, by),
+    };
+    for image in &manifest.images {
+        let name = image.display_name();
+        check_blob(&image.config, &format!("the config of image {name}"))?;
+        for (i, layer) in image.layers.iter().enumerate() {
+            check_layer(layer, &format!("layer {} of image {name}", i + 1))?;
         }
-        if let Some(d) = manifest
-            .delta
-            .iter()
-            .flat_map(|delta| &delta.absent_layers)
-            .find(|d| self.blobs.contains_key(d))
-        {
+        let oci = image
+            .oci_manifest
+            .as_ref()
+            .ok_or_else(|| bad(format!("offpack.json: image {name} has no oci_manifest")))?;
+        check_blob(oci, &format!("the OCI manifest of image {name}"))?;
+        let stored: Value = parse_json(
+            retained_json(retained, &oci.digest, &name)?,
+            "an OCI manifest",
+        )?;
+        let derived: Value = parse_json(&manifest::oci_manifest_json(image), "an OCI manifest")?;
+        if stored != derived {
             return Err(bad(format!(
-                "offpack.json: delta.absent_layers lists {d}, but the bundle carries that blob"
+                "the OCI manifest of image {name} ({}) does not list the config and layers offpack.json lists",
+                oci.digest
             )));
         }
-        let check_blob = |r: &BlobRef, by: &str| match self.blobs.get(&r.digest) {
-            Some(&size) if size == r.size => Ok(()),
-            Some(&size) => Err(bad(format!(
-                "offpack.json: {by} says blob {} has {} bytes, the bundle's has {size}",
-                r.digest, r.size
-            ))),
-            None => Err(BundleError::MissingBlob {
-                digest: r.digest.to_string(),
-                referenced_by: by.to_owned(),
-            }),
-        };
-        let check_layer = |r: &BlobRef, by: &str| match self.blobs.get(&r.digest) {
-            None if manifest.is_absent(&r.digest) => Ok(()),
-            _ => check_blob(r, by),
-        };
-        for image in &manifest.images {
-            let name = image.display_name();
-            check_blob(&image.config, &format!("the config of image {name}"))?;
-            for (i, layer) in image.layers.iter().enumerate() {
-                check_layer(layer, &format!("layer {} of image {name}", i + 1))?;
-            }
-            let oci = image
-                .oci_manifest
-                .as_ref()
-                .ok_or_else(|| bad(format!("offpack.json: image {name} has no oci_manifest")))?;
-            check_blob(oci, &format!("the OCI manifest of image {name}"))?;
-            let stored: Value =
-                parse_json(self.retained_json(&oci.digest, &name)?, "an OCI manifest")?;
-            let derived: Value =
-                parse_json(&manifest::oci_manifest_json(image), "an OCI manifest")?;
-            if stored != derived {
-                return Err(bad(format!(
-                    "the OCI manifest of image {name} ({}) does not list the config and layers offpack.json lists",
-                    oci.digest
-                )));
-            }
-            let config: Value = parse_json(
-                self.retained_json(&image.config.digest, &name)?,
-                "an image config",
-            )?;
-            let diff_ids: Vec<&str> = config
-                .pointer("/rootfs/diff_ids")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let layers: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
-            if diff_ids != layers {
-                return Err(bad(format!(
-                    "image {name}: its config's rootfs.diff_ids ({}) differ from the layers in offpack.json ({})",
-                    diff_ids.len(),
-                    layers.len()
-                )));
-            }
+        let config: Value = parse_json(
+            retained_json(retained, &image.config.digest, &name)?,
+            "an image config",
+        )?;
+        let diff_ids: Vec<&str> = config
+            .pointer("/rootfs/diff_ids")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let layers: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
+        if diff_ids != layers {
+            return Err(bad(format!(
+                "image {name}: its config's rootfs.diff_ids ({}) differ from the layers in offpack.json ({})",
+                diff_ids.len(),
+                layers.len()
+            )));
         }
-        for p in &manifest.packages {
-            let r = BlobRef {
-                digest: p.digest.clone(),
-                size: p.size,
-            };
-            check_blob(&r, &format!("package {} {}", p.name, p.version))?;
-        }
-        let index_json: Value = parse_json(get("index.json")?, "index.json")?;
-        if index_json != manifest::oci_index_value(&manifest) {
-            return Err(bad(
-                "index.json does not match the images in offpack.json".into()
-            ));
-        }
-        let docker: Value = parse_json(get("manifest.json")?, "manifest.json")?;
-        if docker != manifest::docker_manifest_value(&manifest) {
-            return Err(bad(
-                "manifest.json does not match the images in offpack.json".into(),
-            ));
-        }
-        Ok(manifest)
     }
+    for p in &manifest.packages {
+        let r = BlobRef {
+            digest: p.digest.clone(),
+            size: p.size,
+        };
+        check_blob(&r, &format!("package {} {}", p.name, p.version))?;
+    }
+    let index_json: Value = parse_json(get("index.json")?, "index.json")?;
+    if index_json != manifest::oci_index_value(&manifest) {
+        return Err(bad(
+            "index.json does not match the images in offpack.json".into()
+        ));
+    }
+    let docker: Value = parse_json(get("manifest.json")?, "manifest.json")?;
+    if docker != manifest::docker_manifest_value(&manifest) {
+        return Err(bad(
+            "manifest.json does not match the images in offpack.json".into(),
+        ));
+    }
+    Ok(manifest)
+}
 
-    fn retained_json(&self, d: &Digest, image: &str) -> Result<&[u8], BundleError> {
-        self.retained.get(d).map(Vec::as_slice).ok_or_else(|| {
-            BundleError::BadManifest(format!(
-                "blob {d} of image {image} should be a JSON document of at most {MAX_RETAINED_BLOB} bytes"
-            ))
-        })
-    }
+fn retained_json<'a>(
+    retained: &'a HashMap<Digest, Vec<u8>>,
+    d: &Digest,
+    image: &str,
+) -> Result<&'a [u8], BundleError> {
+    retained.get(d).map(Vec::as_slice).ok_or_else(|| {
+        BundleError::BadManifest(format!(
+            "blob {d} of image {image} should be a JSON document of at most {MAX_RETAINED_BLOB} bytes"
+        ))
+    })
 }
 
 fn parse_json(bytes: &[u8], what: &str) -> Result<Value, BundleError> {
     serde_json::from_slice(bytes)
         .map_err(|e| BundleError::BadManifest(format!("{what} is not valid JSON: {e}")))
+}
+
+/// Refuses every entry type but regular files and directories, and unsafe paths.
+pub(crate) fn check_entry_kind(
+    h: &tarhdr::ParsedHeader,
+    tar_offset: u64,
+    offset: u64,
+) -> Result<(), BundleError> {
+    let entry = h.path.clone();
+    match h.entry_type {
+        EntryType::Regular | EntryType::Directory => {}
+        EntryType::Hardlink => return Err(BundleError::Hardlink { entry, offset }),
+        EntryType::Symlink => return Err(BundleError::Symlink { entry, offset }),
+        EntryType::CharDevice | EntryType::BlockDevice | EntryType::Fifo => {
+            let kind = match h.entry_type {
+                EntryType::CharDevice => "character device",
+                EntryType::BlockDevice => "block device",
+                _ => "FIFO",
+            };
+            return Err(BundleError::SpecialFile {
+                entry,
+                offset,
+                kind: kind.into(),
+            });
+        }
+        EntryType::Other(t) => {
+            return Err(BundleError::BadTarHeader {
+                tar_offset,
+                offset,
+                detail: format!(
+                    "entry `{entry}` has unsupported type flag {:?}",
+                    char::from(t)
+                ),
+            });
+        }
+    }
+    check_path_safety(&entry, h.entry_type == EntryType::Directory, offset)
 }
 
 fn check_path_safety(entry: &str, is_dir: bool, offset: u64) -> Result<(), BundleError> {

@@ -411,8 +411,13 @@ fn blob_reader_reports_corrupt_content_at_eof() {
 fn not_a_bundle_and_missing_file_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let err = verify(&dir.path().join("absent.offpack"), &mut |_| {}).unwrap_err();
-    assert_eq!(err.kind(), "io");
+    assert_eq!(err.kind(), "no-such-bundle");
     assert!(!err.is_corruption());
+    assert!(
+        err.to_string().contains("absent.offpack: no such file")
+            && err.to_string().contains("absent.offpack.001"),
+        "{err}"
+    );
     let junk = dir.path().join("junk.offpack");
     std::fs::write(&junk, b"hello").unwrap();
     let err = verify(&junk, &mut |_| {}).unwrap_err();

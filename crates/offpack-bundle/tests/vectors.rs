@@ -142,3 +142,63 @@ fn extracting_vectors_never_writes_outside_the_destination() {
         }
     }
 }
+
+/// What `offpack load` relies on: `open_checked`, then reading every blob, then the sidecar check,
+/// refuses every vector `verify` refuses and accepts every valid one; the check before reading any
+/// blob data already refuses each vector whose fault is outside the blob data.
+#[test]
+fn checked_open_and_reads_refuse_what_verify_refuses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some(stem) = name
+            .strip_suffix(".offpack")
+            .or_else(|| name.strip_suffix(".offpack.001"))
+        else {
+            continue;
+        };
+        let expected = std::fs::read_to_string(dir.join(format!("{stem}.expect")))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let key = std::fs::read_to_string(dir.join(format!("{stem}.pub")))
+            .ok()
+            .map(|text| offpack_bundle::VerifyingKey::from_text(&text).unwrap());
+        let before_data = offpack_bundle::BundleReader::open_checked(&path, key.as_ref());
+        let result = before_data.and_then(|checked| {
+            for e in &checked.reader.index().entries {
+                let mut sink = Vec::new();
+                std::io::Read::read_to_end(&mut checked.reader.entry(&e.path)?, &mut sink)
+                    .map_err(|err| offpack_bundle::BundleError::Source {
+                        what: e.path.clone(),
+                        source: err,
+                    })?;
+            }
+            if let Some(sidecar) = checked.sidecar {
+                sidecar.run()?;
+            }
+            Ok(())
+        });
+        // Faults that only reading the data of a blob (or the whole file) can find.
+        let in_blob_data = ["bad-digest", "truncated-frame", "sidecar-mismatch"];
+        match (&result, expected.as_str()) {
+            (Ok(()), "ok") => {}
+            (Err(e), "ok") => failures.push(format!("{name}: valid, but refused: {e}")),
+            (Ok(()), _) => failures.push(format!("{name}: accepted, verify says {expected}")),
+            (Err(_), _) => {
+                let early = offpack_bundle::BundleReader::open_checked(&path, key.as_ref());
+                if early.is_ok() && !in_blob_data.contains(&expected.as_str()) {
+                    failures.push(format!(
+                        "{name}: {expected} is outside the blob data but passed the check before it"
+                    ));
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} vectors");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
