@@ -33,7 +33,7 @@ pub async fn run(args: VerifyArgs, output: Output, reporter: &dyn Reporter) -> R
     let path = args.bundle.clone();
     let report = match &args.key {
         Some(key_path) => {
-            let text = fs_err::read_to_string(key_path)?;
+            let text = offpack_fs::read_to_string(key_path, offpack_fs::KEY)?;
             let key = offpack_bundle::VerifyingKey::from_text(&text).with_context(|| {
                 format!(
                     "{} is not a public key from `offpack keygen`",
