@@ -19,18 +19,35 @@ fn run_within(cmd: &mut Command, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    while child.try_wait().unwrap().is_none() {
+    // Drained while the child runs: a long message must not fill the pipe and block it.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > limit {
             child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
+            child.wait().unwrap();
             panic!(
                 "{cmd:?} still ran after {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stderr.join().unwrap())
             );
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    };
+    let out = Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
     eprintln!(
         "$ {cmd:?} ({:?})\n-> {}\n{}{}",
         started.elapsed(),
@@ -180,6 +197,29 @@ fn deep_interpolation_fails_quickly_naming_the_field() {
     .unwrap();
     let out = run_within(offpack(dir.path()).arg("plan"), AT_ONCE);
     assert_input_error(&out, &["compose.yaml", "services.web.image", "64 levels"]);
+}
+
+#[test]
+fn deep_dockerfile_substitution_fails_quickly_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  web:\n    build: .\n",
+    )
+    .unwrap();
+    // Line continuations make one instruction of any length.
+    let n = 100_000;
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}redis:7{}\n",
+            "${A:-\\\n".repeat(n),
+            "}}}}}}}}}}\\\n".repeat(n / 10)
+        ),
+    )
+    .unwrap();
+    let out = run_within(offpack(dir.path()).arg("plan"), AT_ONCE);
+    assert_input_error(&out, &["Dockerfile:1", "64 levels", "web"]);
 }
 
 #[test]
