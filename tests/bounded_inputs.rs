@@ -163,6 +163,51 @@ fn a_fifo_as_the_bundle_fails_at_once() {
 }
 
 #[test]
+fn a_fifo_or_an_oversized_file_as_the_sidecar_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo_root().join("bundle-spec/vectors/ok-minimal.offpack"),
+        dir.path().join("b.offpack"),
+    )
+    .unwrap();
+    let sidecar = dir.path().join("b.offpack.sha256");
+    mkfifo(&sidecar);
+    let out = run_within(offpack(dir.path()).args(["verify", "b.offpack"]), AT_ONCE);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("b.offpack.sha256"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&sidecar).unwrap();
+    std::fs::write(&sidecar, vec![b'a'; 2 << 20]).unwrap();
+    let out = run_within(offpack(dir.path()).args(["verify", "b.offpack"]), AT_ONCE);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("b.offpack.sha256"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_oversized_env_or_compose_file_is_refused_naming_it() {
+    let dir = image_project();
+    std::fs::write(dir.path().join("big.env"), vec![b'#'; (4 << 20) + 1]).unwrap();
+    let out = run_within(
+        offpack(dir.path()).args(["plan", "--env-file", "big.env"]),
+        AT_ONCE,
+    );
+    assert_input_error(&out, &["big.env", "4194305 bytes"]);
+
+    let mut compose = b"services:\n  cache:\n    image: redis:7\n".to_vec();
+    compose.resize((16 << 20) + 1, b'#');
+    std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
+    let out = run_within(offpack(dir.path()).arg("plan"), AT_ONCE);
+    assert_input_error(&out, &["compose.yaml", "16777217 bytes"]);
+}
+
+#[test]
 fn a_fifo_as_the_dockerfile_or_compose_file_fails_at_once() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
