@@ -2,12 +2,19 @@
 //! a clear error; panics are not allowed.
 #![no_main]
 
+mod small_stack;
+
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use offpack_compose::{LoadOptions, load};
 
 fuzz_target!(|data: &[u8]| {
+    let data = data.to_vec();
+    small_stack::run(move || load_in_a_project(&data));
+});
+
+fn load_in_a_project(data: &[u8]) {
     let Ok(dir) = tempfile::tempdir() else {
         return;
     };
@@ -33,4 +40,4 @@ fuzz_target!(|data: &[u8]| {
             ..LoadOptions::default()
         });
     }
-});
+}

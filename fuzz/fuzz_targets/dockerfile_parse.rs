@@ -1,6 +1,8 @@
 //! Any text is parsed and resolved for a few targets and platforms; errors are fine, panics are not.
 #![no_main]
 
+mod small_stack;
+
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let text = text.to_owned();
+    small_stack::run(move || parse_and_resolve(&text));
+});
+
+fn parse_and_resolve(text: &str) {
     let _ = ImageRef::parse(text.lines().next().unwrap_or_default());
     let Ok(dockerfile) = parse(text) else {
         return;
@@ -40,4 +47,4 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-});
+}

@@ -94,6 +94,26 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     }
     // Before anything slow, so that a wrong -o fails at once.
     super::bundle_target::check(&args, &project)?;
+    // The files given on the command line are read before the engine works for minutes.
+    let inventory = match &args.have {
+        Some(path) => Some((path, read_inventory(path)?)),
+        None => None,
+    };
+    let sign = match &args.sign {
+        Some(key_path) => Some(
+            offpack_bundle::SigningKey::from_text(&offpack_fs::read_to_string(
+                key_path,
+                offpack_fs::KEY,
+            )?)
+            .with_context(|| {
+                format!(
+                    "{} is not a secret key from `offpack keygen`",
+                    key_path.display()
+                )
+            })?,
+        ),
+        None => None,
+    };
     let engine = Engine::connect().await?;
     check_platforms(&engine, &args.platforms).await?;
 
@@ -245,21 +265,9 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     // Taken once a signal can no longer kill the run with its lock file in place; held until the
     // bundle and its sidecar are in place.
     let _target_lock = super::bundle_target::claim(&args, &project, reporter)?;
-    let leave_out = match &args.have {
-        Some(path) => layers_the_far_side_has(path, infos.values())?,
+    let leave_out = match &inventory {
+        Some((path, inventory)) => layers_the_far_side_has(path, inventory, infos.values())?,
         None => HashSet::new(),
-    };
-    let sign = match &args.sign {
-        Some(key_path) => Some(
-            offpack_bundle::SigningKey::from_text(&fs_err::read_to_string(key_path)?)
-                .with_context(|| {
-                    format!(
-                        "{} is not a secret key from `offpack keygen`",
-                        key_path.display()
-                    )
-                })?,
-        ),
-        None => None,
     };
     let mut writer = BundleWriter::create(
         &args.output,
@@ -436,14 +444,19 @@ fn export_ledger(
     ledger
 }
 
+/// The far side's inventory (`--have`).
+fn read_inventory(have: &Path) -> Result<Inventory> {
+    let text = offpack_fs::read_to_string(have, offpack_fs::INVENTORY)?;
+    Inventory::parse(&text, &have.display().to_string())
+}
+
 /// Layers of the images to bundle that the far side's engine holds on the same chain, per its
 /// inventory (`offpack inventory > have.json` there).
 fn layers_the_far_side_has<'a>(
     have: &Path,
+    inventory: &Inventory,
     images: impl Iterator<Item = &'a ImageInfo>,
 ) -> Result<HashSet<Digest>> {
-    let text = fs_err::read_to_string(have)?;
-    let inventory = Inventory::parse(&text, &have.display().to_string())?;
     if !inventory.supports_delta() {
         bail!(
             "{}: the far side's engine uses the containerd image store, which does not skip the layers \
@@ -539,7 +552,7 @@ async fn ensure_image(
 fn project_files(project: &offpack_compose::Project) -> Result<Vec<offpack_bundle::ProjectFile>> {
     let mut files = Vec::new();
     for path in &project.files {
-        let bytes = fs_err::read(path)?;
+        let bytes = offpack_fs::read(path, offpack_fs::COMPOSE_FILE)?;
         let relative = path
             .strip_prefix(&project.project_directory)
             .unwrap_or(path);

@@ -61,9 +61,9 @@ pub fn registry_credentials(reference: &str) -> Result<Option<DockerCredentials>
     let Some(path) = config_path() else {
         return Ok(None);
     };
-    let text = match fs_err::read_to_string(&path) {
+    let text = match offpack_fs::read_to_string(&path, offpack_fs::DOCKER_CONFIG) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let config: DockerConfig = serde_json::from_str(&text)

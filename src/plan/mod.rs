@@ -16,17 +16,20 @@ use offpack_dockerfile::{ImageRef, PackageInstall, ResolveOptions, UseKind};
 
 /// Reads the files a plan needs (Dockerfiles, the list of files in a build context).
 pub trait ProjectFiles {
-    fn read_to_string(&self, path: &Path) -> std::io::Result<String>;
+    /// Reads a whole file of `kind`, within the kind's size limit.
+    fn read_to_string(&self, path: &Path, kind: offpack_fs::Kind) -> std::io::Result<String>;
     /// Relative, `/`-separated paths of the files under `dir`, at most `max_depth` levels deep.
     fn list(&self, dir: &Path, max_depth: usize) -> Vec<String>;
+    /// `path` with every symbolic link resolved, when it exists.
+    fn resolve_links(&self, path: &Path) -> Option<PathBuf>;
 }
 
 /// The real file system.
 pub struct Disk;
 
 impl ProjectFiles for Disk {
-    fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
-        fs_err::read_to_string(path)
+    fn read_to_string(&self, path: &Path, kind: offpack_fs::Kind) -> std::io::Result<String> {
+        offpack_fs::read_to_string(path, kind).map_err(std::io::Error::other)
     }
 
     fn list(&self, dir: &Path, max_depth: usize) -> Vec<String> {
@@ -46,6 +49,10 @@ impl ProjectFiles for Disk {
             }
         }
         files
+    }
+
+    fn resolve_links(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::canonicalize(path).ok()
     }
 }
 
@@ -307,6 +314,45 @@ impl Planner<'_> {
         relative(&self.project.project_directory, path)
     }
 
+    /// True when `path`, its links resolved, lies outside the project directory: it does not
+    /// travel with the project's source, and its text is not offpack's to show.
+    fn outside_project(&self, path: &Path) -> bool {
+        let directory = &self.project.project_directory;
+        let directory = self.files.resolve_links(directory);
+        let directory = directory
+            .as_deref()
+            .unwrap_or(&self.project.project_directory);
+        let resolved = self.files.resolve_links(path);
+        !resolved.as_deref().unwrap_or(path).starts_with(directory)
+    }
+
+    /// OP009 for a Dockerfile or build context (`what`) outside the project directory.
+    fn outside_project_finding(
+        &mut self,
+        service: &str,
+        build: &offpack_compose::Build,
+        what: &str,
+        path: &Path,
+    ) {
+        let resolved = self
+            .files
+            .resolve_links(path)
+            .filter(|resolved| resolved != path)
+            .map(|resolved| format!(" (a link to {})", resolved.display()))
+            .unwrap_or_default();
+        self.finding(
+            "OP009",
+            Severity::Warning,
+            service,
+            Some((&build.source.file, build.source.line)),
+            format!(
+                "the {what} `{}`{resolved} lies outside the project directory: it does not travel with the project's source",
+                self.relative(path)
+            ),
+            format!("move the {what} into the project directory, or carry it to the far side yourself"),
+        );
+    }
+
     fn finding(
         &mut self,
         code: &'static str,
@@ -337,7 +383,7 @@ impl Planner<'_> {
         let mut declared = None;
         let mut set = None;
         for file in &self.project.files {
-            let Ok(text) = self.files.read_to_string(file) else {
+            let Ok(text) = self.files.read_to_string(file, offpack_fs::COMPOSE_FILE) else {
                 continue;
             };
             match field_line(&text, service, field) {
@@ -515,7 +561,12 @@ impl Planner<'_> {
         let compose_file = build.source.file.clone();
         let compose_line = build.source.line;
         let context_dir = match &build.context {
-            BuildContext::Local(dir) => Some(dir.clone()),
+            BuildContext::Local(dir) => {
+                if self.outside_project(dir) {
+                    self.outside_project_finding(&service.name, build, "build context", dir);
+                }
+                Some(dir.clone())
+            }
             BuildContext::Remote(url) => {
                 self.finding(
                     "OP007",
@@ -552,10 +603,19 @@ impl Planner<'_> {
             package_files: Vec::new(),
             install_steps: Vec::new(),
         };
+        // Errors quote the text of a Dockerfile, which a link may take anywhere (`/etc/shadow`).
+        let mut hide_text = false;
         let parsed = match &build.dockerfile {
             DockerfileSource::Path(path) => match &build.context {
                 BuildContext::Local(_) => {
-                    let text = self.files.read_to_string(path).with_context(|| {
+                    if self.outside_project(path) {
+                        self.outside_project_finding(&service.name, build, "Dockerfile", path);
+                        hide_text = true;
+                    }
+                    let text = self
+                        .files
+                        .read_to_string(path, offpack_fs::DOCKERFILE)
+                        .with_context(|| {
                         format!(
                             "service {}: cannot read its Dockerfile {}; check `build.dockerfile` and `build.context`",
                             service.name,
@@ -578,7 +638,18 @@ impl Planner<'_> {
             (None, DockerfileSource::Inline(_)) => "(dockerfile_inline)".to_string(),
         };
         if let Some((label, text)) = parsed {
+            let hidden = |label: &str, line: Option<usize>| {
+                anyhow::anyhow!(
+                    "{label}{}: not a Dockerfile offpack can read (service {}); the file lies outside the project directory, \
+                     so offpack does not show its text: check `build.dockerfile` and `build.context`",
+                    line.map(|l| format!(":{l}")).unwrap_or_default(),
+                    service.name
+                )
+            };
             let dockerfile = offpack_dockerfile::parse(&text).map_err(|e| {
+                if hide_text {
+                    return hidden(&label, Some(e.line));
+                }
                 anyhow::anyhow!(
                     "{label}:{}: {} (service {})",
                     e.line,
@@ -586,13 +657,13 @@ impl Planner<'_> {
                     service.name
                 )
             })?;
-            self.resolve_dockerfile(
-                service,
-                build,
-                &ParsedDockerfile { label, dockerfile },
-                platforms,
-                &mut plan,
-            )?;
+            let parsed = ParsedDockerfile { label, dockerfile };
+            let resolved = self.resolve_dockerfile(service, build, &parsed, platforms, &mut plan);
+            if hide_text {
+                resolved.map_err(|_| hidden(&parsed.label, None))?;
+            } else {
+                resolved?;
+            }
         }
         self.additional_context_images(service, build, platforms, &mut plan)?;
         if let Some(dir) = &context_dir {
@@ -1087,11 +1158,15 @@ mod tests {
     struct Memory(BTreeMap<PathBuf, String>);
 
     impl ProjectFiles for Memory {
-        fn read_to_string(&self, path: &Path) -> std::io::Result<String> {
+        fn read_to_string(&self, path: &Path, _kind: offpack_fs::Kind) -> std::io::Result<String> {
             self.0
                 .get(path)
                 .cloned()
                 .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+        }
+
+        fn resolve_links(&self, path: &Path) -> Option<PathBuf> {
+            Some(path.to_path_buf())
         }
 
         fn list(&self, dir: &Path, _max_depth: usize) -> Vec<String> {

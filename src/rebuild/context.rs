@@ -152,7 +152,7 @@ impl DockerfileInContext {
                 extra: None,
             }),
             Err(_) => {
-                let bytes = fs_err::read(path)?;
+                let bytes = offpack_fs::read(path, offpack_fs::DOCKERFILE)?;
                 Ok(DockerfileInContext {
                     name: ".offpack.Dockerfile".into(),
                     extra: Some(bytes),
@@ -183,9 +183,9 @@ pub fn write_context(
     out: impl Write,
 ) -> Result<u64> {
     let ignore_path = context.join(".dockerignore");
-    let mut ignore = match fs_err::read_to_string(&ignore_path) {
+    let mut ignore = match offpack_fs::read_to_string(&ignore_path, offpack_fs::DOCKERIGNORE) {
         Ok(text) => DockerIgnore::parse(&text, &ignore_path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => DockerIgnore::default(),
+        Err(e) if e.is_not_found() => DockerIgnore::default(),
         Err(e) => return Err(e.into()),
     };
     ignore.keep(".dockerignore");
@@ -202,9 +202,11 @@ pub fn write_context(
         .is_none()
         .then(|| context.join(&dockerfile.name));
     if let Some(path) = &dockerfile_on_disk {
-        let metadata = fs_err::metadata(path)?;
+        // Streamed, but opened like any Dockerfile: a FIFO must fail, not block the build.
+        let (file, _) = offpack_fs::open_regular(path, offpack_fs::DOCKERFILE)?;
+        let metadata = file.metadata()?;
         let mut header = context_header(&metadata);
-        tar.append_data(&mut header, &dockerfile.name, fs_err::File::open(path)?)
+        tar.append_data(&mut header, &dockerfile.name, file)
             .with_context(|| format!("adding {} to the build context", path.display()))?;
         count += 1;
     }
@@ -343,5 +345,34 @@ mod tests {
             vec!["Dockerfile", ".dockerignore", "b.txt"],
             "the Dockerfile comes first"
         );
+    }
+    /// A FIFO in a context once blocked the build forever: the Dockerfile and `.dockerignore`
+    /// were opened as they came, and a special file elsewhere had no clear error.
+    #[test]
+    fn special_files_in_the_context_fail_at_once_naming_the_file() {
+        let fifo = |path: &Path| {
+            rustix::fs::mkfifoat(
+                rustix::fs::CWD,
+                path,
+                rustix::fs::Mode::from_raw_mode(0o600),
+            )
+            .unwrap()
+        };
+        for special in ["Dockerfile", ".dockerignore", "data/pipe"] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path();
+            fs_err::create_dir(root.join("data")).unwrap();
+            if special != "Dockerfile" {
+                fs_err::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
+            }
+            fifo(&root.join(special));
+            let dockerfile = DockerfileInContext {
+                name: "Dockerfile".into(),
+                extra: None,
+            };
+            let err = write_context(root, &dockerfile, &mut Vec::new()).unwrap_err();
+            let message = format!("{err:#}");
+            assert!(message.contains(special), "{special}: {message}");
+        }
     }
 }

@@ -48,6 +48,16 @@ fn split_suffix(path: &Path) -> Option<(PathBuf, usize)> {
     Some((path.with_file_name(base), number.parse().ok()?))
 }
 
+/// Opens a bundle file or part. `File::open` blocks forever on a FIFO: a file that is not regular
+/// fails at once instead. The inner result keeps the operating system's error (a missing part).
+fn open_file(path: &Path) -> Result<io::Result<File>, BundleError> {
+    match offpack_fs::open_regular(path, offpack_fs::BUNDLE) {
+        Ok((file, _)) => Ok(Ok(file)),
+        Err(offpack_fs::ReadError::Io { source, .. }) => Ok(Err(source)),
+        Err(other) => Err(BundleError::InvalidInput(other.to_string())),
+    }
+}
+
 impl Source {
     /// Opens `path`: a bundle file; or the first part `b.offpack.001` of a split bundle; or the base name
     /// `b.offpack` when only its parts exist.
@@ -66,7 +76,7 @@ impl Source {
                 return Self::open_parts(&base);
             }
         }
-        match File::open(path) {
+        match open_file(path)? {
             Ok(file) => {
                 let len = file.metadata().map_err(|e| BundleError::io(path, e))?.len();
                 Ok(Source {
@@ -100,7 +110,7 @@ impl Source {
         let mut start = 0u64;
         for n in 1..=MAX_PARTS {
             let path = part_path(base, n);
-            let file = match File::open(&path) {
+            let file = match open_file(&path)? {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if n == 1 {

@@ -351,18 +351,19 @@ fn walk_source(
 /// sidecar has one line per part; a line for a part that is not there means the part is missing.
 pub(crate) fn read_sidecar(src: &Source) -> Result<Option<(PathBuf, Vec<String>)>, BundleError> {
     let path = sidecar_path(src.base());
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(BundleError::io(&path, e)),
+    let text = match offpack_fs::read_to_string(&path, offpack_fs::CHECKSUM_FILE) {
+        Ok(text) => text,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(offpack_fs::ReadError::Io { source, .. }) => {
+            return Err(BundleError::io(&path, source));
+        }
+        Err(_) => {
+            return Err(BundleError::BadSidecar {
+                path: path.clone(),
+                detail: "not a small text file".into(),
+            });
+        }
     };
-    let mut text = String::new();
-    file.take(1 << 20)
-        .read_to_string(&mut text)
-        .map_err(|_| BundleError::BadSidecar {
-            path: path.clone(),
-            detail: "not a small text file".into(),
-        })?;
     let bad = |detail: String| BundleError::BadSidecar {
         path: path.clone(),
         detail,

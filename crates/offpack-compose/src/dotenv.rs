@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::template::Resolver;
+use crate::template::{Resolver, TemplateError};
 
 /// Parses `.env` text. `lookup` answers variables from outside the file (the process
 /// environment and earlier files); values defined earlier in this file come next.
@@ -99,10 +99,10 @@ impl Parser {
                 }
                 '_' | '.' | '-' | '[' | ']' => {}
                 c if c.is_alphanumeric() => {}
+                // Environment files hold secrets: errors name the line, never show its text.
                 c => {
-                    let first_line = src.lines().next().unwrap_or_default();
                     return Err(format!(
-                        "line {}: unexpected character {c:?} in variable name {first_line:?}",
+                        "line {}: unexpected character {c:?} in a variable name",
                         self.line
                     ));
                 }
@@ -165,11 +165,7 @@ impl Parser {
             };
             return Ok((value, &src[i + c.len_utf8()..]));
         }
-        let first_line = src.lines().next().unwrap_or_default();
-        Err(format!(
-            "line {}: unterminated quoted value {first_line}",
-            self.line
-        ))
+        Err(format!("line {}: unterminated quoted value", self.line))
     }
 }
 
@@ -180,9 +176,16 @@ fn expand(
     line: usize,
 ) -> Result<String, String> {
     let mut resolver = Resolver::new(lookup);
-    let result = resolver
-        .substitute(value)
-        .map_err(|e| format!("line {}: {e}", line.saturating_sub(1).max(1)));
+    let result = resolver.substitute(value).map_err(|e| {
+        let line = line.saturating_sub(1).max(1);
+        match e {
+            // It would quote the value, which may be a secret.
+            TemplateError::Invalid(_) => {
+                format!("line {line}: invalid interpolation format; write `$$` for a literal `$`")
+            }
+            e => format!("line {line}: {e}"),
+        }
+    });
     unset.extend(resolver.unset);
     result
 }

@@ -36,6 +36,21 @@ impl ComposeError {
         }
     }
 
+    /// A file that could not be read; the message names it already.
+    pub(crate) fn unreadable(err: offpack_fs::ReadError) -> Self {
+        let hint = match &err {
+            _ if err.is_not_found() => Some("check the file path"),
+            offpack_fs::ReadError::Io { .. } => Some("check the file's permissions"),
+            // The message says what to do already.
+            _ => None,
+        };
+        let error = ComposeError::new(err.to_string());
+        match hint {
+            Some(hint) => error.hint(hint),
+            None => error,
+        }
+    }
+
     pub(crate) fn in_file(mut self, file: &Path) -> Self {
         if self.inner.file.is_none() {
             self.inner.file = Some(file.to_path_buf());

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 
 use crate::node::{FieldPath, convert_document};
-use crate::template::Resolver;
-use crate::{dotenv, merge, validate};
+use crate::template::{MAX_NESTING, Resolver, TemplateError};
+use crate::{dotenv, merge, validate, yaml_depth};
 
 fn lookup(k: &str) -> Option<String> {
     match k {
@@ -44,6 +44,45 @@ proptest! {
             if let Ok(mut merged) = merge::merge(base, b.root, &FieldPath::root()) {
                 let _ = merge::enforce_unicity(&mut merged, &FieldPath::root());
             }
+        }
+    }
+
+    /// Structure-aware: alternatives nested to a random depth around the limit, then a default
+    /// that is never used, with a deep nest of its own that must not count.
+    #[test]
+    fn nested_substitution_succeeds_up_to_the_limit(
+        used in proptest::collection::vec(proptest::sample::select(vec![":+", "+"]), 0..=MAX_NESTING + 20),
+        unused in proptest::sample::select(vec![":-", "-", ":?", "?"]),
+        hidden in 0usize..200,
+    ) {
+        // SET is set and not empty: `:+`/`+` substitute their alternative, one level deeper;
+        // `:-`/`-`/`:?`/`?` give its value without reading their argument.
+        let template = used.iter().map(|op| format!("${{SET{op}")).collect::<String>()
+            + &format!("${{SET{unused}")
+            + &"${A:-".repeat(hidden)
+            + "x"
+            + &"}".repeat(hidden + 1 + used.len());
+        let result = Resolver::new(&lookup).substitute(&template);
+        if used.len() > MAX_NESTING {
+            prop_assert_eq!(result, Err(TemplateError::TooDeep));
+        } else {
+            prop_assert_eq!(result, Ok("value".to_string()));
+        }
+    }
+
+    /// Structure-aware: flow collections of both kinds, JSON and YAML style, nested to a random
+    /// depth around the limit, with scalars, quotes and comments between them.
+    #[test]
+    fn flow_nesting_is_refused_exactly_past_the_limit(
+        levels in proptest::collection::vec(proptest::sample::select(vec!["[", "{a: ", "{\"a\": ", "['x]', ", "[# c\n", "[\"[{\", "]), 0..=yaml_depth::MAX_DEPTH + 40),
+    ) {
+        let closers: String = levels.iter().rev().map(|l| if l.starts_with('{') { "}" } else { "]" }).collect();
+        let text = format!("a: {}1{closers}\n", levels.concat());
+        let result = yaml_depth::check(&text);
+        prop_assert_eq!(result.is_err(), levels.len() > yaml_depth::MAX_DEPTH);
+        if result.is_ok() {
+            // The parser agrees the text is YAML (the scan counted what it parses).
+            prop_assert!(serde_norway::from_str::<serde_norway::Value>(&text).is_ok() || levels.len() >= yaml_depth::MAX_DEPTH);
         }
     }
 }

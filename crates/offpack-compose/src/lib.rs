@@ -21,6 +21,7 @@ mod node;
 mod paths;
 mod template;
 mod validate;
+mod yaml_depth;
 
 pub use error::ComposeError;
 

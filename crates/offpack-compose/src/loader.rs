@@ -14,6 +14,7 @@ use crate::node::{self, Document, FieldPath, Node};
 use crate::paths::{expand_home, is_remote_context, join_clean};
 use crate::template::{Resolver, TemplateError};
 use crate::validate;
+use crate::yaml_depth;
 use crate::{LoadOptions, Project};
 
 /// Compose file names looked for, in order of preference.
@@ -81,6 +82,8 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Project> {
 
     let files = if !explicit_files.is_empty() {
         for file in &explicit_files {
+            offpack_fs::check_regular_or_absent(file, offpack_fs::COMPOSE_FILE)
+                .map_err(ComposeError::unreadable)?;
             if !file.is_file() {
                 return Err(ComposeError::new("compose file not found")
                     .in_file(file)
@@ -173,6 +176,8 @@ fn compose_file_env(cwd: &Path, list: &str, separator: Option<&str>) -> Result<V
     let mut files = Vec::new();
     for entry in list.split(separator).filter(|e| !e.is_empty()) {
         let file = join_clean(cwd, Path::new(entry));
+        offpack_fs::check_regular_or_absent(&file, offpack_fs::COMPOSE_FILE)
+            .map_err(ComposeError::unreadable)?;
         if !file.is_file() {
             return Err(ComposeError::new(format!(
                 "COMPOSE_FILE names {entry}, which does not exist"
@@ -295,8 +300,8 @@ impl Session {
             if file.is_dir() {
                 return Err(ComposeError::new("env file is a directory").in_file(file));
             }
-            let text =
-                fs_err::read_to_string(file).map_err(|e| ComposeError::new(e.to_string()))?;
+            let text = offpack_fs::read_to_string(file, offpack_fs::ENV_FILE)
+                .map_err(ComposeError::unreadable)?;
             let lookup = |k: &str| outside.get(k).cloned();
             dotenv::parse(&text, &lookup, &mut from_files, &mut self.unset).map_err(|e| {
                 ComposeError::new(e)
@@ -354,9 +359,17 @@ impl Session {
 
     /// Reads and parses every YAML document of `file`.
     fn read_documents(&mut self, file: &Path) -> Result<(String, Vec<Document>)> {
-        let text = fs_err::read_to_string(file).map_err(|e| {
-            ComposeError::new(e.to_string()).hint("check the file path and permissions")
-        })?;
+        let text = offpack_fs::read_to_string(file, offpack_fs::COMPOSE_FILE)
+            .map_err(ComposeError::unreadable)?;
+        if let Err(at) = yaml_depth::check(&text) {
+            return Err(ComposeError::new(format!(
+                "invalid YAML: collections nest more than {} levels deep",
+                yaml_depth::MAX_DEPTH
+            ))
+            .in_file(file)
+            .at(at.line, at.column)
+            .hint("flatten the YAML"));
+        }
         let mut documents = Vec::new();
         for raw in serde_norway::Deserializer::from_str(&text) {
             let value = serde_norway::Value::deserialize(raw).map_err(|e| {
@@ -1178,6 +1191,7 @@ fn template_error(e: TemplateError, file: &Path, path: &FieldPath) -> ComposeErr
             err.hint(format!("set {variable} in the environment or in .env"))
         }
         TemplateError::Invalid(_) => err.hint("write `$$` for a literal `$`"),
+        TemplateError::TooDeep => err.hint("nest fewer defaults"),
     }
 }
 

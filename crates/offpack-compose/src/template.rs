@@ -14,14 +14,21 @@ pub(crate) enum TemplateError {
     Invalid(String),
     /// `${VAR?msg}`/`${VAR:?msg}` with VAR unset (or empty for `:?`).
     MissingRequired { variable: String, reason: String },
+    /// Defaults nest `${` deeper than [`MAX_NESTING`].
+    TooDeep,
 }
+
+/// The deepest nesting of `${VAR:-${...}}` accepted. compose-go has no limit (Go stacks grow);
+/// here each level is a native stack frame, and real files nest two or three levels.
+pub(crate) const MAX_NESTING: usize = 64;
 
 impl std::fmt::Display for TemplateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TemplateError::Invalid(template) => write!(
                 f,
-                "invalid interpolation format in {template:?}; write `$$` for a literal `$`"
+                "invalid interpolation format in {:?}; write `$$` for a literal `$`",
+                excerpt(template)
             ),
             TemplateError::MissingRequired { variable, reason } if reason.is_empty() => {
                 write!(f, "required variable {variable} is missing a value")
@@ -32,7 +39,20 @@ impl std::fmt::Display for TemplateError {
                     "required variable {variable} is missing a value: {reason}"
                 )
             }
+            TemplateError::TooDeep => write!(
+                f,
+                "interpolation nests `${{...}}` more than {MAX_NESTING} levels deep"
+            ),
         }
+    }
+}
+
+/// The start of a long string, enough to find it in a file.
+fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 200;
+    match text.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
     }
 }
 
@@ -56,9 +76,18 @@ impl<'a> Resolver<'a> {
 
     /// Substitutes every variable reference in `template`.
     pub(crate) fn substitute(&mut self, template: &str) -> Result<String, TemplateError> {
+        self.substitute_nested(template, 0)
+    }
+
+    /// [`Resolver::substitute`] for a default, alternative or message `depth` levels deep.
+    fn substitute_nested(&mut self, template: &str, depth: usize) -> Result<String, TemplateError> {
+        if depth > MAX_NESTING {
+            return Err(TemplateError::TooDeep);
+        }
         let bytes = template.as_bytes();
         let mut out = String::with_capacity(template.len());
         let mut literal_start = 0;
+        let mut line: Option<Line> = None;
         let mut i = 0;
         while i < bytes.len() {
             if bytes[i] != b'$' {
@@ -82,7 +111,12 @@ impl<'a> Resolver<'a> {
                 }
                 Some(b'{') => {
                     out.push_str(&template[literal_start..i]);
-                    let (value, next) = self.braced(template, i)?;
+                    let current = match line {
+                        Some(current) if i < current.end => current,
+                        _ => Line::rest_of(template, i),
+                    };
+                    line = Some(current);
+                    let (value, next) = self.braced(template, i, current.last_close, depth)?;
                     out.push_str(&value);
                     i = next;
                     literal_start = i;
@@ -104,8 +138,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Handles the `${...}` starting at `start`; returns the value and the index after it.
-    fn braced(&mut self, template: &str, start: usize) -> Result<(String, usize), TemplateError> {
+    /// Handles the `${...}` starting at `start`, whose line's last `}` is at `line_last_close`;
+    /// returns the value and the index after it.
+    fn braced(
+        &mut self,
+        template: &str,
+        start: usize,
+        line_last_close: Option<usize>,
+        depth: usize,
+    ) -> Result<(String, usize), TemplateError> {
         let bytes = template.as_bytes();
         let invalid = || TemplateError::Invalid(template.to_string());
         let name_start = start + 2;
@@ -124,60 +165,81 @@ impl<'a> Resolver<'a> {
             .ok_or_else(invalid)?;
         let op_end = name_stop + op.len();
         // compose-go's pattern matches up to the last `}` on the same line ...
-        let line_end = template[op_end..]
-            .find('\n')
-            .map_or(template.len(), |p| op_end + p);
-        let last_close = template[op_end..line_end]
-            .rfind('}')
-            .map(|p| op_end + p)
+        let last_close = line_last_close
+            .filter(|close| *close >= op_end)
             .ok_or_else(invalid)?;
         let matched = &template[start..=last_close];
-        // ... then cuts it at the brace closing the first `${`; the remainder is substituted
-        // on its own and appended.
-        let (own_end, remainder) = match first_closing_brace(matched) {
-            Some(close) => (start + close, &template[start + close + 1..=last_close]),
-            None => (last_close, ""),
-        };
+        // ... then cuts it at the brace closing the first `${`; compose-go substitutes the
+        // remainder on its own, which is what the caller's loop does when it goes on after
+        // the cut (the remainder holds no newline and ends at the same last `}`).
+        let own_end = first_closing_brace(matched).map_or(last_close, |close| start + close);
         let argument = template.get(op_end..own_end).ok_or_else(invalid)?;
-        let value = self.apply(name, op, argument)?;
-        let tail = self.substitute(remainder)?;
-        Ok((value + &tail, last_close + 1))
+        let value = self.apply(name, op, argument, depth)?;
+        Ok((value, own_end + 1))
     }
 
-    fn apply(&mut self, name: &str, op: &str, argument: &str) -> Result<String, TemplateError> {
+    fn apply(
+        &mut self,
+        name: &str,
+        op: &str,
+        argument: &str,
+        depth: usize,
+    ) -> Result<String, TemplateError> {
         let value = self.get(name);
         match op {
             ":-" => match value {
                 Some(v) if !v.is_empty() => Ok(v),
-                _ => self.substitute(argument),
+                _ => self.substitute_nested(argument, depth + 1),
             },
             "-" => match value {
                 Some(v) => Ok(v),
-                None => self.substitute(argument),
+                None => self.substitute_nested(argument, depth + 1),
             },
             ":+" => match value {
-                Some(v) if !v.is_empty() => self.substitute(argument),
+                Some(v) if !v.is_empty() => self.substitute_nested(argument, depth + 1),
                 Some(v) => Ok(v),
                 None => Ok(String::new()),
             },
             "+" => match value {
-                Some(_) => self.substitute(argument),
+                Some(_) => self.substitute_nested(argument, depth + 1),
                 None => Ok(String::new()),
             },
             ":?" => match value {
                 Some(v) if !v.is_empty() => Ok(v),
                 _ => Err(TemplateError::MissingRequired {
                     variable: name.to_string(),
-                    reason: self.substitute(argument)?,
+                    reason: self.substitute_nested(argument, depth + 1)?,
                 }),
             },
             _ => match value {
                 Some(v) => Ok(v),
                 None => Err(TemplateError::MissingRequired {
                     variable: name.to_string(),
-                    reason: self.substitute(argument)?,
+                    reason: self.substitute_nested(argument, depth + 1)?,
                 }),
             },
+        }
+    }
+}
+
+/// The line around a position: where it ends and its last `}`. Found once per line, since
+/// compose-go's pattern reaches to the last `}` on the line and searching again for every `${`
+/// would be quadratic in the line's length.
+#[derive(Clone, Copy)]
+struct Line {
+    end: usize,
+    last_close: Option<usize>,
+}
+
+impl Line {
+    /// The rest of the line from `from`: a `}` before `from` is never wanted by a `${` after it.
+    fn rest_of(template: &str, from: usize) -> Line {
+        let end = template[from..]
+            .find('\n')
+            .map_or(template.len(), |p| from + p);
+        Line {
+            end,
+            last_close: template[from..end].rfind('}').map(|p| from + p),
         }
     }
 }
@@ -395,6 +457,34 @@ mod tests {
                     .to_string()
             )
         );
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_works_and_deeper_fails() {
+        let nested = |depth: usize| format!("{}x{}", "${A:-".repeat(depth), "}".repeat(depth));
+        assert_eq!(ok(&nested(MAX_NESTING)), "x");
+        assert_eq!(sub(&nested(MAX_NESTING + 1)), Err(TemplateError::TooDeep));
+        // Once overflowed the stack (issue 16).
+        assert_eq!(sub(&nested(30_000)), Err(TemplateError::TooDeep));
+        // An unclosed nest fails the same way, whatever the braces after it.
+        assert_eq!(
+            sub(&"${A:-".repeat(30_000)),
+            Err(TemplateError::Invalid("${A:-".repeat(30_000)))
+        );
+        assert!(matches!(
+            sub(&format!("{}}}", "${A:-".repeat(30_000))),
+            Err(TemplateError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn many_substitutions_on_one_line_take_linear_time() {
+        // Each `${` once searched the rest of its line and substituted the rest of the line
+        // recursively: a stack overflow and quadratic time for a long line.
+        let line = "${MISSING:-x}".repeat(200_000);
+        let started = std::time::Instant::now();
+        assert_eq!(ok(&line), "x".repeat(200_000));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -4,6 +4,11 @@
 
 use std::collections::BTreeMap;
 
+/// The deepest nesting of `${VAR:-${...}}` (and quotes inside it) accepted. BuildKit has no
+/// limit (Go stacks grow); here each level is native stack, and line continuations let a
+/// single instruction nest without end.
+pub(crate) const MAX_NESTING: usize = 64;
+
 /// Variables visible to an expansion.
 pub(crate) type Env = BTreeMap<String, String>;
 
@@ -34,7 +39,7 @@ impl Lexer {
         let mut state = State::new(self, word, env);
         let (result, _) = state
             .process_stop_on(None, self.raw_escapes)
-            .map_err(|e| format!("failed to process {word:?}: {e}"))?;
+            .map_err(|e| format!("failed to process {:?}: {e}", excerpt(word)))?;
         Ok(result)
     }
 
@@ -43,8 +48,17 @@ impl Lexer {
         let mut state = State::new(self, word, env);
         let (_, words) = state
             .process_stop_on(None, self.raw_escapes)
-            .map_err(|e| format!("failed to process {word:?}: {e}"))?;
+            .map_err(|e| format!("failed to process {:?}: {e}", excerpt(word)))?;
         Ok(words)
+    }
+}
+
+/// The start of a long word, enough to find it in the Dockerfile.
+fn excerpt(word: &str) -> String {
+    const SHOWN: usize = 200;
+    match word.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &word[..cut]),
+        None => word.to_string(),
     }
 }
 
@@ -54,6 +68,8 @@ struct State<'a> {
     pos: usize,
     env: &'a Env,
     raw_escapes: bool,
+    /// How many `process_stop_on` calls are under way.
+    depth: usize,
 }
 
 /// Splits expansion results into words the way BuildKit's `wordsStruct` does.
@@ -102,6 +118,7 @@ impl<'a> State<'a> {
             pos: 0,
             env,
             raw_escapes: lexer.raw_escapes,
+            depth: 0,
         }
     }
 
@@ -122,9 +139,17 @@ impl<'a> State<'a> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, Vec<String>), String> {
+        // The word itself is the first level.
+        if self.depth > MAX_NESTING {
+            return Err(format!(
+                "substitutions nest more than {MAX_NESTING} levels deep"
+            ));
+        }
         let saved_raw = self.raw_escapes;
         self.raw_escapes = raw_escapes;
+        self.depth += 1;
         let outcome = self.process_stop_on_inner(stop);
+        self.depth -= 1;
         self.raw_escapes = saved_raw;
         outcome
     }
@@ -541,6 +566,21 @@ mod tests {
 
     fn word(s: &str, e: &Env) -> Result<String, String> {
         Lexer::new('\\').process_word(s, e)
+    }
+
+    #[test]
+    fn nesting_has_a_limit() {
+        let env = Env::new();
+        let lexer = Lexer::new('\\');
+        let nested = |depth: usize| format!("{}x{}", "${A:-".repeat(depth), "}".repeat(depth));
+        assert_eq!(lexer.process_word(&nested(MAX_NESTING), &env).unwrap(), "x");
+        // Line continuations made this a stack overflow.
+        for depth in [MAX_NESTING + 1, 100_000] {
+            let err = lexer.process_word(&nested(depth), &env).unwrap_err();
+            assert!(err.contains("nest more than"), "{}", &err[err.len() - 80..]);
+        }
+        let quoted = format!("{}x{}", "${A:-\"".repeat(100_000), "\"}".repeat(100_000));
+        assert!(lexer.process_word(&quoted, &env).is_err());
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub const LOCK_FILE: Kind = Kind {
     limit: 256 * MIB,
 };
 
+/// A bundle or one part of a split bundle. It is streamed, never read whole, so only
+/// [`open_regular`] applies to it and the limit is never reached.
+pub const BUNDLE: Kind = Kind {
+    name: "bundle",
+    limit: u64::MAX,
+};
+
 /// Why a file could not be read.
 #[derive(Debug)]
 pub enum ReadError {
