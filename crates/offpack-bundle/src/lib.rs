@@ -69,8 +69,8 @@ pub use manifest::{
 };
 pub use reader::BundleReader;
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};
-pub use target::{OutputRole, TargetLock, check_target_name, existing_outputs, is_offpack_output};
 pub use source::bundle_len;
+pub use target::{OutputRole, TargetLock, check_target_name, existing_outputs, is_offpack_output};
 pub use text::{escape_controls, escape_controls_in_lines};
 pub use verify::{SidecarStatus, VerifyReport, extract, verify, verify_with_key};
 pub use writer::{BundleWriter, FAT32_PART_SIZE, MIN_PART_SIZE, WriteOptions, Written};
