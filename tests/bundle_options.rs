@@ -11,18 +11,7 @@ use common::*;
 /// the base's layer is shared: the case delta bundles exist for.
 /// Each test has its own base image (`offpack-test/<name>-base:1`): tests run in parallel.
 fn layered_project(base: &str) -> tempfile::TempDir {
-    let ctx = tempfile::tempdir().unwrap();
-    ok(Command::new("head")
-        .args(["-c", "3000000", "/dev/urandom"])
-        .stdout(std::fs::File::create(ctx.path().join("base.bin")).unwrap()));
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY base.bin /base.bin\n",
-    )
-    .unwrap();
-    ok(Command::new("docker")
-        .args(["build", "-q", "-t", base])
-        .arg(ctx.path()));
+    build_random_image(base, &[3_000_000]);
 
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("app");

@@ -22,26 +22,9 @@ const LOAD_IMAGE: &str = "offpack-test/interrupt-load:1";
 /// scratch, so that bundling and loading take long enough to be interrupted.
 fn big_image_project(image: &str) -> tempfile::TempDir {
     if !image_exists(image) {
-        let ctx = tempfile::tempdir().unwrap();
-        ok(Command::new("head")
-            .args(["-c", "300000000", "/dev/urandom"])
-            .stdout(std::fs::File::create(ctx.path().join("blob.bin")).unwrap()));
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            "FROM scratch\nCOPY blob.bin /blob.bin\n",
-        )
-        .unwrap();
-        ok(Command::new("docker")
-            .args(["build", "-q", "-t", image])
-            .arg(ctx.path()));
+        build_random_image(image, &[300_000_000]);
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("compose.yaml"),
-        format!("services:\n  big:\n    image: {image}\n"),
-    )
-    .unwrap();
-    dir
+    project_running("big", image)
 }
 
 /// Starts `offpack ARGS` and sends `signal` once `ready` says so. `ready` sees the lines the child

@@ -262,25 +262,8 @@ fn keygen_never_overwrites_a_key() {
 
 /// A project whose one service runs `image`, built here from `size` random bytes.
 fn tiny_image_project(image: &str, size: usize) -> tempfile::TempDir {
-    let ctx = tempfile::tempdir().unwrap();
-    ok(Command::new("head")
-        .args(["-c", &size.to_string(), "/dev/urandom"])
-        .stdout(std::fs::File::create(ctx.path().join("blob.bin")).unwrap()));
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY blob.bin /blob.bin\n",
-    )
-    .unwrap();
-    ok(Command::new("docker")
-        .args(["build", "-q", "-t", image])
-        .arg(ctx.path()));
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("compose.yaml"),
-        format!("services:\n  app:\n    image: {image}\n"),
-    )
-    .unwrap();
-    dir
+    build_random_image(image, &[size]);
+    project_running("app", image)
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

@@ -110,17 +110,17 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 report.already_present.push(label);
             }
             None => {
-                let mut repo_tags = Vec::new();
+                let mut names = Vec::new();
                 for reference in image.refs.iter().filter(|r| !r.contains('@')) {
                     match name_state(&engine, reference, &image.id.to_string()).await? {
                         NameState::Elsewhere => report.kept.push(reference.clone()),
-                        _ => repo_tags.push(reference.clone()),
+                        _ => names.push(reference.clone()),
                     }
                 }
                 to_load.push(LoadImage {
                     config: image.config.digest.clone(),
                     layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
-                    repo_tags,
+                    names,
                 });
                 load_blobs.push((
                     label.clone(),
@@ -279,11 +279,12 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 &format!("imported in {:.1}s", since.elapsed().as_secs_f64()),
             );
         }
-        for image in manifest
-            .images
-            .iter()
-            .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
-        {
+        for (image, loaded) in manifest.images.iter().filter_map(|i| {
+            to_load
+                .iter()
+                .find(|l| l.config == i.config.digest)
+                .map(|l| (i, l))
+        }) {
             if engine.image(&image.id.to_string()).await?.is_none() {
                 bail!(
                     "the engine did not keep image {} after loading it (was it removed meanwhile?); \
@@ -291,7 +292,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                     image.id
                 );
             }
-            for reference in &image.refs {
+            for reference in &loaded.names {
                 if name_state(&engine, reference, &image.id.to_string()).await? == NameState::Absent
                 {
                     engine.tag(&image.id.to_string(), reference).await?;
@@ -422,7 +423,7 @@ fn check_delta_base(
             .filter(|l| delta.absent_layers.contains(l) && !have.contains(l))
         {
             let name = image
-                .repo_tags
+                .names
                 .first()
                 .cloned()
                 .unwrap_or_else(|| image.config.to_string());

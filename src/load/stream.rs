@@ -10,8 +10,10 @@ use serde::Serialize;
 pub struct LoadImage {
     pub config: Digest,
     pub layers: Vec<Digest>,
-    /// `repo:tag` names `docker load` will give the image.
-    pub repo_tags: Vec<String>,
+    /// `repo:tag` names offpack gives the image once the engine has loaded it. The stream itself
+    /// names no image: a load whose client was killed goes on in the engine, and would name its
+    /// images after a later load had named others.
+    pub names: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -19,7 +21,7 @@ struct LoadManifestEntry<'a> {
     #[serde(rename = "Config")]
     config: String,
     #[serde(rename = "RepoTags")]
-    repo_tags: &'a [String],
+    repo_tags: &'a [&'a str],
     #[serde(rename = "Layers")]
     layers: Vec<String>,
 }
@@ -79,7 +81,7 @@ pub fn write_load_stream(
         .iter()
         .map(|image| LoadManifestEntry {
             config: blob_path(&image.config),
-            repo_tags: &image.repo_tags,
+            repo_tags: &[],
             layers: image.layers.iter().map(blob_path).collect(),
         })
         .collect();
@@ -163,7 +165,7 @@ mod tests {
             .map(|i| LoadImage {
                 config: i.config.digest.clone(),
                 layers: i.layers.iter().map(|l| l.digest.clone()).collect(),
-                repo_tags: i.refs.clone(),
+                names: i.refs.clone(),
             })
             .collect();
         let mut out = Vec::new();
@@ -206,7 +208,11 @@ mod tests {
         // 2 configs + 2 unique layers + manifest.json
         assert_eq!(names.len(), 5, "{names:?}");
         let parsed: serde_json::Value = serde_json::from_str(&docker_manifest).unwrap();
-        assert_eq!(parsed[1]["RepoTags"][0], "app:1");
+        assert_eq!(
+            parsed[1]["RepoTags"],
+            serde_json::json!([]),
+            "the engine names nothing; offpack does, after the load"
+        );
         assert_eq!(parsed[1]["Layers"][0], parsed[0]["Layers"][0]);
 
         // With the shared base layer present in the engine, it is named but not sent.

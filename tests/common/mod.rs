@@ -77,6 +77,36 @@ pub fn image_id(reference: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Builds `name` FROM scratch with one layer of random bytes per entry of `layer_sizes`: the bytes
+/// do not compress, so bundling and loading it take time in proportion to its size, and no other
+/// test's image shares its layers.
+pub fn build_random_image(name: &str, layer_sizes: &[usize]) {
+    let ctx = tempfile::tempdir().expect("tempdir");
+    let mut dockerfile = String::from("FROM scratch\n");
+    for (n, size) in layer_sizes.iter().enumerate() {
+        let file = format!("blob{n}.bin");
+        ok(Command::new("head")
+            .args(["-c", &size.to_string(), "/dev/urandom"])
+            .stdout(std::fs::File::create(ctx.path().join(&file)).expect("create blob")));
+        dockerfile.push_str(&format!("COPY {file} /{file}\n"));
+    }
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    ok(Command::new("docker")
+        .args(["build", "-q", "-t", name])
+        .arg(ctx.path()));
+}
+
+/// A compose project in a temporary directory whose one service `service` runs `image`.
+pub fn project_running(service: &str, image: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        format!("services:\n  {service}:\n    image: {image}\n"),
+    )
+    .expect("write compose.yaml");
+    dir
+}
+
 /// The engine must answer; tests that need it never skip silently.
 pub fn require_engine() {
     let out = Command::new("docker")

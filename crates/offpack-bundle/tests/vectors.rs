@@ -1,35 +1,60 @@
 //! Every vector in `bundle-spec/vectors/` gives the result its `.expect` file names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-#[test]
-fn every_vector_gives_its_expected_result() {
+/// A test vector: the bundle (or the first part of a split one), its name, the result its
+/// `.expect` file names, and the key it must be verified against (`<name>.pub`), if any.
+struct Vector {
+    path: PathBuf,
+    name: String,
+    expected: String,
+    key: Option<offpack_bundle::VerifyingKey>,
+}
+
+/// Every vector of `bundle-spec/vectors/`, sorted by file name.
+fn vectors() -> Vec<Vector> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
-    let mut checked = 0;
-    let mut failures = Vec::new();
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     paths.sort();
-    for path in paths {
-        // A bundle `<name>.offpack`, or the first part `<name>.offpack.001` of a split one.
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let Some(stem) = name
-            .strip_suffix(".offpack")
-            .or_else(|| name.strip_suffix(".offpack.001"))
-        else {
-            continue;
-        };
-        let expect_path = dir.join(format!("{stem}.expect"));
-        // `<name>.pub`: the signing key the vector must be verified against.
-        let key = std::fs::read_to_string(dir.join(format!("{stem}.pub")))
-            .ok()
-            .map(|text| offpack_bundle::VerifyingKey::from_text(&text).unwrap());
-        let expected = std::fs::read_to_string(&expect_path)
-            .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()))
-            .trim()
-            .to_owned();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let name = path.file_name()?.to_str()?.to_owned();
+            let stem = name
+                .strip_suffix(".offpack")
+                .or_else(|| name.strip_suffix(".offpack.001"))?;
+            let expect_path = dir.join(format!("{stem}.expect"));
+            let expected = std::fs::read_to_string(&expect_path)
+                .unwrap_or_else(|e| panic!("{}: {e}", expect_path.display()))
+                .trim()
+                .to_owned();
+            let key = std::fs::read_to_string(dir.join(format!("{stem}.pub")))
+                .ok()
+                .map(|text| offpack_bundle::VerifyingKey::from_text(&text).unwrap());
+            Some(Vector {
+                path,
+                name,
+                expected,
+                key,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn every_vector_gives_its_expected_result() {
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for Vector {
+        path,
+        expected,
+        key,
+        ..
+    } in vectors()
+    {
         let result = match &key {
             Some(key) => offpack_bundle::verify_with_key(&path, key, &mut |_| {}),
             None => offpack_bundle::verify(&path, &mut |_| {}),
@@ -54,11 +79,7 @@ fn every_vector_gives_its_expected_result() {
         }
         checked += 1;
     }
-    assert!(
-        checked >= 20,
-        "only {checked} vectors found in {}",
-        dir.display()
-    );
+    assert!(checked >= 20, "only {checked} vectors found");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -148,25 +169,15 @@ fn extracting_vectors_never_writes_outside_the_destination() {
 /// blob data already refuses each vector whose fault is outside the blob data.
 #[test]
 fn checked_open_and_reads_refuse_what_verify_refuses() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
     let mut failures = Vec::new();
     let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let Some(stem) = name
-            .strip_suffix(".offpack")
-            .or_else(|| name.strip_suffix(".offpack.001"))
-        else {
-            continue;
-        };
-        let expected = std::fs::read_to_string(dir.join(format!("{stem}.expect")))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let key = std::fs::read_to_string(dir.join(format!("{stem}.pub")))
-            .ok()
-            .map(|text| offpack_bundle::VerifyingKey::from_text(&text).unwrap());
+    for Vector {
+        path,
+        name,
+        expected,
+        key,
+    } in vectors()
+    {
         let before_data = offpack_bundle::BundleReader::open_checked(&path, key.as_ref());
         let result = before_data.and_then(|checked| {
             for e in &checked.reader.index().entries {
