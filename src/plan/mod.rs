@@ -415,12 +415,19 @@ impl Planner<'_> {
     }
 
     fn service(&mut self, service: &Service) -> Result<ServicePlan> {
-        let image = familiar_name(&service.image_name(&self.project.name)).with_context(|| {
-            format!(
-                "service {}: its image name is not a valid reference",
-                service.name
-            )
-        })?;
+        let written_image = service.image_name(&self.project.name);
+        let image = match familiar_name(&written_image) {
+            Ok(image) => image,
+            // docker compose neither pulls nor builds the image of a service whose profile is
+            // not active, so a name only such a service uses must not stop the plan.
+            Err(_) if !service.active => written_image,
+            Err(e) => {
+                return Err(e.context(format!(
+                    "service {}: its image name is not a valid reference",
+                    service.name
+                )));
+            }
+        };
         let platforms = match (&service.platform, &service.build) {
             (Some(platform), _) => vec![platform.clone()],
             (None, Some(build)) if !build.platforms.is_empty() => {
@@ -452,16 +459,16 @@ impl Planner<'_> {
             self.pull_policy_findings(service, &plan);
         }
         let Some(build) = &service.build else {
+            if !service.active {
+                return Ok(plan);
+            }
             let reference = ImageRef::parse(&image).with_context(|| {
                 format!(
                     "service {}: invalid image reference `{image}`",
                     service.name
                 )
             })?;
-            if service.active
-                && reference.digest.is_none()
-                && reference.tag.as_deref() == Some("latest")
-            {
+            if reference.digest.is_none() && reference.tag.as_deref() == Some("latest") {
                 let written = service.image.as_deref().unwrap_or(&image);
                 let fix = self.pin_fix(&image);
                 let place = self.locate(&service.name, "image");
@@ -1392,6 +1399,23 @@ mod tests {
         assert_eq!(references(&plan), ["nginx:1.27"]);
         assert_eq!(plan.services.len(), 2);
         assert!(plan.findings.is_empty());
+    }
+
+    #[test]
+    fn only_an_active_services_invalid_image_stops_the_plan() {
+        let mut debug = service("debug", Some("ACME/Tools"), None);
+        debug.active = false;
+        let p = project(vec![debug, service("web", Some("nginx:1.27"), None)]);
+        let plan = make_plan(&p, &files(&[])).unwrap();
+        assert_eq!(references(&plan), ["nginx:1.27"]);
+        assert_eq!(plan.services[0].image, "ACME/Tools");
+
+        let p = project(vec![service("debug", Some("ACME/Tools"), None)]);
+        let err = format!("{:#}", make_plan(&p, &files(&[])).unwrap_err());
+        assert!(
+            err.contains("service debug") && err.contains("ACME/Tools"),
+            "{err}"
+        );
     }
 
     #[test]

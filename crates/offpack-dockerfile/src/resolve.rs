@@ -836,9 +836,14 @@ fn run_step(stage: usize, instruction: &Instruction, findings: &mut Vec<Finding>
         }
     }
     if !commands.is_empty() {
-        hints.push(
-            "or move the step into a base image built on the networked side and carried in the bundle, or leave it and everything before it unchanged so the cached layer is reused",
-        );
+        // The general advice follows the specific hints as an alternative, and must read as a
+        // sentence on its own when there are none (`yarn dlx` has no specific advice).
+        let general = "move the step into a base image built on the networked side and carried in the bundle, or leave it and everything before it unchanged so the cached layer is reused";
+        let fix = if hints.is_empty() {
+            general.to_string()
+        } else {
+            format!("{}; or {general}", hints.join("; "))
+        };
         findings.push(Finding {
             code: "OP003",
             line: instruction.line,
@@ -846,7 +851,7 @@ fn run_step(stage: usize, instruction: &Instruction, findings: &mut Vec<Finding>
                 "RUN needs the network ({}), which offpack cannot serve offline: this step works offline only if its layer is reused from cache",
                 commands.join(", ")
             ),
-            fix: hints.join("; "),
+            fix,
         });
     }
     RunStep {
@@ -1237,6 +1242,24 @@ FROM base
         assert!(!refs(&r.images).contains(&frontend.reference.to_string()));
         let e = resolve_with("# syntax=Bad/Frontend\nFROM alpine:3\n", None, &[]).unwrap_err();
         assert!(e.to_string().starts_with("line 1: # syntax= names"));
+    }
+
+    #[test]
+    fn network_run_fix_reads_as_a_sentence_with_or_without_specific_advice() {
+        let r = ok("FROM node:18.20\nRUN yarn dlx create-vite app\nRUN apt-get update\n");
+        assert_eq!(codes(&r), [("OP003", 2), ("OP003", 3)]);
+        assert!(
+            r.findings[0]
+                .fix
+                .starts_with("move the step into a base image"),
+            "{}",
+            r.findings[0].fix
+        );
+        assert!(
+            r.findings[1].fix.contains("mirrors); or move the step"),
+            "{}",
+            r.findings[1].fix
+        );
     }
 
     #[test]
