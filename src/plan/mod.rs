@@ -195,9 +195,10 @@ pub fn make_plan_with_digests(
         (&a.service, &a.file, a.line, a.code, &a.message)
             .cmp(&(&b.service, &b.file, b.line, b.code, &b.message))
     });
+    // One finding per rule and subject at each place.
     findings.dedup_by(|a, b| {
-        (&a.service, &a.file, a.line, a.code, &a.message)
-            == (&b.service, &b.file, b.line, b.code, &b.message)
+        (&a.service, &a.file, a.line, a.code, &a.subject)
+            == (&b.service, &b.file, b.line, b.code, &b.subject)
     });
     let directory = &project.project_directory;
     Ok(Plan {
@@ -264,8 +265,8 @@ fn mark_built_images(
             service.built_by = Some(builder.clone());
             findings.retain(|f| {
                 !(f.service == service.name
-                    && f.code == "OP002"
-                    && f.message.starts_with(SERVICE_IMAGE_UNPINNED))
+                    && f.code == Code::UNPINNED
+                    && f.subject == Subject::field("image"))
             });
         }
         let name = service.name.clone();
@@ -281,20 +282,17 @@ fn mark_built_images(
             }
             image.built_by = Some(builder.clone());
             let (file, line) = (PathBuf::from(&image.file), Some(image.line));
-            let quoted = format!("`{}`", image.written);
+            let subject = Subject::dockerfile_image(&image.written);
             findings.retain(|f| {
                 !(f.service == name
-                    && f.code == "OP002"
+                    && f.code == Code::UNPINNED
                     && f.file.as_ref() == Some(&file)
                     && f.line == line
-                    && f.message.starts_with(&quoted))
+                    && f.subject == subject)
             });
         }
     }
 }
-
-/// How an OP002 finding about a service's `image:` (not a Dockerfile's) starts.
-const SERVICE_IMAGE_UNPINNED: &str = "service image ";
 
 struct Planner<'a> {
     project: &'a Project,
@@ -340,11 +338,16 @@ impl Planner<'_> {
             .filter(|resolved| resolved != path)
             .map(|resolved| format!(" (a link to {})", resolved.display()))
             .unwrap_or_default();
+        let field = if what == "Dockerfile" {
+            "build.dockerfile"
+        } else {
+            "build.context"
+        };
         self.finding(
-            "OP009",
-            Severity::Warning,
+            Code::OutsideProject,
             service,
             Some((&build.source.file, build.source.line)),
+            Subject::field(field),
             format!(
                 "the {what} `{}`{resolved} lies outside the project directory: it does not travel with the project's source",
                 self.relative(path)
@@ -353,28 +356,31 @@ impl Planner<'_> {
         );
     }
 
+    /// Adds a finding with its rule's default severity; the caller may change it.
     fn finding(
         &mut self,
-        code: &'static str,
-        severity: Severity,
+        code: Code,
         service: &str,
         place: Option<(&Path, Option<usize>)>,
+        subject: Subject,
         message: String,
         fix: String,
-    ) {
+    ) -> &mut PlanFinding {
         let (file, line) = match place {
             Some((file, line)) => (Some(PathBuf::from(self.relative(file))), line),
             None => (None, None),
         };
         self.findings.push(PlanFinding {
             code,
-            severity,
+            subject,
+            severity: code.default_severity(),
             service: service.to_string(),
             file,
             line,
             message,
             fix,
         });
+        self.findings.last_mut().expect("a finding was just pushed")
     }
 
     /// Where `services.<service>.<field>` is written: the last compose file (in load order) that
@@ -473,12 +479,12 @@ impl Planner<'_> {
                 let fix = self.pin_fix(&image);
                 let place = self.locate(&service.name, "image");
                 self.finding(
-                    "OP002",
-                    Severity::Warning,
+                    Code::UNPINNED,
                     &service.name,
                     place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+                    Subject::field("image"),
                     format!(
-                        "{SERVICE_IMAGE_UNPINNED}`{written}` is not pinned ({}): the far side may get another image than the one tested",
+                        "service image `{written}` is not pinned ({}): the far side may get another image than the one tested",
                         if written.ends_with(":latest") { "`latest`" } else { "no tag, so `latest`" }
                     ),
                     fix,
@@ -503,10 +509,10 @@ impl Planner<'_> {
                 // its image is present (compose's `build.go`).
                 let place = self.locate(&service.name, "pull_policy");
                 self.finding(
-                    "OP008",
-                    Severity::Warning,
+                    Code::PullPolicy,
                     &service.name,
                     place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+                    Subject::field("pull_policy"),
                     format!(
                         "`pull_policy: build` makes docker compose rebuild `{}` on every `up`, even when the bundle loaded it; \
                          offline that rebuild works only if each step is cached or needs no network",
@@ -546,16 +552,17 @@ impl Planner<'_> {
         };
         let place = self.locate(&service.name, "pull_policy");
         self.finding(
-            "OP008",
-            severity,
+            Code::PullPolicy,
             &service.name,
             place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+            Subject::field("pull_policy"),
             format!(
                 "`pull_policy: {policy}` makes docker compose pull `{}` {when} even when the bundle loaded it; {consequence}",
                 plan.image
             ),
             fix.into(),
-        );
+        )
+        .severity = severity;
     }
 
     fn build(
@@ -576,10 +583,10 @@ impl Planner<'_> {
             }
             BuildContext::Remote(url) => {
                 self.finding(
-                    "OP007",
-                    Severity::Error,
+                    Code::RemoteContext,
                     &service.name,
                     Some((&compose_file, compose_line)),
+                    Subject::field("build.context"),
                     format!("build context `{url}` is remote: the far side cannot fetch it"),
                     "check the sources out next to the compose file and use a local context".into(),
                 );
@@ -779,40 +786,33 @@ impl Planner<'_> {
                     .iter()
                     .filter(|u| u.line == finding.line)
                     .filter(|u| named_context(&build.additional_contexts, &u.reference).is_some())
-                    .any(|u| finding.message.starts_with(&format!("`{}`", u.written)));
+                    .any(|u| names_image(&finding.subject, &u.written));
                 if !replaced && !findings.contains(&finding) {
                     findings.push(finding);
                 }
             }
         }
         for finding in findings {
-            let severity = match finding.code {
-                "OP002" | "OP003" => Severity::Warning,
-                _ => Severity::Error,
-            };
-            let fix = if finding.code == "OP002" {
-                let familiar = plan
-                    .images
-                    .iter()
-                    .find(|i| {
-                        i.line == finding.line
-                            && finding.message.starts_with(&format!("`{}`", i.written))
+            let code = Code::from(finding.code);
+            let unpinned_image = (code == Code::UNPINNED)
+                .then(|| {
+                    plan.images.iter().find(|i| {
+                        i.line == finding.line && names_image(&finding.subject, &i.written)
                     })
-                    .map(|i| i.reference.clone());
-                match familiar {
-                    Some(familiar) => self.pin_fix(&familiar),
-                    None => finding.fix.clone(),
-                }
-            } else {
-                finding.fix.clone()
+                })
+                .flatten();
+            let fix = match unpinned_image {
+                Some(image) => self.pin_fix(&image.reference),
+                None => finding.fix,
             };
             self.findings.push(PlanFinding {
-                code: finding.code,
-                severity,
+                code,
+                subject: Subject::Dockerfile(finding.subject),
+                severity: code.default_severity(),
                 service: service.name.clone(),
                 file: Some(PathBuf::from(label)),
                 line: Some(finding.line),
-                message: finding.message.clone(),
+                message: finding.message,
                 fix,
             });
         }
@@ -898,10 +898,10 @@ impl Planner<'_> {
                 // A local directory: part of the project's files.
             } else {
                 self.finding(
-                    "OP007",
-                    Severity::Error,
+                    Code::RemoteContext,
                     &service.name,
                     Some((&compose_file, build.source.line)),
+                    Subject::entry("build.additional_contexts", name),
                     format!("additional context `{name}: {value}` is remote: the far side cannot fetch it"),
                     "check it out next to the compose file and name the local directory instead".into(),
                 );
@@ -926,10 +926,10 @@ impl Planner<'_> {
                     .is_some_and(|(a, b)| *a == b);
             if names_itself {
                 self.finding(
-                    "OP006",
-                    Severity::Error,
+                    Code::CacheFromItself,
                     &service.name,
                     Some((&build.source.file, build.source.line)),
+                    Subject::entry("build.cache_from", cache),
                     format!(
                         "`cache_from: {cache}` names the image this service builds; without a registry that has it, \
                          the build fails with \"importing cache manifest from {named}\""
@@ -1040,6 +1040,11 @@ fn field_line(text: &str, service: &str, field: &str) -> Option<Located> {
         }
     }
     found_service.map(Located::Service)
+}
+
+/// True when a Dockerfile finding is about the image Docker resolves to `written`.
+fn names_image(subject: &offpack_dockerfile::Subject, written: &str) -> bool {
+    matches!(subject, offpack_dockerfile::Subject::Image(image) if image == written)
 }
 
 /// The image a `cache_from` entry names: the entry itself, or `ref=` of `type=registry,ref=…`.
@@ -1245,7 +1250,7 @@ mod tests {
     }
 
     fn codes(plan: &Plan) -> Vec<&str> {
-        plan.findings.iter().map(|f| f.code).collect()
+        plan.findings.iter().map(|f| f.code.as_str()).collect()
     }
 
     #[test]
