@@ -307,7 +307,7 @@ struct ParsedDockerfile {
     dockerfile: offpack_dockerfile::Dockerfile,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     fn relative(&self, path: &Path) -> String {
         relative(&self.project.project_directory, path)
     }
@@ -383,24 +383,10 @@ impl Planner<'_> {
         self.findings.last_mut().expect("a finding was just pushed")
     }
 
-    /// Where `services.<service>.<field>` is written: the last compose file (in load order) that
-    /// sets the field in block style, else the first that declares the service (with its line).
-    fn locate(&self, service: &str, field: &str) -> Option<(PathBuf, Option<usize>)> {
-        let mut declared = None;
-        let mut set = None;
-        for file in &self.project.files {
-            let Ok(text) = self.files.read_to_string(file, offpack_fs::COMPOSE_FILE) else {
-                continue;
-            };
-            match field_line(&text, service, field) {
-                Some(Located::Field(line)) => set = Some((file.clone(), Some(line))),
-                Some(Located::Service(line)) if declared.is_none() => {
-                    declared = Some((file.clone(), Some(line)));
-                }
-                _ => {}
-            }
-        }
-        set.or(declared)
+    /// Where `services.<service>.<field>` is written (the compose crate's precedence).
+    fn locate(&self, service: &str, field: &str) -> Option<(&'a Path, Option<usize>)> {
+        let location = self.project.field_locations.field(service, field)?;
+        Some((location.file.as_path(), location.line))
     }
 
     /// The fix for an unpinned image: the digest to pin when known, else how to find it.
@@ -481,7 +467,7 @@ impl Planner<'_> {
                 self.finding(
                     Code::UNPINNED,
                     &service.name,
-                    place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+                    place,
                     Subject::field("image"),
                     format!(
                         "service image `{written}` is not pinned ({}): the far side may get another image than the one tested",
@@ -511,7 +497,7 @@ impl Planner<'_> {
                 self.finding(
                     Code::PullPolicy,
                     &service.name,
-                    place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+                    place,
                     Subject::field("pull_policy"),
                     format!(
                         "`pull_policy: build` makes docker compose rebuild `{}` on every `up`, even when the bundle loaded it; \
@@ -554,7 +540,7 @@ impl Planner<'_> {
         self.finding(
             Code::PullPolicy,
             &service.name,
-            place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+            place,
             Subject::field("pull_policy"),
             format!(
                 "`pull_policy: {policy}` makes docker compose pull `{}` {when} even when the bundle loaded it; {consequence}",
@@ -986,62 +972,6 @@ fn classic_only_findings(
     found
 }
 
-/// Where a scan of block-style YAML found a service.
-#[derive(Debug, PartialEq, Eq)]
-enum Located {
-    /// The line of `<field>:` inside the service.
-    Field(usize),
-    /// The line of `<service>:` (the field is not written there, or not in block style).
-    Service(usize),
-}
-
-/// Finds `services.<service>.<field>` in a compose file's text by indentation. A text scan, like
-/// the loader's for `build` (decision 0021): flow-style YAML, anchors and merge keys are not seen.
-fn field_line(text: &str, service: &str, field: &str) -> Option<Located> {
-    let key_of = |line: &str| -> Option<(usize, String)> {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            return None;
-        }
-        let indent = line.len() - trimmed.len();
-        let (key, _) = trimmed.split_once(':')?;
-        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-        Some((indent, key.to_string()))
-    };
-    let mut lines = text.lines().enumerate();
-    lines.find(|(_, line)| {
-        key_of(line).is_some_and(|(indent, key)| indent == 0 && key == "services")
-    })?;
-    let mut service_indent = None;
-    let mut found_service = None;
-    let mut field_indent = None;
-    for (index, line) in lines {
-        let Some((indent, key)) = key_of(line) else {
-            continue;
-        };
-        if indent == 0 && !line.trim_start().starts_with('-') {
-            break;
-        }
-        let service_level = *service_indent.get_or_insert(indent);
-        if indent <= service_level {
-            if found_service.is_some() {
-                break;
-            }
-            if indent == service_level && key == service {
-                found_service = Some(index + 1);
-            }
-            continue;
-        }
-        if found_service.is_some() {
-            let level = *field_indent.get_or_insert(indent);
-            if indent == level && key == field {
-                return Some(Located::Field(index + 1));
-            }
-        }
-    }
-    found_service.map(Located::Service)
-}
-
 /// True when a Dockerfile finding is about the image Docker resolves to `written`.
 fn names_image(subject: &offpack_dockerfile::Subject, written: &str) -> bool {
     matches!(subject, offpack_dockerfile::Subject::Image(image) if image == written)
@@ -1162,7 +1092,7 @@ fn mirror_alias(reference: &ImageRef) -> Option<String> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use offpack_compose::{Build, Location};
+    use offpack_compose::{Build, FieldLocations, Location};
 
     use super::*;
 
@@ -1233,6 +1163,7 @@ mod tests {
             files: vec![PathBuf::from("/p/compose.yaml")],
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             warnings: Vec::new(),
+            field_locations: FieldLocations::default(),
         }
     }
 
@@ -1513,22 +1444,13 @@ mod tests {
     }
 
     #[test]
-    fn service_fields_are_located_by_indentation() {
-        let text = "x-base: &base\n  image: nope\nservices:\n  web:\n    build: .\n    # image: old\n    image: nginx\n  \"db\":\n    <<: *base\nvolumes:\n  image:\n";
-        assert_eq!(field_line(text, "web", "image"), Some(Located::Field(7)));
-        assert_eq!(field_line(text, "db", "image"), Some(Located::Service(8)));
-        assert_eq!(field_line(text, "cache", "image"), None);
-        assert_eq!(
-            field_line("services: {web: {image: x}}\n", "web", "image"),
-            None
-        );
-    }
-
-    #[test]
     fn service_findings_name_the_compose_file_and_line() {
-        let p = project(vec![service("cache", Some("redis"), None)]);
-        let f = files(&[("/p/compose.yaml", "services:\n  cache:\n    image: redis\n")]);
-        let plan = make_plan(&p, &f).unwrap();
+        let mut p = project(vec![service("cache", Some("redis"), None)]);
+        p.field_locations = FieldLocations::of_texts([(
+            Path::new("/p/compose.yaml"),
+            "services:\n  cache:\n    image: redis\n",
+        )]);
+        let plan = make_plan(&p, &files(&[])).unwrap();
         assert_eq!(plan.findings[0].file, Some(PathBuf::from("compose.yaml")));
         assert_eq!(plan.findings[0].line, Some(3));
     }
