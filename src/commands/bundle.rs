@@ -17,7 +17,7 @@ use crate::engine::{Engine, ImageInfo};
 use crate::fetch::export::copy_export;
 use crate::load::chain;
 use crate::load::inventory::Inventory;
-use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
+use crate::plan::{Disk, FindingLayout, build_order, familiar_name, make_plan};
 use crate::project::load_project;
 use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
 use crate::reporter::{ImageProgress, ImageTasks, Reporter, human_bytes};
@@ -90,7 +90,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     let project = load_project(&args.project)?;
     let plan = make_plan(&project, &Disk)?;
     for finding in &plan.findings {
-        reporter.warn(&describe(finding));
+        reporter.warn(&finding.render(FindingLayout::Line));
     }
     // Before anything slow, so that a wrong -o fails at once.
     super::bundle_target::check(&args, &project)?;
@@ -562,18 +562,6 @@ fn project_files(project: &offpack_compose::Project) -> Result<Vec<offpack_bundl
         });
     }
     Ok(files)
-}
-
-fn describe(finding: &PlanFinding) -> String {
-    let place = match (&finding.file, finding.line) {
-        (Some(file), Some(line)) => format!("{}:{line}", file.display()),
-        (Some(file), None) => file.display().to_string(),
-        _ => format!("service {}", finding.service),
-    };
-    format!(
-        "{} {place}: {} (fix: {})",
-        finding.code, finding.message, finding.fix
-    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::cli::{Output, PlanArgs};
 use crate::plan::Disk;
-use crate::plan::{Acquire, Plan, PlanFinding, ServicePlan, Severity, make_plan};
+use crate::plan::{Acquire, FindingLayout, Plan, ServicePlan, Severity, make_plan};
 use crate::project::load_project;
 
 pub fn run(args: PlanArgs, output: Output) -> Result<ExitCode> {
@@ -85,7 +85,7 @@ pub fn render(plan: &Plan) -> String {
             plan.findings.len() - errors
         );
         for finding in &plan.findings {
-            render_finding(&mut s, finding);
+            s.push_str(&finding.render(FindingLayout::ListEntry));
         }
     }
     if !plan.warnings.is_empty() {
@@ -166,21 +166,4 @@ fn render_service(s: &mut String, service: &ServicePlan, width: usize) {
             step.installs.join("; ")
         );
     }
-}
-
-fn render_finding(s: &mut String, finding: &PlanFinding) {
-    let place = match (&finding.file, finding.line) {
-        (Some(file), Some(line)) => format!("{}:{line}", file.display()),
-        (Some(file), None) => file.display().to_string(),
-        _ => "compose file".to_string(),
-    };
-    let severity = match finding.severity {
-        Severity::Error => "error",
-        Severity::Warning => "warning",
-    };
-    let _ = writeln!(
-        s,
-        "  {} {severity} [{}] {place}: {}\n      fix: {}",
-        finding.code, finding.service, finding.message, finding.fix
-    );
 }

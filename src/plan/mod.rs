@@ -195,9 +195,10 @@ pub fn make_plan_with_digests(
         (&a.service, &a.file, a.line, a.code, &a.message)
             .cmp(&(&b.service, &b.file, b.line, b.code, &b.message))
     });
+    // One finding per rule and subject at each place.
     findings.dedup_by(|a, b| {
-        (&a.service, &a.file, a.line, a.code, &a.message)
-            == (&b.service, &b.file, b.line, b.code, &b.message)
+        (&a.service, &a.file, a.line, a.code, &a.subject)
+            == (&b.service, &b.file, b.line, b.code, &b.subject)
     });
     let directory = &project.project_directory;
     Ok(Plan {
@@ -264,8 +265,8 @@ fn mark_built_images(
             service.built_by = Some(builder.clone());
             findings.retain(|f| {
                 !(f.service == service.name
-                    && f.code == "OP002"
-                    && f.message.starts_with(SERVICE_IMAGE_UNPINNED))
+                    && f.code == Code::UNPINNED
+                    && f.subject == Subject::field("image"))
             });
         }
         let name = service.name.clone();
@@ -281,20 +282,17 @@ fn mark_built_images(
             }
             image.built_by = Some(builder.clone());
             let (file, line) = (PathBuf::from(&image.file), Some(image.line));
-            let quoted = format!("`{}`", image.written);
+            let subject = Subject::dockerfile_image(&image.written);
             findings.retain(|f| {
                 !(f.service == name
-                    && f.code == "OP002"
+                    && f.code == Code::UNPINNED
                     && f.file.as_ref() == Some(&file)
                     && f.line == line
-                    && f.message.starts_with(&quoted))
+                    && f.subject == subject)
             });
         }
     }
 }
-
-/// How an OP002 finding about a service's `image:` (not a Dockerfile's) starts.
-const SERVICE_IMAGE_UNPINNED: &str = "service image ";
 
 struct Planner<'a> {
     project: &'a Project,
@@ -309,7 +307,7 @@ struct ParsedDockerfile {
     dockerfile: offpack_dockerfile::Dockerfile,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     fn relative(&self, path: &Path) -> String {
         relative(&self.project.project_directory, path)
     }
@@ -340,11 +338,16 @@ impl Planner<'_> {
             .filter(|resolved| resolved != path)
             .map(|resolved| format!(" (a link to {})", resolved.display()))
             .unwrap_or_default();
+        let field = if what == "Dockerfile" {
+            "build.dockerfile"
+        } else {
+            "build.context"
+        };
         self.finding(
-            "OP009",
-            Severity::Warning,
+            Code::OutsideProject,
             service,
             Some((&build.source.file, build.source.line)),
+            Subject::field(field),
             format!(
                 "the {what} `{}`{resolved} lies outside the project directory: it does not travel with the project's source",
                 self.relative(path)
@@ -353,48 +356,37 @@ impl Planner<'_> {
         );
     }
 
+    /// Adds a finding with its rule's default severity; the caller may change it.
     fn finding(
         &mut self,
-        code: &'static str,
-        severity: Severity,
+        code: Code,
         service: &str,
         place: Option<(&Path, Option<usize>)>,
+        subject: Subject,
         message: String,
         fix: String,
-    ) {
+    ) -> &mut PlanFinding {
         let (file, line) = match place {
             Some((file, line)) => (Some(PathBuf::from(self.relative(file))), line),
             None => (None, None),
         };
         self.findings.push(PlanFinding {
             code,
-            severity,
+            subject,
+            severity: code.default_severity(),
             service: service.to_string(),
             file,
             line,
             message,
             fix,
         });
+        self.findings.last_mut().expect("a finding was just pushed")
     }
 
-    /// Where `services.<service>.<field>` is written: the last compose file (in load order) that
-    /// sets the field in block style, else the first that declares the service (with its line).
-    fn locate(&self, service: &str, field: &str) -> Option<(PathBuf, Option<usize>)> {
-        let mut declared = None;
-        let mut set = None;
-        for file in &self.project.files {
-            let Ok(text) = self.files.read_to_string(file, offpack_fs::COMPOSE_FILE) else {
-                continue;
-            };
-            match field_line(&text, service, field) {
-                Some(Located::Field(line)) => set = Some((file.clone(), Some(line))),
-                Some(Located::Service(line)) if declared.is_none() => {
-                    declared = Some((file.clone(), Some(line)));
-                }
-                _ => {}
-            }
-        }
-        set.or(declared)
+    /// Where `services.<service>.<field>` is written (the compose crate's precedence).
+    fn locate(&self, service: &str, field: &str) -> Option<(&'a Path, Option<usize>)> {
+        let location = self.project.field_locations.field(service, field)?;
+        Some((location.file.as_path(), location.line))
     }
 
     /// The fix for an unpinned image: the digest to pin when known, else how to find it.
@@ -415,12 +407,19 @@ impl Planner<'_> {
     }
 
     fn service(&mut self, service: &Service) -> Result<ServicePlan> {
-        let image = familiar_name(&service.image_name(&self.project.name)).with_context(|| {
-            format!(
-                "service {}: its image name is not a valid reference",
-                service.name
-            )
-        })?;
+        let written_image = service.image_name(&self.project.name);
+        let image = match familiar_name(&written_image) {
+            Ok(image) => image,
+            // docker compose neither pulls nor builds the image of a service whose profile is
+            // not active, so a name only such a service uses must not stop the plan.
+            Err(_) if !service.active => written_image,
+            Err(e) => {
+                return Err(e.context(format!(
+                    "service {}: its image name is not a valid reference",
+                    service.name
+                )));
+            }
+        };
         let platforms = match (&service.platform, &service.build) {
             (Some(platform), _) => vec![platform.clone()],
             (None, Some(build)) if !build.platforms.is_empty() => {
@@ -452,26 +451,26 @@ impl Planner<'_> {
             self.pull_policy_findings(service, &plan);
         }
         let Some(build) = &service.build else {
+            if !service.active {
+                return Ok(plan);
+            }
             let reference = ImageRef::parse(&image).with_context(|| {
                 format!(
                     "service {}: invalid image reference `{image}`",
                     service.name
                 )
             })?;
-            if service.active
-                && reference.digest.is_none()
-                && reference.tag.as_deref() == Some("latest")
-            {
+            if reference.digest.is_none() && reference.tag.as_deref() == Some("latest") {
                 let written = service.image.as_deref().unwrap_or(&image);
                 let fix = self.pin_fix(&image);
                 let place = self.locate(&service.name, "image");
                 self.finding(
-                    "OP002",
-                    Severity::Warning,
+                    Code::UNPINNED,
                     &service.name,
-                    place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+                    place,
+                    Subject::field("image"),
                     format!(
-                        "{SERVICE_IMAGE_UNPINNED}`{written}` is not pinned ({}): the far side may get another image than the one tested",
+                        "service image `{written}` is not pinned ({}): the far side may get another image than the one tested",
                         if written.ends_with(":latest") { "`latest`" } else { "no tag, so `latest`" }
                     ),
                     fix,
@@ -496,10 +495,10 @@ impl Planner<'_> {
                 // its image is present (compose's `build.go`).
                 let place = self.locate(&service.name, "pull_policy");
                 self.finding(
-                    "OP008",
-                    Severity::Warning,
+                    Code::PullPolicy,
                     &service.name,
-                    place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+                    place,
+                    Subject::field("pull_policy"),
                     format!(
                         "`pull_policy: build` makes docker compose rebuild `{}` on every `up`, even when the bundle loaded it; \
                          offline that rebuild works only if each step is cached or needs no network",
@@ -539,16 +538,17 @@ impl Planner<'_> {
         };
         let place = self.locate(&service.name, "pull_policy");
         self.finding(
-            "OP008",
-            severity,
+            Code::PullPolicy,
             &service.name,
-            place.as_ref().map(|(f, l)| (f.as_path(), *l)),
+            place,
+            Subject::field("pull_policy"),
             format!(
                 "`pull_policy: {policy}` makes docker compose pull `{}` {when} even when the bundle loaded it; {consequence}",
                 plan.image
             ),
             fix.into(),
-        );
+        )
+        .severity = severity;
     }
 
     fn build(
@@ -569,10 +569,10 @@ impl Planner<'_> {
             }
             BuildContext::Remote(url) => {
                 self.finding(
-                    "OP007",
-                    Severity::Error,
+                    Code::RemoteContext,
                     &service.name,
                     Some((&compose_file, compose_line)),
+                    Subject::field("build.context"),
                     format!("build context `{url}` is remote: the far side cannot fetch it"),
                     "check the sources out next to the compose file and use a local context".into(),
                 );
@@ -772,40 +772,33 @@ impl Planner<'_> {
                     .iter()
                     .filter(|u| u.line == finding.line)
                     .filter(|u| named_context(&build.additional_contexts, &u.reference).is_some())
-                    .any(|u| finding.message.starts_with(&format!("`{}`", u.written)));
+                    .any(|u| names_image(&finding.subject, &u.written));
                 if !replaced && !findings.contains(&finding) {
                     findings.push(finding);
                 }
             }
         }
         for finding in findings {
-            let severity = match finding.code {
-                "OP002" | "OP003" => Severity::Warning,
-                _ => Severity::Error,
-            };
-            let fix = if finding.code == "OP002" {
-                let familiar = plan
-                    .images
-                    .iter()
-                    .find(|i| {
-                        i.line == finding.line
-                            && finding.message.starts_with(&format!("`{}`", i.written))
+            let code = Code::from(finding.code);
+            let unpinned_image = (code == Code::UNPINNED)
+                .then(|| {
+                    plan.images.iter().find(|i| {
+                        i.line == finding.line && names_image(&finding.subject, &i.written)
                     })
-                    .map(|i| i.reference.clone());
-                match familiar {
-                    Some(familiar) => self.pin_fix(&familiar),
-                    None => finding.fix.clone(),
-                }
-            } else {
-                finding.fix.clone()
+                })
+                .flatten();
+            let fix = match unpinned_image {
+                Some(image) => self.pin_fix(&image.reference),
+                None => finding.fix,
             };
             self.findings.push(PlanFinding {
-                code: finding.code,
-                severity,
+                code,
+                subject: Subject::Dockerfile(finding.subject),
+                severity: code.default_severity(),
                 service: service.name.clone(),
                 file: Some(PathBuf::from(label)),
                 line: Some(finding.line),
-                message: finding.message.clone(),
+                message: finding.message,
                 fix,
             });
         }
@@ -891,10 +884,10 @@ impl Planner<'_> {
                 // A local directory: part of the project's files.
             } else {
                 self.finding(
-                    "OP007",
-                    Severity::Error,
+                    Code::RemoteContext,
                     &service.name,
                     Some((&compose_file, build.source.line)),
+                    Subject::entry("build.additional_contexts", name),
                     format!("additional context `{name}: {value}` is remote: the far side cannot fetch it"),
                     "check it out next to the compose file and name the local directory instead".into(),
                 );
@@ -919,10 +912,10 @@ impl Planner<'_> {
                     .is_some_and(|(a, b)| *a == b);
             if names_itself {
                 self.finding(
-                    "OP006",
-                    Severity::Error,
+                    Code::CacheFromItself,
                     &service.name,
                     Some((&build.source.file, build.source.line)),
+                    Subject::entry("build.cache_from", cache),
                     format!(
                         "`cache_from: {cache}` names the image this service builds; without a registry that has it, \
                          the build fails with \"importing cache manifest from {named}\""
@@ -979,60 +972,9 @@ fn classic_only_findings(
     found
 }
 
-/// Where a scan of block-style YAML found a service.
-#[derive(Debug, PartialEq, Eq)]
-enum Located {
-    /// The line of `<field>:` inside the service.
-    Field(usize),
-    /// The line of `<service>:` (the field is not written there, or not in block style).
-    Service(usize),
-}
-
-/// Finds `services.<service>.<field>` in a compose file's text by indentation. A text scan, like
-/// the loader's for `build` (decision 0021): flow-style YAML, anchors and merge keys are not seen.
-fn field_line(text: &str, service: &str, field: &str) -> Option<Located> {
-    let key_of = |line: &str| -> Option<(usize, String)> {
-        let trimmed = line.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            return None;
-        }
-        let indent = line.len() - trimmed.len();
-        let (key, _) = trimmed.split_once(':')?;
-        let key = key.trim().trim_matches(|c| c == '"' || c == '\'');
-        Some((indent, key.to_string()))
-    };
-    let mut lines = text.lines().enumerate();
-    lines.find(|(_, line)| {
-        key_of(line).is_some_and(|(indent, key)| indent == 0 && key == "services")
-    })?;
-    let mut service_indent = None;
-    let mut found_service = None;
-    let mut field_indent = None;
-    for (index, line) in lines {
-        let Some((indent, key)) = key_of(line) else {
-            continue;
-        };
-        if indent == 0 && !line.trim_start().starts_with('-') {
-            break;
-        }
-        let service_level = *service_indent.get_or_insert(indent);
-        if indent <= service_level {
-            if found_service.is_some() {
-                break;
-            }
-            if indent == service_level && key == service {
-                found_service = Some(index + 1);
-            }
-            continue;
-        }
-        if found_service.is_some() {
-            let level = *field_indent.get_or_insert(indent);
-            if indent == level && key == field {
-                return Some(Located::Field(index + 1));
-            }
-        }
-    }
-    found_service.map(Located::Service)
+/// True when a Dockerfile finding is about the image Docker resolves to `written`.
+fn names_image(subject: &offpack_dockerfile::Subject, written: &str) -> bool {
+    matches!(subject, offpack_dockerfile::Subject::Image(image) if image == written)
 }
 
 /// The image a `cache_from` entry names: the entry itself, or `ref=` of `type=registry,ref=…`.
@@ -1150,7 +1092,7 @@ fn mirror_alias(reference: &ImageRef) -> Option<String> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use offpack_compose::{Build, Location};
+    use offpack_compose::{Build, FieldLocations, Location};
 
     use super::*;
 
@@ -1221,6 +1163,7 @@ mod tests {
             files: vec![PathBuf::from("/p/compose.yaml")],
             services: services.into_iter().map(|s| (s.name.clone(), s)).collect(),
             warnings: Vec::new(),
+            field_locations: FieldLocations::default(),
         }
     }
 
@@ -1238,7 +1181,7 @@ mod tests {
     }
 
     fn codes(plan: &Plan) -> Vec<&str> {
-        plan.findings.iter().map(|f| f.code).collect()
+        plan.findings.iter().map(|f| f.code.as_str()).collect()
     }
 
     #[test]
@@ -1395,6 +1338,23 @@ mod tests {
     }
 
     #[test]
+    fn only_an_active_services_invalid_image_stops_the_plan() {
+        let mut debug = service("debug", Some("ACME/Tools"), None);
+        debug.active = false;
+        let p = project(vec![debug, service("web", Some("nginx:1.27"), None)]);
+        let plan = make_plan(&p, &files(&[])).unwrap();
+        assert_eq!(references(&plan), ["nginx:1.27"]);
+        assert_eq!(plan.services[0].image, "ACME/Tools");
+
+        let p = project(vec![service("debug", Some("ACME/Tools"), None)]);
+        let err = format!("{:#}", make_plan(&p, &files(&[])).unwrap_err());
+        assert!(
+            err.contains("service debug") && err.contains("ACME/Tools"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unpinned_service_image_fix_names_the_resolved_digest_when_known() {
         let p = project(vec![service("cache", Some("redis"), None)]);
         let plan = make_plan_with_digests(&p, &files(&[]), &|r| {
@@ -1484,22 +1444,13 @@ mod tests {
     }
 
     #[test]
-    fn service_fields_are_located_by_indentation() {
-        let text = "x-base: &base\n  image: nope\nservices:\n  web:\n    build: .\n    # image: old\n    image: nginx\n  \"db\":\n    <<: *base\nvolumes:\n  image:\n";
-        assert_eq!(field_line(text, "web", "image"), Some(Located::Field(7)));
-        assert_eq!(field_line(text, "db", "image"), Some(Located::Service(8)));
-        assert_eq!(field_line(text, "cache", "image"), None);
-        assert_eq!(
-            field_line("services: {web: {image: x}}\n", "web", "image"),
-            None
-        );
-    }
-
-    #[test]
     fn service_findings_name_the_compose_file_and_line() {
-        let p = project(vec![service("cache", Some("redis"), None)]);
-        let f = files(&[("/p/compose.yaml", "services:\n  cache:\n    image: redis\n")]);
-        let plan = make_plan(&p, &f).unwrap();
+        let mut p = project(vec![service("cache", Some("redis"), None)]);
+        p.field_locations = FieldLocations::of_texts([(
+            Path::new("/p/compose.yaml"),
+            "services:\n  cache:\n    image: redis\n",
+        )]);
+        let plan = make_plan(&p, &files(&[])).unwrap();
         assert_eq!(plan.findings[0].file, Some(PathBuf::from("compose.yaml")));
         assert_eq!(plan.findings[0].line, Some(3));
     }

@@ -172,11 +172,108 @@ pub enum Severity {
     Warning,
 }
 
+/// The rule a finding breaks: the Dockerfile's rules, then the plan's own. Each has a stable code
+/// (`OP001`…) that is never reused (decision 0032) and is what the JSON shows; declared in code
+/// order, so that sorting by the variant sorts by the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    /// A rule of the Dockerfile crate (`OP001`–`OP005`).
+    Dockerfile(offpack_dockerfile::FindingCode),
+    /// `OP006`: `cache_from` naming the image the service builds.
+    CacheFromItself,
+    /// `OP007`: a remote build context or additional context.
+    RemoteContext,
+    /// `OP008`: a `pull_policy` that makes `up` pull or rebuild a loaded image.
+    PullPolicy,
+    /// `OP009`: a Dockerfile or build context outside the project directory.
+    OutsideProject,
+}
+
+impl Code {
+    /// `OP002` for an image: the plan adds the digest to pin to the Dockerfile crate's fix.
+    pub const UNPINNED: Code = Code::Dockerfile(offpack_dockerfile::FindingCode::Unpinned);
+
+    /// The stable code (`OP001`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Dockerfile(code) => code.as_str(),
+            Code::CacheFromItself => "OP006",
+            Code::RemoteContext => "OP007",
+            Code::PullPolicy => "OP008",
+            Code::OutsideProject => "OP009",
+        }
+    }
+
+    /// How bad a finding of this rule is unless the case says otherwise (OP008 depends on the
+    /// policy and on whether compose can fall back to building).
+    pub fn default_severity(self) -> Severity {
+        use offpack_dockerfile::FindingCode as Dockerfile;
+        match self {
+            Code::Dockerfile(Dockerfile::Unpinned | Dockerfile::NetworkRun) => Severity::Warning,
+            Code::Dockerfile(
+                Dockerfile::MirrorPrefix | Dockerfile::Frontend | Dockerfile::RemoteAdd,
+            ) => Severity::Error,
+            Code::CacheFromItself | Code::RemoteContext => Severity::Error,
+            Code::PullPolicy | Code::OutsideProject => Severity::Warning,
+        }
+    }
+}
+
+impl From<offpack_dockerfile::FindingCode> for Code {
+    fn from(code: offpack_dockerfile::FindingCode) -> Code {
+        Code::Dockerfile(code)
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// What a finding is about, within its service and place: the key for telling findings apart
+/// and for tying a finding to the image it names (never the message, which is for people).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Subject {
+    /// A field of the service in its compose file (`image`, `pull_policy`, `build.context`,
+    /// `build.dockerfile`), with the entry for a list or map field (`build.cache_from`,
+    /// `build.additional_contexts`).
+    ComposeField {
+        field: &'static str,
+        entry: Option<String>,
+    },
+    /// Something in the service's Dockerfile.
+    Dockerfile(offpack_dockerfile::Subject),
+}
+
+impl Subject {
+    /// A whole field of the service (`image`, `pull_policy`, …).
+    pub fn field(field: &'static str) -> Subject {
+        Subject::ComposeField { field, entry: None }
+    }
+
+    /// One entry of a list or map field of the service.
+    pub fn entry(field: &'static str, entry: &str) -> Subject {
+        Subject::ComposeField {
+            field,
+            entry: Some(entry.to_string()),
+        }
+    }
+
+    /// An external image a Dockerfile uses, as Docker resolves it.
+    pub fn dockerfile_image(written: &str) -> Subject {
+        Subject::Dockerfile(offpack_dockerfile::Subject::Image(written.to_string()))
+    }
+}
+
 /// One lint result.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanFinding {
-    /// Stable code (`OP001`…); never reused.
-    pub code: &'static str,
+    /// The rule; shown as its stable code (`OP001`…).
+    pub code: Code,
+    /// What the finding is about; not in the JSON (the message says it for people).
+    #[serde(skip)]
+    pub subject: Subject,
     pub severity: Severity,
     pub service: String,
     /// Dockerfile or compose file at fault, relative to the project directory when inside it.
@@ -184,6 +281,45 @@ pub struct PlanFinding {
     pub line: Option<usize>,
     pub message: String,
     pub fix: String,
+}
+
+/// How a finding is laid out for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FindingLayout {
+    /// One line, for the warnings `offpack bundle` prints: `OP002 compose.yaml:3: … (fix: …)`.
+    Line,
+    /// An indented entry of `offpack plan`'s findings list, with its severity and service, and
+    /// the fix on a line of its own.
+    ListEntry,
+}
+
+impl PlanFinding {
+    /// The finding as people read it; the one place findings are formatted.
+    pub fn render(&self, layout: FindingLayout) -> String {
+        let place = match (&self.file, self.line) {
+            (Some(file), Some(line)) => format!("{}:{line}", file.display()),
+            (Some(file), None) => file.display().to_string(),
+            (None, _) => match layout {
+                FindingLayout::Line => format!("service {}", self.service),
+                // The list names the service on every entry already.
+                FindingLayout::ListEntry => "compose file".to_string(),
+            },
+        };
+        let code = self.code.as_str();
+        match layout {
+            FindingLayout::Line => format!("{code} {place}: {} (fix: {})", self.message, self.fix),
+            FindingLayout::ListEntry => {
+                let severity = match self.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                };
+                format!(
+                    "  {code} {severity} [{}] {place}: {}\n      fix: {}\n",
+                    self.service, self.message, self.fix
+                )
+            }
+        }
+    }
 }
 
 /// One image a service needs, before services are merged into [`Plan::images`].
@@ -221,5 +357,67 @@ impl ServicePlan {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(file: Option<&str>, line: Option<usize>) -> PlanFinding {
+        PlanFinding {
+            code: Code::PullPolicy,
+            subject: Subject::field("pull_policy"),
+            severity: Severity::Error,
+            service: "feed".into(),
+            file: file.map(PathBuf::from),
+            line,
+            message: "it pulls".into(),
+            fix: "set `pull_policy: missing`".into(),
+        }
+    }
+
+    #[test]
+    fn a_finding_renders_as_a_line_and_as_a_list_entry() {
+        let at_line = finding(Some("compose.yaml"), Some(3));
+        assert_eq!(
+            at_line.render(FindingLayout::Line),
+            "OP008 compose.yaml:3: it pulls (fix: set `pull_policy: missing`)"
+        );
+        assert_eq!(
+            at_line.render(FindingLayout::ListEntry),
+            "  OP008 error [feed] compose.yaml:3: it pulls\n      fix: set `pull_policy: missing`\n"
+        );
+        let nowhere = finding(None, None);
+        assert!(
+            nowhere
+                .render(FindingLayout::Line)
+                .starts_with("OP008 service feed: ")
+        );
+        assert!(
+            nowhere
+                .render(FindingLayout::ListEntry)
+                .starts_with("  OP008 error [feed] compose file: ")
+        );
+    }
+
+    #[test]
+    fn codes_sort_and_serialize_as_their_stable_strings() {
+        use offpack_dockerfile::FindingCode;
+        let mut codes = [
+            Code::OutsideProject,
+            Code::CacheFromItself,
+            Code::from(FindingCode::RemoteAdd),
+            Code::from(FindingCode::MirrorPrefix),
+            Code::PullPolicy,
+            Code::UNPINNED,
+        ];
+        codes.sort();
+        let strings: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            strings,
+            ["OP001", "OP002", "OP005", "OP006", "OP008", "OP009"]
+        );
+        assert_eq!(serde_json::to_string(&Code::UNPINNED).unwrap(), "\"OP002\"");
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 mod dotenv;
 mod error;
+mod field_lines;
 mod loader;
 mod merge;
 mod model;
@@ -24,6 +25,7 @@ mod validate;
 mod yaml_depth;
 
 pub use error::ComposeError;
+pub use field_lines::FieldLocations;
 
 /// What to load, as given on the command line and by the process environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub struct Project {
     pub services: BTreeMap<String, Service>,
     /// Things compose would warn about (unset variables, obsolete `version`, ...).
     pub warnings: Vec<String>,
+    /// Where each service and its fields are written, for messages that point at a line.
+    pub field_locations: FieldLocations,
 }
 
 /// One service of the project.

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::dotenv;
 use crate::error::{ComposeError, Result};
+use crate::field_lines::{self, FieldLocations, FileLines};
 use crate::merge::{self, SOURCE_MARKER};
 use crate::model;
 use crate::node::{self, Document, FieldPath, Node};
@@ -63,6 +64,7 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Project> {
         warnings: Vec::new(),
         unset: BTreeSet::new(),
         files: Vec::new(),
+        lines: BTreeMap::new(),
         home,
     };
     let mut env = opts.environment.clone();
@@ -141,11 +143,11 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Project> {
     };
     let mut dict = Node::Map(BTreeMap::new());
     let chain: Vec<PathBuf> = Vec::new();
-    for (file, (text, docs)) in documents {
+    for (file, (lines, docs)) in documents {
         session.note_file(&file);
         for doc in docs {
             dict =
-                session.process_document(&file, &text, doc, &context, dict, &chain, Mode::FULL)?;
+                session.process_document(&file, &lines, doc, &context, dict, &chain, Mode::FULL)?;
         }
     }
     session.finish_model(&mut dict, &project_dir);
@@ -162,12 +164,17 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Project> {
             "The \"{variable}\" variable is not set. Defaulting to a blank string."
         ));
     }
+    let field_locations = FieldLocations::of_files(session.files.iter().filter_map(|file| {
+        let lines = session.lines.get(file)?;
+        Some((file.as_path(), lines))
+    }));
     Ok(Project {
         name,
         project_directory: project_dir,
         files: session.files,
         services,
         warnings,
+        field_locations,
     })
 }
 
@@ -224,6 +231,8 @@ struct Session {
     warnings: Vec<String>,
     unset: BTreeSet<String>,
     files: Vec<PathBuf>,
+    /// Where services and their fields are written in each compose file read.
+    lines: BTreeMap<PathBuf, FileLines>,
     home: Option<String>,
 }
 
@@ -358,7 +367,7 @@ impl Session {
     }
 
     /// Reads and parses every YAML document of `file`.
-    fn read_documents(&mut self, file: &Path) -> Result<(String, Vec<Document>)> {
+    fn read_documents(&mut self, file: &Path) -> Result<(FileLines, Vec<Document>)> {
         let text = offpack_fs::read_to_string(file, offpack_fs::COMPOSE_FILE)
             .map_err(ComposeError::unreadable)?;
         if let Err(at) = yaml_depth::check(&text) {
@@ -394,7 +403,9 @@ impl Session {
                 node::convert_document(value).map_err(|e| ComposeError::new(e).in_file(file))?;
             documents.push(document);
         }
-        Ok((text, documents))
+        let lines = field_lines::scan(&text);
+        self.lines.insert(file.to_path_buf(), lines.clone());
+        Ok((lines, documents))
     }
 
     /// `-p` > `COMPOSE_PROJECT_NAME` > last top-level `name:` > project directory name.
@@ -402,7 +413,7 @@ impl Session {
         &mut self,
         opts: &LoadOptions,
         env: &BTreeMap<String, String>,
-        documents: &[(PathBuf, (String, Vec<Document>))],
+        documents: &[(PathBuf, (FileLines, Vec<Document>))],
         project_dir: &Path,
     ) -> Result<String> {
         let imperative = opts
@@ -468,7 +479,7 @@ impl Session {
     fn process_document(
         &mut self,
         file: &Path,
-        text: &str,
+        lines: &FileLines,
         doc: Document,
         ctx: &Context,
         dict: Node,
@@ -486,7 +497,7 @@ impl Session {
         for (key, value) in cfg.iter_mut() {
             self.interpolate(value, &FieldPath::of(&[key]), ctx, file)?;
         }
-        mark_sources(&mut cfg, file, text);
+        mark_sources(&mut cfg, file, lines);
         if mode.include {
             let mut chain = chain.to_vec();
             chain.push(file.to_path_buf());
@@ -530,10 +541,7 @@ impl Session {
             .map_err(|e| ComposeError::new(e).in_file(file))?;
         if mode.validate {
             validate::validate(&dict).map_err(|invalid| {
-                let line = invalid
-                    .service
-                    .and_then(|service| find_service_line(text, &service))
-                    .map(|(index, _)| index + 1);
+                let line = invalid.service.and_then(|service| lines.service(&service));
                 ComposeError::new(invalid.message)
                     .in_file(file)
                     .at_line(line)
@@ -686,12 +694,12 @@ impl Session {
             };
             let mut imported = Node::Map(BTreeMap::new());
             for path in &paths {
-                let (text, docs) = self.read_documents(path)?;
+                let (lines, docs) = self.read_documents(path)?;
                 self.note_file(path);
                 for doc in docs {
                     imported = self.process_document(
                         path,
-                        &text,
+                        &lines,
                         doc,
                         &include_ctx,
                         imported,
@@ -785,7 +793,7 @@ impl Session {
                     .in_file(file)
                     .field(&field));
                 }
-                let (text, docs) = self.read_documents(&path)?;
+                let (lines, docs) = self.read_documents(&path)?;
                 self.note_file(&path);
                 let other_dir = path
                     .parent()
@@ -801,7 +809,7 @@ impl Session {
                     other_resets = doc.reset_paths.clone();
                     other_dict = self.process_document(
                         &path,
-                        &text,
+                        &lines,
                         doc,
                         &other_ctx,
                         other_dict,
@@ -1026,7 +1034,7 @@ fn import_resources(
 }
 
 /// Records in each service, and in each build mapping, the file (and line) it was declared in.
-fn mark_sources(cfg: &mut BTreeMap<String, Node>, file: &Path, text: &str) {
+fn mark_sources(cfg: &mut BTreeMap<String, Node>, file: &Path, lines: &FileLines) {
     let Some(Node::Map(services)) = cfg.get_mut("services") else {
         return;
     };
@@ -1044,7 +1052,7 @@ fn mark_sources(cfg: &mut BTreeMap<String, Node>, file: &Path, text: &str) {
         let Some(service) = service.as_map_mut() else {
             continue;
         };
-        let service_line = find_service_line(text, name).map(|(index, _)| index + 1);
+        let service_line = lines.service(name);
         service.insert(SOURCE_MARKER.to_string(), location(service_line));
         let Some(build) = service.get_mut("build") else {
             continue;
@@ -1058,83 +1066,9 @@ fn mark_sources(cfg: &mut BTreeMap<String, Node>, file: &Path, text: &str) {
         if let Node::Map(fields) = build {
             fields.insert(
                 SOURCE_MARKER.to_string(),
-                location(find_build_line(text, name)),
+                location(lines.field(name, "build")),
             );
         }
-    }
-}
-
-/// Best-effort 0-based line index and indent of `services.<service>` in block-style YAML.
-fn find_service_line(text: &str, service: &str) -> Option<(usize, usize)> {
-    let lines: Vec<&str> = text.lines().collect();
-    let services_at = lines
-        .iter()
-        .position(|l| key_of(l) == Some("services") && indent(l) == 0)?;
-    let mut service_indent = None;
-    for (i, line) in lines.iter().enumerate().skip(services_at + 1) {
-        if !is_content(line) {
-            continue;
-        }
-        let ind = indent(line);
-        if ind == 0 {
-            return None;
-        }
-        let want = *service_indent.get_or_insert(ind);
-        if ind == want && key_of(line) == Some(service) {
-            return Some((i, ind));
-        }
-    }
-    None
-}
-
-fn indent(line: &str) -> usize {
-    line.len() - line.trim_start_matches(' ').len()
-}
-
-fn is_content(line: &str) -> bool {
-    let t = line.trim();
-    !t.is_empty() && !t.starts_with('#')
-}
-
-/// Best-effort line of `services.<service>.build` in block-style YAML.
-pub(crate) fn find_build_line(text: &str, service: &str) -> Option<usize> {
-    let lines: Vec<&str> = text.lines().collect();
-    let service_at = find_service_line(text, service);
-    let (start, svc_indent) = service_at?;
-    let mut child_indent = None;
-    for (i, line) in lines.iter().enumerate().skip(start + 1) {
-        if !is_content(line) {
-            continue;
-        }
-        let ind = indent(line);
-        if ind <= svc_indent {
-            return None;
-        }
-        let want = *child_indent.get_or_insert(ind);
-        if ind == want && key_of(line) == Some("build") {
-            return Some(i + 1);
-        }
-    }
-    None
-}
-
-fn key_of(line: &str) -> Option<&str> {
-    let t = line.trim_start();
-    let (key, rest) = if let Some(quoted) = t.strip_prefix('"') {
-        let end = quoted.find('"')?;
-        (&quoted[..end], &quoted[end + 1..])
-    } else if let Some(quoted) = t.strip_prefix('\'') {
-        let end = quoted.find('\'')?;
-        (&quoted[..end], &quoted[end + 1..])
-    } else {
-        let end = t.find(':')?;
-        (t[..end].trim_end(), &t[end..])
-    };
-    let after = rest.strip_prefix(':')?;
-    if after.is_empty() || after.starts_with(' ') || after.starts_with('\t') {
-        Some(key)
-    } else {
-        None
     }
 }
 

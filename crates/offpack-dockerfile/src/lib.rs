@@ -32,8 +32,8 @@ pub use parser::{
 };
 pub use reference::{ImageRef, RefError};
 pub use resolve::{
-    CopySources, Finding, ImageUse, ResolveError, ResolveOptions, Resolved, RunStep, UseKind,
-    resolve,
+    CopySources, Finding, FindingCode, ImageUse, ResolveError, ResolveOptions, Resolved, RunStep,
+    Subject, UseKind, resolve,
 };
 pub use run::PackageInstall;
 

@@ -88,11 +88,63 @@ pub struct CopySources {
     pub destination: String,
 }
 
+/// The rule an offline-readiness finding breaks. Each has a stable code that is never reused
+/// (decision 0032); callers match on the variant, never on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingCode {
+    /// `OP001`: a registry mirror host written in front of a Docker Hub library image.
+    MirrorPrefix,
+    /// `OP002`: an image without a digest whose tag is missing or `latest`.
+    Unpinned,
+    /// `OP003`: a `RUN` that needs a network offpack does not serve.
+    NetworkRun,
+    /// `OP004`: a `# syntax=` frontend BuildKit pulls.
+    Frontend,
+    /// `OP005`: an `ADD` that downloads at build time.
+    RemoteAdd,
+}
+
+impl FindingCode {
+    /// The stable code (`OP001`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingCode::MirrorPrefix => "OP001",
+            FindingCode::Unpinned => "OP002",
+            FindingCode::NetworkRun => "OP003",
+            FindingCode::Frontend => "OP004",
+            FindingCode::RemoteAdd => "OP005",
+        }
+    }
+}
+
+impl Serialize for FindingCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// What in the Dockerfile a finding is about: with its line, what tells two findings of one
+/// rule apart and ties a finding to the image it names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Subject {
+    /// An external image a `FROM`, `COPY --from` or `RUN --mount from=` uses, as Docker resolves
+    /// it (after build-arg substitution, [`ImageUse::written`]).
+    Image(String),
+    /// The `# syntax=` frontend image, as written.
+    Frontend(String),
+    /// The `RUN` instruction on the finding's line.
+    Run,
+    /// A remote `ADD` source, as written.
+    AddSource(String),
+}
+
 /// An offline-readiness finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// Stable code, e.g. `OP003`.
-    pub code: &'static str,
+    /// The rule, with its stable code (`OP003`).
+    pub code: FindingCode,
+    /// What the finding is about.
+    pub subject: Subject,
     /// 1-based line.
     pub line: usize,
     /// What will break.
@@ -218,7 +270,8 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Resol
     let mut findings = Vec::new();
     if let Some(frontend) = &frontend {
         findings.push(Finding {
-            code: "OP004",
+            code: FindingCode::Frontend,
+            subject: Subject::Frontend(frontend.written.clone()),
             line: frontend.line,
             message: format!(
                 "the `# syntax={}` directive makes BuildKit pull the frontend image {} before it reads the Dockerfile",
@@ -766,7 +819,8 @@ fn image_findings(graph: &StageGraph, findings: &mut Vec<Finding>) {
                 hub.push_str(digest);
             }
             findings.push(Finding {
-                code: "OP001",
+                code: FindingCode::MirrorPrefix,
+                subject: Subject::Image(written.clone()),
                 line,
                 message: format!(
                     "`{written}` hard-codes the registry mirror {} for the Docker Hub image `{hub}`; builds elsewhere (and the offline side) look for an image by that mirror's name",
@@ -781,7 +835,8 @@ fn image_findings(graph: &StageGraph, findings: &mut Vec<Finding>) {
             && (*implicit_tag || reference.tag.as_deref() == Some("latest"))
         {
             findings.push(Finding {
-                code: "OP002",
+                code: FindingCode::Unpinned,
+                subject: Subject::Image(written.clone()),
                 line,
                 message: format!(
                     "`{written}` is not pinned ({}); what it resolves to changes over time, so the bundle and a later rebuild may disagree",
@@ -836,17 +891,23 @@ fn run_step(stage: usize, instruction: &Instruction, findings: &mut Vec<Finding>
         }
     }
     if !commands.is_empty() {
-        hints.push(
-            "or move the step into a base image built on the networked side and carried in the bundle, or leave it and everything before it unchanged so the cached layer is reused",
-        );
+        // The general advice follows the specific hints as an alternative, and must read as a
+        // sentence on its own when there are none (`yarn dlx` has no specific advice).
+        let general = "move the step into a base image built on the networked side and carried in the bundle, or leave it and everything before it unchanged so the cached layer is reused";
+        let fix = if hints.is_empty() {
+            general.to_string()
+        } else {
+            format!("{}; or {general}", hints.join("; "))
+        };
         findings.push(Finding {
-            code: "OP003",
+            code: FindingCode::NetworkRun,
+            subject: Subject::Run,
             line: instruction.line,
             message: format!(
                 "RUN needs the network ({}), which offpack cannot serve offline: this step works offline only if its layer is reused from cache",
                 commands.join(", ")
             ),
-            fix: hints.join("; "),
+            fix,
         });
     }
     RunStep {
@@ -883,7 +944,8 @@ fn copy_step(
         for source in &sources {
             if let Some(kind) = remote_source_kind(source) {
                 findings.push(Finding {
-                    code: "OP005",
+                    code: FindingCode::RemoteAdd,
+                    subject: Subject::AddSource(source.clone()),
                     line: instruction.line,
                     message: format!("ADD {source} downloads {kind} at build time, which fails offline"),
                     fix: "download it on the networked side into the build context and COPY it instead".into(),
@@ -955,7 +1017,10 @@ mod tests {
     }
 
     fn codes(r: &Resolved) -> Vec<(&'static str, usize)> {
-        r.findings.iter().map(|f| (f.code, f.line)).collect()
+        r.findings
+            .iter()
+            .map(|f| (f.code.as_str(), f.line))
+            .collect()
     }
 
     const MULTI: &str = "\
@@ -1240,11 +1305,33 @@ FROM base
     }
 
     #[test]
+    fn network_run_fix_reads_as_a_sentence_with_or_without_specific_advice() {
+        let r = ok("FROM node:18.20\nRUN yarn dlx create-vite app\nRUN apt-get update\n");
+        assert_eq!(codes(&r), [("OP003", 2), ("OP003", 3)]);
+        assert!(
+            r.findings[0]
+                .fix
+                .starts_with("move the step into a base image"),
+            "{}",
+            r.findings[0].fix
+        );
+        assert!(
+            r.findings[1].fix.contains("mirrors); or move the step"),
+            "{}",
+            r.findings[1].fix
+        );
+    }
+
+    #[test]
     fn mirror_prefix_finding() {
         let r = ok(
             "FROM mirror.gcr.io/library/node:18\nCOPY --from=registry.example.com:5000/library/busybox:1.36 /bin/sh /sh\n",
         );
-        let mirror: Vec<_> = r.findings.iter().filter(|f| f.code == "OP001").collect();
+        let mirror: Vec<_> = r
+            .findings
+            .iter()
+            .filter(|f| f.code == FindingCode::MirrorPrefix)
+            .collect();
         assert_eq!(mirror.len(), 2);
         assert_eq!(mirror[0].line, 1);
         assert!(mirror[0].fix.starts_with("write `node:18`"));

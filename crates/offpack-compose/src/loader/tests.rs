@@ -954,18 +954,6 @@ fn json_output_is_stable_and_sorted() {
 }
 
 #[test]
-fn build_line_finder() {
-    let text = "# c\nservices:\n  web:\n    image: x\n\n    build: .\n  'api':\n    build:\n      context: .\nx-build:\n  build: 1\n";
-    assert_eq!(find_build_line(text, "web"), Some(6));
-    assert_eq!(find_build_line(text, "api"), Some(8));
-    assert_eq!(find_build_line(text, "none"), None);
-    assert_eq!(
-        find_build_line("services: {web: {build: .}}\n", "web"),
-        None
-    );
-}
-
-#[test]
 fn project_name_normalization() {
     assert_eq!(normalize_project_name("My_App-1.0"), "my_app-10");
     assert_eq!(normalize_project_name("__x"), "x");
