@@ -1,7 +1,6 @@
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,8 +11,13 @@ use serde::Serialize;
 use crate::cli::{LoadArgs, Output};
 use crate::engine::{Engine, EngineFacts, channel_body};
 use crate::error::CheckFailed;
-use crate::load::{LoadImage, chain, write_load_stream};
-use crate::reporter::{ImageProgress, ImageTasks, Reporter, TaskId, human_bytes};
+use crate::load::write_load_stream;
+use crate::ops::copy::ImageCopy;
+use crate::ops::load::{
+    LoadDecision, check_delta_base, decide_load, layers_the_engine_has, names_missing_after_load,
+    stream_bytes,
+};
+use crate::reporter::{ImageProgress, Reporter, human_bytes};
 
 #[derive(Debug, Serialize)]
 struct LoadReport {
@@ -56,7 +60,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     let sidecar = SidecarGate::start(checked.sidecar);
     let bundle = Arc::new(checked.reader);
     let manifest = bundle.manifest().clone();
-    let wanted = crate::commands::bundle::images_for_services(&manifest, &args.services)?;
+    let wanted = crate::ops::meta::images_for_services(&manifest, &args.services)?;
     // A name `docker load` refuses would stop the load after earlier images were imported:
     // check every name first, so a load is all or nothing.
     for image in &manifest.images {
@@ -72,67 +76,24 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     }
     let engine = Engine::connect().await?;
 
+    let LoadDecision {
+        to_load,
+        load_blobs,
+        loaded,
+        already_present,
+        retag,
+        kept,
+    } = decide_load(&engine, &manifest, &wanted).await?;
     let mut report = LoadReport {
-        loaded: Vec::new(),
-        already_present: Vec::new(),
+        loaded,
+        already_present,
         retagged: Vec::new(),
-        kept: Vec::new(),
+        kept,
         layers_skipped: 0,
         bytes_streamed: 0,
         signed_by: checked_signer.clone(),
         sidecar: None,
     };
-    let mut to_load = Vec::new();
-    // Per image to load: its label and blobs with their sizes, for its progress line.
-    let mut load_blobs: Vec<(String, Vec<(Digest, u64)>)> = Vec::new();
-    // Names to restore on images the engine already holds; applied only after the load stream
-    // went through, so that a corrupt bundle changes nothing in the engine.
-    let mut retag: Vec<(String, String)> = Vec::new();
-    for image in manifest
-        .images
-        .iter()
-        .filter(|i| wanted.contains(&i.id.to_string()))
-    {
-        let label = image
-            .refs
-            .first()
-            .cloned()
-            .unwrap_or_else(|| image.id.to_string());
-        match engine.image(&image.id.to_string()).await? {
-            Some(_) => {
-                for reference in &image.refs {
-                    match name_state(&engine, reference, &image.id.to_string()).await? {
-                        NameState::Absent => retag.push((image.id.to_string(), reference.clone())),
-                        NameState::Elsewhere => report.kept.push(reference.clone()),
-                        NameState::Here => {}
-                    }
-                }
-                report.already_present.push(label);
-            }
-            None => {
-                let mut repo_tags = Vec::new();
-                for reference in image.refs.iter().filter(|r| !r.contains('@')) {
-                    match name_state(&engine, reference, &image.id.to_string()).await? {
-                        NameState::Elsewhere => report.kept.push(reference.clone()),
-                        _ => repo_tags.push(reference.clone()),
-                    }
-                }
-                to_load.push(LoadImage {
-                    config: image.config.digest.clone(),
-                    layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
-                    repo_tags,
-                });
-                load_blobs.push((
-                    label.clone(),
-                    std::iter::once(&image.config)
-                        .chain(image.layers.iter())
-                        .map(|b| (b.digest.clone(), b.size))
-                        .collect(),
-                ));
-                report.loaded.push(label);
-            }
-        }
-    }
     for name in &report.already_present {
         reporter.step(&format!("{}: already present", escape_controls(name)));
     }
@@ -145,31 +106,19 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
 
     if !to_load.is_empty() {
         let facts = engine.facts(&[]).await?;
-        let omit = layers_the_engine_has(&engine, &facts, &to_load).await?;
+        let omit = layers_the_engine_has(&engine, facts.containerd_image_store, &to_load).await?;
         check_delta_base(&manifest, &to_load, &omit)?;
-        let mut unique: BTreeSet<Digest> = omit.iter().cloned().collect();
-        let total: u64 = manifest
-            .images
-            .iter()
-            .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
-            .flat_map(|i| std::iter::once(&i.config).chain(i.layers.iter()))
-            .filter(|b| unique.insert(b.digest.clone()))
-            .map(|b| b.size)
-            .sum();
+        let total = stream_bytes(&manifest, &to_load, &omit);
         report.layers_skipped = omit.len();
         check_space(&engine, &facts, total)?;
         let ledger = load_ledger(&load_blobs, &omit);
-        let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
-        let mut image_tasks = Some(ImageTasks::start(reporter, task, Some(total), &ledger));
-        let ledger = Arc::new(Mutex::new(ledger));
+        let label = format!("load {} images", to_load.len());
+        let mut progress = ImageCopy::start(reporter, &label, Some(total), ledger, "streamed");
         let (writer, body) = channel_body();
         let bundle_for_stream = bundle.clone();
         let sidecar_for_stream = sidecar.clone();
         let images = to_load.clone();
-        let progress = Arc::new(AtomicU64::new(0));
-        let sink = progress.clone();
-        let ledger_for_stream = ledger.clone();
-        let mut stream_task = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let mut stream_task = progress.spawn(move |sink| {
             let mut writer = writer;
             // Bytes of the blobs sent before the current one, and the current one's.
             let mut before = 0u64;
@@ -182,13 +131,11 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                         current = Some((digest.clone(), passed));
                     }
                 }
-                sink.store(before + passed, Ordering::Relaxed);
-                if let Ok(mut ledger) = ledger_for_stream.lock() {
-                    if passed == size {
-                        ledger.blob_done(digest, size);
-                    } else {
-                        ledger.blob_bytes(digest, passed);
-                    }
+                sink.set_bytes(before + passed);
+                if passed == size {
+                    sink.blob_done(digest, size);
+                } else {
+                    sink.blob_bytes(digest, passed);
                 }
             };
             // The stream's end waits for the checksum: the engine imports nothing from a
@@ -202,7 +149,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 &mut || sidecar_for_stream.wait(),
             );
             match result {
-                Ok(()) => Ok(sink.load(Ordering::Relaxed)),
+                Ok(()) => Ok(sink.bytes()),
                 Err(e) => {
                     writer.fail(&e);
                     Err(e)
@@ -225,18 +172,13 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 done = &mut stream_task, if streamed.is_none() => Event::Streamed(
                     done.context("the load stream writer stopped").and_then(|r| r),
                 ),
-                never = async {
-                    match image_tasks.as_mut() {
-                        Some(tasks) => tasks.report_every_200ms(&ledger, &progress, "streamed").await,
-                        None => std::future::pending().await,
-                    }
-                } => match never {},
+                never = progress.report() => match never {},
             };
             match event {
                 Event::Loaded(loaded) => break loaded,
                 Event::Streamed(done) => {
                     if let Ok(bytes) = &done {
-                        end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
+                        progress.finish(*bytes);
                         importing = Some((
                             reporter
                                 .start_wait(&format!("engine importing {} images", to_load.len())),
@@ -256,7 +198,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                     .context("the load stream writer stopped")
                     .and_then(|r| r);
                 if let Ok(bytes) = &done {
-                    end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
+                    progress.finish(*bytes);
                 }
                 done
             }
@@ -284,18 +226,8 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
             .iter()
             .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
         {
-            if engine.image(&image.id.to_string()).await?.is_none() {
-                bail!(
-                    "the engine did not keep image {} after loading it (was it removed meanwhile?); \
-                     run the same `offpack load` again to finish it",
-                    image.id
-                );
-            }
-            for reference in &image.refs {
-                if name_state(&engine, reference, &image.id.to_string()).await? == NameState::Absent
-                {
-                    engine.tag(&image.id.to_string(), reference).await?;
-                }
+            for reference in names_missing_after_load(&engine, image).await? {
+                engine.tag(&image.id.to_string(), &reference).await?;
             }
         }
     }
@@ -334,20 +266,6 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// The load stream went through: every image's task and the total end.
-fn end_stream(
-    reporter: &dyn Reporter,
-    task: TaskId,
-    image_tasks: Option<ImageTasks<'_>>,
-    ledger: &Mutex<ImageProgress>,
-    bytes: u64,
-) {
-    if let (Some(tasks), Ok(ledger)) = (image_tasks, ledger.lock()) {
-        tasks.finish(&ledger, bytes, "streamed");
-    }
-    reporter.finish(task, &format!("{} streamed", human_bytes(bytes)));
-}
-
 /// The load's progress per image: the blobs of it the stream carries (not those the engine
 /// holds), whose sizes the bundle knows.
 fn load_ledger(images: &[(String, Vec<(Digest, u64)>)], omit: &HashSet<Digest>) -> ImageProgress {
@@ -363,81 +281,6 @@ fn load_ledger(images: &[(String, Vec<(Digest, u64)>)], omit: &HashSet<Digest>) 
         ledger.add_image(label, sent.into_iter().map(|(d, _)| d), total);
     }
     ledger
-}
-
-/// Layers of `images` the engine already holds on the same chain. Only the classic store skips
-/// them on load; with the containerd image store every layer is sent.
-async fn layers_the_engine_has(
-    engine: &Engine,
-    facts: &EngineFacts,
-    images: &[LoadImage],
-) -> Result<HashSet<Digest>> {
-    if facts.containerd_image_store {
-        return Ok(HashSet::new());
-    }
-    let have = engine.images().await?;
-    let present = chain::present_chains(have.iter().map(|i| i.layers.as_slice()));
-    let wanted: Vec<Vec<String>> = images
-        .iter()
-        .map(|i| i.layers.iter().map(|d| d.to_string()).collect())
-        .collect();
-    let wanted: Vec<&[String]> = wanted.iter().map(Vec::as_slice).collect();
-    let omit = chain::layers_to_omit(&wanted, &present);
-    Ok(omit.iter().filter_map(|d| d.parse().ok()).collect())
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum NameState {
-    /// The engine has no image under the name.
-    Absent,
-    /// The name points to the image in question.
-    Here,
-    /// The name points to another image.
-    Elsewhere,
-}
-
-async fn name_state(engine: &Engine, reference: &str, id: &str) -> Result<NameState> {
-    Ok(match engine.image(reference).await? {
-        None => NameState::Absent,
-        Some(current) if current.id == id => NameState::Here,
-        Some(_) => NameState::Elsewhere,
-    })
-}
-
-/// A delta bundle leaves out layers the far side was said to hold: each one an image to load
-/// needs must be in the engine on the same chain, or the load would fail half way.
-fn check_delta_base(
-    manifest: &offpack_bundle::Manifest,
-    images: &[LoadImage],
-    have: &HashSet<Digest>,
-) -> Result<()> {
-    let Some(delta) = &manifest.delta else {
-        return Ok(());
-    };
-    let mut missing = Vec::new();
-    for image in images {
-        for layer in image
-            .layers
-            .iter()
-            .filter(|l| delta.absent_layers.contains(l) && !have.contains(l))
-        {
-            let name = image
-                .repo_tags
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.config.to_string());
-            missing.push(format!("layer {layer} of {name}"));
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    bail!(
-        "this is a delta bundle made against {}, and this engine lacks what it relies on: {}\n\
-         Load the full bundle it was made after first, or ask for a full bundle.",
-        escape_controls(&delta.base),
-        escape_controls(&missing.join(", "))
-    )
 }
 
 /// Refuses a load the engine's disk cannot hold, when the engine runs on this machine.
