@@ -16,7 +16,7 @@ use crate::fetch::export::copy_export;
 use crate::load::inventory::Inventory;
 use crate::ops::bundle::{
     BuildDecision, BundleContents, ExportPlan, PullDecision, decide_build, decide_pull,
-    decide_stage, layers_the_far_side_has, plan_export,
+    decide_stage, delta_against, layers_the_far_side_has, plan_export,
 };
 use crate::ops::copy::ImageCopy;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
@@ -154,8 +154,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
             contents.add_runs_built(&service_plan.name, by);
         }
     }
-    let BundleContents { refs, meta, .. } = contents;
-    if refs.is_empty() {
+    if contents.refs.is_empty() {
         bail!(
             "the project {} needs no images: nothing to bundle",
             project.name
@@ -165,7 +164,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     let ExportPlan {
         names: export_names,
         infos,
-    } = plan_export(&engine, &refs).await?;
+    } = plan_export(&engine, &contents.refs).await?;
 
     // Listen for Ctrl-C and SIGTERM before the temporary file exists, so that from then on a
     // signal ends the run cleanly instead of killing it with the file in place.
@@ -198,7 +197,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         "exporting {} images (the engine prepares the whole export before it sends the first byte)",
         export_names.len()
     ));
-    let ledger = export_ledger(&refs, &infos);
+    let ledger = export_ledger(&contents.refs, &infos);
     let estimate = Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0);
     let label = format!("export {} images", export_names.len());
     let mut progress = ImageCopy::start(reporter, &label, estimate, ledger, "exported");
@@ -232,37 +231,10 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
 
     let mut manifest = Manifest::new(env!("CARGO_PKG_VERSION"), &project.name);
     manifest.project.files = project_files(&project)?;
-    let mut platforms = BTreeSet::new();
-    for image in &exported {
-        let id = image.config.0.to_string();
-        let names = refs.get(&id).ok_or_else(|| {
-            anyhow!("the engine exported image {id}, which offpack did not ask for")
-        })?;
-        let info = infos.get(&id).ok_or_else(|| {
-            anyhow!("the engine exported image {id}, which offpack did not ask for")
-        })?;
-        let platform = format!("{}/{}", info.os, info.architecture);
-        platforms.insert(platform.clone());
-        manifest
-            .images
-            .push(image.to_bundle_image(names.iter().cloned().collect(), platform));
-    }
-    for id in refs.keys() {
-        if !manifest.images.iter().any(|i| &i.id.to_string() == id) {
-            bail!("the engine's export did not contain image {id}; the bundle would be incomplete");
-        }
-    }
-    manifest.images.sort_by(|a, b| a.refs.cmp(&b.refs));
+    contents.fill_manifest(&mut manifest, &exported, &infos)?;
     if let Some(have) = &args.have {
-        let mut absent: Vec<Digest> = leave_out.iter().cloned().collect();
-        absent.sort();
-        manifest.delta = Some(offpack_bundle::Delta {
-            base: format!("the engine inventoried in {}", have.display()),
-            absent_layers: absent,
-        });
+        manifest.delta = Some(delta_against(have, &leave_out));
     }
-    manifest.platforms = platforms.into_iter().collect();
-    manifest.rebuild = meta.to_manifest_map()?;
     let images = manifest.images.len();
     let layers = manifest
         .images

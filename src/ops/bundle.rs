@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
-use offpack_bundle::Digest;
+use offpack_bundle::{Delta, Digest, Manifest};
 
 use super::ImageStore;
 use super::meta::RebuildMeta;
 use crate::cli::PullPolicy;
 use crate::engine::ImageInfo;
+use crate::fetch::export::ExportedImage;
 use crate::load::chain;
 use crate::load::inventory::Inventory;
 
@@ -142,6 +143,41 @@ impl BundleContents {
         }
     }
 
+    /// Fills `manifest` with the images the engine exported, each with every name recorded for
+    /// it and the platform the engine gives it (`infos`), the platforms and the rebuild
+    /// metadata; an error when the export lacks an image or holds one offpack did not ask for.
+    pub fn fill_manifest(
+        &self,
+        manifest: &mut Manifest,
+        exported: &[ExportedImage],
+        infos: &BTreeMap<String, ImageInfo>,
+    ) -> Result<()> {
+        let mut platforms = BTreeSet::new();
+        for image in exported {
+            let id = image.config.0.to_string();
+            let not_asked =
+                || anyhow!("the engine exported image {id}, which offpack did not ask for");
+            let names = self.refs.get(&id).ok_or_else(not_asked)?;
+            let info = infos.get(&id).ok_or_else(not_asked)?;
+            let platform = format!("{}/{}", info.os, info.architecture);
+            platforms.insert(platform.clone());
+            manifest
+                .images
+                .push(image.to_bundle_image(names.iter().cloned().collect(), platform));
+        }
+        for id in self.refs.keys() {
+            if !manifest.images.iter().any(|i| &i.id.to_string() == id) {
+                bail!(
+                    "the engine's export did not contain image {id}; the bundle would be incomplete"
+                );
+            }
+        }
+        manifest.images.sort_by(|a, b| a.refs.cmp(&b.refs));
+        manifest.platforms = platforms.into_iter().collect();
+        manifest.rebuild = self.meta.to_manifest_map()?;
+        Ok(())
+    }
+
     fn service(&mut self, service: &str) -> &mut super::meta::ServiceMeta {
         self.meta.services.entry(service.to_string()).or_default()
     }
@@ -183,6 +219,16 @@ pub async fn plan_export(
         plan.infos.insert(id.clone(), info);
     }
     Ok(plan)
+}
+
+/// What a delta bundle made against the inventory `have` records: the layers it leaves out.
+pub fn delta_against(have: &Path, leave_out: &HashSet<Digest>) -> Delta {
+    let mut absent: Vec<Digest> = leave_out.iter().cloned().collect();
+    absent.sort();
+    Delta {
+        base: format!("the engine inventoried in {}", have.display()),
+        absent_layers: absent,
+    }
 }
 
 /// Layers of the images to bundle that the far side's engine holds on the same chain, per its
@@ -376,6 +422,85 @@ mod tests {
             names(&["python:3.11-slim", "docker.io/library/python:3.11-slim"])
         );
         assert_eq!(contents.refs.len(), 4);
+    }
+
+    fn exported(seed: &str, layers: &[&str]) -> ExportedImage {
+        let digest = |text: String| text.parse::<Digest>().unwrap();
+        ExportedImage {
+            config: (digest(id(seed)), 10),
+            layers: layers
+                .iter()
+                .map(|l| (digest(crate::ops::fake::layer(l)), 100))
+                .collect(),
+            repo_tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_manifest_holds_exactly_the_images_asked_for() {
+        let store = FakeStore::default()
+            .with("redis", &["r1"], &["redis:7"])
+            .with("web", &["r1", "w1"], &["shop-web:latest"]);
+        let mut contents = BundleContents::default();
+        contents.add_image(
+            &id("redis"),
+            "redis:7",
+            &names(&[]),
+            ["cache".to_string()].iter(),
+        );
+        contents.add_built("web", &["shop-web:latest".to_string()], &id("web"));
+        let infos = run(plan_export(&store, &contents.refs)).unwrap().infos;
+
+        let mut manifest = Manifest::new("0", "shop");
+        let export = [exported("web", &["r1", "w1"]), exported("redis", &["r1"])];
+        contents
+            .fill_manifest(&mut manifest, &export, &infos)
+            .unwrap();
+        let refs: Vec<_> = manifest.images.iter().map(|i| i.refs.clone()).collect();
+        assert_eq!(
+            refs,
+            [
+                vec!["redis:7".to_string()],
+                vec!["shop-web:latest".to_string()]
+            ]
+        );
+        assert_eq!(manifest.platforms, ["linux/amd64"]);
+        assert_eq!(
+            RebuildMeta::from_manifest(&manifest).unwrap(),
+            contents.meta
+        );
+
+        let mut manifest = Manifest::new("0", "shop");
+        let err = contents
+            .fill_manifest(&mut manifest, &export[..1], &infos)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("the bundle would be incomplete"),
+            "{err}"
+        );
+        let mut manifest = Manifest::new("0", "shop");
+        let extra = [
+            exported("web", &["w1"]),
+            exported("redis", &["r1"]),
+            exported("other", &[]),
+        ];
+        let err = contents
+            .fill_manifest(&mut manifest, &extra, &infos)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("which offpack did not ask for"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_delta_records_the_layers_left_out_in_order() {
+        let (a, b) = (Digest::of_bytes(b"a"), Digest::of_bytes(b"b"));
+        let delta = delta_against(Path::new("have.json"), &[b.clone(), a.clone()].into());
+        assert_eq!(delta.base, "the engine inventoried in have.json");
+        let mut sorted = vec![a, b];
+        sorted.sort();
+        assert_eq!(delta.absent_layers, sorted);
     }
 
     #[test]
