@@ -16,7 +16,7 @@ use crate::fetch::export::copy_export;
 use crate::load::inventory::Inventory;
 use crate::ops::bundle::{
     BuildDecision, BundleContents, ExportPlan, PullDecision, decide_build, decide_pull,
-    decide_stage, delta_against, layers_the_far_side_has, plan_export,
+    decide_stage, delta_against, layers_the_far_side_has, left_out_warning, plan_export,
 };
 use crate::ops::copy::ImageCopy;
 use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
@@ -112,11 +112,7 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
             }
             BuildDecision::UseExisting(id) => id.clone(),
             BuildDecision::LeaveOut => {
-                reporter.warn(&format!(
-                    "service {}: image {} is not in the engine and --no-build was given; it is not bundled, \
-                     so the far side must build it",
-                    service_plan.name, tags[0]
-                ));
+                reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
                 continue;
             }
         };

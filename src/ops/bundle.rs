@@ -68,6 +68,14 @@ pub fn decide_build(existing: Option<&ImageInfo>, build: bool, no_build: bool) -
     }
 }
 
+/// What `bundle` says of a service [`BuildDecision::LeaveOut`] leaves out.
+pub fn left_out_warning(service: &str, image: &str) -> String {
+    format!(
+        "service {service}: image {image} is not in the engine and --no-build was given; it is not \
+         bundled, so the far side must build it"
+    )
+}
+
 /// What to do about the cache image of a named stage of a service's build. A stage image is
 /// rebuilt with its final image, so the two always match.
 pub fn decide_stage(
@@ -374,6 +382,11 @@ mod tests {
         );
         // What the command does with LeaveOut: it warns and records nothing for the service.
         assert_eq!(decide_build(None, false, true), BuildDecision::LeaveOut);
+        assert_eq!(
+            left_out_warning("web", "shop-web:latest"),
+            "service web: image shop-web:latest is not in the engine and --no-build was given; \
+             it is not bundled, so the far side must build it"
+        );
         contents.add_runs_built("worker", "web");
         assert_eq!(contents.refs.keys().collect::<Vec<_>>(), [&id("redis")]);
         assert!(!contents.meta.services.contains_key("web"));
