@@ -2,7 +2,8 @@
 //!
 //! Each decision (which images to pull, build, export, load, retag, keep) is a plain function
 //! over what the engine holds, so it is tested against [`fake::FakeStore`] without an engine.
-//! The commands (`src/commands/`) parse arguments, do the engine I/O the decisions ask for, and
+//! The engine I/O that carries decisions out is kept apart from them ([`load::apply`], [`copy`],
+//! and for `bundle` the command itself); the commands (`src/commands/`) handle arguments and
 //! render the result.
 
 pub mod bundle;

@@ -2,8 +2,11 @@
 //! which names to restore or keep, which layers to leave out of the stream.
 //!
 //! They only ask the store; nothing here changes the engine. The command calls them after the
-//! bundle passed `BundleReader::open_checked` and applies what they decide only in the order
-//! decision 0066 gives (the load stream's end waits for the `.sha256`, retags wait for every check).
+//! bundle passed `BundleReader::open_checked`; [`apply`] carries out what they decide, in the
+//! order decision 0066 gives (the load stream's end waits for the `.sha256`, retags wait for
+//! every check).
+
+pub mod apply;
 
 use std::collections::{BTreeSet, HashSet};
 
