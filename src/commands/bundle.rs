@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use offpack_bundle::{BundleWriter, Digest, Manifest, WriteOptions};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -14,14 +14,11 @@ use crate::cli::{BundleArgs, Output};
 use crate::engine::{Engine, ImageInfo};
 use crate::fetch::export::copy_export;
 use crate::load::inventory::Inventory;
-use crate::ops::bundle::{
-    BuildDecision, BundleContents, ExportPlan, PullDecision, decide_build, decide_pull,
-    decide_stage, delta_against, layers_the_far_side_has, left_out_warning, plan_export,
-};
+use crate::ops::bundle::apply::{Collect, collect_images};
+use crate::ops::bundle::{ExportPlan, delta_against, layers_the_far_side_has, plan_export};
 use crate::ops::copy::ImageCopy;
-use crate::plan::{Disk, PlanFinding, build_order, familiar_name, make_plan};
+use crate::plan::{Disk, PlanFinding, make_plan};
 use crate::project::load_project;
-use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
 use crate::reporter::{ImageProgress, Reporter, human_bytes};
 
 #[derive(Serialize)]
@@ -74,82 +71,18 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     let engine = Engine::connect().await?;
     check_platforms(&engine, &args.platforms).await?;
 
-    let mut contents = BundleContents::default();
-    for image in &plan.images {
-        let id = match decide_pull(&engine, &image.reference, &image.aliases, args.pull).await? {
-            PullDecision::Present(id) => id,
-            PullDecision::Pull => pull(&engine, &image.reference, reporter).await?,
-        };
-        contents.add_image(&id, &image.reference, &image.aliases, &image.used_by);
-    }
-    for service_plan in plan
-        .services
-        .iter()
-        .filter(|s| s.active && s.build.is_none())
-    {
-        contents.set_service_image(&service_plan.name, &service_plan.image);
-    }
-    for service_plan in build_order(&plan)? {
-        let service = &project.services[&service_plan.name];
-        let tags = image_tags(&project, service)
-            .iter()
-            .map(|t| familiar_name(t))
-            .collect::<Result<Vec<_>>>()?;
-        let existing = engine.image(&tags[0]).await?;
-        let decision = decide_build(existing.as_ref(), args.build, args.no_build);
-        let id = match &decision {
-            BuildDecision::Build => {
-                build_service(
-                    &engine,
-                    &project,
-                    service,
-                    service_plan,
-                    &BuildSettings::default(),
-                    reporter,
-                )
-                .await?
-                .image_id
-            }
-            BuildDecision::UseExisting(id) => id.clone(),
-            BuildDecision::LeaveOut => {
-                reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
-                continue;
-            }
-        };
-        contents.add_built(&service_plan.name, &tags, &id);
-        let built_now = decision == BuildDecision::Build;
-        // The named stages before the final one, as images the far side rebuilds from.
-        for (stage, tag) in stage_cache_tags(&project, service, service_plan) {
-            let existing = engine.image(&tag).await?;
-            let stage_id = match decide_stage(existing.as_ref(), built_now, args.no_build) {
-                BuildDecision::UseExisting(id) => id,
-                BuildDecision::LeaveOut => continue,
-                BuildDecision::Build => {
-                    let settings = BuildSettings {
-                        stage: Some((stage.clone(), vec![tag.clone()])),
-                        ..Default::default()
-                    };
-                    build_service(
-                        &engine,
-                        &project,
-                        service,
-                        service_plan,
-                        &settings,
-                        reporter,
-                    )
-                    .await?
-                    .image_id
-                }
-            };
-            contents.add_stage(&service_plan.name, &tag, familiar_name(&tag)?, &stage_id);
-        }
-    }
-    // Services that run an image another service builds need that image too.
-    for service_plan in plan.services.iter().filter(|s| s.active) {
-        if let Some(by) = &service_plan.built_by {
-            contents.add_runs_built(&service_plan.name, by);
-        }
-    }
+    let contents = collect_images(
+        &engine,
+        &project,
+        &plan,
+        Collect {
+            pull: args.pull,
+            build: args.build,
+            no_build: args.no_build,
+        },
+        reporter,
+    )
+    .await?;
     if contents.refs.is_empty() {
         bail!(
             "the project {} needs no images: nothing to bundle",
@@ -337,16 +270,6 @@ async fn check_platforms(engine: &Engine, platforms: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Pulls `reference`; returns the image ID the engine then has under it.
-async fn pull(engine: &Engine, reference: &str, reporter: &dyn Reporter) -> Result<String> {
-    engine.pull(reference, reporter).await?;
-    let info = engine
-        .image(reference)
-        .await?
-        .ok_or_else(|| anyhow!("the engine pulled {reference} but does not show it"))?;
-    Ok(info.id)
 }
 
 /// Digests of the compose files, so the far side can tell it has the same project.

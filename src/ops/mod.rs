@@ -2,9 +2,10 @@
 //!
 //! Each decision (which images to pull, build, export, load, retag, keep) is a plain function
 //! over what the engine holds, so it is tested against [`fake::FakeStore`] without an engine.
-//! The engine I/O that carries decisions out is kept apart from them ([`load::apply`], [`copy`],
-//! and for `bundle` the command itself); the commands (`src/commands/`) handle arguments and
-//! render the result.
+//! The engine I/O that carries decisions out is kept apart from them ([`load::apply`],
+//! [`bundle::apply`], [`copy`]); `bundle`'s export into the bundle writer stays in its command,
+//! beside the signal handling and the target lock whose order it depends on (decision 0064). The
+//! commands (`src/commands/`) otherwise handle arguments and render the result.
 
 pub mod bundle;
 pub mod copy;

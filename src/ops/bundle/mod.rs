@@ -4,6 +4,8 @@
 //!
 //! They only ask the store; the command pulls, builds and exports as they say.
 
+pub mod apply;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
