@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod load;
+pub mod ops;
 pub mod plan;
 pub mod project;
 pub mod rebuild;

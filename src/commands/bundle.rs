@@ -2,70 +2,24 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use offpack_bundle::{BundleWriter, Digest, Manifest, WriteOptions};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use crate::cli::{BundleArgs, Output, PullPolicy};
+use crate::cli::{BundleArgs, Output};
 use crate::engine::{Engine, ImageInfo};
 use crate::fetch::export::copy_export;
-use crate::load::chain;
 use crate::load::inventory::Inventory;
-use crate::plan::{Disk, FindingLayout, build_order, familiar_name, make_plan};
+use crate::ops::bundle::apply::{Collect, collect_images};
+use crate::ops::bundle::{ExportPlan, delta_against, layers_the_far_side_has, plan_export};
+use crate::ops::copy::ImageCopy;
+use crate::plan::{Disk, FindingLayout, make_plan};
 use crate::project::load_project;
-use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
-use crate::reporter::{ImageProgress, ImageTasks, Reporter, human_bytes};
-
-/// What the far side needs to know per service, kept under `rebuild` in offpack.json.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RebuildMeta {
-    pub services: BTreeMap<String, ServiceMeta>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ServiceMeta {
-    /// The names the service's image has (for built services, the names offpack tags).
-    pub image: Vec<String>,
-    pub built: bool,
-    /// IDs of every image the service needs: its own and the images its build uses.
-    pub images: BTreeSet<String>,
-    /// Images of the named intermediate stages of its build, for offline rebuilds from cache.
-    #[serde(default)]
-    pub cache_images: Vec<String>,
-}
-
-/// IDs of the images `services` need (all images when `services` is empty).
-pub fn images_for_services(manifest: &Manifest, services: &[String]) -> Result<BTreeSet<String>> {
-    if services.is_empty() {
-        return Ok(manifest.images.iter().map(|i| i.id.to_string()).collect());
-    }
-    let meta: RebuildMeta =
-        serde_json::from_value(serde_json::Value::Object(manifest.rebuild.clone()))
-            .context("the bundle's rebuild metadata is not what this offpack writes")?;
-    let mut ids = BTreeSet::new();
-    for service in services {
-        let entry = meta.services.get(service).ok_or_else(|| {
-            let known: Vec<_> = meta
-                .services
-                .keys()
-                .map(|s| offpack_bundle::escape_controls(s))
-                .collect();
-            anyhow!(
-                "the bundle has no service `{}`; it has: {}",
-                offpack_bundle::escape_controls(service),
-                known.join(", ")
-            )
-        })?;
-        ids.extend(entry.images.iter().cloned());
-    }
-    Ok(ids)
-}
+use crate::reporter::{ImageProgress, Reporter, human_bytes};
 
 #[derive(Serialize)]
 struct BundleSummary {
@@ -117,146 +71,29 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
     let engine = Engine::connect().await?;
     check_platforms(&engine, &args.platforms).await?;
 
-    // image ID -> every name the bundle records for it
-    let mut refs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut meta = RebuildMeta::default();
-    for image in &plan.images {
-        let id = ensure_image(
-            &engine,
-            &image.reference,
-            &image.aliases,
-            args.pull,
-            reporter,
-        )
-        .await?;
-        let names = refs.entry(id.clone()).or_default();
-        names.insert(image.reference.clone());
-        names.extend(image.aliases.iter().cloned());
-        for service in &image.used_by {
-            meta.services
-                .entry(service.clone())
-                .or_default()
-                .images
-                .insert(id.clone());
-        }
-    }
-    for service_plan in plan
-        .services
-        .iter()
-        .filter(|s| s.active && s.build.is_none())
-    {
-        let entry = meta.services.entry(service_plan.name.clone()).or_default();
-        entry.image = vec![service_plan.image.clone()];
-    }
-    let mut built: BTreeMap<String, String> = BTreeMap::new();
-    for service_plan in build_order(&plan)? {
-        let service = &project.services[&service_plan.name];
-        let tags = image_tags(&project, service)
-            .iter()
-            .map(|t| familiar_name(t))
-            .collect::<Result<Vec<_>>>()?;
-        let existing = engine.image(&tags[0]).await?;
-        let build_now = args.build || (existing.is_none() && !args.no_build);
-        let id = if build_now {
-            build_service(
-                &engine,
-                &project,
-                service,
-                service_plan,
-                &BuildSettings::default(),
-                reporter,
-            )
-            .await?
-            .image_id
-        } else if let Some(existing) = existing {
-            existing.id
-        } else {
-            reporter.warn(&format!(
-                "service {}: image {} is not in the engine and --no-build was given; it is not bundled, \
-                 so the far side must build it",
-                service_plan.name, tags[0]
-            ));
-            continue;
-        };
-        let entry = meta.services.entry(service_plan.name.clone()).or_default();
-        entry.image = tags.clone();
-        entry.built = true;
-        entry.images.insert(id.clone());
-        built.insert(service_plan.name.clone(), id.clone());
-        refs.entry(id).or_default().extend(tags);
-        // The named stages before the final one, as images the far side rebuilds from.
-        for (stage, tag) in stage_cache_tags(&project, service, service_plan) {
-            // A stage image is rebuilt with its final image, so the two always match.
-            let stage_id = match engine.image(&tag).await? {
-                Some(image) if !build_now => image.id,
-                None if args.no_build => continue,
-                _ => {
-                    let settings = BuildSettings {
-                        stage: Some((stage.clone(), vec![tag.clone()])),
-                        ..Default::default()
-                    };
-                    build_service(
-                        &engine,
-                        &project,
-                        service,
-                        service_plan,
-                        &settings,
-                        reporter,
-                    )
-                    .await?
-                    .image_id
-                }
-            };
-            let entry = meta.services.entry(service_plan.name.clone()).or_default();
-            entry.cache_images.push(tag.clone());
-            entry.images.insert(stage_id.clone());
-            refs.entry(stage_id)
-                .or_default()
-                .insert(familiar_name(&tag)?);
-        }
-    }
-    // Services that run an image another service builds need that image too.
-    for service_plan in plan.services.iter().filter(|s| s.active) {
-        if let Some(id) = service_plan.built_by.as_ref().and_then(|by| built.get(by)) {
-            meta.services
-                .entry(service_plan.name.clone())
-                .or_default()
-                .images
-                .insert(id.clone());
-        }
-    }
-    if refs.is_empty() {
+    let contents = collect_images(
+        &engine,
+        &project,
+        &plan,
+        Collect {
+            pull: args.pull,
+            build: args.build,
+            no_build: args.no_build,
+        },
+        reporter,
+    )
+    .await?;
+    if contents.refs.is_empty() {
         bail!(
             "the project {} needs no images: nothing to bundle",
             project.name
         );
     }
 
-    // Export by a name the engine knows for each image, so its tags come along; what the engine
-    // says of each image (platform, layers) is kept for the manifest and for --have.
-    let mut export_names = Vec::new();
-    let mut infos: BTreeMap<String, ImageInfo> = BTreeMap::new();
-    for (id, names) in &refs {
-        let name = names
-            .iter()
-            .find(|n| !n.contains('@'))
-            .cloned()
-            .unwrap_or_else(|| id.clone());
-        let info = match engine.image(&name).await? {
-            Some(info) if &info.id == id => {
-                export_names.push(name);
-                info
-            }
-            _ => {
-                // The tag moved (or names another image): export by ID and keep the recorded names.
-                export_names.push(id.clone());
-                engine.image(id).await?.ok_or_else(|| {
-                    anyhow!("image {id} disappeared from the engine while bundling")
-                })?
-            }
-        };
-        infos.insert(id.clone(), info);
-    }
+    let ExportPlan {
+        names: export_names,
+        infos,
+    } = plan_export(&engine, &contents.refs).await?;
 
     // Listen for Ctrl-C and SIGTERM before the temporary file exists, so that from then on a
     // signal ends the run cleanly instead of killing it with the file in place.
@@ -289,88 +126,44 @@ pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> R
         "exporting {} images (the engine prepares the whole export before it sends the first byte)",
         export_names.len()
     ));
-    let ledger = export_ledger(&refs, &infos);
+    let ledger = export_ledger(&contents.refs, &infos);
     let estimate = Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0);
-    let task = reporter.start(&format!("export {} images", export_names.len()), estimate);
-    let mut image_tasks = ImageTasks::start(reporter, task, estimate, &ledger);
-    let ledger = Arc::new(Mutex::new(ledger));
+    let label = format!("export {} images", export_names.len());
+    let mut progress = ImageCopy::start(reporter, &label, estimate, ledger, "exported");
     let stream = engine.export(&export_names);
-    let cancelled = Arc::new(AtomicBool::new(false));
-    let progress = Arc::new(AtomicU64::new(0));
-    let reader = Cancellable {
-        inner: SyncIoBridge::new(StreamReader::new(stream)),
-        cancelled: cancelled.clone(),
-        read: progress.clone(),
-    };
     let leave_out_for_copy = leave_out.clone();
-    let ledger_for_copy = ledger.clone();
-    let mut copy = tokio::task::spawn_blocking(move || -> Result<(BundleWriter, Vec<_>)> {
+    let mut copy = progress.spawn(move |sink| {
+        let reader = sink.reader(SyncIoBridge::new(StreamReader::new(stream)));
         let images = copy_export(
             reader,
             &mut writer,
             &leave_out_for_copy,
-            &mut |digest, size| {
-                if let Ok(mut ledger) = ledger_for_copy.lock() {
-                    ledger.blob_done(digest, size);
-                }
-            },
+            &mut |digest, size| sink.blob_done(digest, size),
         )?;
         Ok((writer, images))
     });
+    let sink = progress.sink();
     let copied = tokio::select! {
         copied = &mut copy => copied,
-        never = image_tasks.report_every_200ms(&ledger, &progress, "exported") => match never {},
+        never = progress.report() => match never {},
         _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
             // Let the copy fail at its next read so that the writer is dropped, which removes
             // the temporary file, before the process ends.
-            cancelled.store(true, Ordering::Relaxed);
+            sink.cancel();
             let _ = copy.await;
             bail!("interrupted: no bundle was written at {}", args.output.display());
         }
     };
     let (writer, exported) = copied.context("the export copy stopped")??;
-    let streamed = progress.load(Ordering::Relaxed);
-    if let Ok(ledger) = ledger.lock() {
-        image_tasks.finish(&ledger, streamed, "exported");
-    }
-    reporter.finish(task, &format!("{} exported", human_bytes(streamed)));
+    let streamed = sink.bytes();
+    progress.finish(streamed);
 
     let mut manifest = Manifest::new(env!("CARGO_PKG_VERSION"), &project.name);
     manifest.project.files = project_files(&project)?;
-    let mut platforms = BTreeSet::new();
-    for image in &exported {
-        let id = image.config.0.to_string();
-        let names = refs.get(&id).ok_or_else(|| {
-            anyhow!("the engine exported image {id}, which offpack did not ask for")
-        })?;
-        let info = infos.get(&id).ok_or_else(|| {
-            anyhow!("the engine exported image {id}, which offpack did not ask for")
-        })?;
-        let platform = format!("{}/{}", info.os, info.architecture);
-        platforms.insert(platform.clone());
-        manifest
-            .images
-            .push(image.to_bundle_image(names.iter().cloned().collect(), platform));
-    }
-    for id in refs.keys() {
-        if !manifest.images.iter().any(|i| &i.id.to_string() == id) {
-            bail!("the engine's export did not contain image {id}; the bundle would be incomplete");
-        }
-    }
-    manifest.images.sort_by(|a, b| a.refs.cmp(&b.refs));
+    contents.fill_manifest(&mut manifest, &exported, &infos)?;
     if let Some(have) = &args.have {
-        let mut absent: Vec<Digest> = leave_out.iter().cloned().collect();
-        absent.sort();
-        manifest.delta = Some(offpack_bundle::Delta {
-            base: format!("the engine inventoried in {}", have.display()),
-            absent_layers: absent,
-        });
+        manifest.delta = Some(delta_against(have, &leave_out));
     }
-    manifest.platforms = platforms.into_iter().collect();
-    manifest.rebuild = match serde_json::to_value(&meta)? {
-        serde_json::Value::Object(map) => map,
-        _ => unreachable!("RebuildMeta serializes to an object"),
-    };
     let images = manifest.images.len();
     let layers = manifest
         .images
@@ -450,28 +243,6 @@ fn read_inventory(have: &Path) -> Result<Inventory> {
     Inventory::parse(&text, &have.display().to_string())
 }
 
-/// Layers of the images to bundle that the far side's engine holds on the same chain, per its
-/// inventory (`offpack inventory > have.json` there).
-fn layers_the_far_side_has<'a>(
-    have: &Path,
-    inventory: &Inventory,
-    images: impl Iterator<Item = &'a ImageInfo>,
-) -> Result<HashSet<Digest>> {
-    if !inventory.supports_delta() {
-        bail!(
-            "{}: the far side's engine uses the containerd image store, which does not skip the layers \
-             it holds when loading; bundle without --have",
-            have.display()
-        );
-    }
-    let present = inventory.chains();
-    let lists: Vec<&[String]> = images.map(|i| i.layers.as_slice()).collect();
-    Ok(chain::layers_to_omit(&lists, &present)
-        .iter()
-        .filter_map(|d| d.parse().ok())
-        .collect())
-}
-
 /// The classic image store holds one platform per image name: bundling for another platform
 /// than the engine's would need the containerd image store, so say so instead of guessing.
 async fn check_platforms(engine: &Engine, platforms: &[String]) -> Result<()> {
@@ -499,53 +270,6 @@ async fn check_platforms(engine: &Engine, platforms: &[String]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A reader that fails once `cancelled` is set (on Ctrl-C), ending the copy that reads it.
-struct Cancellable<R> {
-    inner: R,
-    cancelled: Arc<AtomicBool>,
-    /// Bytes of the export read so far, for the progress bar.
-    read: Arc<AtomicU64>,
-}
-
-impl<R: std::io::Read> std::io::Read for Cancellable<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.cancelled.load(Ordering::Relaxed) {
-            // Not `ErrorKind::Interrupted`: readers retry on that one.
-            return Err(std::io::Error::other("interrupted by the user"));
-        }
-        let n = self.inner.read(buf)?;
-        self.read.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// Makes sure the engine has `reference` (under it or one of its aliases) per the pull policy;
-/// returns the image ID.
-async fn ensure_image(
-    engine: &Engine,
-    reference: &str,
-    aliases: &BTreeSet<String>,
-    policy: PullPolicy,
-    reporter: &dyn Reporter,
-) -> Result<String> {
-    if policy != PullPolicy::Always {
-        for name in std::iter::once(reference).chain(aliases.iter().map(String::as_str)) {
-            if let Some(info) = engine.image(name).await? {
-                return Ok(info.id);
-            }
-        }
-        if policy == PullPolicy::Never {
-            bail!("image {reference} is not in the engine and --pull never forbids pulling it");
-        }
-    }
-    engine.pull(reference, reporter).await?;
-    let info = engine
-        .image(reference)
-        .await?
-        .ok_or_else(|| anyhow!("the engine pulled {reference} but does not show it"))?;
-    Ok(info.id)
 }
 
 /// Digests of the compose files, so the far side can tell it has the same project.

@@ -1,19 +1,16 @@
-use std::collections::{BTreeSet, HashSet};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use offpack_bundle::{BundleError, BundleReader, Digest, SidecarCheck, escape_controls};
+use anyhow::Result;
+use offpack_bundle::{BundleReader, escape_controls};
 use serde::Serialize;
 
 use crate::cli::{LoadArgs, Output};
-use crate::engine::{Engine, EngineFacts, channel_body};
+use crate::engine::Engine;
 use crate::error::CheckFailed;
-use crate::load::{LoadImage, chain, write_load_stream};
-use crate::reporter::{ImageProgress, ImageTasks, Reporter, TaskId, human_bytes};
+use crate::ops::load::apply::{SidecarGate, load_images, restore_names};
+use crate::ops::load::{LoadDecision, decide_load};
+use crate::reporter::{Reporter, human_bytes};
 
 #[derive(Debug, Serialize)]
 struct LoadReport {
@@ -56,7 +53,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     let sidecar = SidecarGate::start(checked.sidecar);
     let bundle = Arc::new(checked.reader);
     let manifest = bundle.manifest().clone();
-    let wanted = crate::commands::bundle::images_for_services(&manifest, &args.services)?;
+    let wanted = crate::ops::meta::images_for_services(&manifest, &args.services)?;
     // A name `docker load` refuses would stop the load after earlier images were imported:
     // check every name first, so a load is all or nothing.
     for image in &manifest.images {
@@ -72,67 +69,24 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
     }
     let engine = Engine::connect().await?;
 
+    let LoadDecision {
+        to_load,
+        load_blobs,
+        loaded,
+        already_present,
+        retag,
+        kept,
+    } = decide_load(&engine, &manifest, &wanted).await?;
     let mut report = LoadReport {
-        loaded: Vec::new(),
-        already_present: Vec::new(),
+        loaded,
+        already_present,
         retagged: Vec::new(),
-        kept: Vec::new(),
+        kept,
         layers_skipped: 0,
         bytes_streamed: 0,
         signed_by: checked_signer.clone(),
         sidecar: None,
     };
-    let mut to_load = Vec::new();
-    // Per image to load: its label and blobs with their sizes, for its progress line.
-    let mut load_blobs: Vec<(String, Vec<(Digest, u64)>)> = Vec::new();
-    // Names to restore on images the engine already holds; applied only after the load stream
-    // went through, so that a corrupt bundle changes nothing in the engine.
-    let mut retag: Vec<(String, String)> = Vec::new();
-    for image in manifest
-        .images
-        .iter()
-        .filter(|i| wanted.contains(&i.id.to_string()))
-    {
-        let label = image
-            .refs
-            .first()
-            .cloned()
-            .unwrap_or_else(|| image.id.to_string());
-        match engine.image(&image.id.to_string()).await? {
-            Some(_) => {
-                for reference in &image.refs {
-                    match name_state(&engine, reference, &image.id.to_string()).await? {
-                        NameState::Absent => retag.push((image.id.to_string(), reference.clone())),
-                        NameState::Elsewhere => report.kept.push(reference.clone()),
-                        NameState::Here => {}
-                    }
-                }
-                report.already_present.push(label);
-            }
-            None => {
-                let mut names = Vec::new();
-                for reference in image.refs.iter().filter(|r| !r.contains('@')) {
-                    match name_state(&engine, reference, &image.id.to_string()).await? {
-                        NameState::Elsewhere => report.kept.push(reference.clone()),
-                        _ => names.push(reference.clone()),
-                    }
-                }
-                to_load.push(LoadImage {
-                    config: image.config.digest.clone(),
-                    layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
-                    names,
-                });
-                load_blobs.push((
-                    label.clone(),
-                    std::iter::once(&image.config)
-                        .chain(image.layers.iter())
-                        .map(|b| (b.digest.clone(), b.size))
-                        .collect(),
-                ));
-                report.loaded.push(label);
-            }
-        }
-    }
     for name in &report.already_present {
         reporter.step(&format!("{}: already present", escape_controls(name)));
     }
@@ -143,178 +97,11 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         ));
     }
 
-    if !to_load.is_empty() {
-        let facts = engine.facts(&[]).await?;
-        let omit = layers_the_engine_has(&engine, &facts, &to_load).await?;
-        check_delta_base(&manifest, &to_load, &omit)?;
-        let mut unique: BTreeSet<Digest> = omit.iter().cloned().collect();
-        let total: u64 = manifest
-            .images
-            .iter()
-            .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
-            .flat_map(|i| std::iter::once(&i.config).chain(i.layers.iter()))
-            .filter(|b| unique.insert(b.digest.clone()))
-            .map(|b| b.size)
-            .sum();
-        report.layers_skipped = omit.len();
-        check_space(&engine, &facts, total)?;
-        let ledger = load_ledger(&load_blobs, &omit);
-        let task = reporter.start(&format!("load {} images", to_load.len()), Some(total));
-        let mut image_tasks = Some(ImageTasks::start(reporter, task, Some(total), &ledger));
-        let ledger = Arc::new(Mutex::new(ledger));
-        let (writer, body) = channel_body();
-        let bundle_for_stream = bundle.clone();
-        let sidecar_for_stream = sidecar.clone();
-        let images = to_load.clone();
-        let progress = Arc::new(AtomicU64::new(0));
-        let sink = progress.clone();
-        let ledger_for_stream = ledger.clone();
-        let mut stream_task = tokio::task::spawn_blocking(move || -> Result<u64> {
-            let mut writer = writer;
-            // Bytes of the blobs sent before the current one, and the current one's.
-            let mut before = 0u64;
-            let mut current: Option<(Digest, u64)> = None;
-            let mut on_blob = |digest: &Digest, passed: u64, size: u64| {
-                match &mut current {
-                    Some((d, n)) if d == digest => *n = passed,
-                    _ => {
-                        before += current.as_ref().map_or(0, |(_, n)| *n);
-                        current = Some((digest.clone(), passed));
-                    }
-                }
-                sink.store(before + passed, Ordering::Relaxed);
-                if let Ok(mut ledger) = ledger_for_stream.lock() {
-                    if passed == size {
-                        ledger.blob_done(digest, size);
-                    } else {
-                        ledger.blob_bytes(digest, passed);
-                    }
-                }
-            };
-            // The stream's end waits for the checksum: the engine imports nothing from a
-            // stream that never ends, so a bundle the .sha256 refuses loads nothing.
-            let result = write_load_stream(
-                &bundle_for_stream,
-                &images,
-                &omit,
-                &mut writer,
-                &mut on_blob,
-                &mut || sidecar_for_stream.wait(),
-            );
-            match result {
-                Ok(()) => Ok(sink.load(Ordering::Relaxed)),
-                Err(e) => {
-                    writer.fail(&e);
-                    Err(e)
-                }
-            }
-        });
-        // The engine reads the whole stream before it imports anything (docs/engine-support.md):
-        // once the last byte went, the image lines end and a spinner shows the engine at work.
-        let load = engine.load(body);
-        tokio::pin!(load);
-        let mut streamed: Option<Result<u64>> = None;
-        let mut importing = None;
-        let loaded = loop {
-            enum Event {
-                Loaded(Result<Vec<String>>),
-                Streamed(Result<u64>),
-            }
-            let event = tokio::select! {
-                loaded = &mut load => Event::Loaded(loaded),
-                done = &mut stream_task, if streamed.is_none() => Event::Streamed(
-                    done.context("the load stream writer stopped").and_then(|r| r),
-                ),
-                never = async {
-                    match image_tasks.as_mut() {
-                        Some(tasks) => tasks.report_every_200ms(&ledger, &progress, "streamed").await,
-                        None => std::future::pending().await,
-                    }
-                } => match never {},
-            };
-            match event {
-                Event::Loaded(loaded) => break loaded,
-                Event::Streamed(done) => {
-                    if let Ok(bytes) = &done {
-                        end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
-                        importing = Some((
-                            reporter
-                                .start_wait(&format!("engine importing {} images", to_load.len())),
-                            Instant::now(),
-                        ));
-                    }
-                    streamed = Some(done);
-                }
-            }
-        };
-        let streamed = match streamed {
-            Some(done) => done,
-            None => {
-                // The engine answered before the stream's writer returned (or failed early).
-                let done = stream_task
-                    .await
-                    .context("the load stream writer stopped")
-                    .and_then(|r| r);
-                if let Ok(bytes) = &done {
-                    end_stream(reporter, task, image_tasks.take(), &ledger, *bytes);
-                }
-                done
-            }
-        };
-        match (streamed, loaded) {
-            (Err(e), _) => {
-                if is_corrupt_data(&e) {
-                    return Err(anyhow::Error::new(CheckFailed(format!(
-                        "{e:#}\nNothing was loaded: the bundle is corrupt. Copy it again and run `offpack verify`."
-                    ))));
-                }
-                return Err(e.context("streaming the bundle to the engine"));
-            }
-            (Ok(_), Err(e)) => return Err(explain_engine_load_error(e)),
-            (Ok(bytes), Ok(_)) => report.bytes_streamed = bytes,
-        }
-        if let Some((importing, since)) = importing {
-            reporter.finish(
-                importing,
-                &format!("imported in {:.1}s", since.elapsed().as_secs_f64()),
-            );
-        }
-        for (image, loaded) in manifest.images.iter().filter_map(|i| {
-            to_load
-                .iter()
-                .find(|l| l.config == i.config.digest)
-                .map(|l| (i, l))
-        }) {
-            if engine.image(&image.id.to_string()).await?.is_none() {
-                bail!(
-                    "the engine did not keep image {} after loading it (was it removed meanwhile?); \
-                     run the same `offpack load` again to finish it",
-                    image.id
-                );
-            }
-            for reference in &loaded.names {
-                if name_state(&engine, reference, &image.id.to_string()).await? == NameState::Absent
-                {
-                    engine.tag(&image.id.to_string(), reference).await?;
-                }
-            }
-        }
-    }
-    // Names go on images the engine held only once the whole bundle matched its checksum.
-    sidecar.wait().map_err(|e| {
-        if is_corrupt_data(&e) {
-            anyhow::Error::new(CheckFailed(format!(
-                "{e:#}\nNothing was loaded or retagged: the bundle is corrupt. Copy it again and run `offpack verify`."
-            )))
-        } else {
-            e
-        }
-    })?;
+    let streamed = load_images(&engine, reporter, &bundle, &sidecar, &to_load, &load_blobs).await?;
+    report.bytes_streamed = streamed.bytes;
+    report.layers_skipped = streamed.layers_skipped;
+    report.retagged = restore_names(&engine, &sidecar, retag).await?;
     report.sidecar = sidecar.matched();
-    for (id, reference) in retag {
-        engine.tag(&id, &reference).await?;
-        report.retagged.push(reference);
-    }
     output.result(&report, || {
         format!(
             "loaded {} images ({} streamed), {} already present{}",
@@ -333,265 +120,4 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         }
     });
     Ok(ExitCode::SUCCESS)
-}
-
-/// The load stream went through: every image's task and the total end.
-fn end_stream(
-    reporter: &dyn Reporter,
-    task: TaskId,
-    image_tasks: Option<ImageTasks<'_>>,
-    ledger: &Mutex<ImageProgress>,
-    bytes: u64,
-) {
-    if let (Some(tasks), Ok(ledger)) = (image_tasks, ledger.lock()) {
-        tasks.finish(&ledger, bytes, "streamed");
-    }
-    reporter.finish(task, &format!("{} streamed", human_bytes(bytes)));
-}
-
-/// The load's progress per image: the blobs of it the stream carries (not those the engine
-/// holds), whose sizes the bundle knows.
-fn load_ledger(images: &[(String, Vec<(Digest, u64)>)], omit: &HashSet<Digest>) -> ImageProgress {
-    let mut ledger = ImageProgress::new();
-    for (label, blobs) in images {
-        let mut sent: Vec<(Digest, u64)> = Vec::new();
-        for (digest, size) in blobs {
-            if !omit.contains(digest) && !sent.iter().any(|(d, _)| d == digest) {
-                sent.push((digest.clone(), *size));
-            }
-        }
-        let total = sent.iter().map(|(_, size)| size).sum();
-        ledger.add_image(label, sent.into_iter().map(|(d, _)| d), total);
-    }
-    ledger
-}
-
-/// Layers of `images` the engine already holds on the same chain. Only the classic store skips
-/// them on load; with the containerd image store every layer is sent.
-async fn layers_the_engine_has(
-    engine: &Engine,
-    facts: &EngineFacts,
-    images: &[LoadImage],
-) -> Result<HashSet<Digest>> {
-    if facts.containerd_image_store {
-        return Ok(HashSet::new());
-    }
-    let have = engine.images().await?;
-    let present = chain::present_chains(have.iter().map(|i| i.layers.as_slice()));
-    let wanted: Vec<Vec<String>> = images
-        .iter()
-        .map(|i| i.layers.iter().map(|d| d.to_string()).collect())
-        .collect();
-    let wanted: Vec<&[String]> = wanted.iter().map(Vec::as_slice).collect();
-    let omit = chain::layers_to_omit(&wanted, &present);
-    Ok(omit.iter().filter_map(|d| d.parse().ok()).collect())
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum NameState {
-    /// The engine has no image under the name.
-    Absent,
-    /// The name points to the image in question.
-    Here,
-    /// The name points to another image.
-    Elsewhere,
-}
-
-async fn name_state(engine: &Engine, reference: &str, id: &str) -> Result<NameState> {
-    Ok(match engine.image(reference).await? {
-        None => NameState::Absent,
-        Some(current) if current.id == id => NameState::Here,
-        Some(_) => NameState::Elsewhere,
-    })
-}
-
-/// A delta bundle leaves out layers the far side was said to hold: each one an image to load
-/// needs must be in the engine on the same chain, or the load would fail half way.
-fn check_delta_base(
-    manifest: &offpack_bundle::Manifest,
-    images: &[LoadImage],
-    have: &HashSet<Digest>,
-) -> Result<()> {
-    let Some(delta) = &manifest.delta else {
-        return Ok(());
-    };
-    let mut missing = Vec::new();
-    for image in images {
-        for layer in image
-            .layers
-            .iter()
-            .filter(|l| delta.absent_layers.contains(l) && !have.contains(l))
-        {
-            let name = image
-                .names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.config.to_string());
-            missing.push(format!("layer {layer} of {name}"));
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    bail!(
-        "this is a delta bundle made against {}, and this engine lacks what it relies on: {}\n\
-         Load the full bundle it was made after first, or ask for a full bundle.",
-        escape_controls(&delta.base),
-        escape_controls(&missing.join(", "))
-    )
-}
-
-/// Refuses a load the engine's disk cannot hold, when the engine runs on this machine.
-fn check_space(engine: &Engine, facts: &EngineFacts, stream_bytes: u64) -> Result<()> {
-    if !engine.endpoint().starts_with("unix://") {
-        return Ok(());
-    }
-    let root = &facts.docker_root_dir;
-    let Some(free) = crate::load::free_space(std::path::Path::new(&root)) else {
-        return Ok(());
-    };
-    let needed = crate::load::space_needed(stream_bytes);
-    if free < needed {
-        bail!(
-            "the engine's data root {root} has {} free, but loading these images needs about {} \
-             (the engine unpacks the whole stream before importing it); free some space or load \
-             fewer services with --service",
-            human_bytes(free),
-            human_bytes(needed)
-        );
-    }
-    Ok(())
-}
-
-/// The `.sha256` check of the whole bundle, on a thread of its own from the moment the bundle's
-/// metadata passed: hashing the file costs one sequential read, done while the engine is asked
-/// what it holds and the blobs stream (`zstd -dc | docker load` would not be faster).
-struct SidecarGate {
-    job: Mutex<Option<std::thread::JoinHandle<Result<PathBuf, BundleError>>>>,
-    /// The sidecar, once it matched.
-    matched: Mutex<Option<PathBuf>>,
-}
-
-impl SidecarGate {
-    fn start(check: Option<SidecarCheck>) -> Arc<Self> {
-        let job = check.map(|check| std::thread::spawn(move || check.run()));
-        Arc::new(SidecarGate {
-            job: Mutex::new(job),
-            matched: Mutex::new(None),
-        })
-    }
-
-    /// Waits for the check (the first call; later ones return at once): an error when the bundle
-    /// differs from its `.sha256`.
-    fn wait(&self) -> Result<()> {
-        let job = self.job.lock().ok().and_then(|mut job| job.take());
-        let Some(job) = job else {
-            return Ok(());
-        };
-        let sidecar = match job.join() {
-            Ok(result) => result?,
-            Err(_) => bail!("the thread checking the bundle's .sha256 file stopped"),
-        };
-        if let Ok(mut matched) = self.matched.lock() {
-            *matched = Some(sidecar);
-        }
-        Ok(())
-    }
-
-    /// The sidecar the bundle matched, after [`SidecarGate::wait`].
-    fn matched(&self) -> Option<String> {
-        let matched = self.matched.lock().ok()?;
-        matched.as_ref().map(|p| p.display().to_string())
-    }
-}
-
-/// The engine's own words when an image or layer offpack relied on went away during the load
-/// (removed by someone else: `docker rmi`, `docker image prune`): a layer not sent because the
-/// engine held it, or a base it imports onto, is then missing from the engine's temporary copy of
-/// the stream ("open /var/lib/docker/tmp/docker-import-…/…: no such file or directory") or from its
-/// store. Said plainly, with what to do; other errors are left as the engine put them.
-fn explain_engine_load_error(err: anyhow::Error) -> anyhow::Error {
-    let text = format!("{err:#}");
-    let lost = text.contains("no such file or directory")
-        && (text.contains("docker-import-") || text.contains("/tmp/") || text.contains("layerdb"))
-        || text.contains("layer does not exist")
-        || text.contains("unknown parent");
-    if !lost {
-        return err;
-    }
-    err.context(
-        "the engine lost an image or layer this load relied on while loading (was an image removed \
-         meanwhile, e.g. by `docker rmi` or `docker image prune`?); the bundle is fine: run the same \
-         `offpack load` again to finish it",
-    )
-}
-
-/// A blob whose bytes do not match its digest surfaces as an `InvalidData` I/O error.
-fn is_corrupt_data(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
-            || cause
-                .downcast_ref::<offpack_bundle::BundleError>()
-                .is_some_and(|b| b.is_corruption())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_image_lost_mid_load_is_explained() {
-        // What Engine 20.10 answers when a layer offpack left out of the stream (the engine held
-        // it) was removed before the import.
-        let lost = anyhow::anyhow!(
-            "the engine refused the image load: open /var/lib/docker/tmp/docker-import-2236017/blobs/sha256/4b1f/layer.tar: no such file or directory"
-        );
-        let text = format!("{:#}", explain_engine_load_error(lost));
-        assert!(
-            text.starts_with("the engine lost an image or layer this load relied on")
-                && text.contains("run the same `offpack load` again")
-                && text.contains("docker-import-2236017"),
-            "{text}"
-        );
-        let other = anyhow::anyhow!("the engine refused the image load: no space left on device");
-        assert_eq!(
-            format!("{:#}", explain_engine_load_error(other)),
-            "the engine refused the image load: no space left on device"
-        );
-    }
-
-    #[test]
-    fn load_progress_counts_what_the_stream_carries() {
-        let d = |s: &str| Digest::of_bytes(s.as_bytes());
-        let images = vec![
-            ("base:1".to_string(), vec![(d("c1"), 2), (d("base"), 90)]),
-            (
-                "app:1".to_string(),
-                vec![
-                    (d("c2"), 3),
-                    (d("base"), 90),
-                    (d("app"), 10),
-                    (d("app"), 10),
-                ],
-            ),
-        ];
-        let ledger = load_ledger(&images, &HashSet::new());
-        assert_eq!(ledger.len(), 2);
-        assert_eq!(ledger.status(0).total, 92);
-        assert_eq!(
-            ledger.status(1).total,
-            103,
-            "a layer listed twice counts once"
-        );
-
-        // The engine holds the base layer: it is not sent, so no image waits for it.
-        let mut ledger = load_ledger(&images, &[d("base")].into_iter().collect());
-        assert_eq!(ledger.status(0).total, 2);
-        assert_eq!(ledger.status(1).total, 13);
-        ledger.blob_done(&d("c1"), 2);
-        assert!(ledger.status(0).complete);
-    }
 }

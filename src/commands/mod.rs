@@ -1,6 +1,6 @@
 //! One module per subcommand: each runs the library's steps and prints its result.
 
-pub(crate) mod bundle;
+mod bundle;
 mod bundle_target;
 mod doctor;
 mod inspect;

@@ -1,0 +1,61 @@
+//! The jobs behind `offpack bundle` and `offpack load`, as decisions over an [`ImageStore`].
+//!
+//! Each decision (which images to pull, build, export, load, retag, keep) is a plain function
+//! over what the engine holds, so it is tested against [`fake::FakeStore`] without an engine.
+//! The engine I/O that carries decisions out is kept apart from them ([`load::apply`],
+//! [`bundle::apply`], [`copy`]); `bundle`'s export into the bundle writer stays in its command,
+//! beside the signal handling and the target lock whose order it depends on (decision 0064). The
+//! commands (`src/commands/`) otherwise handle arguments and render the result.
+
+pub mod bundle;
+pub mod copy;
+pub mod load;
+pub mod meta;
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+use std::future::Future;
+
+use anyhow::Result;
+
+use crate::engine::{Engine, ImageInfo};
+
+/// What the decisions need to know of the engine's images. [`Engine`] implements it; tests use
+/// an in-memory store.
+pub trait ImageStore {
+    /// The image named `reference` (a name or an ID), or `None` when there is none.
+    fn image(&self, reference: &str) -> impl Future<Output = Result<Option<ImageInfo>>> + Send;
+
+    /// Every image the store holds, intermediate ones included.
+    fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>>> + Send;
+}
+
+impl ImageStore for Engine {
+    fn image(&self, reference: &str) -> impl Future<Output = Result<Option<ImageInfo>>> + Send {
+        Engine::image(self, reference)
+    }
+
+    fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>>> + Send {
+        Engine::images(self)
+    }
+}
+
+/// Where a name the bundle records stands in the store, relative to the image it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameState {
+    /// The store has no image under the name.
+    Absent,
+    /// The name points to the image in question.
+    Here,
+    /// The name points to another image.
+    Elsewhere,
+}
+
+pub async fn name_state(store: &impl ImageStore, reference: &str, id: &str) -> Result<NameState> {
+    Ok(match store.image(reference).await? {
+        None => NameState::Absent,
+        Some(current) if current.id == id => NameState::Here,
+        Some(_) => NameState::Elsewhere,
+    })
+}
