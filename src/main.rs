@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    offpack::cli::main()
+    offpack::commands::main()
 }

@@ -1,6 +1,9 @@
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::ops::pull_policy::PullPolicy;
+use crate::project::ProjectOptions;
 
 /// Carry a Docker Compose project across an air gap and keep it rebuildable there.
 ///
@@ -79,20 +82,23 @@ pub struct ProjectArgs {
     pub profiles: Vec<String>,
 }
 
+impl ProjectArgs {
+    /// The options as the project loader takes them.
+    pub fn options(&self) -> ProjectOptions {
+        ProjectOptions {
+            files: self.files.clone(),
+            project_directory: self.project_directory.clone(),
+            project_name: self.project_name.clone(),
+            env_files: self.env_files.clone(),
+            profiles: self.profiles.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PullPolicy {
-    /// Pull only images the engine does not have.
-    Missing,
-    /// Pull every image, even when the engine has one under that name.
-    Always,
-    /// Never pull; fail if an image is missing.
-    Never,
 }
 
 #[derive(Debug, Args)]

@@ -1,21 +1,18 @@
-//! The command line: argument parsing, output and progress. The only place that prints.
+//! The command line: argument definitions, output and progress bars. With `commands`, the only
+//! place that prints; it runs nothing itself (`commands::main` parses and dispatches).
 
 mod args;
 mod progress;
 
 pub use args::{
     BundleArgs, Cli, Command, DoctorArgs, InspectArgs, InventoryArgs, KeygenArgs, LoadArgs,
-    PlanArgs, ProjectArgs, PullPolicy, RebuildArgs, VerifyArgs,
+    PlanArgs, ProjectArgs, RebuildArgs, VerifyArgs,
 };
 pub use progress::CliReporter;
 
 use std::io::Write;
-use std::process::ExitCode;
 
-use clap::Parser;
 use serde::Serialize;
-
-use crate::error::failure_kind;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -44,64 +41,4 @@ impl Output {
             }
         }
     }
-}
-
-/// Runs offpack with the process arguments and returns its exit code.
-pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
-    };
-    let output = Output {
-        json: cli.json,
-        quiet: cli.quiet,
-    };
-    let reporter = CliReporter::new(output);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = runtime.block_on(crate::commands::run(cli.command, output, &reporter));
-    reporter.clear();
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            let kind = failure_kind(&err);
-            if output.json {
-                let doc = serde_json::json!({
-                    "error": format!("{err:#}"),
-                    "exit_code": kind.exit_code(),
-                });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-            }
-            eprintln!(
-                "error: {}",
-                offpack_bundle::escape_controls_in_lines(&format_error(&err))
-            );
-            ExitCode::from(kind.exit_code())
-        }
-    }
-}
-
-/// The error and its causes, one per line, without repeating a cause its parent already quotes.
-fn format_error(err: &anyhow::Error) -> String {
-    let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str("\n  caused by: ");
-            text.push_str(&cause);
-        }
-    }
-    text
 }

@@ -41,7 +41,7 @@ struct BundleSummary {
 
 pub async fn run(args: BundleArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
     let started = Instant::now();
-    let project = load_project(&args.project)?;
+    let project = load_project(&args.project.options())?;
     let plan = make_plan(&project, &Disk)?;
     for finding in &plan.findings {
         reporter.warn(&finding.render(FindingLayout::Line));

@@ -9,7 +9,7 @@ use crate::plan::{Acquire, FindingLayout, Plan, ServicePlan, Severity, make_plan
 use crate::project::load_project;
 
 pub fn run(args: PlanArgs, output: Output) -> Result<ExitCode> {
-    let project = load_project(&args.project)?;
+    let project = load_project(&args.project.options())?;
     let plan = make_plan(&project, &Disk)?;
     output.result(&plan, || render(&plan));
     Ok(ExitCode::SUCCESS)

@@ -19,7 +19,7 @@ struct Rebuilt {
 }
 
 pub async fn run(args: RebuildArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
-    let project = load_project(&args.project)?;
+    let project = load_project(&args.project.options())?;
     let plan = make_plan(&project, &Disk)?;
     for name in &args.services {
         if !project.services.contains_key(name) {

@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod copy;
 pub mod load;
 pub mod meta;
+pub mod pull_policy;
 
 #[cfg(test)]
 pub(crate) mod fake;

@@ -9,8 +9,8 @@ use super::{
     BuildDecision, BundleContents, PullDecision, decide_build, decide_pull, decide_stage,
     left_out_warning,
 };
-use crate::cli::PullPolicy;
 use crate::engine::Engine;
+use crate::ops::pull_policy::PullPolicy;
 use crate::plan::{Plan, build_order, familiar_name};
 use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
 use crate::reporter::Reporter;

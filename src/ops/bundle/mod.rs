@@ -14,11 +14,11 @@ use offpack_bundle::{Delta, Digest, Manifest};
 
 use super::ImageStore;
 use super::meta::RebuildMeta;
-use crate::cli::PullPolicy;
 use crate::engine::ImageInfo;
 use crate::fetch::export::ExportedImage;
 use crate::load::chain;
 use crate::load::inventory::Inventory;
+use crate::ops::pull_policy::PullPolicy;
 
 /// What to do about one image the plan names.
 #[derive(Debug, PartialEq, Eq)]
