@@ -41,6 +41,7 @@
 
 mod digest;
 mod error;
+mod files;
 mod frame;
 mod hashpipe;
 mod index;
