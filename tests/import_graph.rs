@@ -14,17 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Edges of circles that exist today and are being removed by other work (issue 17, the bundle
-/// crate's shared file I/O): `(source directory, from, to)`. Each entry drops one edge so that
-/// its circle is not reported; any other edge that closes a circle still is. Delete entries as
-/// their circles go; the list should be empty.
-const CIRCLES_BEING_REMOVED: &[(&str, &str, &str)] = &[
-    ("crates/offpack-bundle/src", "source", "frame"),
-    ("crates/offpack-bundle/src", "source", "output"),
-    ("crates/offpack-bundle/src", "reader", "loadcheck"),
-    ("crates/offpack-bundle/src", "writer", "target"),
-];
-
 #[test]
 fn no_module_imports_itself_through_others() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -44,17 +33,7 @@ fn no_module_imports_itself_through_others() {
 
     let mut report = String::new();
     for src in &source_dirs {
-        let mut graph = ModuleGraph::scan(src);
-        let dir = src.strip_prefix(root).unwrap_or(src);
-        graph.edges.retain(|(from, to), _| {
-            !CIRCLES_BEING_REMOVED
-                .iter()
-                .any(|&(allowed_dir, allowed_from, allowed_to)| {
-                    dir == Path::new(allowed_dir)
-                        && from.join("::") == allowed_from
-                        && to.join("::") == allowed_to
-                })
-        });
+        let graph = ModuleGraph::scan(src);
         assert!(
             !graph.edges.is_empty() || graph.modules.len() < 3,
             "{}: {} modules and no use between them, the scan is broken",

@@ -490,6 +490,31 @@ fn names_from_a_bundle_reach_the_terminal_escaped() {
     assert!(err.contains("\\u{1b}]0;owned"), "{err}");
 }
 
+#[test]
+fn load_service_from_a_bundle_that_records_no_services_says_so() {
+    // Bundles whose `rebuild` is empty (`{}`) still open; `--service` then names what is missing
+    // before the engine is asked anything.
+    let dir = tempfile::tempdir().unwrap();
+    write_bundle(
+        &dir.path().join("n.offpack"),
+        "shop",
+        &[TestImage::one(
+            &["offpack-test-h-noservices:1"],
+            "no services\n",
+        )],
+        None,
+        None,
+    );
+    let out = run(offpack(dir.path()).args(["load", "--service", "web", "n.offpack"]));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the bundle has no service `web`; it has: no services"),
+        "{err}"
+    );
+    assert!(!image_exists("offpack-test-h-noservices:1"), "{err}");
+}
+
 /// Bytes that do not compress (so that streaming them takes a while).
 fn noise(len: usize) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
 use bollard::models::ImageInspect;
 use bollard::query_parameters::{
-    BuildImageOptions, CreateImageOptions, ImportImageOptions, RemoveImageOptions, TagImageOptions,
+    BuildImageOptions, CreateImageOptions, ImportImageOptions, TagImageOptions,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -218,26 +218,6 @@ impl Engine {
             )
             .await
             .with_context(|| format!("tagging {id} as {reference}"))
-    }
-
-    /// Removes `reference`; a missing image is not an error.
-    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
-        let options = RemoveImageOptions {
-            force,
-            noprune: false,
-            ..Default::default()
-        };
-        match self
-            .docker
-            .remove_image(reference, Some(options), None)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing image {reference}")),
-        }
     }
 
     /// Builds an image from a context tar stream with the classic builder, never pulling.

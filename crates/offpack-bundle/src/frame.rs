@@ -1,7 +1,6 @@
-//! The zstd layer: the raw header frame, the trailer, positional I/O and a decompressor that reports where
+//! The zstd layer: the raw header frame, the trailer and a decompressor that reports where
 //! each frame starts.
 
-use std::fs::File;
 use std::io::{self, Read};
 
 use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer};
@@ -54,57 +53,6 @@ pub(crate) fn trailer(index_json: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&sha2::Sha256::digest(index_json));
     out.extend_from_slice(FOOTER_MAGIC);
     out
-}
-
-/// Reads exactly `buf.len()` bytes at `offset` without moving any shared file position.
-pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    fill_at(buf, offset, |buf, offset| read_at(file, buf, offset))
-}
-
-/// Fills `buf` from `offset` with a positional `read_at` (a file's, or a split bundle's across
-/// parts), retrying interrupted reads; a read of 0 bytes before `buf` is full is an early end.
-pub(crate) fn fill_at(
-    mut buf: &mut [u8],
-    mut offset: u64,
-    mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
-) -> io::Result<()> {
-    while !buf.is_empty() {
-        match read_at(buf, offset) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-pub(crate) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(file, buf, offset)
-}
-
-#[cfg(unix)]
-pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
-}
-
-#[cfg(windows)]
-pub(crate) fn write_all_at(file: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = std::os::windows::fs::FileExt::seek_write(file, buf, offset)?;
-        buf = &buf[n..];
-        offset += n as u64;
-    }
-    Ok(())
 }
 
 /// Locates and checks the trailer; returns the index JSON and the file offset where the trailer starts.

@@ -41,6 +41,7 @@
 
 mod digest;
 mod error;
+mod files;
 mod frame;
 mod hashpipe;
 mod index;
@@ -65,7 +66,7 @@ pub use index::{INDEX_VERSION, Index, IndexEntry};
 pub use loadcheck::{CheckedBundle, SidecarCheck};
 pub use manifest::{
     BlobRef, Delta, FORMAT_MAJOR, FORMAT_VERSION, Image, Manifest, Package, Project, ProjectFile,
-    rfc3339_utc_now,
+    Rebuild, RebuildService, rfc3339_utc_now,
 };
 pub use reader::BundleReader;
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};

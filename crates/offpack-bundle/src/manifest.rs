@@ -1,6 +1,8 @@
 //! `offpack.json` (offpack's manifest) and the metadata derived from it: OCI image manifests, the OCI
 //! `index.json` and Docker's `manifest.json`.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -40,9 +42,10 @@ pub struct Manifest {
     /// Reserved: language packages.
     #[serde(default)]
     pub packages: Vec<Package>,
-    /// Reserved: rebuild data, free-form.
+    /// What the far side needs to load and rebuild single services (spec 5.5); empty in bundles
+    /// that record no services.
     #[serde(default)]
-    pub rebuild: Map<String, Value>,
+    pub rebuild: Rebuild,
     /// Format 1.1: set when this is a delta bundle, which leaves out layers the far side already has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
@@ -59,6 +62,32 @@ pub struct Delta {
     pub base: String,
     /// Layers (diff IDs) that images list but the bundle does not carry.
     pub absent_layers: Vec<Digest>,
+}
+
+/// `rebuild` in `offpack.json`: the bundle's services, so that the far side can load or rebuild
+/// one service without the Compose project (spec 5.5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rebuild {
+    /// Service name → what it needs. Left out of `offpack.json` when empty, as bundles made
+    /// before this field was specified wrote `"rebuild": {}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, RebuildService>,
+}
+
+/// One service under [`Rebuild::services`]. The fields are declared in alphabetical order, the
+/// order in which bundles written while `rebuild` was a free-form map hold them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebuildService {
+    /// True when offpack built the service's image (it has a `build` section).
+    pub built: bool,
+    /// Images of the named intermediate stages of its build, for offline rebuilds from cache.
+    #[serde(default)]
+    pub cache_images: Vec<String>,
+    /// The names the service's image has (for built services, the names offpack tags).
+    pub image: Vec<String>,
+    /// IDs of every image the service needs: its own and the images its build uses; each is the
+    /// `id` of an image of the bundle.
+    pub images: BTreeSet<Digest>,
 }
 
 /// The Compose project a bundle was made from.
@@ -133,7 +162,7 @@ impl Manifest {
             platforms: Vec::new(),
             images: Vec::new(),
             packages: Vec::new(),
-            rebuild: Map::new(),
+            rebuild: Rebuild::default(),
             delta: None,
         }
     }
@@ -525,6 +554,45 @@ mod tests {
         v["images"][0]["future"] = 3.into();
         let parsed = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert_eq!(parsed.images, m.images);
+    }
+
+    #[test]
+    fn reads_bundles_whose_rebuild_is_absent_or_empty_as_no_services() {
+        let m = Manifest::new("0.1.0", "shop");
+        let json = m.to_json();
+        assert!(
+            String::from_utf8_lossy(&json).contains(r#""rebuild": {}"#),
+            "an empty rebuild is written as before"
+        );
+        let mut v: Value = serde_json::from_slice(&json).unwrap();
+        v.as_object_mut().unwrap().remove("rebuild");
+        for json in [json, serde_json::to_vec(&v).unwrap()] {
+            assert_eq!(
+                Manifest::from_json(&json).unwrap().rebuild,
+                Rebuild::default()
+            );
+        }
+    }
+
+    #[test]
+    fn rebuild_services_round_trip_and_must_name_image_ids() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        m.rebuild.services.insert(
+            "web".into(),
+            RebuildService {
+                built: true,
+                cache_images: vec!["shop-web:offpack-stage-deps".into()],
+                image: vec!["shop-web:latest".into()],
+                images: [digest('a'), digest('b')].into(),
+            },
+        );
+        let parsed = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(parsed.rebuild, m.rebuild);
+
+        let mut v: Value = serde_json::from_slice(&m.to_json()).unwrap();
+        v["rebuild"]["services"]["web"]["images"] = json!(["not-an-id"]);
+        let err = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("not-an-id"), "{err}");
     }
 
     #[test]

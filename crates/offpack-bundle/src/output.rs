@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 use zstd::zstd_safe::CParameter;
 
 use crate::BundleError;
-use crate::frame;
+use crate::files::{self, PARTIAL_SUFFIX, dir_and_name, part_path, temp_beside};
 
 /// The bundle being written: one temporary file, or (with `split`) one temporary file per part. Offsets
 /// are positions in the joined bundle. Parts stay temporary until [`Parts::persist`], so a header in an
@@ -29,40 +29,6 @@ pub(crate) struct Parts {
     file_name: String,
     part_size: Option<u64>,
     files: Vec<(Arc<File>, tempfile::TempPath)>,
-}
-
-/// Random characters in a temporary file's name (alphanumeric, as `tempfile` makes them).
-pub(crate) const RANDOM_LEN: usize = 6;
-/// Ends the name of a temporary bundle or part: `.NAME.XXXXXX.partial`.
-pub(crate) const PARTIAL_SUFFIX: &str = ".partial";
-/// Ends the name of a temporary sidecar: `.NAME.XXXXXX.sha256-partial`; it cannot be taken for
-/// the `.partial` of another target, so a run removes only its own target's leftovers.
-pub(crate) const SIDECAR_PARTIAL_SUFFIX: &str = ".sha256-partial";
-
-/// The directory (`.` for a bare name) and file name of a target path.
-pub(crate) fn dir_and_name(target: &Path) -> Result<(PathBuf, std::ffi::OsString), BundleError> {
-    let name = target.file_name().ok_or_else(|| {
-        BundleError::InvalidInput(format!("{} is not a file path", target.display()))
-    })?;
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    Ok((dir, name.to_owned()))
-}
-
-/// A new temporary file `.NAME.XXXXXX<suffix>` in `dir`, beside the target it will replace.
-pub(crate) fn temp_beside(
-    dir: &Path,
-    name: &str,
-    suffix: &str,
-) -> Result<tempfile::NamedTempFile, BundleError> {
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .rand_bytes(RANDOM_LEN)
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .map_err(|e| BundleError::io(dir, e))
 }
 
 impl Parts {
@@ -124,7 +90,7 @@ impl Parts {
                 self.add_part()?;
             }
             let piece = &bytes[done..done + n as usize];
-            frame::write_all_at(&self.files[i].0, piece, local)
+            files::write_all_at(&self.files[i].0, piece, local)
                 .map_err(|e| BundleError::io(self.tmp_path(i), e))?;
             done += n as usize;
         }
@@ -207,13 +173,6 @@ impl Parts {
     }
 }
 
-/// `b.offpack` + part number `n` (1-based): `b.offpack.001`.
-pub(crate) fn part_path(target: &Path, n: usize) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".{n:03}"));
-    target.with_file_name(name)
-}
-
 /// A byte range of the bundle in one part: (part file, part number, offset in the part, length).
 type Piece = (Arc<File>, usize, u64, u64);
 /// A failure of a [`RangeThread`]: the part it happened in, and the error.
@@ -292,7 +251,7 @@ impl FileHasher {
                 let end = pos + len;
                 while pos < end {
                     let n = ((end - pos) as usize).min(buf.len());
-                    frame::read_exact_at(&file, &mut buf[..n], pos).map_err(|e| (part, e))?;
+                    files::read_exact_at(&file, &mut buf[..n], pos).map_err(|e| (part, e))?;
                     if split {
                         parts[part].update(&buf[..n]);
                     }

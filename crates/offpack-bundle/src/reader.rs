@@ -50,23 +50,6 @@ impl BundleReader {
         })
     }
 
-    /// Opens a bundle checking everything [`crate::verify`] checks except the blob data, and nothing is
-    /// decompressed beyond the tar headers, the metadata entries and the images' configs and OCI manifests:
-    /// the trailer, the index against every entry's header and the frames between entries (only the
-    /// directory entries and the end-of-archive marker may be there), the entry order, every metadata
-    /// entry and its agreement with `offpack.json`, and a signature (an invalid one always fails; with
-    /// `key`, the bundle must be signed by it). Each blob is then checked as it is read
-    /// ([`blob`](Self::blob)), and [`CheckedBundle::sidecar`] checks the whole file against its `.sha256`.
-    ///
-    /// For a consumer that uses only some blobs (`offpack load` skips what the engine holds) and must
-    /// know the bundle is what its signer made before it acts on any name in it.
-    pub fn open_checked(
-        path: &Path,
-        key: Option<&crate::VerifyingKey>,
-    ) -> Result<crate::CheckedBundle, BundleError> {
-        crate::loadcheck::open_checked(path, key)
-    }
-
     pub(crate) fn from_checked(path: &Path, src: Source, index: Index, manifest: Manifest) -> Self {
         let by_digest = blob_positions(&index);
         BundleReader {

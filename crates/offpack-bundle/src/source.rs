@@ -6,8 +6,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::BundleError;
-use crate::frame;
-use crate::output::part_path;
+use crate::files::{self, part_path};
 
 /// Split bundles with more parts than this are refused (a guard against probing forever).
 const MAX_PARTS: usize = 100_000;
@@ -211,12 +210,12 @@ impl Source {
         }
         let local = offset - part.start;
         let n = (part.len - local).min(buf.len() as u64) as usize;
-        frame::read_at(&part.file, &mut buf[..n], local)
+        files::read_at(&part.file, &mut buf[..n], local)
     }
 
     /// Fills `buf` from `offset`, across parts.
     pub(crate) fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        frame::fill_at(buf, offset, |buf, offset| self.read_at(buf, offset))
+        files::fill_at(buf, offset, |buf, offset| self.read_at(buf, offset))
     }
 
     /// The I/O error for a read at `offset`, naming the part.

@@ -8,8 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::BundleError;
-use crate::output::{PARTIAL_SUFFIX, RANDOM_LEN, SIDECAR_PARTIAL_SUFFIX, dir_and_name, part_path};
-use crate::writer::sidecar_path;
+use crate::files::{
+    PARTIAL_SUFFIX, RANDOM_LEN, SIDECAR_PARTIAL_SUFFIX, dir_and_name, part_path, sidecar_path,
+};
 
 /// What an existing file is to a bundle written at a target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::files::sidecar_path;
 use crate::frame::{self, FOOTER_LEN, FrameStream, SKIPPABLE_HEADER_LEN};
 use crate::hashpipe::HashPipe;
 use crate::index::{EntryName, Index};
@@ -15,7 +16,6 @@ use crate::reader::MAX_METADATA_LEN;
 use crate::sign::VerifyingKey;
 use crate::source::{SeqReader, Source};
 use crate::tarhdr::{self, BLOCK, EntryType};
-use crate::writer::sidecar_path;
 use crate::{BundleError, Digest, Manifest};
 
 /// Blobs up to this size that look like JSON are kept in memory during verification, to check OCI
@@ -1030,7 +1030,7 @@ mod sidecar_tests {
 
         // A split bundle: one line per part; a line beyond the parts found names a missing part.
         let parts = dir.path().join("p.offpack");
-        std::fs::write(crate::output::part_path(&parts, 1), b"x").unwrap();
+        std::fs::write(crate::files::part_path(&parts, 1), b"x").unwrap();
         let src = Source::open(&parts).unwrap();
         std::fs::write(
             sidecar_path(&parts),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use crate::files::sidecar_path;
 use crate::frame::{self, RAW_HEADER_FRAME_LEN, RAW_HEADER_OFFSET};
 use crate::index::{INDEX_JSON, INDEX_VERSION, MANIFEST_JSON, OCI_LAYOUT_NAME, OFFPACK_JSON};
 use crate::manifest::{self, BlobRef, Manifest};
@@ -646,13 +647,6 @@ fn sync_parent(path: &Path) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// `<bundle>.sha256` next to the bundle.
-pub(crate) fn sidecar_path(bundle: &Path) -> PathBuf {
-    let mut name = bundle.file_name().unwrap_or_default().to_owned();
-    name.push(".sha256");
-    bundle.with_file_name(name)
-}
-
 /// The sidecar's text: one `sha256sum` line per file (the bundle, or each part).
 fn sidecar_lines(files: &[(PathBuf, String)]) -> String {
     files
@@ -667,11 +661,11 @@ fn sidecar_lines(files: &[(PathBuf, String)]) -> String {
 /// Writes the sidecar's text into a synced temporary file beside it, to be renamed into place.
 fn prepare_sidecar(bundle: &Path, text: &str) -> io::Result<tempfile::NamedTempFile> {
     use std::io::Write as _;
-    let (dir, name) = crate::output::dir_and_name(bundle).map_err(io::Error::other)?;
-    let mut tmp = crate::output::temp_beside(
+    let (dir, name) = crate::files::dir_and_name(bundle).map_err(io::Error::other)?;
+    let mut tmp = crate::files::temp_beside(
         &dir,
         &name.to_string_lossy(),
-        crate::output::SIDECAR_PARTIAL_SUFFIX,
+        crate::files::SIDECAR_PARTIAL_SUFFIX,
     )
     .map_err(io::Error::other)?;
     tmp.write_all(text.as_bytes())?;
@@ -692,11 +686,11 @@ fn set_aside_old_sidecar(bundle: &Path) -> io::Result<Option<tempfile::TempPath>
     if std::fs::symlink_metadata(&path).is_err() {
         return Ok(None);
     }
-    let (dir, name) = crate::output::dir_and_name(bundle).map_err(io::Error::other)?;
-    let aside = crate::output::temp_beside(
+    let (dir, name) = crate::files::dir_and_name(bundle).map_err(io::Error::other)?;
+    let aside = crate::files::temp_beside(
         &dir,
         &name.to_string_lossy(),
-        crate::output::SIDECAR_PARTIAL_SUFFIX,
+        crate::files::SIDECAR_PARTIAL_SUFFIX,
     )
     .map_err(io::Error::other)?
     .into_temp_path();

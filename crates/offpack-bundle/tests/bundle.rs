@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use offpack_bundle::{
-    BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, SidecarStatus, WriteOptions,
-    extract, testkit, verify,
+    BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, RebuildService, SidecarStatus,
+    WriteOptions, extract, testkit, verify,
 };
 
 fn opts() -> WriteOptions {
@@ -37,6 +37,16 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 /// Writes a bundle with one image whose layers are `layers` (odd ones through `add_blob`, the unknown-digest
 /// path). Returns the path and the manifest as written.
 fn write_bundle(dir: &Path, name: &str, layers: &[Vec<u8>]) -> (PathBuf, Manifest) {
+    write_bundle_with(dir, name, layers, |_| {})
+}
+
+/// [`write_bundle`], with `edit` applied to the manifest before it is written.
+fn write_bundle_with(
+    dir: &Path,
+    name: &str,
+    layers: &[Vec<u8>],
+    edit: impl FnOnce(&mut Manifest),
+) -> (PathBuf, Manifest) {
     let path = dir.join(name);
     let mut w = BundleWriter::create(&path, opts()).unwrap();
     let mut refs = Vec::new();
@@ -66,6 +76,7 @@ fn write_bundle(dir: &Path, name: &str, layers: &[Vec<u8>]) -> (PathBuf, Manifes
     manifest
         .images
         .push(testkit::add_image(&mut w, &refs_named, &config, refs).unwrap());
+    edit(&mut manifest);
     let written = w.finish(manifest.clone()).unwrap();
     assert_eq!(written.path, path);
     assert_eq!(written.size, std::fs::metadata(&path).unwrap().len());
@@ -436,22 +447,42 @@ fn offpack_json_matches_the_published_schema() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (path, _) = write_bundle(dir.path(), "j.offpack", &[bytes(1, 10)]);
-    let out = dir.path().join("x");
-    extract(&path, &out).unwrap();
+    let (plain, _) = write_bundle(dir.path(), "j.offpack", &[bytes(1, 10)]);
+    let (with_services, manifest) =
+        write_bundle_with(dir.path(), "r.offpack", &[bytes(2, 10)], |m| {
+            let id = m.images[0].id.clone();
+            m.rebuild.services.insert(
+                "web".into(),
+                RebuildService {
+                    built: true,
+                    cache_images: vec!["shop-web:offpack-stage-deps".into()],
+                    image: vec!["shop-web:latest".into()],
+                    images: [id].into(),
+                },
+            );
+        });
+    assert_eq!(manifest.rebuild.services["web"].image, ["shop-web:latest"]);
     let schema =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/offpack.schema.json");
     let script = "import json,sys,jsonschema\n\
         s=json.load(open(sys.argv[1]))\n\
         jsonschema.Draft202012Validator.check_schema(s)\n\
         jsonschema.validate(json.load(open(sys.argv[2])), s)";
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .arg(&schema)
-        .arg(out.join("offpack.json"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    for path in [plain, with_services] {
+        let out = dir.path().join(format!("{}.x", path.display()));
+        extract(&path, &out).unwrap();
+        let status = Command::new("python3")
+            .args(["-c", script])
+            .arg(&schema)
+            .arg(out.join("offpack.json"))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{} does not match the schema",
+            path.display()
+        );
+    }
 }
 
 #[test]

@@ -9,11 +9,10 @@ pub mod apply;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
-use anyhow::{Result, anyhow, bail};
-use offpack_bundle::{Delta, Digest, Manifest};
+use anyhow::{Context, Result, anyhow, bail};
+use offpack_bundle::{Delta, Digest, Manifest, Rebuild, RebuildService};
 
 use super::ImageStore;
-use super::meta::RebuildMeta;
 use crate::engine::ImageInfo;
 use crate::fetch::export::ExportedImage;
 use crate::load::chain;
@@ -98,7 +97,7 @@ pub fn decide_stage(
 pub struct BundleContents {
     /// Image ID → every name the bundle records for it.
     pub refs: BTreeMap<String, BTreeSet<String>>,
-    pub meta: RebuildMeta,
+    pub meta: Rebuild,
     /// Service → the ID of the image offpack built for it.
     pub built: BTreeMap<String, String>,
 }
@@ -111,13 +110,14 @@ impl BundleContents {
         reference: &str,
         aliases: &BTreeSet<String>,
         used_by: impl IntoIterator<Item = &'a String>,
-    ) {
+    ) -> Result<()> {
         let names = self.refs.entry(id.to_string()).or_default();
         names.insert(reference.to_string());
         names.extend(aliases.iter().cloned());
         for service in used_by {
-            self.service(service).images.insert(id.to_string());
+            self.service(service).images.insert(image_id(id)?);
         }
+        Ok(())
     }
 
     /// A service that runs an image it does not build.
@@ -126,31 +126,37 @@ impl BundleContents {
     }
 
     /// The image built (or found) for `service`, under its `tags`.
-    pub fn add_built(&mut self, service: &str, tags: &[String], id: &str) {
+    pub fn add_built(&mut self, service: &str, tags: &[String], id: &str) -> Result<()> {
+        let image_id = image_id(id)?;
         let entry = self.service(service);
         entry.image = tags.to_vec();
         entry.built = true;
-        entry.images.insert(id.to_string());
+        entry.images.insert(image_id);
         self.built.insert(service.to_string(), id.to_string());
         self.refs
             .entry(id.to_string())
             .or_default()
             .extend(tags.iter().cloned());
+        Ok(())
     }
 
     /// The cache image `tag` (familiar form `name`) of a named stage of `service`'s build.
-    pub fn add_stage(&mut self, service: &str, tag: &str, name: String, id: &str) {
+    pub fn add_stage(&mut self, service: &str, tag: &str, name: String, id: &str) -> Result<()> {
+        let image_id = image_id(id)?;
         let entry = self.service(service);
         entry.cache_images.push(tag.to_string());
-        entry.images.insert(id.to_string());
+        entry.images.insert(image_id);
         self.refs.entry(id.to_string()).or_default().insert(name);
+        Ok(())
     }
 
     /// `service` runs the image `built_by` builds: it needs that image too.
-    pub fn add_runs_built(&mut self, service: &str, built_by: &str) {
-        if let Some(id) = self.built.get(built_by).cloned() {
-            self.service(service).images.insert(id);
+    pub fn add_runs_built(&mut self, service: &str, built_by: &str) -> Result<()> {
+        if let Some(id) = self.built.get(built_by) {
+            let image_id = image_id(id)?;
+            self.service(service).images.insert(image_id);
         }
+        Ok(())
     }
 
     /// Fills `manifest` with the images the engine exported, each with every name recorded for
@@ -184,13 +190,19 @@ impl BundleContents {
         }
         manifest.images.sort_by(|a, b| a.refs.cmp(&b.refs));
         manifest.platforms = platforms.into_iter().collect();
-        manifest.rebuild = self.meta.to_manifest_map()?;
+        manifest.rebuild = self.meta.clone();
         Ok(())
     }
 
-    fn service(&mut self, service: &str) -> &mut super::meta::ServiceMeta {
+    fn service(&mut self, service: &str) -> &mut RebuildService {
         self.meta.services.entry(service.to_string()).or_default()
     }
+}
+
+/// An image ID the engine gave, as the rebuild metadata records it.
+fn image_id(id: &str) -> Result<Digest> {
+    id.parse()
+        .with_context(|| format!("the engine gave image ID {id}, which is not a sha256 digest"))
 }
 
 /// The name to export each image by, and what the engine says of it (platform, layers), for
@@ -376,12 +388,14 @@ mod tests {
     #[test]
     fn no_build_with_a_missing_image_leaves_the_service_out() {
         let mut contents = BundleContents::default();
-        contents.add_image(
-            &id("redis"),
-            "redis:7",
-            &names(&[]),
-            ["cache".to_string()].iter(),
-        );
+        contents
+            .add_image(
+                &id("redis"),
+                "redis:7",
+                &names(&[]),
+                ["cache".to_string()].iter(),
+            )
+            .unwrap();
         // What the command does with LeaveOut: it warns and records nothing for the service.
         assert_eq!(decide_build(None, false, true), BuildDecision::LeaveOut);
         assert_eq!(
@@ -389,7 +403,7 @@ mod tests {
             "service web: image shop-web:latest is not in the engine and --no-build was given; \
              it is not bundled, so the far side must build it"
         );
-        contents.add_runs_built("worker", "web");
+        contents.add_runs_built("worker", "web").unwrap();
         assert_eq!(contents.refs.keys().collect::<Vec<_>>(), [&id("redis")]);
         assert!(!contents.meta.services.contains_key("web"));
         assert!(!contents.meta.services.contains_key("worker"));
@@ -398,38 +412,44 @@ mod tests {
     #[test]
     fn contents_record_names_and_rebuild_metadata() {
         let mut contents = BundleContents::default();
-        contents.add_image(
-            &id("python"),
-            "python:3.11-slim",
-            &names(&["docker.io/library/python:3.11-slim"]),
-            ["web".to_string()].iter(),
-        );
+        contents
+            .add_image(
+                &id("python"),
+                "python:3.11-slim",
+                &names(&["docker.io/library/python:3.11-slim"]),
+                ["web".to_string()].iter(),
+            )
+            .unwrap();
         contents.set_service_image("cache", "redis:7");
-        contents.add_image(
-            &id("redis"),
-            "redis:7",
-            &names(&[]),
-            ["cache".to_string()].iter(),
-        );
+        contents
+            .add_image(
+                &id("redis"),
+                "redis:7",
+                &names(&[]),
+                ["cache".to_string()].iter(),
+            )
+            .unwrap();
         let tags = vec!["shop-web:latest".to_string()];
-        contents.add_built("web", &tags, &id("web"));
-        contents.add_stage(
-            "web",
-            "shop-web:offpack-stage-deps",
-            "shop-web:offpack-stage-deps".into(),
-            &id("deps"),
-        );
-        contents.add_runs_built("worker", "web");
+        contents.add_built("web", &tags, &id("web")).unwrap();
+        contents
+            .add_stage(
+                "web",
+                "shop-web:offpack-stage-deps",
+                "shop-web:offpack-stage-deps".into(),
+                &id("deps"),
+            )
+            .unwrap();
+        contents.add_runs_built("worker", "web").unwrap();
 
         let web = &contents.meta.services["web"];
         assert!(web.built);
         assert_eq!(web.image, tags);
         assert_eq!(web.cache_images, ["shop-web:offpack-stage-deps"]);
-        assert_eq!(web.images, names(&[&id("python"), &id("web"), &id("deps")]));
-        assert_eq!(
-            contents.meta.services["worker"].images,
-            names(&[&id("web")])
-        );
+        let ids = |seeds: &[&str]| -> BTreeSet<Digest> {
+            seeds.iter().map(|seed| id(seed).parse().unwrap()).collect()
+        };
+        assert_eq!(web.images, ids(&["python", "web", "deps"]));
+        assert_eq!(contents.meta.services["worker"].images, ids(&["web"]));
         assert_eq!(contents.meta.services["cache"].image, ["redis:7"]);
         assert!(!contents.meta.services["cache"].built);
         assert_eq!(
@@ -457,13 +477,17 @@ mod tests {
             .with("redis", &["r1"], &["redis:7"])
             .with("web", &["r1", "w1"], &["shop-web:latest"]);
         let mut contents = BundleContents::default();
-        contents.add_image(
-            &id("redis"),
-            "redis:7",
-            &names(&[]),
-            ["cache".to_string()].iter(),
-        );
-        contents.add_built("web", &["shop-web:latest".to_string()], &id("web"));
+        contents
+            .add_image(
+                &id("redis"),
+                "redis:7",
+                &names(&[]),
+                ["cache".to_string()].iter(),
+            )
+            .unwrap();
+        contents
+            .add_built("web", &["shop-web:latest".to_string()], &id("web"))
+            .unwrap();
         let infos = run(plan_export(&store, &contents.refs)).unwrap().infos;
 
         let mut manifest = Manifest::new("0", "shop");
@@ -480,10 +504,7 @@ mod tests {
             ]
         );
         assert_eq!(manifest.platforms, ["linux/amd64"]);
-        assert_eq!(
-            RebuildMeta::from_manifest(&manifest).unwrap(),
-            contents.meta
-        );
+        assert_eq!(manifest.rebuild, contents.meta);
 
         let mut manifest = Manifest::new("0", "shop");
         let err = contents
