@@ -19,6 +19,7 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use offpack_ref::ImageRef;
 
 use crate::reporter::Reporter;
 
@@ -131,10 +132,10 @@ impl Engine {
 
     /// Pulls `reference` with the engine's own pull, reporting bytes as layers download.
     pub async fn pull(&self, reference: &str, reporter: &dyn Reporter) -> Result<()> {
-        let (from_image, tag) = split_tag(reference);
+        let (from_image, tag) = api_name(reference)?;
         let options = CreateImageOptions {
-            from_image: Some(from_image.to_string()),
-            tag: tag.map(str::to_string),
+            from_image: Some(from_image),
+            tag: Some(tag),
             ..Default::default()
         };
         let credentials = registry_credentials(reference)?;
@@ -207,13 +208,13 @@ impl Engine {
 
     /// Gives image `id` the name `reference` (`repo:tag`).
     pub async fn tag(&self, id: &str, reference: &str) -> Result<()> {
-        let (repo, tag) = split_tag(reference);
+        let (repo, tag) = api_name(reference)?;
         self.docker
             .tag_image(
                 id,
                 Some(TagImageOptions {
-                    repo: Some(repo.to_string()),
-                    tag: tag.map(str::to_string),
+                    repo: Some(repo),
+                    tag: Some(tag),
                 }),
             )
             .await
@@ -334,20 +335,17 @@ fn pull_error(reference: &str, detail: &str) -> anyhow::Error {
     )
 }
 
-/// Splits `repo:tag` / `repo@digest` into the parts the API takes.
-pub fn split_tag(reference: &str) -> (&str, Option<&str>) {
-    if let Some((name, digest)) = reference.split_once('@') {
-        // `repo:tag@digest`: the digest wins, as it does for the engine.
-        let repo = name
-            .rsplit_once(':')
-            .filter(|(_, t)| !t.contains('/'))
-            .map_or(name, |(r, _)| r);
-        return (repo, Some(digest));
-    }
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
-        _ => (reference, None),
-    }
+/// The repository and the tag (or digest) the API takes for `reference`: `node:18` →
+/// (`node`, `18`); a name without either gets `latest`, as the Docker CLI gives it (an API pull
+/// without a tag would fetch every tag); `repo:tag@digest` → the digest, which the engine heeds.
+fn api_name(reference: &str) -> Result<(String, String)> {
+    let parsed = ImageRef::parse(reference)?;
+    let tag_or_digest = match (parsed.digest.clone(), parsed.tag.clone()) {
+        (Some(digest), _) => digest,
+        (None, Some(tag)) => tag,
+        (None, None) => "latest".to_string(),
+    };
+    Ok((parsed.familiar_name(), tag_or_digest))
 }
 
 fn tail(log: &str, lines: usize) -> String {
@@ -360,20 +358,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_tag_handles_ports_and_digests() {
-        assert_eq!(split_tag("node:18"), ("node", Some("18")));
+    fn api_name_handles_ports_and_digests() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let api = |r: &str| api_name(r).unwrap();
+        let pair = |repo: &str, tag: &str| (repo.to_string(), tag.to_string());
+        assert_eq!(api("node:18"), pair("node", "18"));
         assert_eq!(
-            split_tag("localhost:5000/app"),
-            ("localhost:5000/app", None)
+            api("localhost:5000/app"),
+            pair("localhost:5000/app", "latest")
         );
         assert_eq!(
-            split_tag("localhost:5000/app:v1"),
-            ("localhost:5000/app", Some("v1"))
+            api("localhost:5000/app:v1"),
+            pair("localhost:5000/app", "v1")
         );
-        assert_eq!(split_tag("node"), ("node", None));
-        assert_eq!(
-            split_tag("node:18@sha256:abc"),
-            ("node", Some("sha256:abc"))
-        );
+        assert_eq!(api("node"), pair("node", "latest"));
+        assert_eq!(api(&format!("node:18@{digest}")), pair("node", &digest));
+        assert_eq!(api("shop-web:latest"), pair("shop-web", "latest"));
+        let err = api_name("Shop/Web").unwrap_err().to_string();
+        assert!(err.contains("Shop/Web"), "{err}");
     }
 }
