@@ -19,6 +19,7 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use offpack_bundle::Digest;
 use offpack_ref::ImageRef;
 
 use crate::reporter::Reporter;
@@ -33,14 +34,13 @@ pub struct Engine {
 /// What the engine knows of one image.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
-    /// `sha256:<config digest>`
-    pub id: String,
+    pub id: Digest,
     pub repo_tags: Vec<String>,
     pub size: u64,
     pub os: String,
     pub architecture: String,
     /// Diff IDs of the layers, in order.
-    pub layers: Vec<String>,
+    pub layers: Vec<Digest>,
 }
 
 /// How to build one image (the compose `build:` settings, resolved).
@@ -100,7 +100,7 @@ impl Engine {
     /// The engine's image of `reference` (a name or an ID), or `None` if it has none.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
         match self.docker.inspect_image(reference).await {
-            Ok(inspect) => Ok(Some(image_info(inspect))),
+            Ok(inspect) => image_info(reference, inspect).map(Some),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -316,15 +316,33 @@ impl Engine {
     }
 }
 
-fn image_info(inspect: ImageInspect) -> ImageInfo {
-    ImageInfo {
-        id: inspect.id.unwrap_or_default(),
+/// What the engine's inspect of `reference` says; an ID or a layer that is not a sha256 digest
+/// means an engine offpack cannot work with, which is said rather than the image left half known.
+fn image_info(reference: &str, inspect: ImageInspect) -> Result<ImageInfo> {
+    let digest = |what: &str, value: &str| -> Result<Digest> {
+        value.parse().map_err(|_| {
+            anyhow!(
+                "the engine gave image {reference} the {what} `{value}`, which is not a sha256 digest; \
+                 offpack works with engines that address images and layers by sha256 (Docker Engine with the classic store or containerd)"
+            )
+        })
+    };
+    let id = digest("ID", inspect.id.as_deref().unwrap_or_default())?;
+    let layers = inspect
+        .root_fs
+        .and_then(|r| r.layers)
+        .unwrap_or_default()
+        .iter()
+        .map(|layer| digest("layer", layer))
+        .collect::<Result<_>>()?;
+    Ok(ImageInfo {
+        id,
         repo_tags: inspect.repo_tags.unwrap_or_default(),
         size: inspect.size.unwrap_or_default().max(0) as u64,
         os: inspect.os.unwrap_or_default(),
         architecture: inspect.architecture.unwrap_or_default(),
-        layers: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
-    }
+        layers,
+    })
 }
 
 fn pull_error(reference: &str, detail: &str) -> anyhow::Error {
