@@ -354,16 +354,17 @@ fn pull_error(reference: &str, detail: &str) -> anyhow::Error {
 }
 
 /// The repository and the tag (or digest) the API takes for `reference`: `node:18` →
-/// (`node`, `18`); a name without either gets `latest`, as the Docker CLI gives it (an API pull
-/// without a tag would fetch every tag); `repo:tag@digest` → the digest, which the engine heeds.
+/// (`node`, `18`); `repo:tag@digest` → the digest, which the engine heeds. A name without either
+/// gets `latest` from the parse, as the Docker CLI gives it: an API pull without a tag would
+/// fetch every tag.
 fn api_name(reference: &str) -> Result<(String, String)> {
     let parsed = ImageRef::parse(reference)?;
-    let tag_or_digest = match (parsed.digest.clone(), parsed.tag.clone()) {
-        (Some(digest), _) => digest,
-        (None, Some(tag)) => tag,
-        (None, None) => "latest".to_string(),
-    };
-    Ok((parsed.familiar_name(), tag_or_digest))
+    let name = parsed.familiar_name();
+    let tag_or_digest = parsed
+        .digest
+        .or(parsed.tag)
+        .unwrap_or_else(|| "latest".to_string());
+    Ok((name, tag_or_digest))
 }
 
 fn tail(log: &str, lines: usize) -> String {
