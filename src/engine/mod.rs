@@ -323,7 +323,7 @@ fn image_info(reference: &str, inspect: ImageInspect) -> Result<ImageInfo> {
         value.parse().map_err(|_| {
             anyhow!(
                 "the engine gave image {reference} the {what} `{value}`, which is not a sha256 digest; \
-                 offpack works with engines that address images and layers by sha256 (Docker Engine with the classic store or containerd)"
+                 offpack needs an engine that names images and layers by sha256 digests, as the Docker Engine does"
             )
         })
     };
