@@ -229,9 +229,7 @@ fn export_ledger(
             .or_else(|| names.iter().next())
             .cloned()
             .unwrap_or_else(|| id.clone());
-        let blobs = std::iter::once(id)
-            .chain(info.layers.iter())
-            .filter_map(|d| d.parse::<Digest>().ok());
+        let blobs = std::iter::once(&info.id).chain(info.layers.iter()).cloned();
         ledger.add_image(&label, blobs, info.size);
     }
     ledger
@@ -296,12 +294,12 @@ mod tests {
     fn export_progress_follows_the_engines_layers() {
         let d = |s: &str| Digest::of_bytes(s.as_bytes()).to_string();
         let info = |id: &str, layers: &[&str], size| ImageInfo {
-            id: id.to_string(),
+            id: id.parse().unwrap(),
             repo_tags: Vec::new(),
             size,
             os: "linux".into(),
             architecture: "amd64".into(),
-            layers: layers.iter().map(|l| d(l)).collect(),
+            layers: layers.iter().map(|l| d(l).parse().unwrap()).collect(),
         };
         let (base, app) = (d("base-config"), d("app-config"));
         let refs: BTreeMap<String, BTreeSet<String>> = [

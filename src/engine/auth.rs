@@ -50,7 +50,7 @@ fn config_path() -> Option<PathBuf> {
 /// The registry host that holds `reference` (`docker.io` when none is written), as Docker
 /// normalizes references.
 pub fn registry_host(reference: &str) -> String {
-    offpack_dockerfile::ImageRef::parse(reference)
+    offpack_ref::ImageRef::parse(reference)
         .map(|r| r.domain)
         .unwrap_or_else(|_| "docker.io".to_string())
 }

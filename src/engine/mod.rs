@@ -19,6 +19,8 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use offpack_bundle::Digest;
+use offpack_ref::ImageRef;
 
 use crate::reporter::Reporter;
 
@@ -32,14 +34,13 @@ pub struct Engine {
 /// What the engine knows of one image.
 #[derive(Debug, Clone)]
 pub struct ImageInfo {
-    /// `sha256:<config digest>`
-    pub id: String,
+    pub id: Digest,
     pub repo_tags: Vec<String>,
     pub size: u64,
     pub os: String,
     pub architecture: String,
     /// Diff IDs of the layers, in order.
-    pub layers: Vec<String>,
+    pub layers: Vec<Digest>,
 }
 
 /// How to build one image (the compose `build:` settings, resolved).
@@ -99,7 +100,7 @@ impl Engine {
     /// The engine's image of `reference` (a name or an ID), or `None` if it has none.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>> {
         match self.docker.inspect_image(reference).await {
-            Ok(inspect) => Ok(Some(image_info(inspect))),
+            Ok(inspect) => image_info(reference, inspect).map(Some),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -131,10 +132,10 @@ impl Engine {
 
     /// Pulls `reference` with the engine's own pull, reporting bytes as layers download.
     pub async fn pull(&self, reference: &str, reporter: &dyn Reporter) -> Result<()> {
-        let (from_image, tag) = split_tag(reference);
+        let (from_image, tag) = api_name(reference)?;
         let options = CreateImageOptions {
-            from_image: Some(from_image.to_string()),
-            tag: tag.map(str::to_string),
+            from_image: Some(from_image),
+            tag: Some(tag),
             ..Default::default()
         };
         let credentials = registry_credentials(reference)?;
@@ -207,13 +208,13 @@ impl Engine {
 
     /// Gives image `id` the name `reference` (`repo:tag`).
     pub async fn tag(&self, id: &str, reference: &str) -> Result<()> {
-        let (repo, tag) = split_tag(reference);
+        let (repo, tag) = api_name(reference)?;
         self.docker
             .tag_image(
                 id,
                 Some(TagImageOptions {
-                    repo: Some(repo.to_string()),
-                    tag: tag.map(str::to_string),
+                    repo: Some(repo),
+                    tag: Some(tag),
                 }),
             )
             .await
@@ -295,15 +296,33 @@ impl Engine {
     }
 }
 
-fn image_info(inspect: ImageInspect) -> ImageInfo {
-    ImageInfo {
-        id: inspect.id.unwrap_or_default(),
+/// What the engine's inspect of `reference` says; an ID or a layer that is not a sha256 digest
+/// means an engine offpack cannot work with, which is said rather than the image left half known.
+fn image_info(reference: &str, inspect: ImageInspect) -> Result<ImageInfo> {
+    let digest = |what: &str, value: &str| -> Result<Digest> {
+        value.parse().map_err(|_| {
+            anyhow!(
+                "the engine gave image {reference} the {what} `{value}`, which is not a sha256 digest; \
+                 offpack needs an engine that names images and layers by sha256 digests, as the Docker Engine does"
+            )
+        })
+    };
+    let id = digest("ID", inspect.id.as_deref().unwrap_or_default())?;
+    let layers = inspect
+        .root_fs
+        .and_then(|r| r.layers)
+        .unwrap_or_default()
+        .iter()
+        .map(|layer| digest("layer", layer))
+        .collect::<Result<_>>()?;
+    Ok(ImageInfo {
+        id,
         repo_tags: inspect.repo_tags.unwrap_or_default(),
         size: inspect.size.unwrap_or_default().max(0) as u64,
         os: inspect.os.unwrap_or_default(),
         architecture: inspect.architecture.unwrap_or_default(),
-        layers: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
-    }
+        layers,
+    })
 }
 
 fn pull_error(reference: &str, detail: &str) -> anyhow::Error {
@@ -314,20 +333,18 @@ fn pull_error(reference: &str, detail: &str) -> anyhow::Error {
     )
 }
 
-/// Splits `repo:tag` / `repo@digest` into the parts the API takes.
-pub fn split_tag(reference: &str) -> (&str, Option<&str>) {
-    if let Some((name, digest)) = reference.split_once('@') {
-        // `repo:tag@digest`: the digest wins, as it does for the engine.
-        let repo = name
-            .rsplit_once(':')
-            .filter(|(_, t)| !t.contains('/'))
-            .map_or(name, |(r, _)| r);
-        return (repo, Some(digest));
-    }
-    match reference.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
-        _ => (reference, None),
-    }
+/// The repository and the tag (or digest) the API takes for `reference`: `node:18` →
+/// (`node`, `18`); `repo:tag@digest` → the digest, which the engine heeds. A name without either
+/// gets `latest` from the parse, as the Docker CLI gives it: an API pull without a tag would
+/// fetch every tag.
+fn api_name(reference: &str) -> Result<(String, String)> {
+    let parsed = ImageRef::parse(reference)?;
+    let name = parsed.familiar_name();
+    let tag_or_digest = parsed
+        .digest
+        .or(parsed.tag)
+        .unwrap_or_else(|| "latest".to_string());
+    Ok((name, tag_or_digest))
 }
 
 fn tail(log: &str, lines: usize) -> String {
@@ -340,20 +357,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_tag_handles_ports_and_digests() {
-        assert_eq!(split_tag("node:18"), ("node", Some("18")));
+    fn api_name_handles_ports_and_digests() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let api = |r: &str| api_name(r).unwrap();
+        let pair = |repo: &str, tag: &str| (repo.to_string(), tag.to_string());
+        assert_eq!(api("node:18"), pair("node", "18"));
         assert_eq!(
-            split_tag("localhost:5000/app"),
-            ("localhost:5000/app", None)
+            api("localhost:5000/app"),
+            pair("localhost:5000/app", "latest")
         );
         assert_eq!(
-            split_tag("localhost:5000/app:v1"),
-            ("localhost:5000/app", Some("v1"))
+            api("localhost:5000/app:v1"),
+            pair("localhost:5000/app", "v1")
         );
-        assert_eq!(split_tag("node"), ("node", None));
-        assert_eq!(
-            split_tag("node:18@sha256:abc"),
-            ("node", Some("sha256:abc"))
-        );
+        assert_eq!(api("node"), pair("node", "latest"));
+        assert_eq!(api(&format!("node:18@{digest}")), pair("node", &digest));
+        assert_eq!(api("shop-web:latest"), pair("shop-web", "latest"));
+        let err = api_name("Shop/Web").unwrap_err().to_string();
+        assert!(err.contains("Shop/Web"), "{err}");
     }
 }

@@ -3,9 +3,10 @@
 
 use std::collections::HashSet;
 
+use offpack_bundle::Digest;
 use serde::{Deserialize, Serialize};
 
-use super::chain;
+use super::chain::{self, ChainId};
 
 /// Version of the inventory document; a different one is refused.
 pub const INVENTORY_VERSION: u32 = 1;
@@ -27,10 +28,10 @@ pub struct InventoryEngine {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct InventoryImage {
-    pub id: String,
+    pub id: Digest,
     pub refs: Vec<String>,
     /// Diff IDs of the image's layers, bottom first.
-    pub layers: Vec<String>,
+    pub layers: Vec<Digest>,
 }
 
 impl Inventory {
@@ -50,7 +51,7 @@ impl Inventory {
     }
 
     /// The layer chains the inventoried engine holds.
-    pub fn chains(&self) -> HashSet<String> {
+    pub fn chains(&self) -> HashSet<ChainId> {
         chain::present_chains(self.images.iter().map(|i| i.layers.as_slice()))
     }
 
@@ -81,8 +82,8 @@ mod tests {
 
     #[test]
     fn chains_cover_every_prefix() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
+        let a = Digest::of_bytes(b"layer a");
+        let b = Digest::of_bytes(b"layer b");
         let inventory = Inventory {
             inventory_version: 1,
             created: "now".into(),
@@ -92,13 +93,13 @@ mod tests {
                 containerd_image_store: false,
             },
             images: vec![InventoryImage {
-                id: "x".into(),
+                id: Digest::of_bytes(b"config"),
                 refs: vec![],
                 layers: vec![a.clone(), b.clone()],
             }],
         };
         let chains = inventory.chains();
         assert_eq!(chains.len(), 2);
-        assert!(chains.contains(&a));
+        assert!(chains.contains(&chain::chain_ids(std::slice::from_ref(&a))[0]));
     }
 }

@@ -32,12 +32,15 @@ impl FakeStore {
         self.images.insert(
             id.clone(),
             ImageInfo {
-                id: id.clone(),
+                id: id.parse().expect("fake IDs are digests"),
                 repo_tags: names.iter().map(|n| n.to_string()).collect(),
                 size: 100,
                 os: "linux".into(),
                 architecture: "amd64".into(),
-                layers: layers.iter().map(|l| layer(l)).collect(),
+                layers: layers
+                    .iter()
+                    .map(|l| layer(l).parse().expect("fake layers are digests"))
+                    .collect(),
             },
         );
         for name in names {

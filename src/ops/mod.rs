@@ -56,7 +56,7 @@ pub enum NameState {
 pub async fn name_state(store: &impl ImageStore, reference: &str, id: &str) -> Result<NameState> {
     Ok(match store.image(reference).await? {
         None => NameState::Absent,
-        Some(current) if current.id == id => NameState::Here,
+        Some(current) if current.id.to_string() == id => NameState::Here,
         Some(_) => NameState::Elsewhere,
     })
 }

@@ -145,21 +145,9 @@ pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 
 /// Makes the plan of `project`.
 pub fn make_plan(project: &Project, files: &dyn ProjectFiles) -> Result<Plan> {
-    make_plan_with_digests(project, files, &|_| None)
-}
-
-/// Makes the plan of `project`; `digest_of(familiar reference)` gives the digest an image
-/// resolved to when the caller knows it (`docker image inspect`'s `RepoDigests`), so that the
-/// fix of an unpinned image can name the exact digest to pin.
-pub fn make_plan_with_digests(
-    project: &Project,
-    files: &dyn ProjectFiles,
-    digest_of: &dyn Fn(&str) -> Option<String>,
-) -> Result<Plan> {
     let mut planner = Planner {
         project,
         files,
-        digest_of,
         findings: Vec::new(),
     };
     let mut services = Vec::new();
@@ -294,10 +282,21 @@ fn mark_built_images(
     }
 }
 
+/// The fix for an unpinned image: how to find the digest to pin. The plan cannot name the digest
+/// itself: it reads files only, and the engine knows a repository digest only for an image it
+/// pulled (a loaded one carries none), which is after the plan was shown.
+fn pin_fix(familiar: &str) -> String {
+    let repository = ImageRef::parse(familiar)
+        .map_or_else(|_| familiar.to_string(), |parsed| parsed.familiar_name());
+    format!(
+        "pin the digest the plan resolves it to: `{repository}:<version>@sha256:<digest>`; after `offpack bundle`, \
+         `docker image inspect --format '{{{{index .RepoDigests 0}}}}' {familiar}` prints it"
+    )
+}
+
 struct Planner<'a> {
     project: &'a Project,
     files: &'a dyn ProjectFiles,
-    digest_of: &'a dyn Fn(&str) -> Option<String>,
     findings: Vec<PlanFinding>,
 }
 
@@ -389,23 +388,6 @@ impl<'a> Planner<'a> {
         Some((location.file.as_path(), location.line))
     }
 
-    /// The fix for an unpinned image: the digest to pin when known, else how to find it.
-    fn pin_fix(&self, familiar: &str) -> String {
-        let repository = familiar
-            .rsplit_once(':')
-            .filter(|(_, tag)| !tag.contains('/'))
-            .map_or(familiar, |(name, _)| name);
-        match (self.digest_of)(familiar) {
-            Some(digest) => format!(
-                "pin the digest the plan resolved: `{repository}@{digest}` (keep a version tag before `@` for readers)"
-            ),
-            None => format!(
-                "pin the digest the plan resolves it to: `{repository}:<version>@sha256:<digest>`; after `offpack bundle`, \
-                 `docker image inspect --format '{{{{index .RepoDigests 0}}}}' {familiar}` prints it"
-            ),
-        }
-    }
-
     fn service(&mut self, service: &Service) -> Result<ServicePlan> {
         let written_image = service.image_name(&self.project.name);
         let image = match familiar_name(&written_image) {
@@ -462,7 +444,7 @@ impl<'a> Planner<'a> {
             })?;
             if reference.digest.is_none() && reference.tag.as_deref() == Some("latest") {
                 let written = service.image.as_deref().unwrap_or(&image);
-                let fix = self.pin_fix(&image);
+                let fix = pin_fix(&image);
                 let place = self.locate(&service.name, "image");
                 self.finding(
                     Code::UNPINNED,
@@ -788,7 +770,7 @@ impl<'a> Planner<'a> {
                 })
                 .flatten();
             let fix = match unpinned_image {
-                Some(image) => self.pin_fix(&image.reference),
+                Some(image) => pin_fix(&image.reference),
                 None => finding.fix,
             };
             self.findings.push(PlanFinding {
@@ -1355,20 +1337,19 @@ mod tests {
     }
 
     #[test]
-    fn unpinned_service_image_fix_names_the_resolved_digest_when_known() {
+    fn unpinned_service_image_fix_tells_how_to_find_the_digest() {
         let p = project(vec![service("cache", Some("redis"), None)]);
-        let plan = make_plan_with_digests(&p, &files(&[]), &|r| {
-            (r == "redis:latest").then(|| "sha256:abc".to_string())
-        })
-        .unwrap();
-        assert_eq!(codes(&plan), ["OP002"]);
-        assert!(
-            plan.findings[0].fix.contains("redis@sha256:abc"),
-            "{}",
-            plan.findings[0].fix
-        );
         let plan = make_plan(&p, &files(&[])).unwrap();
-        assert!(plan.findings[0].fix.contains("RepoDigests"));
+        assert_eq!(codes(&plan), ["OP002"]);
+        let fix = &plan.findings[0].fix;
+        assert!(fix.contains("`redis:<version>@sha256:<digest>`"), "{fix}");
+        assert!(fix.contains("RepoDigests 0}}' redis:latest"), "{fix}");
+    }
+
+    #[test]
+    fn pin_fix_names_the_repository_without_its_tag() {
+        assert!(pin_fix("localhost:5000/app:v1").contains("`localhost:5000/app:<version>@"));
+        assert!(pin_fix("bitnami/redis:7").contains("`bitnami/redis:<version>@"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use offpack_ref::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -387,13 +388,13 @@ pub(crate) fn oci_index_value(manifest: &Manifest) -> Value {
             descriptors.push(Value::Object(base.clone()));
         }
         for reference in &image.refs {
-            let full = fully_qualified(reference);
+            let (full, ref_name) = oci_names(reference);
             let mut d = base.clone();
             d.insert(
                 "annotations".into(),
                 json!({
                     "io.containerd.image.name": full,
-                    "org.opencontainers.image.ref.name": tag_of(reference).unwrap_or(&full),
+                    "org.opencontainers.image.ref.name": ref_name,
                 }),
             );
             descriptors.push(Value::Object(d));
@@ -416,31 +417,22 @@ pub(crate) fn docker_manifest_value(manifest: &Manifest) -> Value {
     Value::Array(items)
 }
 
-/// The tag of a reference, if it has one (`python:3.11` → `3.11`; `host:5000/x` → none).
-fn tag_of(reference: &str) -> Option<&str> {
-    let without_digest = reference.split('@').next().unwrap_or(reference);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split_once(':').map(|(_, tag)| tag)
-}
-
-/// `python:3.11` → `docker.io/library/python:3.11` (Docker's normalization, spec 5.3).
-pub(crate) fn fully_qualified(reference: &str) -> String {
-    let mut out = match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            reference.to_owned()
+/// The two names spec 5.3 gives a reference in `index.json`: the fully qualified reference
+/// (`python:3.11` → `docker.io/library/python:3.11`) and the written tag, or the fully qualified
+/// reference when none was written (`redis`, `redis@sha256:…`). A reference Docker would not
+/// accept has no normal form: it is given as written, so that verify still compares like with like.
+fn oci_names(reference: &str) -> (String, String) {
+    match ImageRef::parse_with_implicit_tag(reference) {
+        Ok((parsed, implicit_tag)) => {
+            let full = parsed.to_string();
+            let ref_name = match parsed.tag {
+                Some(tag) if !implicit_tag => tag,
+                _ => full.clone(),
+            };
+            (full, ref_name)
         }
-        _ => format!("docker.io/{reference}"),
-    };
-    if let Some(rest) = out.strip_prefix("docker.io/") {
-        let path = rest.split('@').next().unwrap_or(rest);
-        if !path.contains('/') {
-            out = format!("docker.io/library/{rest}");
-        }
+        Err(_) => (reference.to_owned(), reference.to_owned()),
     }
-    if tag_of(&out).is_none() && !out.contains('@') {
-        out.push_str(":latest");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -476,30 +468,28 @@ mod tests {
 
     #[test]
     fn normalizes_references_like_docker() {
+        let full = |r: &str| oci_names(r).0;
+        let ref_name = |r: &str| oci_names(r).1;
         assert_eq!(
-            fully_qualified("python:3.11-slim"),
+            full("python:3.11-slim"),
             "docker.io/library/python:3.11-slim"
         );
-        assert_eq!(fully_qualified("redis"), "docker.io/library/redis:latest");
-        assert_eq!(
-            fully_qualified("bitnami/redis:7"),
-            "docker.io/bitnami/redis:7"
-        );
-        assert_eq!(fully_qualified("localhost/app"), "localhost/app:latest");
-        assert_eq!(
-            fully_qualified("docker.io/python"),
-            "docker.io/library/python:latest"
-        );
+        assert_eq!(ref_name("python:3.11-slim"), "3.11-slim");
+        assert_eq!(full("redis"), "docker.io/library/redis:latest");
+        assert_eq!(ref_name("redis"), "docker.io/library/redis:latest");
+        assert_eq!(ref_name("redis:latest"), "latest");
+        assert_eq!(full("bitnami/redis:7"), "docker.io/bitnami/redis:7");
+        assert_eq!(full("localhost/app"), "localhost/app:latest");
+        assert_eq!(full("docker.io/python"), "docker.io/library/python:latest");
         let pinned = format!("redis@sha256:{}", "a".repeat(64));
-        assert_eq!(
-            fully_qualified(&pinned),
-            format!("docker.io/library/{pinned}")
-        );
-        assert_eq!(
-            fully_qualified("reg.local:5000/a/b:1"),
-            "reg.local:5000/a/b:1"
-        );
-        assert_eq!(tag_of("reg.local:5000/a/b"), None);
+        assert_eq!(full(&pinned), format!("docker.io/library/{pinned}"));
+        assert_eq!(ref_name(&pinned), format!("docker.io/library/{pinned}"));
+        let tagged_and_pinned = format!("redis:7@sha256:{}", "a".repeat(64));
+        assert_eq!(ref_name(&tagged_and_pinned), "7");
+        assert_eq!(full("reg.local:5000/a/b:1"), "reg.local:5000/a/b:1");
+        assert_eq!(ref_name("reg.local:5000/a/b"), "reg.local:5000/a/b:latest");
+        assert_eq!(full("localhost:5000/app:v1"), "localhost:5000/app:v1");
+        assert_eq!(oci_names("Not A Ref").0, "Not A Ref");
     }
 
     #[test]

@@ -23,14 +23,13 @@
 
 mod lexer;
 mod parser;
-mod reference;
 mod resolve;
 mod run;
 
+pub use offpack_ref::{ImageRef, RefError};
 pub use parser::{
     ArgDecl, Directives, Dockerfile, Heredoc, Instruction, Located, ParseError, Stage, parse,
 };
-pub use reference::{ImageRef, RefError};
 pub use resolve::{
     CopySources, Finding, FindingCode, ImageUse, ResolveError, ResolveOptions, Resolved, RunStep,
     Subject, UseKind, resolve,

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::lexer::{Env, Lexer};
 use crate::parser::{Dockerfile, Instruction, Stage, onbuild_trigger};
-use crate::reference::ImageRef;
 use crate::run::{self, PackageInstall};
+use offpack_ref::ImageRef;
 
 /// What to build.
 #[derive(Debug, Clone, Copy)]

@@ -112,5 +112,5 @@ async fn pull(engine: &Engine, reference: &str, reporter: &dyn Reporter) -> Resu
         .image(reference)
         .await?
         .ok_or_else(|| anyhow!("the engine pulled {reference} but does not show it"))?;
-    Ok(info.id)
+    Ok(info.id.to_string())
 }

@@ -40,7 +40,7 @@ pub async fn decide_pull(
     }
     for name in std::iter::once(reference).chain(aliases.iter().map(String::as_str)) {
         if let Some(info) = store.image(name).await? {
-            return Ok(PullDecision::Present(info.id));
+            return Ok(PullDecision::Present(info.id.to_string()));
         }
     }
     if policy == PullPolicy::Never {
@@ -63,7 +63,7 @@ pub enum BuildDecision {
 pub fn decide_build(existing: Option<&ImageInfo>, build: bool, no_build: bool) -> BuildDecision {
     match existing {
         _ if build => BuildDecision::Build,
-        Some(existing) => BuildDecision::UseExisting(existing.id.clone()),
+        Some(existing) => BuildDecision::UseExisting(existing.id.to_string()),
         None if no_build => BuildDecision::LeaveOut,
         None => BuildDecision::Build,
     }
@@ -85,7 +85,7 @@ pub fn decide_stage(
     no_build: bool,
 ) -> BuildDecision {
     match existing {
-        Some(existing) if !service_built_now => BuildDecision::UseExisting(existing.id.clone()),
+        Some(existing) if !service_built_now => BuildDecision::UseExisting(existing.id.to_string()),
         None if no_build => BuildDecision::LeaveOut,
         _ => BuildDecision::Build,
     }
@@ -227,7 +227,7 @@ pub async fn plan_export(
             .cloned()
             .unwrap_or_else(|| id.clone());
         let info = match store.image(&name).await? {
-            Some(info) if &info.id == id => {
+            Some(info) if info.id.to_string() == *id => {
                 plan.names.push(name);
                 info
             }
@@ -268,11 +268,8 @@ pub fn layers_the_far_side_has<'a>(
         );
     }
     let present = inventory.chains();
-    let lists: Vec<&[String]> = images.map(|i| i.layers.as_slice()).collect();
-    Ok(chain::layers_to_omit(&lists, &present)
-        .iter()
-        .filter_map(|d| d.parse().ok())
-        .collect())
+    let lists: Vec<&[Digest]> = images.map(|i| i.layers.as_slice()).collect();
+    Ok(chain::layers_to_omit(&lists, &present))
 }
 
 #[cfg(test)]
@@ -557,7 +554,7 @@ mod tests {
             expected.reverse();
         }
         assert_eq!(plan.names, expected);
-        assert_eq!(plan.infos[&id("old-web")].id, id("old-web"));
+        assert_eq!(plan.infos[&id("old-web")].id.to_string(), id("old-web"));
 
         let gone: BTreeMap<String, BTreeSet<String>> = [(id("gone"), names(&["gone:1"]))].into();
         let err = run(plan_export(&store, &gone)).unwrap_err();

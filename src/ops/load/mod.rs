@@ -95,13 +95,8 @@ pub async fn layers_the_engine_has(
     }
     let have = store.images().await?;
     let present = chain::present_chains(have.iter().map(|i| i.layers.as_slice()));
-    let wanted: Vec<Vec<String>> = images
-        .iter()
-        .map(|i| i.layers.iter().map(|d| d.to_string()).collect())
-        .collect();
-    let wanted: Vec<&[String]> = wanted.iter().map(Vec::as_slice).collect();
-    let omit = chain::layers_to_omit(&wanted, &present);
-    Ok(omit.iter().filter_map(|d| d.parse().ok()).collect())
+    let wanted: Vec<&[Digest]> = images.iter().map(|i| i.layers.as_slice()).collect();
+    Ok(chain::layers_to_omit(&wanted, &present))
 }
 
 /// A delta bundle leaves out layers the far side was said to hold: each one an image to load

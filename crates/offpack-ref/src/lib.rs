@@ -1,6 +1,9 @@
 //! Docker image references, normalized the way the Docker CLI, the engine and
 //! BuildKit do it (`github.com/distribution/reference`: `ParseNormalizedNamed`
-//! followed by `TagNameOnly`).
+//! followed by `TagNameOnly`). The one parser for references in offpack: the
+//! Dockerfile crate, the bundle crate and the engine access all split names here.
+
+#![warn(missing_docs)]
 
 use std::fmt;
 
@@ -48,7 +51,7 @@ impl ImageRef {
 
     /// Like [`ImageRef::parse`], also telling whether the `latest` tag was filled in
     /// because the input named neither tag nor digest.
-    pub(crate) fn parse_with_implicit_tag(s: &str) -> Result<(ImageRef, bool), RefError> {
+    pub fn parse_with_implicit_tag(s: &str) -> Result<(ImageRef, bool), RefError> {
         let err = |reason: &str| RefError {
             input: s.to_string(),
             reason: reason.to_string(),
@@ -106,16 +109,21 @@ impl ImageRef {
         }
     }
 
-    /// The reference as Docker shows it: `node:18`, `localhost:5000/x:1`, `user/app:2`.
-    pub fn familiar(&self) -> String {
-        let mut name = if self.domain == DEFAULT_DOMAIN {
+    /// The repository as Docker shows it, without tag or digest: `node`, `localhost:5000/x`.
+    pub fn familiar_name(&self) -> String {
+        if self.domain == DEFAULT_DOMAIN {
             match self.path.strip_prefix(OFFICIAL_REPO_PREFIX) {
                 Some(rest) if !rest.contains('/') => rest.to_string(),
                 _ => self.path.clone(),
             }
         } else {
             self.name()
-        };
+        }
+    }
+
+    /// The reference as Docker shows it: `node:18`, `localhost:5000/x:1`, `user/app:2`.
+    pub fn familiar(&self) -> String {
+        let mut name = self.familiar_name();
         self.push_tag_and_digest(&mut name);
         name
     }
@@ -515,6 +523,67 @@ mod tests {
         assert!(ImageRef::parse("a___b").is_err());
         assert!(ImageRef::parse("a._b").is_err());
         assert!(ImageRef::parse("ab.").is_err());
+    }
+
+    /// The cases the hand-written splitters (engine `split_tag`, bundle `tag_of` /
+    /// `fully_qualified`, plan `pin_fix`) handled before they were replaced by this type.
+    #[test]
+    fn splits_what_the_old_splitters_split() {
+        let split = |s: &str| {
+            let r = ImageRef::parse(s).unwrap();
+            (r.familiar_name(), r.tag, r.digest)
+        };
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(split("node:18"), ("node".into(), some("18"), None));
+        assert_eq!(split("node"), ("node".into(), some("latest"), None));
+        assert_eq!(
+            split("localhost:5000/app"),
+            ("localhost:5000/app".into(), some("latest"), None)
+        );
+        assert_eq!(
+            split("localhost:5000/app:v1"),
+            ("localhost:5000/app".into(), some("v1"), None)
+        );
+        assert_eq!(
+            split(&format!("node:18@{DIGEST}")),
+            ("node".into(), some("18"), some(DIGEST))
+        );
+        assert_eq!(
+            split(&format!("redis@{DIGEST}")),
+            ("redis".into(), None, some(DIGEST))
+        );
+        assert_eq!(
+            split("reg.local:5000/a/b:1"),
+            ("reg.local:5000/a/b".into(), some("1"), None)
+        );
+        assert_eq!(
+            split("localhost/app"),
+            ("localhost/app".into(), some("latest"), None)
+        );
+        assert_eq!(
+            split("docker.io/python"),
+            ("python".into(), some("latest"), None)
+        );
+        assert_eq!(
+            split("bitnami/redis:7"),
+            ("bitnami/redis".into(), some("7"), None)
+        );
+        assert_eq!(full("reg.local:5000/a/b:1"), "reg.local:5000/a/b:1");
+        assert_eq!(
+            full(&format!("redis@{DIGEST}")),
+            format!("docker.io/library/redis@{DIGEST}")
+        );
+    }
+
+    #[test]
+    fn implicit_latest_is_told_apart_from_a_written_one() {
+        assert!(ImageRef::parse_with_implicit_tag("redis").unwrap().1);
+        assert!(!ImageRef::parse_with_implicit_tag("redis:latest").unwrap().1);
+        assert!(
+            !ImageRef::parse_with_implicit_tag(&format!("redis@{DIGEST}"))
+                .unwrap()
+                .1
+        );
     }
 
     #[test]
