@@ -2,7 +2,6 @@
 //! parses the arguments, runs the subcommand and prints its error.
 
 mod bundle;
-mod bundle_target;
 mod doctor;
 mod inspect;
 mod inventory;
