@@ -2,7 +2,7 @@
 //! stage cache images to keep, what the bundle records per image and per service, and by which
 //! name the engine exports each image.
 //!
-//! They only ask the store; the command pulls, builds and exports as they say.
+//! They only ask the store; [`apply`] pulls and builds and [`export`] exports as they say.
 
 pub mod apply;
 pub mod export;
