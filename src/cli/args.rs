@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::ops::bundle::BundleRequest;
 use crate::ops::pull_policy::PullPolicy;
 use crate::project::ProjectOptions;
 
@@ -139,6 +140,24 @@ pub struct BundleArgs {
     /// zstd compression level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+}
+
+impl BundleArgs {
+    pub fn request(&self) -> BundleRequest {
+        BundleRequest {
+            project: self.project.options(),
+            output: self.output.clone(),
+            force: self.force,
+            pull: self.pull,
+            build: self.build,
+            no_build: self.no_build,
+            platforms: self.platforms.clone(),
+            have: self.have.clone(),
+            sign: self.sign.clone(),
+            split: self.split,
+            level: self.level,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

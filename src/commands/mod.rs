@@ -1,8 +1,8 @@
-//! One module per subcommand: each runs the library's steps and prints its result. [`main`]
-//! parses the arguments, runs the subcommand and prints its error.
+//! One module per subcommand: each turns its arguments into a request, runs one job of
+//! `crate::ops` and renders the result. [`main`] parses the arguments, runs the subcommand and
+//! prints its error.
 
 mod bundle;
-mod bundle_target;
 mod doctor;
 mod inspect;
 mod inventory;

@@ -1,10 +1,11 @@
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use offpack_bundle::{SidecarStatus, VerifyingKey};
+use anyhow::Result;
+use offpack_bundle::SidecarStatus;
 use serde::Serialize;
 
 use crate::cli::{Output, VerifyArgs};
+use crate::ops::verify::verify;
 use crate::reporter::{Reporter, human_bytes};
 
 #[derive(Serialize)]
@@ -28,21 +29,7 @@ struct Verified {
 }
 
 pub async fn run(args: VerifyArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
-    let key = match &args.key {
-        Some(path) => Some(read_public_key(path)?),
-        None => None,
-    };
-    // The size of every part of a split bundle, which may be named by its base name alone.
-    let size = offpack_bundle::bundle_len(&args.bundle)?;
-    let task = reporter.start(&format!("verify {}", args.bundle.display()), Some(size));
-    let path = args.bundle.clone();
-    let report = match &key {
-        Some(key) => {
-            offpack_bundle::verify_with_key(&path, key, &mut |done| reporter.progress(task, done))?
-        }
-        None => offpack_bundle::verify(&path, &mut |done| reporter.progress(task, done))?,
-    };
-    reporter.finish(task, "ok");
+    let report = verify(&args.bundle, args.key.as_deref(), reporter)?;
     let verified = Verified {
         bundle: args.bundle.display().to_string(),
         ok: true,
@@ -93,15 +80,4 @@ pub async fn run(args: VerifyArgs, output: Output, reporter: &dyn Reporter) -> R
         }
     });
     Ok(ExitCode::SUCCESS)
-}
-
-/// A public key file from `offpack keygen` (`--key`, `OFFPACK_KEY`).
-pub fn read_public_key(path: &std::path::Path) -> Result<VerifyingKey> {
-    let text = offpack_fs::read_to_string(path, offpack_fs::KEY)?;
-    VerifyingKey::from_text(&text).with_context(|| {
-        format!(
-            "{} is not a public key from `offpack keygen`",
-            path.display()
-        )
-    })
 }

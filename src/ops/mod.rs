@@ -1,17 +1,22 @@
-//! The jobs behind `offpack bundle` and `offpack load`, as decisions over an [`ImageStore`].
+//! The jobs behind the subcommands: `bundle` and `load` as decisions over an [`ImageStore`], and
+//! `rebuild`, `verify`, `keygen`, `inventory`.
 //!
 //! Each decision (which images to pull, build, export, load, retag, keep) is a plain function
 //! over what the engine holds, so it is tested against [`fake::FakeStore`] without an engine.
 //! The engine I/O that carries decisions out is kept apart from them ([`load::apply`],
-//! [`bundle::apply`], [`copy`]); `bundle`'s export into the bundle writer stays in its command,
-//! beside the signal handling and the target lock whose order it depends on (decision 0064). The
-//! commands (`src/commands/`) otherwise handle arguments and render the result.
+//! [`bundle::apply`], [`copy`]); [`bundle::export`] and [`load::job`] run a whole job in the
+//! order the reliability work depends on (decisions 0064, 0066). The commands (`src/commands/`)
+//! turn arguments into a job's request and render its result.
 
 pub mod bundle;
 pub mod copy;
+pub mod inventory;
+pub mod keygen;
 pub mod load;
 pub mod meta;
 pub mod pull_policy;
+pub mod rebuild;
+pub mod verify;
 
 #[cfg(test)]
 pub(crate) mod fake;

@@ -2,12 +2,14 @@
 //! stage cache images to keep, what the bundle records per image and per service, and by which
 //! name the engine exports each image.
 //!
-//! They only ask the store; the command pulls, builds and exports as they say.
+//! They only ask the store; [`apply`] pulls and builds and [`export`] exports as they say.
 
 pub mod apply;
+pub mod export;
+pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use offpack_bundle::{Delta, Digest, Manifest, Rebuild, RebuildService};
@@ -18,6 +20,27 @@ use crate::fetch::export::ExportedImage;
 use crate::load::chain;
 use crate::load::inventory::Inventory;
 use crate::ops::pull_policy::PullPolicy;
+use crate::project::ProjectOptions;
+
+/// What `offpack bundle` is asked to do (what `cli::BundleArgs` converts into).
+#[derive(Debug, Clone)]
+pub struct BundleRequest {
+    pub project: ProjectOptions,
+    /// The bundle file to write (`-o`).
+    pub output: PathBuf,
+    /// Replace a file at the target that is not an earlier bundle.
+    pub force: bool,
+    pub pull: PullPolicy,
+    pub build: bool,
+    pub no_build: bool,
+    pub platforms: Vec<String>,
+    /// The far side's inventory (`--have`): its layers are left out.
+    pub have: Option<PathBuf>,
+    /// The secret key to sign with (`--sign`).
+    pub sign: Option<PathBuf>,
+    pub split: Option<u64>,
+    pub level: i32,
+}
 
 /// What to do about one image the plan names.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,12 +1,13 @@
 //! `load`'s decisions: which of the bundle's images to load, which the engine already holds,
 //! which names to restore or keep, which layers to leave out of the stream.
 //!
-//! They only ask the store; nothing here changes the engine. The command calls them after the
+//! They only ask the store; nothing here changes the engine. [`job`] calls them after the
 //! bundle passed `BundleReader::open_checked`; [`apply`] carries out what they decide, in the
 //! order decision 0066 gives (the load stream's end waits for the `.sha256`, retags wait for
 //! every check).
 
 pub mod apply;
+pub mod job;
 
 use std::collections::{BTreeSet, HashSet};
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use offpack_bundle::{OutputRole, TargetLock};
 
-use crate::cli::BundleArgs;
+use super::BundleRequest;
 use crate::reporter::Reporter;
 
 /// A file the run reads, and what it is to the run (for messages).
@@ -21,8 +21,8 @@ struct Input {
 /// The checks of the output path, without taking the lock (which would leave its file behind
 /// if a signal killed the run during a pull or a build): the name, whether another run is writing
 /// the target now, and every existing file the bundle would replace or remove.
-pub fn check(args: &BundleArgs, project: &offpack_compose::Project) -> Result<()> {
-    let target = &args.output;
+pub fn check(request: &BundleRequest, project: &offpack_compose::Project) -> Result<()> {
+    let target = &request.output;
     if target.as_os_str().is_empty() || target.file_name().is_none() {
         bail!(
             "-o {}: give the path of the bundle file to write, e.g. -o shop.offpack",
@@ -31,17 +31,17 @@ pub fn check(args: &BundleArgs, project: &offpack_compose::Project) -> Result<()
     }
     offpack_bundle::check_target_name(target)?;
     TargetLock::check_free(target)?;
-    check_existing_outputs(args, project)
+    check_existing_outputs(request, project)
 }
 
 /// Takes the target's lock, checks the target again under it, and removes the temporary files of
 /// killed runs for the same target. Hold the lock until the bundle and its sidecar are in place.
 pub fn claim(
-    args: &BundleArgs,
+    request: &BundleRequest,
     project: &offpack_compose::Project,
     reporter: &dyn Reporter,
 ) -> Result<TargetLock> {
-    let target = &args.output;
+    let target = &request.output;
     let lock = TargetLock::acquire(target).map_err(|e| match e {
         offpack_bundle::BundleError::Io { .. } => {
             anyhow::Error::new(e).context(format!("cannot create the bundle {}", target.display()))
@@ -49,7 +49,7 @@ pub fn claim(
         other => other.into(),
     })?;
     // Another run may have finished writing the target since the first check.
-    check_existing_outputs(args, project)?;
+    check_existing_outputs(request, project)?;
     let removed = lock.remove_dead_partials()?;
     if !removed.is_empty() {
         let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
@@ -63,9 +63,12 @@ pub fn claim(
     Ok(lock)
 }
 
-fn check_existing_outputs(args: &BundleArgs, project: &offpack_compose::Project) -> Result<()> {
-    let target = &args.output;
-    let inputs = inputs(args, project);
+fn check_existing_outputs(
+    request: &BundleRequest,
+    project: &offpack_compose::Project,
+) -> Result<()> {
+    let target = &request.output;
+    let inputs = inputs(request, project);
     let inputs = inputs_by_identity(&inputs);
     let outputs = offpack_bundle::existing_outputs(target)?;
     let mut regular = Vec::new();
@@ -74,7 +77,7 @@ fn check_existing_outputs(args: &BundleArgs, project: &offpack_compose::Project)
             regular.push((path, role));
         }
     }
-    if args.force {
+    if request.force {
         return Ok(());
     }
     // Every file is known to be regular by now: a FIFO among the parts would block the reader.
@@ -102,7 +105,7 @@ fn check_existing_outputs(args: &BundleArgs, project: &offpack_compose::Project)
 /// Every file the run reads that a user could name as the output by mistake: the compose files,
 /// the environment files compose could read, the Dockerfiles and `.dockerignore`s of the builds,
 /// the signing key and the inventory. Files that do not exist are left out by the caller.
-fn inputs(args: &BundleArgs, project: &offpack_compose::Project) -> Vec<Input> {
+fn inputs(request: &BundleRequest, project: &offpack_compose::Project) -> Vec<Input> {
     let input = |path: &Path, what: String| Input {
         path: path.to_owned(),
         what,
@@ -112,7 +115,7 @@ fn inputs(args: &BundleArgs, project: &offpack_compose::Project) -> Vec<Input> {
         .iter()
         .map(|f| input(f, "a compose file of the project".into()))
         .collect();
-    for file in &args.project.env_files {
+    for file in &request.project.env_files {
         inputs.push(input(file, "an environment file (--env-file)".into()));
     }
     // `.env` is read from the project directory, the working directory (to find the project) and
@@ -124,7 +127,7 @@ fn inputs(args: &BundleArgs, project: &offpack_compose::Project) -> Vec<Input> {
             .iter()
             .filter_map(|f| f.parent().map(Path::to_path_buf)),
     );
-    env_dirs.extend(args.project.project_directory.clone());
+    env_dirs.extend(request.project.project_directory.clone());
     for dir in env_dirs {
         inputs.push(input(
             &dir.join(".env"),
@@ -148,10 +151,10 @@ fn inputs(args: &BundleArgs, project: &offpack_compose::Project) -> Vec<Input> {
             ));
         }
     }
-    if let Some(key) = &args.sign {
+    if let Some(key) = &request.sign {
         inputs.push(input(key, "the secret key (--sign)".into()));
     }
-    if let Some(have) = &args.have {
+    if let Some(have) = &request.have {
         inputs.push(input(have, "the inventory (--have)".into()));
     }
     inputs

@@ -1,0 +1,121 @@
+//! `load` as one job: the bundle checked before the engine hears of it, then the decisions of
+//! [`super::decide_load`] carried out by [`super::apply`] in the order decision 0066 gives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Result;
+use offpack_bundle::{BundleReader, escape_controls};
+
+use super::apply::{SidecarGate, load_images, restore_names};
+use super::{LoadDecision, decide_load};
+use crate::engine::Engine;
+use crate::error::CheckFailed;
+use crate::ops::verify::read_public_key;
+use crate::reporter::Reporter;
+
+/// What `offpack load` is asked to do (what `cli::LoadArgs` converts into).
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    /// The bundle file (a split bundle: its base name or its first part).
+    pub bundle: PathBuf,
+    /// The public key the bundle must be signed by.
+    pub key: Option<PathBuf>,
+    /// Load only the images these services need; empty: every image.
+    pub services: Vec<String>,
+}
+
+/// What a load did, for the command to render.
+#[derive(Debug)]
+pub struct Loaded {
+    pub loaded: Vec<String>,
+    pub already_present: Vec<String>,
+    pub retagged: Vec<String>,
+    /// Names the bundle records that already point to another image in the engine (e.g. one
+    /// `offpack rebuild` made): a load never moves them.
+    pub kept: Vec<String>,
+    /// Layers not sent because the engine already holds them (same layer on the same base).
+    pub layers_skipped: usize,
+    pub bytes_streamed: u64,
+    /// Fingerprint of the key whose valid signature the bundle carries.
+    pub signed_by: Option<String>,
+    /// The `.sha256` file the whole bundle matched, when there is one beside it.
+    pub sidecar: Option<String>,
+}
+
+/// Loads the bundle `request` names into the engine.
+pub async fn load(request: &LoadRequest, reporter: &dyn Reporter) -> Result<Loaded> {
+    let key = match &request.key {
+        Some(path) => Some(read_public_key(path)?),
+        None => None,
+    };
+    // Everything but the blob data is checked before the engine hears of the bundle, not even a
+    // name to look up: a bundle changed after signing, or whose metadata lies, changes nothing.
+    let checked = BundleReader::open_checked(&request.bundle, key.as_ref()).map_err(|e| {
+        if e.is_corruption() {
+            anyhow::Error::new(e).context(format!(
+                "{}: refused, nothing was loaded",
+                request.bundle.display()
+            ))
+        } else {
+            e.into()
+        }
+    })?;
+    let checked_signer = checked.signed_by.as_ref().map(|k| k.fingerprint());
+    if let Some(signer) = &checked_signer {
+        reporter.step(&format!("signed by key {signer}"));
+    }
+    let sidecar = SidecarGate::start(checked.sidecar);
+    let bundle = Arc::new(checked.reader);
+    let manifest = bundle.manifest().clone();
+    let wanted = crate::ops::meta::images_for_services(&manifest, &request.services)?;
+    // A name `docker load` refuses would stop the load after earlier images were imported:
+    // check every name first, so a load is all or nothing.
+    for image in &manifest.images {
+        for reference in &image.refs {
+            if crate::plan::familiar_name(reference).is_err() {
+                return Err(anyhow::Error::new(CheckFailed(format!(
+                    "the bundle names image {} `{}`, which is not a valid image reference",
+                    image.id,
+                    escape_controls(reference)
+                ))));
+            }
+        }
+    }
+    let engine = Engine::connect().await?;
+
+    let LoadDecision {
+        to_load,
+        load_blobs,
+        loaded,
+        already_present,
+        retag,
+        kept,
+    } = decide_load(&engine, &manifest, &wanted).await?;
+    let mut report = Loaded {
+        loaded,
+        already_present,
+        retagged: Vec::new(),
+        kept,
+        layers_skipped: 0,
+        bytes_streamed: 0,
+        signed_by: checked_signer.clone(),
+        sidecar: None,
+    };
+    for name in &report.already_present {
+        reporter.step(&format!("{}: already present", escape_controls(name)));
+    }
+    for name in &report.kept {
+        reporter.warn(&format!(
+            "{} names another image in the engine (a rebuild?); left as it is",
+            escape_controls(name)
+        ));
+    }
+
+    let streamed = load_images(&engine, reporter, &bundle, &sidecar, &to_load, &load_blobs).await?;
+    report.bytes_streamed = streamed.bytes;
+    report.layers_skipped = streamed.layers_skipped;
+    report.retagged = restore_names(&engine, &sidecar, retag).await?;
+    report.sidecar = sidecar.matched();
+    Ok(report)
+}
