@@ -11,7 +11,7 @@ use crate::reporter::Reporter;
 #[derive(Serialize)]
 struct Rebuilt {
     service: String,
-    image_id: String,
+    image_id: offpack_bundle::Digest,
     tags: Vec<String>,
     cached_steps: usize,
 }

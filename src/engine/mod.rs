@@ -62,7 +62,7 @@ pub struct BuildRequest {
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub struct BuildOutcome {
-    pub image_id: String,
+    pub image_id: Digest,
     /// Steps the builder took from cache ("Using cache").
     pub cached_steps: usize,
 }
@@ -282,8 +282,11 @@ impl Engine {
                 tail(&log, 20)
             )
         })?;
+        let image_id: Digest = image_id.parse().with_context(|| {
+            format!("the engine finished the build with image ID {image_id}, not a sha256 digest")
+        })?;
         for tag in &request.tags {
-            self.tag(&image_id, tag).await?;
+            self.tag(&image_id.to_string(), tag).await?;
         }
         Ok(BuildOutcome {
             image_id,

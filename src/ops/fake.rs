@@ -17,7 +17,12 @@ pub(crate) struct FakeStore {
 
 /// The image ID (`sha256:…`) a test calls `seed`.
 pub(crate) fn id(seed: &str) -> String {
-    Digest::of_bytes(format!("config {seed}").as_bytes()).to_string()
+    image_digest(seed).to_string()
+}
+
+/// [`id`], as the digest it is.
+pub(crate) fn image_digest(seed: &str) -> Digest {
+    Digest::of_bytes(format!("config {seed}").as_bytes())
 }
 
 /// The diff ID a test calls `seed`.

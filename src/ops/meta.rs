@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Result, anyhow};
-use offpack_bundle::{Manifest, escape_controls};
+use offpack_bundle::{Digest, Manifest, escape_controls};
 
 /// IDs of the images `services` need (all images when `services` is empty).
-pub fn images_for_services(manifest: &Manifest, services: &[String]) -> Result<BTreeSet<String>> {
+pub fn images_for_services(manifest: &Manifest, services: &[String]) -> Result<BTreeSet<Digest>> {
     if services.is_empty() {
-        return Ok(manifest.images.iter().map(|i| i.id.to_string()).collect());
+        return Ok(manifest.images.iter().map(|i| i.id.clone()).collect());
     }
     let recorded = &manifest.rebuild.services;
     let mut ids = BTreeSet::new();
@@ -28,7 +28,7 @@ pub fn images_for_services(manifest: &Manifest, services: &[String]) -> Result<B
                 known
             )
         })?;
-        ids.extend(entry.images.iter().map(|id| id.to_string()));
+        ids.extend(entry.images.iter().cloned());
     }
     Ok(ids)
 }
@@ -78,10 +78,7 @@ mod tests {
             },
         );
         let ids = images_for_services(&manifest, &["web".into()]).unwrap();
-        assert_eq!(
-            ids,
-            [digest("python").to_string(), digest("web").to_string()].into()
-        );
+        assert_eq!(ids, [digest("python"), digest("web")].into());
         let err = images_for_services(&manifest, &["db".into()]).unwrap_err();
         assert_eq!(
             err.to_string(),

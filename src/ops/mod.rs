@@ -2,7 +2,7 @@
 //! `rebuild`, `verify`, `keygen`, `inventory`.
 //!
 //! Each decision (which images to pull, build, export, load, retag, keep) is a plain function
-//! over what the engine holds, so it is tested against [`fake::FakeStore`] without an engine.
+//! over what the engine holds, so it is tested against `fake::FakeStore` (built for tests only) without an engine.
 //! The engine I/O that carries decisions out is kept apart from them ([`load::apply`],
 //! [`bundle::apply`], [`copy`]); [`bundle::export`] and [`load::job`] run a whole job in the
 //! order the reliability work depends on (decisions 0064, 0066). The commands (`src/commands/`)
@@ -24,6 +24,7 @@ pub(crate) mod fake;
 use std::future::Future;
 
 use anyhow::Result;
+use offpack_bundle::Digest;
 
 use crate::engine::{Engine, ImageInfo};
 
@@ -58,10 +59,14 @@ pub enum NameState {
     Elsewhere,
 }
 
-pub async fn name_state(store: &impl ImageStore, reference: &str, id: &str) -> Result<NameState> {
+pub async fn name_state(
+    store: &impl ImageStore,
+    reference: &str,
+    id: &Digest,
+) -> Result<NameState> {
     Ok(match store.image(reference).await? {
         None => NameState::Absent,
-        Some(current) if current.id.to_string() == id => NameState::Here,
+        Some(current) if current.id == *id => NameState::Here,
         Some(_) => NameState::Elsewhere,
     })
 }

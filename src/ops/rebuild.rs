@@ -2,6 +2,7 @@
 //! engine is contacted, then built in dependency order (a service may build FROM another's image).
 
 use anyhow::{Result, bail};
+use offpack_bundle::Digest;
 
 use crate::engine::Engine;
 use crate::plan::{Disk, build_order, make_plan};
@@ -21,7 +22,7 @@ pub struct RebuildRequest {
 #[derive(Debug)]
 pub struct Rebuilt {
     pub service: String,
-    pub image_id: String,
+    pub image_id: Digest,
     pub tags: Vec<String>,
     pub cached_steps: usize,
 }

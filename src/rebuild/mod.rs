@@ -9,6 +9,7 @@ pub mod context;
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
+use offpack_bundle::Digest;
 use offpack_compose::{BuildContext, DockerfileSource, Project, Service};
 
 use crate::engine::{BuildOutcome, BuildRequest, Engine, channel_body};
@@ -211,7 +212,7 @@ pub async fn build_service(
     Ok(outcome)
 }
 
-pub fn short_id(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
+/// The first 12 hex digits of an image ID, as `docker image ls` shows it.
+pub fn short_id(id: &Digest) -> &str {
+    &id.hex()[..12]
 }

@@ -3,6 +3,7 @@
 //! [`BundleContents`].
 
 use anyhow::{Result, anyhow};
+use offpack_bundle::Digest;
 use offpack_compose::Project;
 
 use super::{
@@ -39,7 +40,7 @@ pub async fn collect_images(
             PullDecision::Present(id) => id,
             PullDecision::Pull => pull(engine, &image.reference, reporter).await?,
         };
-        contents.add_image(&id, &image.reference, &image.aliases, &image.used_by)?;
+        contents.add_image(&id, &image.reference, &image.aliases, &image.used_by);
     }
     for service_plan in plan
         .services
@@ -75,7 +76,7 @@ pub async fn collect_images(
                 continue;
             }
         };
-        contents.add_built(&service_plan.name, &tags, &id)?;
+        contents.add_built(&service_plan.name, &tags, &id);
         let built_now = decision == BuildDecision::Build;
         // The named stages before the final one, as images the far side rebuilds from.
         for (stage, tag) in stage_cache_tags(project, service, service_plan) {
@@ -93,24 +94,24 @@ pub async fn collect_images(
                         .image_id
                 }
             };
-            contents.add_stage(&service_plan.name, &tag, familiar_name(&tag)?, &stage_id)?;
+            contents.add_stage(&service_plan.name, &tag, familiar_name(&tag)?, &stage_id);
         }
     }
     // Services that run an image another service builds need that image too.
     for service_plan in plan.services.iter().filter(|s| s.active) {
         if let Some(by) = &service_plan.built_by {
-            contents.add_runs_built(&service_plan.name, by)?;
+            contents.add_runs_built(&service_plan.name, by);
         }
     }
     Ok(contents)
 }
 
 /// Pulls `reference`; returns the image ID the engine then has under it.
-async fn pull(engine: &Engine, reference: &str, reporter: &dyn Reporter) -> Result<String> {
+async fn pull(engine: &Engine, reference: &str, reporter: &dyn Reporter) -> Result<Digest> {
     engine.pull(reference, reporter).await?;
     let info = engine
         .image(reference)
         .await?
         .ok_or_else(|| anyhow!("the engine pulled {reference} but does not show it"))?;
-    Ok(info.id.to_string())
+    Ok(info.id)
 }

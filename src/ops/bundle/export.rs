@@ -199,8 +199,8 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
 /// The export's progress per image: its config and layers, as the engine's inspect lists them,
 /// against the engine's size of the image.
 fn export_ledger(
-    refs: &BTreeMap<String, BTreeSet<String>>,
-    infos: &BTreeMap<String, ImageInfo>,
+    refs: &BTreeMap<Digest, BTreeSet<String>>,
+    infos: &BTreeMap<Digest, ImageInfo>,
 ) -> ImageProgress {
     let mut ledger = ImageProgress::new();
     for (id, names) in refs {
@@ -210,7 +210,7 @@ fn export_ledger(
             .find(|n| !n.contains('@'))
             .or_else(|| names.iter().next())
             .cloned()
-            .unwrap_or_else(|| id.clone());
+            .unwrap_or_else(|| id.to_string());
         let blobs = std::iter::once(&info.id).chain(info.layers.iter()).cloned();
         ledger.add_image(&label, blobs, info.size);
     }
@@ -284,17 +284,18 @@ mod tests {
             layers: layers.iter().map(|l| d(l).parse().unwrap()).collect(),
         };
         let (base, app) = (d("base-config"), d("app-config"));
-        let refs: BTreeMap<String, BTreeSet<String>> = [
+        let key = |id: &str| id.parse::<Digest>().unwrap();
+        let refs: BTreeMap<Digest, BTreeSet<String>> = [
             (
-                base.clone(),
+                key(&base),
                 ["base@sha256:aa".to_string(), "base:1".into()].into(),
             ),
-            (app.clone(), [app.clone()].into()),
+            (key(&app), [app.clone()].into()),
         ]
         .into();
-        let infos: BTreeMap<String, ImageInfo> = [
-            (base.clone(), info(&base, &["l1"], 100)),
-            (app.clone(), info(&app, &["l1", "l2"], 150)),
+        let infos: BTreeMap<Digest, ImageInfo> = [
+            (key(&base), info(&base, &["l1"], 100)),
+            (key(&app), info(&app, &["l1", "l2"], 150)),
         ]
         .into();
         let mut ledger = export_ledger(&refs, &infos);

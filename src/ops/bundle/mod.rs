@@ -11,7 +11,7 @@ pub mod target;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use offpack_bundle::{Delta, Digest, Manifest, Rebuild, RebuildService};
 
 use super::ImageStore;
@@ -46,7 +46,7 @@ pub struct BundleRequest {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PullDecision {
     /// The engine has it (under the reference or an alias): this image ID.
-    Present(String),
+    Present(Digest),
     /// Pull the reference.
     Pull,
 }
@@ -63,7 +63,7 @@ pub async fn decide_pull(
     }
     for name in std::iter::once(reference).chain(aliases.iter().map(String::as_str)) {
         if let Some(info) = store.image(name).await? {
-            return Ok(PullDecision::Present(info.id.to_string()));
+            return Ok(PullDecision::Present(info.id));
         }
     }
     if policy == PullPolicy::Never {
@@ -77,7 +77,7 @@ pub async fn decide_pull(
 pub enum BuildDecision {
     Build,
     /// Bundle the image the engine has under the service's first tag: this ID.
-    UseExisting(String),
+    UseExisting(Digest),
     /// `--no-build` and the engine lacks the image: not bundled (the far side must build it).
     LeaveOut,
 }
@@ -86,7 +86,7 @@ pub enum BuildDecision {
 pub fn decide_build(existing: Option<&ImageInfo>, build: bool, no_build: bool) -> BuildDecision {
     match existing {
         _ if build => BuildDecision::Build,
-        Some(existing) => BuildDecision::UseExisting(existing.id.to_string()),
+        Some(existing) => BuildDecision::UseExisting(existing.id.clone()),
         None if no_build => BuildDecision::LeaveOut,
         None => BuildDecision::Build,
     }
@@ -108,7 +108,7 @@ pub fn decide_stage(
     no_build: bool,
 ) -> BuildDecision {
     match existing {
-        Some(existing) if !service_built_now => BuildDecision::UseExisting(existing.id.to_string()),
+        Some(existing) if !service_built_now => BuildDecision::UseExisting(existing.id.clone()),
         None if no_build => BuildDecision::LeaveOut,
         _ => BuildDecision::Build,
     }
@@ -119,28 +119,27 @@ pub fn decide_stage(
 #[derive(Debug, Default)]
 pub struct BundleContents {
     /// Image ID → every name the bundle records for it.
-    pub refs: BTreeMap<String, BTreeSet<String>>,
+    pub refs: BTreeMap<Digest, BTreeSet<String>>,
     pub meta: Rebuild,
     /// Service → the ID of the image offpack built for it.
-    pub built: BTreeMap<String, String>,
+    pub built: BTreeMap<String, Digest>,
 }
 
 impl BundleContents {
     /// An image the plan names (`reference` and its `aliases`), used by `used_by`.
     pub fn add_image<'a>(
         &mut self,
-        id: &str,
+        id: &Digest,
         reference: &str,
         aliases: &BTreeSet<String>,
         used_by: impl IntoIterator<Item = &'a String>,
-    ) -> Result<()> {
-        let names = self.refs.entry(id.to_string()).or_default();
+    ) {
+        let names = self.refs.entry(id.clone()).or_default();
         names.insert(reference.to_string());
         names.extend(aliases.iter().cloned());
         for service in used_by {
-            self.service(service).images.insert(image_id(id)?);
+            self.service(service).images.insert(id.clone());
         }
-        Ok(())
     }
 
     /// A service that runs an image it does not build.
@@ -149,37 +148,31 @@ impl BundleContents {
     }
 
     /// The image built (or found) for `service`, under its `tags`.
-    pub fn add_built(&mut self, service: &str, tags: &[String], id: &str) -> Result<()> {
-        let image_id = image_id(id)?;
+    pub fn add_built(&mut self, service: &str, tags: &[String], id: &Digest) {
         let entry = self.service(service);
         entry.image = tags.to_vec();
         entry.built = true;
-        entry.images.insert(image_id);
-        self.built.insert(service.to_string(), id.to_string());
+        entry.images.insert(id.clone());
+        self.built.insert(service.to_string(), id.clone());
         self.refs
-            .entry(id.to_string())
+            .entry(id.clone())
             .or_default()
             .extend(tags.iter().cloned());
-        Ok(())
     }
 
     /// The cache image `tag` (familiar form `name`) of a named stage of `service`'s build.
-    pub fn add_stage(&mut self, service: &str, tag: &str, name: String, id: &str) -> Result<()> {
-        let image_id = image_id(id)?;
+    pub fn add_stage(&mut self, service: &str, tag: &str, name: String, id: &Digest) {
         let entry = self.service(service);
         entry.cache_images.push(tag.to_string());
-        entry.images.insert(image_id);
-        self.refs.entry(id.to_string()).or_default().insert(name);
-        Ok(())
+        entry.images.insert(id.clone());
+        self.refs.entry(id.clone()).or_default().insert(name);
     }
 
     /// `service` runs the image `built_by` builds: it needs that image too.
-    pub fn add_runs_built(&mut self, service: &str, built_by: &str) -> Result<()> {
-        if let Some(id) = self.built.get(built_by) {
-            let image_id = image_id(id)?;
-            self.service(service).images.insert(image_id);
+    pub fn add_runs_built(&mut self, service: &str, built_by: &str) {
+        if let Some(id) = self.built.get(built_by).cloned() {
+            self.service(service).images.insert(id);
         }
-        Ok(())
     }
 
     /// Fills `manifest` with the images the engine exported, each with every name recorded for
@@ -189,15 +182,15 @@ impl BundleContents {
         &self,
         manifest: &mut Manifest,
         exported: &[ExportedImage],
-        infos: &BTreeMap<String, ImageInfo>,
+        infos: &BTreeMap<Digest, ImageInfo>,
     ) -> Result<()> {
         let mut platforms = BTreeSet::new();
         for image in exported {
-            let id = image.config.0.to_string();
+            let id = &image.config.0;
             let not_asked =
                 || anyhow!("the engine exported image {id}, which offpack did not ask for");
-            let names = self.refs.get(&id).ok_or_else(not_asked)?;
-            let info = infos.get(&id).ok_or_else(not_asked)?;
+            let names = self.refs.get(id).ok_or_else(not_asked)?;
+            let info = infos.get(id).ok_or_else(not_asked)?;
             let platform = format!("{}/{}", info.os, info.architecture);
             platforms.insert(platform.clone());
             manifest
@@ -205,7 +198,7 @@ impl BundleContents {
                 .push(image.to_bundle_image(names.iter().cloned().collect(), platform));
         }
         for id in self.refs.keys() {
-            if !manifest.images.iter().any(|i| &i.id.to_string() == id) {
+            if !manifest.images.iter().any(|i| &i.id == id) {
                 bail!(
                     "the engine's export did not contain image {id}; the bundle would be incomplete"
                 );
@@ -222,25 +215,19 @@ impl BundleContents {
     }
 }
 
-/// An image ID the engine gave, as the rebuild metadata records it.
-fn image_id(id: &str) -> Result<Digest> {
-    id.parse()
-        .with_context(|| format!("the engine gave image ID {id}, which is not a sha256 digest"))
-}
-
 /// The name to export each image by, and what the engine says of it (platform, layers), for
 /// the manifest and for `--have`.
 #[derive(Debug, Default)]
 pub struct ExportPlan {
     pub names: Vec<String>,
-    pub infos: BTreeMap<String, ImageInfo>,
+    pub infos: BTreeMap<Digest, ImageInfo>,
 }
 
 /// Exports by a name the engine knows for each image, so its tags come along; by ID when that
 /// name moved to another image (the recorded names are kept in the manifest either way).
 pub async fn plan_export(
     store: &impl ImageStore,
-    refs: &BTreeMap<String, BTreeSet<String>>,
+    refs: &BTreeMap<Digest, BTreeSet<String>>,
 ) -> Result<ExportPlan> {
     let mut plan = ExportPlan::default();
     for (id, names) in refs {
@@ -248,15 +235,15 @@ pub async fn plan_export(
             .iter()
             .find(|n| !n.contains('@'))
             .cloned()
-            .unwrap_or_else(|| id.clone());
+            .unwrap_or_else(|| id.to_string());
         let info = match store.image(&name).await? {
-            Some(info) if info.id.to_string() == *id => {
+            Some(info) if info.id == *id => {
                 plan.names.push(name);
                 info
             }
             _ => {
-                plan.names.push(id.clone());
-                store.image(id).await?.ok_or_else(|| {
+                plan.names.push(id.to_string());
+                store.image(&id.to_string()).await?.ok_or_else(|| {
                     anyhow!("image {id} disappeared from the engine while bundling")
                 })?
             }
@@ -298,7 +285,7 @@ pub fn layers_the_far_side_has<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::fake::{FakeStore, id};
+    use crate::ops::fake::{FakeStore, image_digest as id};
 
     fn run<T>(future: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
@@ -408,14 +395,12 @@ mod tests {
     #[test]
     fn no_build_with_a_missing_image_leaves_the_service_out() {
         let mut contents = BundleContents::default();
-        contents
-            .add_image(
-                &id("redis"),
-                "redis:7",
-                &names(&[]),
-                ["cache".to_string()].iter(),
-            )
-            .unwrap();
+        contents.add_image(
+            &id("redis"),
+            "redis:7",
+            &names(&[]),
+            ["cache".to_string()].iter(),
+        );
         // What the command does with LeaveOut: it warns and records nothing for the service.
         assert_eq!(decide_build(None, false, true), BuildDecision::LeaveOut);
         assert_eq!(
@@ -423,7 +408,7 @@ mod tests {
             "service web: image shop-web:latest is not in the engine and --no-build was given; \
              it is not bundled, so the far side must build it"
         );
-        contents.add_runs_built("worker", "web").unwrap();
+        contents.add_runs_built("worker", "web");
         assert_eq!(contents.refs.keys().collect::<Vec<_>>(), [&id("redis")]);
         assert!(!contents.meta.services.contains_key("web"));
         assert!(!contents.meta.services.contains_key("worker"));
@@ -432,42 +417,35 @@ mod tests {
     #[test]
     fn contents_record_names_and_rebuild_metadata() {
         let mut contents = BundleContents::default();
-        contents
-            .add_image(
-                &id("python"),
-                "python:3.11-slim",
-                &names(&["docker.io/library/python:3.11-slim"]),
-                ["web".to_string()].iter(),
-            )
-            .unwrap();
+        contents.add_image(
+            &id("python"),
+            "python:3.11-slim",
+            &names(&["docker.io/library/python:3.11-slim"]),
+            ["web".to_string()].iter(),
+        );
         contents.set_service_image("cache", "redis:7");
-        contents
-            .add_image(
-                &id("redis"),
-                "redis:7",
-                &names(&[]),
-                ["cache".to_string()].iter(),
-            )
-            .unwrap();
+        contents.add_image(
+            &id("redis"),
+            "redis:7",
+            &names(&[]),
+            ["cache".to_string()].iter(),
+        );
         let tags = vec!["shop-web:latest".to_string()];
-        contents.add_built("web", &tags, &id("web")).unwrap();
-        contents
-            .add_stage(
-                "web",
-                "shop-web:offpack-stage-deps",
-                "shop-web:offpack-stage-deps".into(),
-                &id("deps"),
-            )
-            .unwrap();
-        contents.add_runs_built("worker", "web").unwrap();
+        contents.add_built("web", &tags, &id("web"));
+        contents.add_stage(
+            "web",
+            "shop-web:offpack-stage-deps",
+            "shop-web:offpack-stage-deps".into(),
+            &id("deps"),
+        );
+        contents.add_runs_built("worker", "web");
 
         let web = &contents.meta.services["web"];
         assert!(web.built);
         assert_eq!(web.image, tags);
         assert_eq!(web.cache_images, ["shop-web:offpack-stage-deps"]);
-        let ids = |seeds: &[&str]| -> BTreeSet<Digest> {
-            seeds.iter().map(|seed| id(seed).parse().unwrap()).collect()
-        };
+        let ids =
+            |seeds: &[&str]| -> BTreeSet<Digest> { seeds.iter().map(|seed| id(seed)).collect() };
         assert_eq!(web.images, ids(&["python", "web", "deps"]));
         assert_eq!(contents.meta.services["worker"].images, ids(&["web"]));
         assert_eq!(contents.meta.services["cache"].image, ["redis:7"]);
@@ -482,7 +460,7 @@ mod tests {
     fn exported(seed: &str, layers: &[&str]) -> ExportedImage {
         let digest = |text: String| text.parse::<Digest>().unwrap();
         ExportedImage {
-            config: (digest(id(seed)), 10),
+            config: (id(seed), 10),
             layers: layers
                 .iter()
                 .map(|l| (digest(crate::ops::fake::layer(l)), 100))
@@ -497,17 +475,13 @@ mod tests {
             .with("redis", &["r1"], &["redis:7"])
             .with("web", &["r1", "w1"], &["shop-web:latest"]);
         let mut contents = BundleContents::default();
-        contents
-            .add_image(
-                &id("redis"),
-                "redis:7",
-                &names(&[]),
-                ["cache".to_string()].iter(),
-            )
-            .unwrap();
-        contents
-            .add_built("web", &["shop-web:latest".to_string()], &id("web"))
-            .unwrap();
+        contents.add_image(
+            &id("redis"),
+            "redis:7",
+            &names(&[]),
+            ["cache".to_string()].iter(),
+        );
+        contents.add_built("web", &["shop-web:latest".to_string()], &id("web"));
         let infos = run(plan_export(&store, &contents.refs)).unwrap().infos;
 
         let mut manifest = Manifest::new("0", "shop");
@@ -565,21 +539,21 @@ mod tests {
             .with("redis", &["r1"], &["redis:7"])
             .with("old-web", &["w1"], &[])
             .with("new-web", &["w2"], &["shop-web:latest"]);
-        let refs: BTreeMap<String, BTreeSet<String>> = [
+        let refs: BTreeMap<Digest, BTreeSet<String>> = [
             (id("redis"), names(&["redis@sha256:ab", "redis:7"])),
             (id("old-web"), names(&["shop-web:latest"])),
         ]
         .into();
         let plan = run(plan_export(&store, &refs)).unwrap();
-        let mut expected = vec!["redis:7".to_string(), id("old-web")];
+        let mut expected = vec!["redis:7".to_string(), id("old-web").to_string()];
         // `names` follows the IDs' order.
         if id("old-web") < id("redis") {
             expected.reverse();
         }
         assert_eq!(plan.names, expected);
-        assert_eq!(plan.infos[&id("old-web")].id.to_string(), id("old-web"));
+        assert_eq!(plan.infos[&id("old-web")].id, id("old-web"));
 
-        let gone: BTreeMap<String, BTreeSet<String>> = [(id("gone"), names(&["gone:1"]))].into();
+        let gone: BTreeMap<Digest, BTreeSet<String>> = [(id("gone"), names(&["gone:1"]))].into();
         let err = run(plan_export(&store, &gone)).unwrap_err();
         assert!(
             err.to_string()

@@ -177,7 +177,7 @@ pub async fn load_images(
 pub async fn restore_names(
     engine: &Engine,
     sidecar: &SidecarGate,
-    retag: Vec<(String, String)>,
+    retag: Vec<(Digest, String)>,
 ) -> Result<Vec<String>> {
     // Names go on images the engine held only once the whole bundle matched its checksum.
     sidecar.wait().map_err(|e| {
@@ -191,7 +191,7 @@ pub async fn restore_names(
     })?;
     let mut retagged = Vec::new();
     for (id, reference) in retag {
-        engine.tag(&id, &reference).await?;
+        engine.tag(&id.to_string(), &reference).await?;
         retagged.push(reference);
     }
     Ok(retagged)

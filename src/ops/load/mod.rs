@@ -29,7 +29,7 @@ pub struct LoadDecision {
     /// Labels of the wanted images the engine already holds.
     pub already_present: Vec<String>,
     /// `(image ID, name)`: names to restore on images the engine already holds.
-    pub retag: Vec<(String, String)>,
+    pub retag: Vec<(Digest, String)>,
     /// Names the bundle records that point to another image in the engine (e.g. one
     /// `offpack rebuild` made): a load never moves them.
     pub kept: Vec<String>,
@@ -39,19 +39,19 @@ pub struct LoadDecision {
 pub async fn decide_load(
     store: &impl ImageStore,
     manifest: &Manifest,
-    wanted: &BTreeSet<String>,
+    wanted: &BTreeSet<Digest>,
 ) -> Result<LoadDecision> {
     let mut decision = LoadDecision::default();
-    for image in manifest
-        .images
-        .iter()
-        .filter(|i| wanted.contains(&i.id.to_string()))
-    {
-        let id = image.id.to_string();
-        let label = image.refs.first().cloned().unwrap_or_else(|| id.clone());
-        if store.image(&id).await?.is_some() {
+    for image in manifest.images.iter().filter(|i| wanted.contains(&i.id)) {
+        let id = &image.id;
+        let label = image
+            .refs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| id.to_string());
+        if store.image(&id.to_string()).await?.is_some() {
             for reference in &image.refs {
-                match name_state(store, reference, &id).await? {
+                match name_state(store, reference, id).await? {
                     NameState::Absent => decision.retag.push((id.clone(), reference.clone())),
                     NameState::Elsewhere => decision.kept.push(reference.clone()),
                     NameState::Here => {}
@@ -62,7 +62,7 @@ pub async fn decide_load(
         }
         let mut names = Vec::new();
         for reference in image.refs.iter().filter(|r| !r.contains('@')) {
-            match name_state(store, reference, &id).await? {
+            match name_state(store, reference, id).await? {
                 NameState::Elsewhere => decision.kept.push(reference.clone()),
                 _ => names.push(reference.clone()),
             }
@@ -158,8 +158,8 @@ pub async fn names_missing_after_load(
     image: &offpack_bundle::Image,
     names: &[String],
 ) -> Result<Vec<String>> {
-    let id = image.id.to_string();
-    if store.image(&id).await?.is_none() {
+    let id = &image.id;
+    if store.image(&id.to_string()).await?.is_none() {
         bail!(
             "the engine did not keep image {} after loading it (was it removed meanwhile?); \
              run the same `offpack load` again to finish it",
@@ -168,7 +168,7 @@ pub async fn names_missing_after_load(
     }
     let mut missing = Vec::new();
     for reference in names {
-        if name_state(store, reference, &id).await? == NameState::Absent {
+        if name_state(store, reference, id).await? == NameState::Absent {
             missing.push(reference.clone());
         }
     }
@@ -178,7 +178,7 @@ pub async fn names_missing_after_load(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::fake::{FakeStore, id, layer};
+    use crate::ops::fake::{FakeStore, id, image_digest, layer};
     use offpack_bundle::{BlobRef, Delta, Image};
 
     fn digest(text: &str) -> Digest {
@@ -213,8 +213,8 @@ mod tests {
         manifest
     }
 
-    fn all(manifest: &Manifest) -> BTreeSet<String> {
-        manifest.images.iter().map(|i| i.id.to_string()).collect()
+    fn all(manifest: &Manifest) -> BTreeSet<Digest> {
+        manifest.images.iter().map(|i| i.id.clone()).collect()
     }
 
     fn run<T>(future: impl std::future::Future<Output = T>) -> T {
@@ -250,7 +250,10 @@ mod tests {
         let decision = run(decide_load(&store, &bundle, &all(&bundle))).unwrap();
         assert!(decision.to_load.is_empty() && decision.loaded.is_empty());
         assert_eq!(decision.already_present, ["redis:7"]);
-        assert_eq!(decision.retag, [(id("redis"), "cache:1".to_string())]);
+        assert_eq!(
+            decision.retag,
+            [(image_digest("redis"), "cache:1".to_string())]
+        );
     }
 
     #[test]
@@ -271,7 +274,10 @@ mod tests {
             decision.to_load[0].names.is_empty(),
             "the load gives no name it would move"
         );
-        assert_eq!(decision.retag, [(id("redis"), "redis:7".to_string())]);
+        assert_eq!(
+            decision.retag,
+            [(image_digest("redis"), "redis:7".to_string())]
+        );
     }
 
     #[test]
@@ -280,7 +286,7 @@ mod tests {
             image("redis", &["r1"], &["redis:7"]),
             image("web", &["w1"], &["shop-web:latest"]),
         ]);
-        let wanted = [id("web")].into();
+        let wanted = [image_digest("web")].into();
         let decision = run(decide_load(&FakeStore::default(), &bundle, &wanted)).unwrap();
         assert_eq!(decision.loaded, ["shop-web:latest"]);
     }
