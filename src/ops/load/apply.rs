@@ -1,6 +1,7 @@
 //! Applies a [`LoadDecision`](super::LoadDecision) to the engine: the load stream with a
-//! progress line per image, the engine's import, the names `docker load` did not give, and the
-//! retags that wait for the whole bundle's `.sha256` (decision 0066).
+//! progress line per image, the engine's import, the names offpack gives the loaded images (the
+//! stream names none: decision 0074), and the retags that wait for the whole bundle's `.sha256`
+//! (decision 0066).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ pub struct Streamed {
 }
 
 /// Streams `to_load` (with `load_blobs`, their progress lines) from `bundle` into the engine and
-/// gives each loaded image the names the load did not. Refuses, before anything is sent, a
+/// gives each loaded image its names. Refuses, before anything is sent, a
 /// delta bundle whose base the engine lacks and a load the engine's disk cannot hold; the
 /// stream's end waits for `sidecar`.
 pub async fn load_images(
@@ -139,14 +140,8 @@ pub async fn load_images(
         }
     };
     let bytes = match (streamed, loaded) {
-        (Err(e), _) => {
-            if is_corrupt_data(&e) {
-                return Err(anyhow::Error::new(CheckFailed(format!(
-                    "{e:#}\nNothing was loaded: the bundle is corrupt. Copy it again and run `offpack verify`."
-                ))));
-            }
-            return Err(e.context("streaming the bundle to the engine"));
-        }
+        (Err(e), _) if is_corrupt_data(&e) => return Err(corrupt_bundle(e, "loaded")),
+        (Err(e), _) => return Err(e.context("streaming the bundle to the engine")),
         (Ok(_), Err(e)) => return Err(explain_engine_load_error(e)),
         (Ok(bytes), Ok(_)) => bytes,
     };
@@ -182,9 +177,7 @@ pub async fn restore_names(
     // Names go on images the engine held only once the whole bundle matched its checksum.
     sidecar.wait().map_err(|e| {
         if is_corrupt_data(&e) {
-            anyhow::Error::new(CheckFailed(format!(
-                "{e:#}\nNothing was loaded or retagged: the bundle is corrupt. Copy it again and run `offpack verify`."
-            )))
+            corrupt_bundle(e, "loaded or retagged")
         } else {
             e
         }
@@ -195,6 +188,13 @@ pub async fn restore_names(
         retagged.push(reference);
     }
     Ok(retagged)
+}
+
+/// A failed check of the bundle's data, as the user sees it: nothing was `undone`, and what to do.
+fn corrupt_bundle(err: anyhow::Error, undone: &str) -> anyhow::Error {
+    anyhow::Error::new(CheckFailed(format!(
+        "{err:#}\nNothing was {undone}: the bundle is corrupt. Copy it again and run `offpack verify`."
+    )))
 }
 
 /// The load's progress per image: the blobs of it the stream carries (not those the engine
@@ -243,6 +243,8 @@ pub struct SidecarGate {
     job: Mutex<Option<std::thread::JoinHandle<Result<PathBuf, BundleError>>>>,
     /// The sidecar, once it matched.
     matched: Mutex<Option<PathBuf>>,
+    /// Why the check failed, so that a later wait fails too instead of passing.
+    failed: Mutex<Option<String>>,
 }
 
 impl SidecarGate {
@@ -251,20 +253,31 @@ impl SidecarGate {
         Arc::new(SidecarGate {
             job: Mutex::new(job),
             matched: Mutex::new(None),
+            failed: Mutex::new(None),
         })
     }
 
-    /// Waits for the check (the first call; later ones return at once): an error when the bundle
-    /// differs from its `.sha256`.
+    /// Waits for the check (the first call; later ones return its outcome at once): an error
+    /// when the bundle differs from its `.sha256`.
     pub fn wait(&self) -> Result<()> {
         let job = self.job.lock().ok().and_then(|mut job| job.take());
         let Some(job) = job else {
-            return Ok(());
+            return match self.failed.lock().ok().and_then(|f| f.clone()) {
+                Some(why) => Err(anyhow::Error::new(CheckFailed(why))),
+                None => Ok(()),
+            };
         };
-        let sidecar = match job.join() {
-            Ok(result) => result?,
-            Err(_) => bail!("the thread checking the bundle's .sha256 file stopped"),
+        let outcome = match job.join() {
+            Ok(result) => result.map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow::anyhow!(
+                "the thread checking the bundle's .sha256 file stopped"
+            )),
         };
+        let sidecar = outcome.inspect_err(|e| {
+            if let Ok(mut failed) = self.failed.lock() {
+                *failed = Some(format!("{e:#}"));
+            }
+        })?;
         if let Ok(mut matched) = self.matched.lock() {
             *matched = Some(sidecar);
         }
@@ -314,6 +327,30 @@ fn is_corrupt_data(err: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_checksum_check_fails_every_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.offpack");
+        let writer =
+            offpack_bundle::BundleWriter::create(&path, offpack_bundle::WriteOptions::default())
+                .unwrap();
+        writer
+            .finish(offpack_bundle::Manifest::new("0", "p"))
+            .unwrap();
+        std::fs::write(
+            dir.path().join("s.offpack.sha256"),
+            format!("{}  s.offpack\n", "0".repeat(64)),
+        )
+        .unwrap();
+        let checked = BundleReader::open_checked(&path, None).unwrap();
+        let gate = SidecarGate::start(checked.sidecar);
+        assert!(is_corrupt_data(&gate.wait().unwrap_err()));
+        // The stream's end and the retags each wait: the second must not pass.
+        let again = gate.wait().unwrap_err();
+        assert!(again.downcast_ref::<CheckFailed>().is_some(), "{again:#}");
+        assert_eq!(gate.matched(), None);
+    }
 
     #[test]
     fn an_image_lost_mid_load_is_explained() {
