@@ -63,11 +63,6 @@ pub const DOCKER_CONFIG: Kind = Kind {
     name: "Docker config file",
     limit: 16 * MIB,
 };
-/// A requirements or lock file.
-pub const LOCK_FILE: Kind = Kind {
-    name: "lock file",
-    limit: 256 * MIB,
-};
 
 /// A bundle or one part of a split bundle. It is streamed, never read whole, so only
 /// [`open_regular`] applies to it and the limit is never reached.
