@@ -21,11 +21,13 @@
 
 #![warn(missing_docs)]
 
+mod builder;
 mod lexer;
 mod parser;
 mod resolve;
 mod run;
 
+pub use builder::Builder;
 pub use offpack_ref::{ImageRef, RefError};
 pub use parser::{
     ArgDecl, Directives, Dockerfile, Heredoc, Instruction, Located, ParseError, Stage, parse,
