@@ -1,36 +1,66 @@
-//! The job behind `offpack rebuild`: the named services checked against the project before the
-//! engine is contacted, then built in dependency order (a service may build FROM another's image).
+//! The job behind `offpack rebuild`: the services checked against the project and every image
+//! their builds need checked against the engine before anything is built, then each built in
+//! dependency order (a service may build FROM another's image), from the cache the bundle carried.
 
 use anyhow::{Result, bail};
 use offpack_bundle::Digest;
 
-use crate::engine::Engine;
-use crate::plan::{Disk, build_order, make_plan};
+use crate::engine::{BuildStep, Builder, Engine};
+use crate::ops::builder::{BuilderChoice, choose_builder};
+use crate::ops::compose_up::compose_up;
+use crate::plan::{Disk, ServicePlan, build_order, make_plan};
 use crate::project::{ProjectOptions, load_project};
-use crate::rebuild::{BuildSettings, build_service, image_tags};
+use crate::rebuild::inputs::INPUTS_LABEL;
+use crate::rebuild::{build_prepared, check_needed_images, prepare};
 use crate::reporter::Reporter;
 
 /// What `offpack rebuild` is asked to do (what `cli::RebuildArgs` converts into).
 #[derive(Debug, Clone)]
 pub struct RebuildRequest {
     pub project: ProjectOptions,
+    /// The services to rebuild; none means every active service with a `build:` section.
     pub services: Vec<String>,
     pub no_cache: bool,
+    pub builder: BuilderChoice,
+    /// Build only the services whose build inputs differ from those of their current image.
+    pub changed: bool,
+    /// Start the rebuilt services with compose afterwards.
+    pub up: bool,
 }
 
-/// One service rebuilt.
+/// One service rebuilt, or left alone by `--changed`.
 #[derive(Debug)]
 pub struct Rebuilt {
     pub service: String,
     pub image_id: Digest,
     pub tags: Vec<String>,
-    pub cached_steps: usize,
+    pub builder: Builder,
+    /// The build inputs digest of the image.
+    pub inputs: Digest,
+    /// `--changed` found the inputs unchanged: nothing was built.
+    pub unchanged: bool,
+    /// The final image's build steps (empty when unchanged).
+    pub steps: Vec<BuildStep>,
+    pub seconds: f64,
+}
+
+impl Rebuilt {
+    pub fn cached_steps(&self) -> usize {
+        self.steps.iter().filter(|s| s.cached).count()
+    }
+}
+
+/// What `offpack rebuild` did.
+#[derive(Debug)]
+pub struct RebuildOutcome {
+    pub services: Vec<Rebuilt>,
+    /// The services compose started (`--up`).
+    pub started: Vec<String>,
 }
 
 /// Rebuilds the services `request` names, in dependency order.
-pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Result<Vec<Rebuilt>> {
+pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Result<RebuildOutcome> {
     let project = load_project(&request.project)?;
-    let plan = make_plan(&project, &Disk)?;
     for name in &request.services {
         if !project.services.contains_key(name) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();
@@ -42,37 +72,100 @@ pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Resul
         }
     }
     let engine = Engine::connect().await?;
-    let settings = BuildSettings {
-        stage: None,
-        no_cache: request.no_cache,
+    let builder = choose_builder(&engine, request.builder).await?;
+    let plan = make_plan(&project, &crate::plan::PlanOptions::new(&Disk, builder))?;
+    let dependency_order: Vec<&ServicePlan> = build_order(&plan)?;
+    let wanted: Vec<String> = if request.services.is_empty() {
+        dependency_order.iter().map(|s| s.name.clone()).collect()
+    } else {
+        for name in &request.services {
+            if project.services[name].build.is_none() {
+                bail!(
+                    "service {name} has no `build:` section: it runs an image as is, so there is \
+                     nothing to rebuild"
+                );
+            }
+        }
+        request.services.clone()
     };
+    let order: Vec<&ServicePlan> = rebuild_order(
+        &dependency_order
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        &wanted,
+    )
+    .into_iter()
+    .filter_map(|name| plan.services.iter().find(|s| s.name == name))
+    .collect();
+    // Every image every build needs, before the first build: a missing base fails in a second, not
+    // after the first service took minutes.
+    let image_ids = check_needed_images(&engine, &order).await?;
+
     let mut results = Vec::new();
-    let dependency_order: Vec<&str> = build_order(&plan)?
-        .into_iter()
-        .map(|s| s.name.as_str())
-        .collect();
-    for name in rebuild_order(&dependency_order, &request.services) {
-        let service = &project.services[name];
-        let Some(service_plan) = plan.services.iter().find(|s| s.name == name) else {
-            bail!("service {name} is missing from the plan");
-        };
-        let outcome = build_service(
+    for service_plan in order {
+        let service = &project.services[&service_plan.name];
+        let prepared = prepare(&project, service, service_plan, builder, &image_ids)?;
+        if request.changed
+            && let Some(current) = engine.image(&prepared.request.tags[0]).await?
+            && current.labels.get(INPUTS_LABEL) == Some(&prepared.inputs.to_string())
+        {
+            reporter.step(&format!(
+                "{}: unchanged since its image was built (inputs {})",
+                service.name, prepared.inputs
+            ));
+            results.push(Rebuilt {
+                service: service.name.clone(),
+                image_id: current.id,
+                tags: prepared.request.tags.clone(),
+                builder,
+                inputs: prepared.inputs.clone(),
+                unchanged: true,
+                steps: Vec::new(),
+                seconds: 0.0,
+            });
+            continue;
+        }
+        let compose_cache_from = service
+            .build
+            .as_ref()
+            .map(|b| b.cache_from.clone())
+            .unwrap_or_default();
+        let built = build_prepared(
             &engine,
-            &project,
-            service,
-            service_plan,
-            &settings,
+            &prepared,
+            &compose_cache_from,
+            request.no_cache,
             reporter,
         )
         .await?;
+        let seconds = built.outcome.seconds()
+            + built
+                .carriers
+                .iter()
+                .map(|(_, outcome)| outcome.seconds())
+                .sum::<f64>();
         results.push(Rebuilt {
-            service: name.to_string(),
-            image_id: outcome.image_id,
-            tags: image_tags(&project, service),
-            cached_steps: outcome.cached_steps,
+            service: service.name.clone(),
+            image_id: built.outcome.image_id.clone(),
+            tags: prepared.request.tags.clone(),
+            builder,
+            inputs: prepared.inputs.clone(),
+            unchanged: false,
+            steps: built.outcome.steps,
+            seconds,
         });
     }
-    Ok(results)
+    let mut started = Vec::new();
+    if request.up {
+        let names: Vec<String> = results.iter().map(|r| r.service.clone()).collect();
+        compose_up(&project, &request.project, &names)?;
+        started = names;
+    }
+    Ok(RebuildOutcome {
+        services: results,
+        started,
+    })
 }
 
 /// The named services in the plan's build order, then those the build order does not list, in

@@ -1,35 +1,32 @@
 //! Building a service's image through the engine with its compose build settings, never pulling.
 //!
-//! The same code builds on the networked side (`offpack bundle` for services whose image is
-//! missing) and on the far side (`offpack rebuild`), so the context tar, and with it the
-//! builder's `COPY` cache keys, are the same on both sides of the air gap.
+//! The same code builds on the networked side (`offpack bundle`) and on the far side
+//! (`offpack rebuild`): [`prepare`] turns a service into the exact request the engine gets (the
+//! context tar, the Dockerfile as sent, args, target, platform, network, labels) and its build
+//! inputs digest, so that both sides send the same thing and get the same cache keys.
 
 pub mod context;
+pub mod inputs;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use offpack_bundle::Digest;
 use offpack_compose::{BuildContext, DockerfileSource, Project, Service};
 
-use crate::engine::{BuildOutcome, BuildRequest, Engine, channel_body};
-use crate::plan::ServicePlan;
+use crate::engine::{BuildOutcome, BuildRequest, Builder, Engine, channel_body};
+use crate::plan::{ImageSource, ServicePlan};
 use crate::reporter::Reporter;
 use context::{DockerfileInContext, write_context};
-
-/// Options of one build.
-#[derive(Debug, Clone, Default)]
-pub struct BuildSettings {
-    pub no_cache: bool,
-    /// Build this stage instead of the compose target, under `tags` (the stage cache images).
-    pub stage: Option<(String, Vec<String>)>,
-}
+use inputs::{BuildInputs, INPUTS_LABEL, build_inputs_digest};
 
 /// The images offpack keeps of a multi-stage build's named intermediate stages, as
-/// `(stage, tag)`, in build order. The classic builder follows one `cachefrom` image per build
-/// (docs/engine-support.md), and the final image holds none of the earlier stages' layers: with
-/// these listed first, an offline rebuild takes the build stage's `RUN` steps (`npm ci`,
-/// `pip install`) from cache. See docs/decisions/0004-stage-cache-images.md.
+/// `(stage, tag)`, in build order: the "stage carriers". The final image's cache covers only the
+/// final stage (the classic builder follows one `cachefrom` image per build; BuildKit's inline
+/// cache holds the layers exported into the image), so the far side takes a build stage's `RUN`
+/// steps (`npm ci`, `pip install`) from cache only through these. See
+/// docs/decisions/0004-stage-cache-images.md.
 pub fn stage_cache_tags(
     project: &Project,
     service: &Service,
@@ -75,22 +72,140 @@ pub fn image_tags(project: &Project, service: &Service) -> Vec<String> {
     tags
 }
 
-/// Builds `service` with the engine. The images its Dockerfile needs must already be in the
-/// engine (nothing is pulled); its own image, if present, is the cache.
-pub async fn build_service(
+/// The name under which the engine holds an image a build uses: a digest-pinned reference under
+/// its pin tag (a loaded image has no repository digest on the classic image store, so
+/// `x@sha256:…` never resolves there), any other reference as written.
+pub fn engine_name(image: &ImageSource) -> String {
+    offpack_dockerfile::ImageRef::parse(&image.reference)
+        .ok()
+        .and_then(|r| offpack_dockerfile::pin_tag(&r))
+        .unwrap_or_else(|| image.reference.clone())
+}
+
+/// The external images `plan`'s build needs in the engine before it starts: bases, `COPY
+/// --from` and `RUN --mount from=` images of the stages the builder runs, and under BuildKit the
+/// `# syntax=` frontend. Images another service of the project builds are left to that build.
+pub fn needed_images(plan: &ServicePlan) -> Vec<&ImageSource> {
+    let Some(build) = &plan.build else {
+        return Vec::new();
+    };
+    let frontend = build
+        .frontend
+        .iter()
+        .filter(|_| build.builder == Builder::BuildKit);
+    build
+        .images
+        .iter()
+        .chain(frontend)
+        .filter(|image| image.built_by.is_none())
+        .collect()
+}
+
+/// An image a service's build needs that the engine does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingImage {
+    pub service: String,
+    pub reference: String,
+    pub file: String,
+    pub line: usize,
+    pub frontend: bool,
+}
+
+impl std::fmt::Display for MissingImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.frontend {
+            "the Dockerfile frontend"
+        } else {
+            "the image"
+        };
+        write!(
+            f,
+            "service {} needs {what} {} ({}:{}), which this engine does not have",
+            self.service, self.reference, self.file, self.line
+        )
+    }
+}
+
+/// The IDs of the images `services` need, by reference; an error listing every missing one (with
+/// the service and the Dockerfile line) before anything is built, instead of the engine's
+/// "failed to resolve source metadata" halfway through.
+pub async fn check_needed_images(
     engine: &Engine,
+    services: &[&ServicePlan],
+) -> Result<BTreeMap<String, Digest>> {
+    let mut ids = BTreeMap::new();
+    let mut missing = Vec::new();
+    for plan in services {
+        for image in needed_images(plan) {
+            if ids.contains_key(&image.reference) {
+                continue;
+            }
+            let mut found = None;
+            for name in std::iter::once(engine_name(image)).chain(image.aliases.iter().cloned()) {
+                if let Some(info) = engine.image(&name).await? {
+                    found = Some(info.id);
+                    break;
+                }
+            }
+            match found {
+                Some(id) => {
+                    ids.insert(image.reference.clone(), id);
+                }
+                None => missing.push(MissingImage {
+                    service: plan.name.clone(),
+                    reference: image.reference.clone(),
+                    file: image.file.clone(),
+                    line: image.line,
+                    frontend: image.kind == "frontend",
+                }),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let lines: Vec<String> = missing.iter().map(|m| format!("  {m}")).collect();
+        bail!(
+            "cannot build: images are missing from the engine, and offpack never pulls:\n{}\n\
+             Load a bundle that carries them (`offpack load BUNDLE`); on the networked side, \
+             `offpack bundle` carries every image the project's Dockerfiles use.",
+            lines.join("\n")
+        );
+    }
+    Ok(ids)
+}
+
+/// A service's build, ready to send: everything that decides its cache keys.
+#[derive(Debug, Clone)]
+pub struct PreparedBuild {
+    pub service: String,
+    pub builder: Builder,
+    pub context_dir: PathBuf,
+    pub dockerfile: DockerfileInContext,
+    /// The request for the final image (the compose target), without its cache sources.
+    pub request: BuildRequest,
+    /// `(stage, tag)` of the stage carriers ([`stage_cache_tags`]).
+    pub carriers: Vec<(String, String)>,
+    /// The build inputs digest ([`inputs`]), also set as the image's [`INPUTS_LABEL`].
+    pub inputs: Digest,
+}
+
+/// Prepares `service`'s build with `builder`; `image_ids` holds the IDs of the images it needs
+/// ([`check_needed_images`]).
+pub fn prepare(
     project: &Project,
     service: &Service,
     plan: &ServicePlan,
-    settings: &BuildSettings,
-    reporter: &dyn Reporter,
-) -> Result<BuildOutcome> {
+    builder: Builder,
+    image_ids: &BTreeMap<String, Digest>,
+) -> Result<PreparedBuild> {
     let Some(build) = &service.build else {
         bail!(
             "service {} has no `build:` section; it runs the image {} as is",
             service.name,
             plan.image
         );
+    };
+    let Some(build_plan) = &plan.build else {
+        bail!("service {} is missing its build from the plan", service.name);
     };
     let BuildContext::Local(context_dir) = &build.context else {
         bail!(
@@ -105,82 +220,208 @@ pub async fn build_service(
             .map(String::as_str)
             .collect();
         bail!(
-            "service {} uses additional_contexts ({}), which the classic builder offpack builds with \
-             on this engine does not support; build it with BuildKit (docker compose v2 / buildx) instead",
+            "service {} uses additional_contexts ({}), which offpack cannot send over the Engine \
+             API's build endpoint; build it with `docker buildx` instead",
             service.name,
             names.join(", ")
         );
     }
-    if let Some(build_plan) = &plan.build {
-        let mut missing = Vec::new();
-        // The `# syntax` frontend is not checked: the classic builder reads that line as a comment.
-        for image in &build_plan.images {
-            if engine.image(&image.reference).await?.is_none() {
-                missing.push(format!(
-                    "{} ({}:{})",
-                    image.reference, image.file, image.line
-                ));
-            }
-        }
-        if !missing.is_empty() {
-            bail!(
-                "service {} needs images the engine does not have: {}\n\
-                 Load them first (`offpack load BUNDLE`), or pull them on a networked machine.",
-                service.name,
-                missing.join(", ")
-            );
-        }
-    }
-    let dockerfile = match &build.dockerfile {
-        DockerfileSource::Path(path) => DockerfileInContext::for_path(context_dir, path)?,
-        DockerfileSource::Inline(text) => DockerfileInContext::inline(text),
-    };
-    let (target, tags) = match &settings.stage {
-        Some((stage, tags)) => (Some(stage.clone()), tags.clone()),
-        None => (build.target.clone(), image_tags(project, service)),
-    };
-    let stage_images: Vec<String> = stage_cache_tags(project, service, plan)
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
-    let mut cache_from: Vec<String> = Vec::new();
-    for candidate in stage_images
-        .iter()
-        .chain(tags.iter())
-        .chain(build.cache_from.iter())
+    if builder == Builder::Classic
+        && let Some(feature) = build_plan.needs_buildkit.first()
     {
-        // Only images the engine holds: a cache source it would have to fetch breaks offline.
-        if !cache_from.contains(candidate) && engine.image(candidate).await?.is_some() {
-            cache_from.push(candidate.clone());
-        }
+        bail!(
+            "service {}: {}:{} uses {}, which only BuildKit builds; the classic builder cannot \
+             build this Dockerfile (use `--builder buildkit` on an engine with BuildKit)",
+            service.name,
+            build_plan.dockerfile,
+            feature.line,
+            feature.feature
+        );
     }
+    let (text, mut dockerfile) = match &build.dockerfile {
+        DockerfileSource::Path(path) => (
+            offpack_fs::read_to_string(path, offpack_fs::DOCKERFILE)?,
+            DockerfileInContext::for_path(context_dir, path)?,
+        ),
+        DockerfileSource::Inline(text) => (text.clone(), DockerfileInContext::inline(text)),
+    };
+    let pins: Vec<(usize, String, String)> = build_plan
+        .images
+        .iter()
+        .filter_map(|image| {
+            let pin = engine_name(image);
+            (pin != image.reference).then(|| (image.line, image.written.clone(), pin))
+        })
+        .collect();
+    if !pins.is_empty() {
+        let rewritten = offpack_dockerfile::rewrite_pins(&text, &pins).map_err(|e| {
+            anyhow!(
+                "service {}: {}:{e}; a digest-pinned image must be written in the Dockerfile \
+                 (not through an ARG) for offpack to resolve it offline",
+                service.name,
+                build_plan.dockerfile
+            )
+        })?;
+        dockerfile = dockerfile.with_text(rewritten.into_bytes());
+    }
+    let images: BTreeMap<String, Digest> = needed_images(plan)
+        .into_iter()
+        .filter_map(|image| {
+            image_ids
+                .get(&image.reference)
+                .map(|id| (image.reference.clone(), id.clone()))
+        })
+        .collect();
+    let build_args: BTreeMap<String, String> = build
+        .args
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let inputs = build_inputs_digest(&BuildInputs {
+        builder,
+        context_dir,
+        dockerfile: &dockerfile,
+        build_args: &build_args,
+        target: build.target.as_deref(),
+        platform: service.platform.as_deref(),
+        network: build.network.as_deref(),
+        images: &images,
+    })
+    .with_context(|| format!("reading the build context of service {}", service.name))?;
+    let mut labels: HashMap<String, String> = build
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(INPUTS_LABEL.to_string(), inputs.to_string());
     let request = BuildRequest {
         dockerfile: dockerfile.name.clone(),
-        tags: tags.clone(),
-        build_args: build
-            .args
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        target,
-        cache_from: if settings.no_cache {
-            Vec::new()
-        } else {
-            cache_from
-        },
-        labels: build
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<HashMap<_, _>>(),
+        tags: image_tags(project, service),
+        build_args: build_args.into_iter().collect(),
+        target: build.target.clone(),
+        cache_from: Vec::new(),
+        labels,
         platform: service.platform.clone(),
         network: build.network.clone(),
         extra_hosts: build.extra_hosts.clone(),
-        no_cache: settings.no_cache,
+        no_cache: false,
+        builder,
+        inline_cache: builder == Builder::BuildKit,
     };
+    Ok(PreparedBuild {
+        service: service.name.clone(),
+        builder,
+        context_dir: context_dir.clone(),
+        dockerfile,
+        request,
+        carriers: stage_cache_tags(project, service, plan),
+        inputs,
+    })
+}
 
+/// What building a service produced: the final image's build, and the stage carriers'.
+#[derive(Debug, Clone)]
+pub struct ServiceBuild {
+    pub outcome: BuildOutcome,
+    /// `(tag, outcome)` of each stage carrier built.
+    pub carriers: Vec<(String, BuildOutcome)>,
+}
+
+/// Builds a prepared service: the final image first (so its report shows every step that ran,
+/// the build stages' included), then its stage carriers, which then come from the local cache.
+/// The cache sources are the carriers, the service's own names and its compose `cache_from`,
+/// each only if the engine holds it (`no_cache`: none).
+pub async fn build_prepared(
+    engine: &Engine,
+    prepared: &PreparedBuild,
+    compose_cache_from: &[String],
+    no_cache: bool,
+    reporter: &dyn Reporter,
+) -> Result<ServiceBuild> {
+    let cache_from = if no_cache {
+        Vec::new()
+    } else {
+        present_cache_sources(engine, prepared, compose_cache_from).await?
+    };
+    let mut request = prepared.request.clone();
+    request.cache_from = cache_from.clone();
+    request.no_cache = no_cache;
+    let outcome = send_build(engine, prepared, &request, &prepared.service, reporter).await?;
+    let mut carriers = Vec::new();
+    for (stage, tag) in &prepared.carriers {
+        let stage_outcome = build_carrier(engine, prepared, &request, stage, tag, reporter).await?;
+        carriers.push((tag.clone(), stage_outcome));
+    }
+    Ok(ServiceBuild { outcome, carriers })
+}
+
+/// Builds the stage carrier `tag` of `prepared`'s stage `stage`, with the final build's settings
+/// and cache sources (`request`).
+pub async fn build_carrier(
+    engine: &Engine,
+    prepared: &PreparedBuild,
+    request: &BuildRequest,
+    stage: &str,
+    tag: &str,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome> {
+    let mut stage_request = request.clone();
+    stage_request.target = Some(stage.to_string());
+    stage_request.tags = vec![tag.to_string()];
+    stage_request.labels.remove(INPUTS_LABEL);
+    let label = format!("{} (stage {stage})", prepared.service);
+    send_build(engine, prepared, &stage_request, &label, reporter).await
+}
+
+/// Sends the far side's rebuild of `prepared` now, naming nothing: what `bundle`'s proof
+/// compares with the image it carries.
+pub async fn rebuild_as_the_far_side_will(
+    engine: &Engine,
+    prepared: &PreparedBuild,
+    compose_cache_from: &[String],
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome> {
+    let mut request = prepared.request.clone();
+    request.cache_from = present_cache_sources(engine, prepared, compose_cache_from).await?;
+    request.tags = Vec::new();
+    let label = format!("{} (proof)", prepared.service);
+    send_build(engine, prepared, &request, &label, reporter).await
+}
+
+/// The cache sources a build of `prepared` gets: stage carriers first, then the service's own
+/// names, then compose's `cache_from`; only what the engine holds, since BuildKit would ask a
+/// registry for the rest, and `cache_from` naming the image being built is then simply its own
+/// image.
+pub async fn present_cache_sources(
+    engine: &Engine,
+    prepared: &PreparedBuild,
+    compose_cache_from: &[String],
+) -> Result<Vec<String>> {
+    let mut sources: Vec<String> = Vec::new();
+    let candidates = prepared
+        .carriers
+        .iter()
+        .map(|(_, tag)| tag)
+        .chain(prepared.request.tags.iter())
+        .chain(compose_cache_from.iter());
+    for candidate in candidates {
+        if !sources.contains(candidate) && engine.image(candidate).await?.is_some() {
+            sources.push(candidate.clone());
+        }
+    }
+    Ok(sources)
+}
+
+async fn send_build(
+    engine: &Engine,
+    prepared: &PreparedBuild,
+    request: &BuildRequest,
+    label: &str,
+    reporter: &dyn Reporter,
+) -> Result<BuildOutcome> {
     let (writer, body) = channel_body();
-    let dir = context_dir.clone();
+    let dir = prepared.context_dir.clone();
+    let dockerfile = prepared.dockerfile.clone();
     let tar_task = tokio::task::spawn_blocking(move || {
         let mut writer = writer;
         match write_context(&dir, &dockerfile, &mut writer) {
@@ -191,25 +432,29 @@ pub async fn build_service(
             }
         }
     });
-    let task = reporter.start(&format!("build {}", service.name), None);
-    let outcome = engine.build(&request, body, reporter).await;
+    let task = reporter.start(&format!("build {label} ({})", request.builder), None);
+    let outcome = engine.build(request, body, reporter).await;
     let tarred = tar_task.await.context("the build context writer stopped")?;
     let outcome = match (outcome, tarred) {
         (_, Err(e)) => {
-            return Err(e.context(format!("sending the build context of {}", service.name)));
+            return Err(e.context(format!("sending the build context of {label}")));
         }
-        (Err(e), _) => return Err(e.context(format!("building service {}", service.name))),
+        (Err(e), _) => return Err(e.context(format!("building service {label}"))),
         (Ok(outcome), Ok(_)) => outcome,
     };
-    reporter.finish(
-        task,
-        &format!(
-            "{} ({} steps from cache)",
-            short_id(&outcome.image_id),
-            outcome.cached_steps
-        ),
-    );
+    reporter.finish(task, &step_summary(&outcome));
     Ok(outcome)
+}
+
+/// `shop-backend 1a2b3c4d5e6f: 12/14 steps from cache, 3.1 s`.
+pub fn step_summary(outcome: &BuildOutcome) -> String {
+    format!(
+        "{}: {}/{} steps from cache, {:.1} s",
+        short_id(&outcome.image_id),
+        outcome.cached_steps(),
+        outcome.total_steps(),
+        outcome.seconds()
+    )
 }
 
 /// The first 12 hex digits of an image ID, as `docker image ls` shows it.

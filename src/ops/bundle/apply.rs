@@ -13,7 +13,13 @@ use super::{
 use crate::engine::Engine;
 use crate::ops::pull_policy::PullPolicy;
 use crate::plan::{Plan, build_order, familiar_name};
-use crate::rebuild::{BuildSettings, build_service, image_tags, stage_cache_tags};
+use crate::engine::Builder;
+use crate::rebuild::{
+    build_carrier, build_prepared, check_needed_images, image_tags, prepare,
+    present_cache_sources,
+};
+use super::proof::ProofJob;
+use offpack_dockerfile::ImageRef;
 use crate::reporter::Reporter;
 
 /// The command line's say in what is pulled and built.
@@ -24,6 +30,8 @@ pub struct Collect {
     pub build: bool,
     /// `--no-build`: build nothing; bundle built services only when their images exist.
     pub no_build: bool,
+    /// The builder the far side's `rebuild` will use, and so the one `bundle` builds with.
+    pub builder: Builder,
 }
 
 /// The images `plan` needs, pulled or built as `options` say, and the rebuild metadata.
@@ -33,14 +41,26 @@ pub async fn collect_images(
     plan: &Plan,
     options: Collect,
     reporter: &dyn Reporter,
-) -> Result<BundleContents> {
+) -> Result<(BundleContents, Vec<ProofJob>)> {
+    let builder = options.builder;
     let mut contents = BundleContents::default();
+    let mut proofs = Vec::new();
     for image in &plan.images {
         let id = match decide_pull(engine, &image.reference, &image.aliases, options.pull).await? {
             PullDecision::Present(id) => id,
             PullDecision::Pull => pull(engine, &image.reference, reporter).await?,
         };
-        contents.add_image(&id, &image.reference, &image.aliases, &image.used_by);
+        let mut aliases = image.aliases.clone();
+        // A digest-pinned image is carried under its pin tag too, the name both sides' builds use
+        // for it (a loaded image has no repository digest to resolve `x@sha256:…` by).
+        if let Some(pin) = ImageRef::parse(&image.reference)
+            .ok()
+            .and_then(|r| offpack_dockerfile::pin_tag(&r))
+        {
+            engine.tag(&id.to_string(), &pin).await?;
+            aliases.insert(pin);
+        }
+        contents.add_image(&id, &image.reference, &aliases, &image.used_by);
     }
     for service_plan in plan
         .services
@@ -56,45 +76,62 @@ pub async fn collect_images(
             .map(|t| familiar_name(t))
             .collect::<Result<Vec<_>>>()?;
         let existing = engine.image(&tags[0]).await?;
-        let decision = decide_build(existing.as_ref(), options.build, options.no_build);
+        // BuildKit's cache travels only in images it built with inline cache: an image built by
+        // another tool is a cache source, never the image carried.
+        let always_build = options.build || builder == Builder::BuildKit;
+        let decision = decide_build(existing.as_ref(), always_build, options.no_build);
+        if decision == BuildDecision::LeaveOut {
+            reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
+            continue;
+        }
+        let image_ids = check_needed_images(engine, &[service_plan]).await?;
+        let prepared = prepare(project, service, service_plan, builder, &image_ids)?;
+        let compose_cache_from = service
+            .build
+            .as_ref()
+            .map(|b| b.cache_from.clone())
+            .unwrap_or_default();
         let id = match &decision {
             BuildDecision::Build => {
-                build_service(
-                    engine,
-                    project,
-                    service,
-                    service_plan,
-                    &BuildSettings::default(),
-                    reporter,
-                )
-                .await?
-                .image_id
-            }
-            BuildDecision::UseExisting(id) => id.clone(),
-            BuildDecision::LeaveOut => {
-                reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
+                let built =
+                    build_prepared(engine, &prepared, &compose_cache_from, false, reporter).await?;
+                for (tag, outcome) in &built.carriers {
+                    contents.add_stage(
+                        &service_plan.name,
+                        tag,
+                        familiar_name(tag)?,
+                        &outcome.image_id,
+                    );
+                }
+                contents.add_built(&service_plan.name, &tags, &built.outcome.image_id);
+                contents.set_inputs(&service_plan.name, builder, &prepared.inputs);
+                proofs.push(ProofJob {
+                    prepared: prepared.clone(),
+                    compose_cache_from,
+                    carried: built.outcome.image_id.clone(),
+                });
                 continue;
             }
+            BuildDecision::UseExisting(id) => id.clone(),
+            BuildDecision::LeaveOut => unreachable!("left out above"),
         };
         contents.add_built(&service_plan.name, &tags, &id);
-        let built_now = decision == BuildDecision::Build;
         // The named stages before the final one, as images the far side rebuilds from.
-        for (stage, tag) in stage_cache_tags(project, service, service_plan) {
-            let existing = engine.image(&tag).await?;
-            let stage_id = match decide_stage(existing.as_ref(), built_now, options.no_build) {
+        for (stage, tag) in &prepared.carriers {
+            let existing = engine.image(tag).await?;
+            let stage_id = match decide_stage(existing.as_ref(), false, options.no_build) {
                 BuildDecision::UseExisting(id) => id,
                 BuildDecision::LeaveOut => continue,
                 BuildDecision::Build => {
-                    let settings = BuildSettings {
-                        stage: Some((stage.clone(), vec![tag.clone()])),
-                        ..Default::default()
-                    };
-                    build_service(engine, project, service, service_plan, &settings, reporter)
+                    let mut request = prepared.request.clone();
+                    request.cache_from =
+                        present_cache_sources(engine, &prepared, &compose_cache_from).await?;
+                    build_carrier(engine, &prepared, &request, stage, tag, reporter)
                         .await?
                         .image_id
                 }
             };
-            contents.add_stage(&service_plan.name, &tag, familiar_name(&tag)?, &stage_id);
+            contents.add_stage(&service_plan.name, tag, familiar_name(tag)?, &stage_id);
         }
     }
     // Services that run an image another service builds need that image too.
@@ -103,7 +140,7 @@ pub async fn collect_images(
             contents.add_runs_built(&service_plan.name, by);
         }
     }
-    Ok(contents)
+    Ok((contents, proofs))
 }
 
 /// Pulls `reference`; returns the image ID the engine then has under it.

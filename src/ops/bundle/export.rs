@@ -16,6 +16,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::apply::{Collect, collect_images};
+use super::proof::prove;
+use crate::ops::builder::choose_builder;
 use super::{
     BundleRequest, ExportPlan, delta_against, layers_the_far_side_has, plan_export, target,
 };
@@ -50,7 +52,10 @@ pub struct Bundled {
 pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<Bundled> {
     let started = Instant::now();
     let project = load_project(&request.project.clone())?;
-    let plan = make_plan(&project, &Disk)?;
+    // The builder `auto` picks is known once the engine answers; BuildKit, which every engine
+    // offpack supports today has, is assumed until then so that bad input fails before engine work.
+    let assumed = request.builder.assumed();
+    let mut plan = make_plan(&project, &crate::plan::PlanOptions::new(&Disk, assumed))?;
     for finding in &plan.findings {
         reporter.warn(&finding.render(FindingLayout::Line));
     }
@@ -78,8 +83,12 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     };
     let engine = Engine::connect().await?;
     check_platforms(&engine, &request.platforms).await?;
+    let builder = choose_builder(&engine, request.builder).await?;
+    if builder != assumed {
+        plan = make_plan(&project, &crate::plan::PlanOptions::new(&Disk, builder))?;
+    }
 
-    let contents = collect_images(
+    let (contents, proofs) = collect_images(
         &engine,
         &project,
         &plan,
@@ -87,10 +96,18 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
             pull: request.pull,
             build: request.build,
             no_build: request.no_build,
+            builder,
         },
         reporter,
     )
     .await?;
+    if request.no_proof {
+        if !proofs.is_empty() {
+            reporter.warn("--no-proof: the bundle is not checked to rebuild from cache behind the gap");
+        }
+    } else {
+        prove(&engine, &proofs, reporter).await?;
+    }
     if contents.refs.is_empty() {
         bail!(
             "the project {} needs no images: nothing to bundle",

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod export;
+pub mod proof;
 pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -158,6 +159,13 @@ impl BundleContents {
             .entry(id.clone())
             .or_default()
             .extend(tags.iter().cloned());
+    }
+
+    /// The builder `service` was built with and its build inputs digest, for `rebuild --changed`.
+    pub fn set_inputs(&mut self, service: &str, builder: crate::engine::Builder, inputs: &Digest) {
+        let entry = self.service(service);
+        entry.builder = Some(builder);
+        entry.inputs = Some(inputs.clone());
     }
 
     /// The cache image `tag` (familiar form `name`) of a named stage of `service`'s build.
