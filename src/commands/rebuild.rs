@@ -19,7 +19,7 @@ struct ServiceResult {
     /// The build inputs digest (`rebuild --changed` compares it).
     inputs: offpack_bundle::Digest,
     /// `--changed` left the service alone: its inputs are those of its image.
-    unchanged: bool,
+    skipped_unchanged: bool,
     steps: Vec<Step>,
     cached_steps: usize,
     total_steps: usize,
@@ -61,7 +61,7 @@ fn service_result(r: &Rebuilt, started: bool) -> ServiceResult {
         tags: r.tags.clone(),
         builder: r.builder,
         inputs: r.inputs.clone(),
-        unchanged: r.unchanged,
+        skipped_unchanged: r.unchanged,
         steps: r
             .steps
             .iter()
@@ -81,7 +81,7 @@ fn service_result(r: &Rebuilt, started: bool) -> ServiceResult {
 /// `backend -> 1a2b3c4d5e6f as shop-backend, shop_backend: 12/14 steps from cache, 3.1 s`
 fn render(r: &ServiceResult) -> String {
     let started = if r.started { "; started" } else { "" };
-    if r.unchanged {
+    if r.skipped_unchanged {
         return format!(
             "{}: unchanged, {} as {}{started}\n",
             r.service,
