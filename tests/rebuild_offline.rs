@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::offline::{
     NetworkCut, ProbeBuilder, Reach, add_stray_tagged_rule, build_network, cut_build_network,
-    default_bridge, probe, remove_tagged_rules, run_within, tagged_rules,
+    default_bridge, probe, remove_tagged_rules, run_quietly_within, run_within, tagged_rules,
 };
 use common::*;
 use serde_json::Value;
@@ -318,7 +318,7 @@ fn is_shared_base(reference: &str) -> bool {
 /// benchmarks' caches too); they cannot serve this test's steps, since its bundle would have hit
 /// (and so used) them, and its changes carry a nonce.
 fn prune_build_cache_used_since(since: SystemTime) {
-    let out = run_within(
+    let out = run_quietly_within(
         Command::new("curl").args([
             "-sS",
             "--unix-socket",
@@ -346,14 +346,23 @@ fn prune_build_cache_used_since(since: SystemTime) {
         })
         .filter_map(|record| record["ID"].as_str().map(str::to_string))
         .collect();
-    for chunk in ids.chunks(20) {
-        let mut cmd = Command::new("docker");
-        cmd.args(["builder", "prune", "-f"]);
-        for id in chunk {
-            cmd.args(["--filter", &format!("id={id}")]);
-        }
-        let out = run_within(&mut cmd, Duration::from_secs(120));
-        assert!(out.status.success(), "docker builder prune failed");
+    eprintln!(
+        "pruning {} build cache records used since {cutoff}",
+        ids.len()
+    );
+    for id in &ids {
+        // One record per call: the engine takes one value per filter key.
+        let out = run_quietly_within(
+            Command::new("docker").args([
+                "builder",
+                "prune",
+                "-f",
+                "--filter",
+                &format!("id={id}"),
+            ]),
+            Duration::from_secs(120),
+        );
+        assert!(out.status.success(), "docker builder prune of {id} failed");
     }
 }
 
@@ -590,7 +599,8 @@ fn only<'a>(reports: &'a [ServiceReport], service: &str) -> &'a ServiceReport {
 // ---------------------------------------------------------------------------------------------
 // Issue 18, tests 1–7
 
-/// 1. No change: every step from cache, and the image is the bundle's, to the ID.
+/// Issue 18, test 1 (no change): every step comes from cache, and the image is the bundle's, to
+/// the ID.
 #[test]
 fn no_change_rebuild_runs_no_step_and_keeps_the_image_id() {
     let mut case = Case::new("nochange", "simple");
@@ -606,7 +616,8 @@ fn no_change_rebuild_runs_no_step_and_keeps_the_image_id() {
     assert_eq!(image_id(&image).as_deref(), Some(bundled.as_str()));
 }
 
-/// 2. A source change: the steps from that file's `COPY` on run, the ones before come from cache.
+/// Issue 18, test 2 (a source change): the steps from that file's `COPY` on run, the ones before
+/// come from cache.
 #[test]
 fn source_change_runs_only_the_steps_from_its_copy_on() {
     let mut case = Case::new("source", "simple");
@@ -642,8 +653,8 @@ fn source_change_runs_only_the_steps_from_its_copy_on() {
     );
 }
 
-/// 3. Multi-stage: the build stage changed, so its steps from the changed `COPY` on and the final
-/// stage's `COPY --from` run; nothing else.
+/// Issue 18, test 3 (multi-stage): the build stage changed, so its steps from the changed `COPY`
+/// on and the final stage's `COPY --from` run; nothing else.
 #[test]
 fn build_stage_change_runs_that_stage_and_the_final_copy_from() {
     let mut case = Case::new("multistage", "multistage");
@@ -665,9 +676,10 @@ fn build_stage_change_runs_that_stage_and_the_final_copy_from() {
     assert_eq!(stdout(&out).trim(), "v2");
 }
 
-/// 4. `RUN --mount=type=cache`, `RUN --mount=type=bind,from=<image>`, a stage the target does
-/// not reach (its `COPY --from` image exists nowhere) and a digest-pinned `FROM`: rebuilds offline,
-/// first unchanged (all cached, same ID), then with a change the mount steps run behind the cut.
+/// Issue 18, test 4: `RUN --mount=type=cache`, `RUN --mount=type=bind,from=<image>`, a stage the
+/// target does not reach (its `COPY --from` image exists nowhere) and a digest-pinned `FROM`:
+/// rebuilds offline, first unchanged (all cached, same ID), then with a change the mount steps
+/// run behind the cut.
 #[test]
 fn mounts_unreachable_stage_and_pinned_from_rebuild_offline() {
     let mut case = Case::new("mounts", "mounts");
@@ -813,8 +825,8 @@ impl Drop for Registry {
     }
 }
 
-/// 5. Compose `cache_from` naming the service's own image and a registry that is not running:
-/// the rebuild neither pulls nor asks the registry, and is fully cached.
+/// Issue 18, test 5: compose `cache_from` naming the service's own image and a registry that is
+/// not running: the rebuild neither pulls nor asks the registry, and is fully cached.
 #[test]
 fn cache_from_own_image_and_a_dead_registry_rebuilds_offline() {
     let mut case = Case::new("cachefrom", "cachefrom");
@@ -835,8 +847,8 @@ fn cache_from_own_image_and_a_dead_registry_rebuilds_offline() {
     web.assert_ran_exactly(&["COPY web.py .", "RUN python3 -m py_compile web.py"]);
 }
 
-/// 6. A base image missing after load: exit 2, the message names the image and the service, and
-/// nothing is built.
+/// Issue 18, test 6: a base image missing after load: exit 2, the message names the image and the
+/// service, and nothing is built.
 #[test]
 fn missing_base_image_is_named_with_its_service_and_exits_2() {
     let mut case = Case::new("missingbase", "missing-base");
@@ -887,8 +899,8 @@ fn missing_base_image_is_named_with_its_service_and_exits_2() {
     );
 }
 
-/// 7. `rebuild --changed` on three services, one changed: one build; the JSON says the other two
-/// were skipped as unchanged, and their images stay.
+/// Issue 18, test 7: `rebuild --changed` on three services, one changed: one build; the JSON
+/// says the other two were skipped as unchanged, and their images stay.
 #[test]
 fn changed_rebuilds_only_the_service_whose_inputs_changed() {
     let mut case = Case::new("changed", "three");
