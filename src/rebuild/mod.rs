@@ -5,6 +5,7 @@
 //! builder's `COPY` cache keys, are the same on both sides of the air gap.
 
 pub mod context;
+pub mod inputs;
 
 use std::collections::HashMap;
 
