@@ -1,4 +1,5 @@
-//! Any text is parsed and resolved for a few targets and platforms; errors are fine, panics are not.
+//! Any text is parsed and resolved for a few targets and platforms, and its digest pins rewritten;
+//! errors are fine, panics are not.
 #![no_main]
 
 mod small_stack;
@@ -6,7 +7,7 @@ mod small_stack;
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use offpack_dockerfile::{ImageRef, ResolveOptions, parse, resolve};
+use offpack_dockerfile::{ImageRef, ResolveOptions, parse, resolve, rewrite_pins};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -36,7 +37,7 @@ fn parse_and_resolve(text: &str) {
     let targets = std::iter::once(None).chain(named.iter().map(|n| Some(n.as_str())));
     for target in targets {
         for platform in ["linux/amd64", "linux/arm/v7"] {
-            let _ = resolve(
+            if let Ok(resolved) = resolve(
                 &dockerfile,
                 &ResolveOptions {
                     target,
@@ -44,7 +45,9 @@ fn parse_and_resolve(text: &str) {
                     target_platform: platform,
                     build_platform: "linux/amd64",
                 },
-            );
+            ) {
+                let _ = rewrite_pins(text, &dockerfile, &resolved);
+            }
         }
     }
 }

@@ -52,6 +52,7 @@ mod tests {
                 built: true,
                 images: [digest("b"), digest("a")].into(),
                 cache_images: vec!["shop-web:offpack-stage-deps".into()],
+                ..Default::default()
             },
         );
         let json = serde_json::to_value(&manifest).unwrap();

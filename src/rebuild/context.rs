@@ -135,13 +135,25 @@ fn escape_glob(path: &str) -> String {
         .collect()
 }
 
-/// The Dockerfile's place in the context tar and, when it lives outside the context (or is
-/// inline), the bytes to add under that name.
+/// The Dockerfile's place in the context tar and, when offpack supplies its bytes, those bytes.
+///
+/// offpack supplies them when the Dockerfile lives outside the context, when it is inline in the
+/// compose file, and when the engine must get other text than the user's file (digest references
+/// rewritten to pin tags, `offpack_dockerfile::rewrite_pins`): the user's file is never changed,
+/// the context stream carries the bytes under the Dockerfile's name instead.
 #[derive(Debug, Clone)]
 pub struct DockerfileInContext {
+    /// The Dockerfile's entry name in the context tar (what the build request names).
     pub name: String,
-    pub extra: Option<Vec<u8>>,
+    /// The bytes sent under `name`; `None` streams the file `name` of the context directory.
+    pub contents: Option<Vec<u8>>,
 }
+
+/// The name a Dockerfile outside the context (or inline) gets in the context tar.
+const OUTSIDE_NAME: &str = ".offpack.Dockerfile";
+
+/// The mode the tar header gives a Dockerfile whose bytes offpack supplies.
+const SUPPLIED_MODE: u32 = 0o644;
 
 impl DockerfileInContext {
     /// Places the Dockerfile at `path` (absolute) for a context at `context` (absolute).
@@ -149,13 +161,13 @@ impl DockerfileInContext {
         match path.strip_prefix(context) {
             Ok(relative) => Ok(DockerfileInContext {
                 name: slash_path(relative),
-                extra: None,
+                contents: None,
             }),
             Err(_) => {
                 let bytes = offpack_fs::read(path, offpack_fs::DOCKERFILE)?;
                 Ok(DockerfileInContext {
-                    name: ".offpack.Dockerfile".into(),
-                    extra: Some(bytes),
+                    name: OUTSIDE_NAME.into(),
+                    contents: Some(bytes),
                 })
             }
         }
@@ -163,8 +175,44 @@ impl DockerfileInContext {
 
     pub fn inline(text: &str) -> DockerfileInContext {
         DockerfileInContext {
-            name: ".offpack.Dockerfile".into(),
-            extra: Some(text.as_bytes().to_vec()),
+            name: OUTSIDE_NAME.into(),
+            contents: Some(text.as_bytes().to_vec()),
+        }
+    }
+
+    /// The same place in the context, with `bytes` sent instead of the file's own (the
+    /// Dockerfile with its digest pins rewritten).
+    pub fn with_contents(self, bytes: Vec<u8>) -> DockerfileInContext {
+        DockerfileInContext {
+            name: self.name,
+            contents: Some(bytes),
+        }
+    }
+
+    /// The bytes the engine gets as the Dockerfile.
+    pub fn read(&self, context: &Path) -> Result<Vec<u8>> {
+        match &self.contents {
+            Some(bytes) => Ok(bytes.clone()),
+            None => Ok(offpack_fs::read(
+                &context.join(&self.name),
+                offpack_fs::DOCKERFILE,
+            )?),
+        }
+    }
+
+    /// The permission bits the Dockerfile's tar header carries (the builder copies them with
+    /// `COPY . .`).
+    pub fn mode(&self, context: &Path) -> Result<u32> {
+        match &self.contents {
+            Some(_) => Ok(SUPPLIED_MODE),
+            None => {
+                let path = context.join(&self.name);
+                let (file, _) = offpack_fs::open_regular(&path, offpack_fs::DOCKERFILE)?;
+                let metadata = file
+                    .metadata()
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok(permission_bits(&metadata))
+            }
         }
     }
 }
@@ -176,11 +224,41 @@ fn slash_path(path: &Path) -> String {
         .join("/")
 }
 
-/// Writes the context directory as a tar to `out`, leaving out what `.dockerignore` excludes.
-pub fn write_context(
+/// The mode bits a builder takes from a tar header (the file type is in the entry type).
+pub(crate) fn permission_bits(metadata: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    metadata.permissions().mode() & 0o7777
+}
+
+/// What a context entry is.
+pub(crate) enum EntryKind {
+    Dir,
+    File,
+    /// A symbolic link, stored as a link to this target.
+    Symlink(PathBuf),
+}
+
+/// One entry of the build context after `.dockerignore`, other than the Dockerfile.
+pub(crate) struct ContextEntry<'a> {
+    /// Relative, `/`-separated name (no trailing `/` for directories).
+    pub name: String,
+    /// The entry on disk.
+    pub path: &'a Path,
+    pub metadata: std::fs::Metadata,
+    pub kind: EntryKind,
+}
+
+/// Walks the context directory as the context tar holds it: `.dockerignore` applied (the
+/// Dockerfile and `.dockerignore` itself always kept), entries in name order, links not followed,
+/// the Dockerfile left out (it goes first, separately). `visit` sees each entry; a special file
+/// (FIFO, socket, device) is an error naming it. Returns the number of entries.
+///
+/// The one walker for everything that must see the context as the builder does: the tar
+/// ([`write_context`]) and the build-inputs digest (`super::inputs`).
+pub(crate) fn walk_context(
     context: &Path,
     dockerfile: &DockerfileInContext,
-    out: impl Write,
+    mut visit: impl FnMut(ContextEntry<'_>) -> Result<()>,
 ) -> Result<u64> {
     let ignore_path = context.join(".dockerignore");
     let mut ignore = match offpack_fs::read_to_string(&ignore_path, offpack_fs::DOCKERIGNORE) {
@@ -192,30 +270,7 @@ pub fn write_context(
     ignore.keep(&dockerfile.name);
     let descend_into_excluded = ignore.has_exceptions();
 
-    let mut tar = tar::Builder::new(out);
-    tar.follow_symlinks(false);
     let mut count = 0u64;
-    // BuildKit takes a context whose first header is PAX or GNU long-name for a bare Dockerfile
-    // (docs/engine-support.md): the Dockerfile goes first, under a plain ustar header.
-    let dockerfile_on_disk = dockerfile
-        .extra
-        .is_none()
-        .then(|| context.join(&dockerfile.name));
-    if let Some(path) = &dockerfile_on_disk {
-        // Streamed, but opened like any Dockerfile: a FIFO must fail, not block the build.
-        let (file, _) = offpack_fs::open_regular(path, offpack_fs::DOCKERFILE)?;
-        let metadata = file.metadata()?;
-        let mut header = context_header(&metadata);
-        tar.append_data(&mut header, &dockerfile.name, file)
-            .with_context(|| format!("adding {} to the build context", path.display()))?;
-        count += 1;
-    }
-    if let Some(bytes) = &dockerfile.extra {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        tar.append_data(&mut header, &dockerfile.name, bytes.as_slice())?;
-    }
     let mut walk = walkdir::WalkDir::new(context)
         .follow_links(false)
         .sort_by_file_name()
@@ -229,7 +284,9 @@ pub fn write_context(
             Err(_) => continue,
         };
         let name = slash_path(&relative);
-        if dockerfile_on_disk.is_some() && name == dockerfile.name {
+        // The Dockerfile entry is written first, from disk or from the supplied bytes; a file
+        // of that name in the context must not add a second entry the builder might read.
+        if name == dockerfile.name {
             continue;
         }
         if ignore.excludes(&name) {
@@ -241,31 +298,75 @@ pub fn write_context(
         let metadata = entry
             .metadata()
             .with_context(|| format!("reading {}", entry.path().display()))?;
-        let mut header = context_header(&metadata);
-        if metadata.file_type().is_symlink() {
-            let target = fs_err::read_link(entry.path())?;
-            header.set_size(0);
-            tar.append_link(&mut header, &name, &target)
-                .with_context(|| {
-                    format!("adding {} to the build context", entry.path().display())
-                })?;
+        let kind = if metadata.file_type().is_symlink() {
+            EntryKind::Symlink(fs_err::read_link(entry.path())?)
         } else if metadata.is_dir() {
-            tar.append_data(&mut header, format!("{name}/"), std::io::empty())?;
+            EntryKind::Dir
         } else if metadata.is_file() {
-            let file = fs_err::File::open(entry.path())?;
-            tar.append_data(&mut header, &name, file).with_context(|| {
-                format!("adding {} to the build context", entry.path().display())
-            })?;
+            EntryKind::File
         } else {
             bail!(
                 "{} is neither a file, a directory nor a link; remove it from the build context or list it in .dockerignore",
                 entry.path().display()
             );
-        }
+        };
+        visit(ContextEntry {
+            name,
+            path: entry.path(),
+            metadata,
+            kind,
+        })?;
         count += 1;
     }
-    tar.into_inner()?.flush()?;
     Ok(count)
+}
+
+/// Writes the context directory as a tar to `out`, leaving out what `.dockerignore` excludes.
+pub fn write_context(
+    context: &Path,
+    dockerfile: &DockerfileInContext,
+    out: impl Write,
+) -> Result<u64> {
+    let mut tar = tar::Builder::new(out);
+    tar.follow_symlinks(false);
+    // BuildKit takes a context whose first header is PAX or GNU long-name for a bare Dockerfile
+    // (docs/engine-support.md): the Dockerfile goes first, under a plain ustar header.
+    match &dockerfile.contents {
+        None => {
+            let path = context.join(&dockerfile.name);
+            // Streamed, but opened like any Dockerfile: a FIFO must fail, not block the build.
+            let (file, _) = offpack_fs::open_regular(&path, offpack_fs::DOCKERFILE)?;
+            let metadata = file.metadata()?;
+            let mut header = context_header(&metadata);
+            tar.append_data(&mut header, &dockerfile.name, file)
+                .with_context(|| format!("adding {} to the build context", path.display()))?;
+        }
+        Some(bytes) => {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(SUPPLIED_MODE);
+            tar.append_data(&mut header, &dockerfile.name, bytes.as_slice())?;
+        }
+    }
+    let count = walk_context(context, dockerfile, |entry| {
+        let mut header = context_header(&entry.metadata);
+        let added = match &entry.kind {
+            EntryKind::Symlink(target) => {
+                header.set_size(0);
+                tar.append_link(&mut header, &entry.name, target)
+            }
+            EntryKind::Dir => {
+                tar.append_data(&mut header, format!("{}/", entry.name), std::io::empty())
+            }
+            EntryKind::File => {
+                let file = fs_err::File::open(entry.path)?;
+                tar.append_data(&mut header, &entry.name, file)
+            }
+        };
+        added.with_context(|| format!("adding {} to the build context", entry.path.display()))
+    })?;
+    tar.into_inner()?.flush()?;
+    Ok(count + 1)
 }
 
 /// A ustar header with the file's mode, size and time, owned by 0:0 without names.
@@ -346,6 +447,48 @@ mod tests {
             "the Dockerfile comes first"
         );
     }
+    fn entries(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().to_string_lossy().into_owned();
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut body).unwrap();
+                (name, body)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn supplied_bytes_replace_the_dockerfile_in_the_stream_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::create_dir(root.join("docker")).unwrap();
+        fs_err::write(root.join("docker/Dockerfile"), "FROM a@sha256:x\n").unwrap();
+        fs_err::write(root.join("app.py"), "x").unwrap();
+        let dockerfile = DockerfileInContext::for_path(root, &root.join("docker/Dockerfile"))
+            .unwrap()
+            .with_contents(b"FROM a:offpack-pin\n".to_vec());
+        assert_eq!(dockerfile.read(root).unwrap(), b"FROM a:offpack-pin\n");
+        let mut out = Vec::new();
+        write_context(root, &dockerfile, &mut out).unwrap();
+        let entries = entries(&out);
+        let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["docker/Dockerfile", "app.py", "docker/"]);
+        assert_eq!(entries[0].1, b"FROM a:offpack-pin\n");
+        let mut header = tar::Archive::new(out.as_slice());
+        let first = header.entries().unwrap().next().unwrap().unwrap();
+        assert!(first.header().as_ustar().is_some(), "a plain ustar header");
+        assert_eq!(
+            fs_err::read_to_string(root.join("docker/Dockerfile")).unwrap(),
+            "FROM a@sha256:x\n",
+            "the user's file is untouched"
+        );
+    }
+
     /// A FIFO in a context once blocked the build forever: the Dockerfile and `.dockerignore`
     /// were opened as they came, and a special file elsewhere had no clear error.
     #[test]
@@ -368,7 +511,7 @@ mod tests {
             fifo(&root.join(special));
             let dockerfile = DockerfileInContext {
                 name: "Dockerfile".into(),
-                extra: None,
+                contents: None,
             };
             let err = write_context(root, &dockerfile, &mut Vec::new()).unwrap_err();
             let message = format!("{err:#}");

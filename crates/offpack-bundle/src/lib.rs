@@ -4,7 +4,8 @@
 //! tar (an OCI image layout that `docker load` also accepts), with an index in a trailing skippable frame.
 //! Format 1.1 adds delta bundles ([`Manifest::delta`]), split volumes ([`WriteOptions::split`]; readers take
 //! `b.offpack`, `b.offpack.001` or the base name of the parts) and Ed25519 signatures ([`WriteOptions::sign`],
-//! [`verify_with_key`], [`generate_keypair`]).
+//! [`verify_with_key`], [`generate_keypair`]). Format 1.2 adds the builder and the build-inputs digest of
+//! each built service ([`RebuildService::builder`], [`RebuildService::inputs`]).
 //!
 //! ```
 //! use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Image, Manifest, WriteOptions, verify};

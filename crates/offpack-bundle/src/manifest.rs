@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use offpack_dockerfile::Builder;
 use offpack_ref::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::{BundleError, Digest};
 
 /// The format version this crate writes.
-pub const FORMAT_VERSION: &str = "1.1";
+pub const FORMAT_VERSION: &str = "1.2";
 /// The major format version this crate reads.
 pub const FORMAT_MAJOR: u32 = 1;
 
@@ -79,6 +80,15 @@ pub struct Rebuild {
 /// order in which bundles written while `rebuild` was a free-form map hold them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RebuildService {
+    /// Format 1.2, built services: the builder that built the image, so that a far-side rebuild
+    /// uses the one whose cache the bundle carries. A value this version does not know reads as
+    /// `None` (a later minor version may add one; SPEC 5.5).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "known_builder"
+    )]
+    pub builder: Option<Builder>,
     /// True when offpack built the service's image (it has a `build` section).
     pub built: bool,
     /// Images of the named intermediate stages of its build, for offline rebuilds from cache.
@@ -89,6 +99,21 @@ pub struct RebuildService {
     /// IDs of every image the service needs: its own and the images its build uses; each is the
     /// `id` of an image of the bundle.
     pub images: BTreeSet<Digest>,
+    /// Format 1.2, built services: the build-inputs digest of the build that made the image
+    /// (offpack's encoding, docs/decisions/0082-build-inputs-digest.md); the image carries it as
+    /// its `dev.offpack.build-inputs` label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Digest>,
+}
+
+/// `builder` as a string: `buildkit`/`classic`, another string reads as unknown (`None`).
+fn known_builder<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Builder>, D::Error> {
+    let name: Option<String> = Option::deserialize(d)?;
+    Ok(match name.as_deref() {
+        Some("buildkit") => Some(Builder::BuildKit),
+        Some("classic") => Some(Builder::Classic),
+        _ => None,
+    })
 }
 
 /// The Compose project a bundle was made from.
@@ -574,6 +599,7 @@ mod tests {
                 cache_images: vec!["shop-web:offpack-stage-deps".into()],
                 image: vec!["shop-web:latest".into()],
                 images: [digest('a'), digest('b')].into(),
+                ..RebuildService::default()
             },
         );
         let parsed = Manifest::from_json(&m.to_json()).unwrap();
@@ -583,6 +609,61 @@ mod tests {
         v["rebuild"]["services"]["web"]["images"] = json!(["not-an-id"]);
         let err = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(err.to_string().contains("not-an-id"), "{err}");
+    }
+
+    #[test]
+    fn builder_and_inputs_are_optional_and_a_later_builder_reads_as_unknown() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        m.rebuild.services.insert(
+            "web".into(),
+            RebuildService {
+                builder: Some(Builder::BuildKit),
+                built: true,
+                images: [digest('a')].into(),
+                inputs: Some(digest('c')),
+                ..RebuildService::default()
+            },
+        );
+        m.rebuild
+            .services
+            .insert("db".into(), RebuildService::default());
+        let json = m.to_json();
+        let text = String::from_utf8_lossy(&json);
+        assert!(text.contains(r#""builder": "buildkit""#), "{text}");
+        assert_eq!(
+            text.matches("builder").count(),
+            1,
+            "left out when None: {text}"
+        );
+        assert_eq!(Manifest::from_json(&json).unwrap().rebuild, m.rebuild);
+
+        let mut v: Value = serde_json::from_slice(&json).unwrap();
+        v["rebuild"]["services"]["web"]["builder"] = "buildx-2030".into();
+        let parsed = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(parsed.rebuild.services["web"].builder, None);
+        assert_eq!(parsed.rebuild.services["web"].inputs, Some(digest('c')));
+
+        v["rebuild"]["services"]["web"]["builder"] = 3.into();
+        assert!(Manifest::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
+        v["rebuild"]["services"]["web"]["builder"] = "classic".into();
+        v["rebuild"]["services"]["web"]["inputs"] = "sha256:short".into();
+        let err = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("sha256:short"), "{err}");
+    }
+
+    #[test]
+    fn a_1_1_service_reads_without_builder_or_inputs() {
+        let json = format!(
+            r#"{{"format_version":"1.1","offpack_version":"0.1.0","created":"2026-01-01T00:00:00Z",
+            "project":{{"name":"shop","files":[]}},"platforms":[],"images":[],"packages":[],
+            "rebuild":{{"services":{{"web":{{"built":true,"cache_images":[],"image":["shop-web"],"images":["{}"]}}}}}}}}"#,
+            digest('a')
+        );
+        let web = &Manifest::from_json(json.as_bytes())
+            .unwrap()
+            .rebuild
+            .services["web"];
+        assert_eq!((web.builder, &web.inputs), (None, &None));
     }
 
     #[test]

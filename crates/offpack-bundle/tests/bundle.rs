@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use offpack_bundle::{
-    BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, RebuildService, SidecarStatus,
-    WriteOptions, extract, testkit, verify,
+    BlobRef, BundleReader, BundleWriter, Digest, FORMAT_VERSION, Image, Manifest, RebuildService,
+    SidecarStatus, WriteOptions, extract, testkit, verify,
 };
 
 fn opts() -> WriteOptions {
@@ -454,10 +454,12 @@ fn offpack_json_matches_the_published_schema() {
             m.rebuild.services.insert(
                 "web".into(),
                 RebuildService {
+                    builder: Some(offpack_dockerfile::Builder::BuildKit),
                     built: true,
                     cache_images: vec!["shop-web:offpack-stage-deps".into()],
                     image: vec!["shop-web:latest".into()],
                     images: [id].into(),
+                    inputs: Some(Digest::of_bytes(b"build inputs")),
                 },
             );
         });
@@ -569,7 +571,7 @@ fn delta_bundles_leave_out_only_the_listed_layers() {
         report.manifest.delta.as_ref().unwrap().absent_layers,
         std::slice::from_ref(&da)
     );
-    assert_eq!(report.manifest.format_version, "1.1");
+    assert_eq!(report.manifest.format_version, FORMAT_VERSION);
     let reader = BundleReader::open(&path).unwrap();
     assert!(reader.manifest().is_absent(&da));
     assert_eq!(reader.blob(&da).err().unwrap().kind(), "not-found");

@@ -24,6 +24,7 @@
 mod builder;
 mod lexer;
 mod parser;
+mod pins;
 mod resolve;
 mod run;
 
@@ -32,6 +33,7 @@ pub use offpack_ref::{ImageRef, RefError};
 pub use parser::{
     ArgDecl, Directives, Dockerfile, Heredoc, Instruction, Located, ParseError, Stage, parse,
 };
+pub use pins::{PIN_TAG_PREFIX, PinError, pin_tag, rewrite_pins};
 pub use resolve::{
     CopySources, Finding, FindingCode, ImageUse, ResolveError, ResolveOptions, Resolved, RunStep,
     Subject, UseKind, resolve,
@@ -60,6 +62,9 @@ mod never_panics {
         "COPY --from=build /a /b",
         "COPY --from=0 /a /b",
         "COPY --from=nginx:1 /a /b",
+        "FROM --platform=linux/amd64 python:3@sha256:7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa AS p",
+        "COPY --from=busybox@sha256:7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa /a /b",
+        "RUN --mount=type=bind,from=busybox@sha256:7cc4b5aefd1d0cadf8d97d4350462ba51c694ebca145b08d7d41b41acc8db5aa,target=/b true",
         "COPY <<EOF /dst",
         "RUN <<-'EOT' bash",
         "EOF",
@@ -83,7 +88,7 @@ mod never_panics {
                 .into_iter()
                 .collect();
             for target in [None, Some("build"), Some("b2")] {
-                let _ = resolve(
+                if let Ok(resolved) = resolve(
                     &df,
                     &ResolveOptions {
                         target,
@@ -91,7 +96,9 @@ mod never_panics {
                         target_platform: "linux/arm64/v8",
                         build_platform: "linux/amd64",
                     },
-                );
+                ) {
+                    let _ = rewrite_pins(src, &df, &resolved);
+                }
             }
         }
         let _ = ImageRef::parse(src);

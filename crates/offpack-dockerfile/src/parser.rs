@@ -381,11 +381,11 @@ fn syntax_after_shebang(lines: &[&str]) -> Option<Located<String>> {
     None
 }
 
-fn trim_newline(line: &str) -> &str {
+pub(crate) fn trim_newline(line: &str) -> &str {
     line.trim_end_matches(['\r', '\n'])
 }
 
-fn is_comment(line: &str) -> bool {
+pub(crate) fn is_comment(line: &str) -> bool {
     line.trim_start().starts_with('#')
 }
 
@@ -396,7 +396,7 @@ fn strip_comment(token: &str) -> &str {
 /// Removes a trailing escape token (plus trailing blanks) that continues the
 /// line; an escaped escape token (`\\`) does not continue it. Returns the text
 /// and whether the logical line ends here.
-fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+pub(crate) fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     let trimmed = line.trim_end_matches([' ', '\t']);
     let Some(before) = trimmed.strip_suffix(escape) else {
         return (line, true);
@@ -408,7 +408,7 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 }
 
 /// Go's `unicode.IsSpace` subset used by `reWhitespace` (`[\t\v\f\r ]+`).
-fn is_split_space(c: char) -> bool {
+pub(crate) fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
 }
 
@@ -518,6 +518,26 @@ fn check_flags(
 /// BuildKit `extractBuilderFlags`: leading `--words` (quotes and escapes
 /// processed) up to the first word that does not start with `--`.
 fn extract_builder_flags(line: &str, escape: char) -> (&str, Vec<String>) {
+    let (rest, words) = builder_flag_words(line, escape);
+    (
+        line.get(rest..).unwrap_or_default(),
+        words.into_iter().map(|w| w.text).collect(),
+    )
+}
+
+/// One builder flag as written: its byte range in the line and its text after quotes and
+/// escapes are processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FlagWord {
+    /// Byte range of the word as written.
+    pub(crate) span: std::ops::Range<usize>,
+    /// The word after quote and escape processing (`--from=x`).
+    pub(crate) text: String,
+}
+
+/// [`extract_builder_flags`] with where each word was written, so that a flag's value can be
+/// replaced in the text: the byte offset where the arguments start, and the flags.
+pub(crate) fn builder_flag_words(line: &str, escape: char) -> (usize, Vec<FlagWord>) {
     let chars: Vec<(usize, char)> = line.char_indices().collect();
     let mut words = Vec::new();
     let mut word = String::new();
@@ -527,10 +547,10 @@ fn extract_builder_flags(line: &str, escape: char) -> (&str, Vec<String>) {
             i += 1;
         }
         let Some(&(start, c)) = chars.get(i) else {
-            return ("", words);
+            return (line.len(), words);
         };
         if c != '-' || chars.get(i + 1).map(|(_, c)| *c) != Some('-') {
-            return (&line[start..], words);
+            return (start, words);
         }
         word.clear();
         let mut blank_ok = false;
@@ -538,18 +558,24 @@ fn extract_builder_flags(line: &str, escape: char) -> (&str, Vec<String>) {
         loop {
             let Some(&(pos, ch)) = chars.get(i) else {
                 if word != "--" && (blank_ok || !word.is_empty()) {
-                    words.push(word.clone());
+                    words.push(FlagWord {
+                        span: start..line.len(),
+                        text: word.clone(),
+                    });
                 }
-                return ("", words);
+                return (line.len(), words);
             };
             i += 1;
             match quote {
                 None if ch.is_whitespace() => {
                     if word == "--" {
-                        return (&line[pos..], words);
+                        return (pos, words);
                     }
                     if blank_ok || !word.is_empty() {
-                        words.push(word.clone());
+                        words.push(FlagWord {
+                            span: start..pos,
+                            text: word.clone(),
+                        });
                     }
                     break;
                 }

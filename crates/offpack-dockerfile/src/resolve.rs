@@ -162,6 +162,9 @@ pub struct Resolved {
     pub stages_needed: Vec<usize>,
     /// External images of the needed stages, first use of each reference.
     pub images: Vec<ImageUse>,
+    /// Every use of an external image by the needed stages, in stage order, not deduplicated:
+    /// what has to be found in the text to rewrite a reference (`crate::rewrite_pins`).
+    pub image_uses: Vec<ImageUse>,
     /// External images of every stage up to and including the target: what the
     /// classic (non-BuildKit) builder pulls, since it builds all of them.
     pub classic_builder_images: Vec<ImageUse>,
@@ -263,8 +266,9 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Resol
     mark_reachable(target_stage, &graphs, &mut reachable);
     let stages_needed: Vec<usize> = reachable.into_iter().collect();
 
-    let images = collect_images(&graphs, stages_needed.iter().copied());
-    let classic_builder_images = collect_images(&graphs, 0..=target_stage);
+    let image_uses = collect_uses(&graphs, stages_needed.iter().copied());
+    let images = first_uses(image_uses.clone());
+    let classic_builder_images = first_uses(collect_uses(&graphs, 0..=target_stage));
     let frontend = frontend(df)?;
 
     let mut findings = Vec::new();
@@ -313,6 +317,7 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Resol
         target_stage,
         stages_needed,
         images,
+        image_uses,
         classic_builder_images,
         frontend,
         run_steps,
@@ -738,9 +743,9 @@ fn mark_reachable(start: usize, graphs: &[StageGraph], seen: &mut BTreeSet<usize
     }
 }
 
-fn collect_images(graphs: &[StageGraph], stages: impl Iterator<Item = usize>) -> Vec<ImageUse> {
+/// Every external image the `stages` use, in order.
+fn collect_uses(graphs: &[StageGraph], stages: impl Iterator<Item = usize>) -> Vec<ImageUse> {
     let mut images: Vec<ImageUse> = Vec::new();
-    let mut seen = BTreeSet::new();
     for index in stages {
         let Some(graph) = graphs.get(index) else {
             continue;
@@ -751,7 +756,6 @@ fn collect_images(graphs: &[StageGraph], stages: impl Iterator<Item = usize>) ->
             if let Source::Image {
                 written, reference, ..
             } = source
-                && seen.insert(reference.to_string())
             {
                 images.push(ImageUse {
                     reference: reference.clone(),
@@ -769,6 +773,14 @@ fn collect_images(graphs: &[StageGraph], stages: impl Iterator<Item = usize>) ->
         }
     }
     images
+}
+
+/// The first use of each reference.
+fn first_uses(uses: Vec<ImageUse>) -> Vec<ImageUse> {
+    let mut seen = BTreeSet::new();
+    uses.into_iter()
+        .filter(|u| seen.insert(u.reference.to_string()))
+        .collect()
 }
 
 fn frontend(df: &Dockerfile) -> Result<Option<ImageUse>, ResolveError> {
