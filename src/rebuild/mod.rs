@@ -238,31 +238,20 @@ pub fn prepare(
             feature.feature
         );
     }
-    let (text, mut dockerfile) = match &build.dockerfile {
-        DockerfileSource::Path(path) => (
-            offpack_fs::read_to_string(path, offpack_fs::DOCKERFILE)?,
-            DockerfileInContext::for_path(context_dir, path)?,
-        ),
-        DockerfileSource::Inline(text) => (text.clone(), DockerfileInContext::inline(text)),
+    let mut dockerfile = match &build.dockerfile {
+        DockerfileSource::Path(path) => DockerfileInContext::for_path(context_dir, path)?,
+        DockerfileSource::Inline(text) => DockerfileInContext::inline(text),
     };
-    let pins: Vec<(usize, String, String)> = build_plan
-        .images
-        .iter()
-        .filter_map(|image| {
-            let pin = engine_name(image);
-            (pin != image.reference).then(|| (image.line, image.written.clone(), pin))
-        })
-        .collect();
-    if !pins.is_empty() {
-        let rewritten = offpack_dockerfile::rewrite_pins(&text, &pins).map_err(|e| {
-            anyhow!(
-                "service {}: {}:{e}; a digest-pinned image must be written in the Dockerfile \
-                 (not through an ARG) for offpack to resolve it offline",
-                service.name,
-                build_plan.dockerfile
-            )
-        })?;
-        dockerfile = dockerfile.with_text(rewritten.into_bytes());
+    let text = String::from_utf8(dockerfile.read(context_dir)?).map_err(|_| {
+        anyhow!(
+            "service {}: {} is not UTF-8 text",
+            service.name,
+            build_plan.dockerfile
+        )
+    })?;
+    let rewritten = rewrite_digest_pins(&text, build, service, &build_plan.dockerfile, plan)?;
+    if rewritten != text {
+        dockerfile = dockerfile.with_contents(rewritten.clone().into_bytes());
     }
     let images: BTreeMap<String, Digest> = needed_images(plan)
         .into_iter()
@@ -277,22 +266,25 @@ pub fn prepare(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let compose_labels: BTreeMap<String, String> = build
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let inputs = build_inputs_digest(&BuildInputs {
         builder,
+        dockerfile: rewritten.as_bytes(),
         context_dir,
-        dockerfile: &dockerfile,
+        dockerfile_in_context: &dockerfile,
         build_args: &build_args,
+        labels: &compose_labels,
         target: build.target.as_deref(),
         platform: service.platform.as_deref(),
         network: build.network.as_deref(),
         images: &images,
     })
     .with_context(|| format!("reading the build context of service {}", service.name))?;
-    let mut labels: HashMap<String, String> = build
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut labels: HashMap<String, String> = compose_labels.into_iter().collect();
     labels.insert(INPUTS_LABEL.to_string(), inputs.to_string());
     let request = BuildRequest {
         dockerfile: dockerfile.name.clone(),
@@ -316,6 +308,44 @@ pub fn prepare(
         request,
         carriers: stage_cache_tags(project, service, plan),
         inputs,
+    })
+}
+
+/// `text` with its digest-pinned references naming their pin tags (decision 0084): the Dockerfile
+/// resolved as the plan resolved it, for the service's first platform.
+fn rewrite_digest_pins(
+    text: &str,
+    build: &offpack_compose::Build,
+    service: &Service,
+    label: &str,
+    plan: &ServicePlan,
+) -> Result<String> {
+    if !text.contains("@sha256:") && !text.contains("@SHA256:") {
+        return Ok(text.to_string());
+    }
+    let parsed = offpack_dockerfile::parse(text)
+        .map_err(|e| anyhow!("{label}:{}: {} (service {})", e.line, e.message, service.name))?;
+    let platform = plan
+        .platforms
+        .first()
+        .map(String::as_str)
+        .unwrap_or(crate::plan::DEFAULT_PLATFORM);
+    let resolved = offpack_dockerfile::resolve(
+        &parsed,
+        &offpack_dockerfile::ResolveOptions {
+            target: build.target.as_deref(),
+            build_args: &build.args,
+            target_platform: platform,
+            build_platform: crate::plan::DEFAULT_PLATFORM,
+        },
+    )
+    .map_err(|e| anyhow!("{label}: {e} (service {})", service.name))?;
+    offpack_dockerfile::rewrite_pins(text, &parsed, &resolved).map_err(|e| {
+        anyhow!(
+            "service {}: {label}:{e}; offpack sends the engine a local tag for a digest-pinned \
+             image, since a loaded image has no repository digest",
+            service.name
+        )
     })
 }
 
