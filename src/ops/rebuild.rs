@@ -67,9 +67,9 @@ pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Resul
         .await?;
         results.push(Rebuilt {
             service: name.to_string(),
+            cached_steps: outcome.cached_steps(),
             image_id: outcome.image_id,
             tags: image_tags(&project, service),
-            cached_steps: outcome.cached_steps,
         });
     }
     Ok(results)

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use offpack_bundle::Digest;
 use offpack_compose::{BuildContext, DockerfileSource, Project, Service};
 
-use crate::engine::{BuildOutcome, BuildRequest, Engine, channel_body};
+use crate::engine::{BuildOutcome, BuildRequest, Builder, Engine, channel_body};
 use crate::plan::ServicePlan;
 use crate::reporter::Reporter;
 use context::{DockerfileInContext, write_context};
@@ -177,6 +177,8 @@ pub async fn build_service(
         network: build.network.clone(),
         extra_hosts: build.extra_hosts.clone(),
         no_cache: settings.no_cache,
+        builder: Builder::Classic,
+        inline_cache: false,
     };
 
     let (writer, body) = channel_body();
@@ -206,7 +208,7 @@ pub async fn build_service(
         &format!(
             "{} ({} steps from cache)",
             short_id(&outcome.image_id),
-            outcome.cached_steps
+            outcome.cached_steps()
         ),
     );
     Ok(outcome)
