@@ -7,6 +7,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use offpack_bundle::Digest;
 
+/// One step of an image build (a Dockerfile instruction other than `FROM`), as the builder ran it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BuildStep {
+    /// The builder's name for it: `[build 4/6] RUN npm ci` (BuildKit), `[4/6] RUN npm ci` (classic).
+    pub name: String,
+    /// The builder took it from its cache.
+    pub cached: bool,
+    /// How long it ran; 0 when cached.
+    pub seconds: f64,
+}
+
 /// A handle to one unit of long work (an image being pulled, a bundle being written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskId(pub u64);
@@ -37,6 +48,10 @@ pub trait Reporter: Send + Sync {
     fn step(&self, message: &str);
     /// Something the user should look at; the command goes on.
     fn warn(&self, message: &str);
+    /// A build step finished (ran or came from cache).
+    fn build_step(&self, step: &BuildStep) {
+        let _ = step;
+    }
 }
 
 /// Reports nothing; for tests and library callers.

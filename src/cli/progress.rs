@@ -13,7 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use offpack_bundle::{escape_controls, escape_controls_in_lines};
 
 use super::Output;
-use crate::reporter::{Reporter, TaskId};
+use crate::reporter::{BuildStep, Reporter, TaskId};
 
 enum Mode {
     Bars(MultiProgress),
@@ -277,6 +277,18 @@ impl Reporter for CliReporter {
         }
     }
 
+    fn build_step(&self, step: &BuildStep) {
+        match &self.mode {
+            Mode::JsonLines => self.event(serde_json::json!({
+                "event": "build_step",
+                "name": step.name,
+                "cached": step.cached,
+                "seconds": step.seconds,
+            })),
+            _ => self.plain(&build_step_line(step)),
+        }
+    }
+
     fn warn(&self, message: &str) {
         match &self.mode {
             Mode::JsonLines => {
@@ -287,5 +299,46 @@ impl Reporter for CliReporter {
             }
             _ => eprintln!("warning: {}", escape_controls_in_lines(message)),
         }
+    }
+}
+
+/// A finished build step for people: `  cached  [build 4/6] RUN npm ci`, `  1.2 s   [build 5/6] COPY . .`.
+fn build_step_line(step: &BuildStep) -> String {
+    let took = if step.cached {
+        "cached".to_string()
+    } else {
+        format!("{:.1} s", step.seconds)
+    };
+    format!("  {took:<7} {}", escape_controls(&step.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_step_is_one_aligned_line() {
+        let step = |name: &str, cached, seconds| BuildStep {
+            name: name.to_string(),
+            cached,
+            seconds,
+        };
+        assert_eq!(
+            build_step_line(&step("[build 4/6] RUN npm ci", true, 0.0)),
+            "  cached  [build 4/6] RUN npm ci"
+        );
+        assert_eq!(
+            build_step_line(&step("[build 5/6] COPY . .", false, 1.234)),
+            "  1.2 s   [build 5/6] COPY . ."
+        );
+        assert_eq!(
+            build_step_line(&step("[2/2] RUN make", false, 1234.0)),
+            "  1234.0 s [2/2] RUN make"
+        );
+        // A name is one line, whatever the Dockerfile held.
+        assert_eq!(
+            build_step_line(&step("[2/2] RUN a\u{1b}b\nc", false, 0.0)),
+            "  0.0 s   [2/2] RUN a\\u{1b}b\\nc"
+        );
     }
 }

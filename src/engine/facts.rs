@@ -166,7 +166,7 @@ impl Engine {
     }
 }
 
-fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
+pub(super) fn api_at_least(version: &str, major: u32, minor: u32) -> bool {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (a, b) >= (major, minor)

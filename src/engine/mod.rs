@@ -2,21 +2,23 @@
 
 mod auth;
 mod body;
+mod build;
+mod buildkit_proto;
 mod facts;
+mod raw;
 
 pub use auth::registry_credentials;
 pub use body::{ChannelWriter, channel_body};
+pub use build::{BuildOutcome, BuildRequest, BuildStep, Builder};
 pub use facts::{EngineFacts, RegistryCheck};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
 use bollard::models::ImageInspect;
-use bollard::query_parameters::{
-    BuildImageOptions, CreateImageOptions, ImportImageOptions, TagImageOptions,
-};
+use bollard::query_parameters::{CreateImageOptions, ImportImageOptions, TagImageOptions};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use offpack_bundle::Digest;
@@ -41,30 +43,8 @@ pub struct ImageInfo {
     pub architecture: String,
     /// Diff IDs of the layers, in order.
     pub layers: Vec<Digest>,
-}
-
-/// How to build one image (the compose `build:` settings, resolved).
-#[derive(Debug, Clone, Default)]
-pub struct BuildRequest {
-    /// Path of the Dockerfile inside the context tar.
-    pub dockerfile: String,
-    pub tags: Vec<String>,
-    pub build_args: HashMap<String, String>,
-    pub target: Option<String>,
-    pub cache_from: Vec<String>,
-    pub labels: HashMap<String, String>,
-    pub platform: Option<String>,
-    pub network: Option<String>,
-    pub extra_hosts: Vec<String>,
-    pub no_cache: bool,
-}
-
-/// What a build produced.
-#[derive(Debug, Clone)]
-pub struct BuildOutcome {
-    pub image_id: Digest,
-    /// Steps the builder took from cache ("Using cache").
-    pub cached_steps: usize,
+    /// The labels of the image's config (`docker image inspect -f '{{.Config.Labels}}'`).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Engine {
@@ -221,79 +201,6 @@ impl Engine {
             .with_context(|| format!("tagging {id} as {reference}"))
     }
 
-    /// Builds an image from a context tar stream with the classic builder, never pulling.
-    pub async fn build<S>(
-        &self,
-        request: &BuildRequest,
-        context: S,
-        reporter: &dyn Reporter,
-    ) -> Result<BuildOutcome>
-    where
-        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static,
-    {
-        let options = BuildImageOptions {
-            dockerfile: request.dockerfile.clone(),
-            // No `t`: the names are given by offpack once the build is done. A build whose client
-            // was killed goes on in the engine and would tag its image after a rerun had tagged
-            // the new one, leaving the service's names on different images.
-            t: None,
-            extrahosts: (!request.extra_hosts.is_empty()).then(|| request.extra_hosts.join(",")),
-            nocache: request.no_cache,
-            cachefrom: (!request.cache_from.is_empty()).then(|| request.cache_from.clone()),
-            pull: None,
-            rm: true,
-            forcerm: true,
-            buildargs: Some(request.build_args.clone()),
-            labels: Some(request.labels.clone()),
-            networkmode: request.network.clone(),
-            platform: request.platform.clone().unwrap_or_default(),
-            target: request.target.clone().unwrap_or_default(),
-            ..Default::default()
-        };
-        let body = bollard::body_try_stream(context);
-        let mut stream = self.docker.build_image(options, None, Some(body));
-        let mut log = String::new();
-        let mut image_id = None;
-        let mut cached_steps = 0;
-        while let Some(item) = stream.next().await {
-            let info = item.context("the engine's build failed")?;
-            if let Some(detail) = info.error_detail {
-                let message = detail.message.unwrap_or_default();
-                bail!("build failed: {}\n{}", message.trim(), tail(&log, 20));
-            }
-            if let Some(text) = info.stream {
-                if text.contains("Using cache") {
-                    cached_steps += 1;
-                }
-                if text.starts_with("Step ") {
-                    reporter.step(text.trim());
-                }
-                log.push_str(&text);
-            }
-            if let Some(aux) = info.aux
-                && let Some(id) = aux.id
-            {
-                image_id = Some(id);
-            }
-        }
-        let image_id = image_id.ok_or_else(|| {
-            anyhow!(
-                "the engine finished the build without an image ID\n{}",
-                tail(&log, 20)
-            )
-        })?;
-        let image_id: Digest = image_id.parse().with_context(|| {
-            format!("the engine finished the build with image ID {image_id}, not a sha256 digest")
-        })?;
-        for tag in &request.tags {
-            self.tag(&image_id.to_string(), tag).await?;
-        }
-        Ok(BuildOutcome {
-            image_id,
-            cached_steps,
-        })
-    }
-
     pub(crate) fn docker(&self) -> &Docker {
         &self.docker
     }
@@ -318,6 +225,12 @@ fn image_info(reference: &str, inspect: ImageInspect) -> Result<ImageInfo> {
         .iter()
         .map(|layer| digest("layer", layer))
         .collect::<Result<_>>()?;
+    let labels = inspect
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     Ok(ImageInfo {
         id,
         repo_tags: inspect.repo_tags.unwrap_or_default(),
@@ -325,6 +238,7 @@ fn image_info(reference: &str, inspect: ImageInspect) -> Result<ImageInfo> {
         os: inspect.os.unwrap_or_default(),
         architecture: inspect.architecture.unwrap_or_default(),
         layers,
+        labels,
     })
 }
 
@@ -348,11 +262,6 @@ fn api_name(reference: &str) -> Result<(String, String)> {
         .or(parsed.tag)
         .unwrap_or_else(|| "latest".to_string());
     Ok((name, tag_or_digest))
-}
-
-fn tail(log: &str, lines: usize) -> String {
-    let all: Vec<&str> = log.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[cfg(test)]

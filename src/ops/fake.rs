@@ -46,6 +46,7 @@ impl FakeStore {
                     .iter()
                     .map(|l| layer(l).parse().expect("fake layers are digests"))
                     .collect(),
+                labels: Default::default(),
             },
         );
         for name in names {

@@ -299,6 +299,7 @@ mod tests {
             os: "linux".into(),
             architecture: "amd64".into(),
             layers: layers.iter().map(|l| d(l).parse().unwrap()).collect(),
+            labels: Default::default(),
         };
         let (base, app) = (d("base-config"), d("app-config"));
         let key = |id: &str| id.parse::<Digest>().unwrap();
