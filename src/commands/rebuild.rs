@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::{Output, RebuildArgs};
-use crate::ops::rebuild::{RebuildRequest, rebuild};
+use crate::ops::rebuild::rebuild;
 use crate::rebuild::short_id;
 use crate::reporter::Reporter;
 
@@ -17,11 +17,7 @@ struct Rebuilt {
 }
 
 pub async fn run(args: RebuildArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
-    let request = RebuildRequest {
-        project: args.project.options(),
-        services: args.services,
-        no_cache: args.no_cache,
-    };
+    let request = args.request();
     let results: Vec<Rebuilt> = rebuild(&request, reporter)
         .await?
         .into_iter()

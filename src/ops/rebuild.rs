@@ -3,8 +3,10 @@
 
 use anyhow::{Result, bail};
 use offpack_bundle::Digest;
+use offpack_dockerfile::Builder;
 
 use crate::engine::Engine;
+use crate::ops::builder::BuilderChoice;
 use crate::plan::{Disk, build_order, make_plan};
 use crate::project::{ProjectOptions, load_project};
 use crate::rebuild::{BuildSettings, build_service, image_tags};
@@ -16,6 +18,14 @@ pub struct RebuildRequest {
     pub project: ProjectOptions,
     pub services: Vec<String>,
     pub no_cache: bool,
+    /// `--builder`: the builder to build with (`auto`: BuildKit when the engine has it).
+    pub builder: BuilderChoice,
+    /// `--changed`: build only the services whose build inputs differ from those recorded on
+    /// the image their name points to (the `dev.offpack.build-inputs` label); say so for the others.
+    pub changed: bool,
+    /// `--up`: afterwards start the rebuilt services with compose (`up -d --no-build`, and
+    /// `--pull never` on compose v2), with the same project files, name and profiles.
+    pub up: bool,
 }
 
 /// One service rebuilt.
@@ -30,7 +40,9 @@ pub struct Rebuilt {
 /// Rebuilds the services `request` names, in dependency order.
 pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Result<Vec<Rebuilt>> {
     let project = load_project(&request.project)?;
-    let plan = make_plan(&project, &Disk)?;
+    // The builds below use the classic builder until the BuildKit build lands (issue 18), so the
+    // plan is the classic one whatever `request.builder` says.
+    let plan = make_plan(&project, &Disk, Builder::Classic)?;
     for name in &request.services {
         if !project.services.contains_key(name) {
             let known: Vec<&str> = project.services.keys().map(String::as_str).collect();

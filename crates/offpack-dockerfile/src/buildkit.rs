@@ -104,8 +104,9 @@ fn instruction_features(instruction: &Instruction) -> Vec<(&'static str, Option<
     found
 }
 
-/// `--chmod` takes an octal mode since 1.2; symbolic modes (`+x`, `u=rwx`) came with 1.14. A mode
-/// from a variable cannot be told apart here, so it is taken as octal.
+/// `--chmod` takes an octal mode since 1.2; symbolic modes (`+x`, `u=rwx`) came with 1.14 (20.10's
+/// built-in frontend builds `--chmod=u+x` without applying it: the file stays 644). A mode from a
+/// variable cannot be told apart here, so it is taken as octal.
 fn chmod_needs(value: Option<&str>) -> Option<&'static str> {
     let value = value.unwrap_or_default();
     let octal = value.bytes().all(|b| (b'0'..=b'7').contains(&b));

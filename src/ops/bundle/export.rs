@@ -50,7 +50,9 @@ pub struct Bundled {
 pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<Bundled> {
     let started = Instant::now();
     let project = load_project(&request.project.clone())?;
-    let plan = make_plan(&project, &Disk)?;
+    // The builds of `apply` use the classic builder until the BuildKit build lands (issue 18),
+    // so the plan is the classic one whatever `request.builder` says.
+    let plan = make_plan(&project, &Disk, offpack_dockerfile::Builder::Classic)?;
     for finding in &plan.findings {
         reporter.warn(&finding.render(FindingLayout::Line));
     }
