@@ -72,6 +72,76 @@ fn every_corpus_plan_matches_its_snapshot() {
     }
 }
 
+/// Projects whose plan for the classic builder (`--builder classic`) is snapshot too, as
+/// `plan_corpus__<project>-classic.snap`: the builders build different stages (decision 0080).
+const CLASSIC_TOO: &[&str] = &["buildkit-dev-tools", "targets-dev-prod"];
+
+#[test]
+fn classic_builder_plans_match_their_snapshots() {
+    let corpus = repo_root().join("tests/plan-corpus");
+    for name in CLASSIC_TOO {
+        let dir = corpus.join(name);
+        let out = run(offpack_isolated(&dir).args(["plan", "--json", "--builder", "classic"]));
+        assert!(
+            out.status.success(),
+            "{name}: plan failed: {}",
+            stderr(&out)
+        );
+        insta::assert_snapshot!(format!("{name}-classic"), redact(&stdout(&out), &corpus));
+    }
+}
+
+/// A dev-tools stage the target does not reach: BuildKit skips it, so its image is not carried;
+/// the classic builder builds it, so the classic plan carries it and says the Dockerfile needs
+/// BuildKit.
+#[test]
+fn the_plan_follows_the_builder() {
+    let dir = repo_root().join("tests/plan-corpus/buildkit-dev-tools");
+    let codes = |plan: &serde_json::Value| -> Vec<String> {
+        plan["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["code"].as_str().map(str::to_string))
+            .collect()
+    };
+    for args in [
+        &["plan", "--json"][..],
+        &["plan", "--json", "--builder", "buildkit"],
+    ] {
+        let plan = plan_json(offpack_isolated(&dir).args(args));
+        assert_eq!(plan["builder"], "buildkit", "{args:?}");
+        assert_eq!(image_refs(&plan), ["python:3.11-slim"], "{args:?}");
+        assert!(codes(&plan).is_empty(), "{args:?}: {:?}", codes(&plan));
+        let build = &service(&plan, "api")["build"];
+        assert_eq!(build["builder"], "buildkit");
+        assert_eq!(build["needs_buildkit"][0]["feature"], "RUN --mount");
+        assert_eq!(build["needs_buildkit"][0]["line"], 4);
+    }
+    let plan = plan_json(offpack_isolated(&dir).args(["plan", "--json", "--builder", "classic"]));
+    assert_eq!(plan["builder"], "classic");
+    assert_eq!(
+        image_refs(&plan),
+        ["acme/devtools:1.4.2", "python:3.11-slim"]
+    );
+    assert_eq!(codes(&plan), ["OP010", "OP010", "OP010"]);
+
+    let human = stdout(&ok(offpack_isolated(&dir).arg("plan")));
+    assert!(
+        human.contains("builder buildkit; needs BuildKit for RUN --mount (line 4), RUN --mount (line 9), COPY --chmod (line 12)"),
+        "{human}"
+    );
+    let human = stdout(&ok(offpack_isolated(&dir).args([
+        "plan",
+        "--builder",
+        "classic",
+    ])));
+    assert!(
+        human.contains("OP010 error [api] Dockerfile:4: `RUN --mount` needs BuildKit"),
+        "{human}"
+    );
+}
+
 /// The human table is printed for every project that plans (smoke: no panic, names each service).
 #[test]
 fn human_output_names_every_service() {

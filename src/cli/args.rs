@@ -2,8 +2,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::ops::builder::BuilderChoice;
 use crate::ops::bundle::BundleRequest;
 use crate::ops::pull_policy::PullPolicy;
+use crate::ops::rebuild::RebuildRequest;
 use crate::project::ProjectOptions;
 
 /// Carry a Docker Compose project across an air gap and keep it rebuildable there.
@@ -100,6 +102,11 @@ impl ProjectArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
+    /// The builder to plan for: BuildKit builds only the stages a target reaches, the classic
+    /// builder every stage up to it, so they need different images. `plan` does not contact the
+    /// engine, so `auto` plans for BuildKit (what Docker ≥ 20.10 on Linux has).
+    #[arg(long, value_enum, default_value_t = BuilderChoice::Auto)]
+    pub builder: BuilderChoice,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +147,15 @@ pub struct BundleArgs {
     /// zstd compression level (1-19).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+    /// The builder for the built services: `auto` is BuildKit when the engine has it, else the
+    /// classic builder. A Dockerfile that needs BuildKit is never sent to the classic builder.
+    #[arg(long, value_enum, default_value_t = BuilderChoice::Auto)]
+    pub builder: BuilderChoice,
+    /// Write the bundle even when the proof fails: rebuilding each built service the way the
+    /// far side will must take every step from cache and give the same image. The failures
+    /// are still reported.
+    #[arg(long)]
+    pub no_proof: bool,
 }
 
 impl BundleArgs {
@@ -156,6 +172,8 @@ impl BundleArgs {
             sign: self.sign.clone(),
             split: self.split,
             level: self.level,
+            builder: self.builder,
+            no_proof: self.no_proof,
         }
     }
 }
@@ -223,6 +241,31 @@ pub struct RebuildArgs {
     /// Do not use any cache (needs every RUN step to work offline).
     #[arg(long)]
     pub no_cache: bool,
+    /// The builder: `auto` is BuildKit when the engine has it, else the classic builder. A
+    /// Dockerfile that needs BuildKit is never sent to the classic builder.
+    #[arg(long, value_enum, default_value_t = BuilderChoice::Auto)]
+    pub builder: BuilderChoice,
+    /// Build only the services whose build inputs (Dockerfile, context, args, base images)
+    /// changed since their image was built; say so for the others.
+    #[arg(long)]
+    pub changed: bool,
+    /// Afterwards start the rebuilt services with docker compose (`up -d`, never building or
+    /// pulling), with the same compose files, project name and profiles.
+    #[arg(long)]
+    pub up: bool,
+}
+
+impl RebuildArgs {
+    pub fn request(&self) -> RebuildRequest {
+        RebuildRequest {
+            project: self.project.options(),
+            services: self.services.clone(),
+            no_cache: self.no_cache,
+            builder: self.builder,
+            changed: self.changed,
+            up: self.up,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

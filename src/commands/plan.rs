@@ -10,7 +10,7 @@ use crate::project::load_project;
 
 pub fn run(args: PlanArgs, output: Output) -> Result<ExitCode> {
     let project = load_project(&args.project.options())?;
-    let plan = make_plan(&project, &Disk)?;
+    let plan = make_plan(&project, &Disk, args.builder.without_engine())?;
     output.result(&plan, || render(&plan));
     Ok(ExitCode::SUCCESS)
 }
@@ -126,6 +126,16 @@ fn render_service(s: &mut String, service: &ServicePlan, width: usize) {
     }
     let _ = write!(what, ", for {}", service.platforms.join(", "));
     let _ = writeln!(s, "{indent}build {what}");
+    let _ = write!(s, "{indent}builder {}", build.builder);
+    if !build.needs_buildkit.is_empty() {
+        let reasons: Vec<String> = build
+            .needs_buildkit
+            .iter()
+            .map(|f| format!("{} (line {})", f.feature, f.line))
+            .collect();
+        let _ = write!(s, "; needs BuildKit for {}", reasons.join(", "));
+    }
+    let _ = writeln!(s);
     if !build.stages.is_empty() {
         let _ = writeln!(s, "{indent}stages {}", build.stages.join(", "));
     }

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cli::{Output, RebuildArgs};
 use crate::engine::Builder;
-use crate::ops::rebuild::{RebuildRequest, Rebuilt, rebuild};
+use crate::ops::rebuild::{Rebuilt, rebuild};
 use crate::rebuild::short_id;
 use crate::reporter::Reporter;
 
@@ -36,14 +36,7 @@ struct Step {
 }
 
 pub async fn run(args: RebuildArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
-    let request = RebuildRequest {
-        project: args.project.options(),
-        services: args.services,
-        no_cache: args.no_cache,
-        builder: args.builder.into(),
-        changed: args.changed,
-        up: args.up,
-    };
+    let request = args.request();
     let outcome = rebuild(&request, reporter).await?;
     let results: Vec<ServiceResult> = outcome
         .services

@@ -8,7 +8,9 @@
 //! order the reliability work depends on (decisions 0064, 0066). The commands (`src/commands/`)
 //! turn arguments into a job's request and render its result.
 
+pub mod builder;
 pub mod bundle;
+pub mod compose_up;
 pub mod copy;
 pub mod inventory;
 pub mod keygen;

@@ -73,7 +73,7 @@ pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Resul
     }
     let engine = Engine::connect().await?;
     let builder = choose_builder(&engine, request.builder).await?;
-    let plan = make_plan(&project, &crate::plan::PlanOptions::new(&Disk, builder))?;
+    let plan = make_plan(&project, &Disk, builder)?;
     let dependency_order: Vec<&ServicePlan> = build_order(&plan)?;
     let wanted: Vec<String> = if request.services.is_empty() {
         dependency_order.iter().map(|s| s.name.clone()).collect()

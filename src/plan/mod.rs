@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use offpack_compose::{BuildContext, DockerfileSource, Project, Service};
-use offpack_dockerfile::{ImageRef, PackageInstall, ResolveOptions, UseKind};
+use offpack_dockerfile::{Builder, ImageRef, PackageInstall, ResolveOptions, UseKind};
 
 /// Reads the files a plan needs (Dockerfiles, the list of files in a build context).
 pub trait ProjectFiles {
@@ -143,11 +143,13 @@ pub fn familiar_name(name: &str) -> Result<String> {
 /// The platform offpack plans for when a service names none.
 pub const DEFAULT_PLATFORM: &str = "linux/amd64";
 
-/// Makes the plan of `project`.
-pub fn make_plan(project: &Project, files: &dyn ProjectFiles) -> Result<Plan> {
+/// Makes the plan of `project` for building with `builder`: BuildKit builds only the stages a
+/// target reaches, the classic builder every stage up to it (decision 0080).
+pub fn make_plan(project: &Project, files: &dyn ProjectFiles, builder: Builder) -> Result<Plan> {
     let mut planner = Planner {
         project,
         files,
+        builder,
         findings: Vec::new(),
     };
     let mut services = Vec::new();
@@ -198,6 +200,7 @@ pub fn make_plan(project: &Project, files: &dyn ProjectFiles) -> Result<Plan> {
             .iter()
             .map(|f| PathBuf::from(relative(directory, f)))
             .collect(),
+        builder,
         services,
         images: images.into_values().collect(),
         findings,
@@ -297,6 +300,7 @@ fn pin_fix(familiar: &str) -> String {
 struct Planner<'a> {
     project: &'a Project,
     files: &'a dyn ProjectFiles,
+    builder: Builder,
     findings: Vec<PlanFinding>,
 }
 
@@ -566,6 +570,8 @@ impl<'a> Planner<'a> {
             BuildContext::Remote(url) => url.clone(),
         };
         let mut plan = BuildPlan {
+            builder: self.builder,
+            needs_buildkit: Vec::new(),
             context,
             dockerfile: String::new(),
             target: build.target.clone(),
@@ -721,10 +727,16 @@ impl<'a> Planner<'a> {
                         });
                     }
                 }
+                plan.needs_buildkit = resolved.classic_builder_features.clone();
+                self.builder_findings(service, label, dockerfile, &resolved);
             }
-            // The classic builder (what `offpack rebuild` and compose v1 use here) builds every
-            // stage up to the target, BuildKit only the reachable ones: bundle the superset.
-            for used in &resolved.classic_builder_images {
+            // BuildKit builds only the stages the target reaches; the classic builder (compose
+            // v1, DOCKER_BUILDKIT=0) every stage up to the target, so it needs the superset.
+            let used_images = match self.builder {
+                Builder::BuildKit => &resolved.images,
+                Builder::Classic => &resolved.classic_builder_images,
+            };
+            for used in used_images {
                 let image_platform = used.platform.clone().unwrap_or_else(|| platform.clone());
                 if named_context(&build.additional_contexts, &used.reference).is_some() {
                     // BuildKit takes a `FROM`/`--from` that names an additional context from
@@ -745,7 +757,7 @@ impl<'a> Planner<'a> {
                 }
             }
             let mut platform_findings = resolved.findings.clone();
-            if n == 0 {
+            if n == 0 && self.builder == Builder::Classic {
                 platform_findings.extend(classic_only_findings(dockerfile, &resolved, &options));
             }
             for finding in platform_findings {
@@ -785,6 +797,70 @@ impl<'a> Planner<'a> {
             });
         }
         Ok(())
+    }
+
+    /// OP010 for each BuildKit-only feature the classic builder would meet, when it is the
+    /// builder; OP011 under BuildKit for each feature the frontend built into Docker Engine 20.10
+    /// rejects, when no `# syntax=` line names a newer frontend.
+    fn builder_findings(
+        &mut self,
+        service: &Service,
+        label: &str,
+        dockerfile: &offpack_dockerfile::Dockerfile,
+        resolved: &offpack_dockerfile::Resolved,
+    ) {
+        let file = PathBuf::from(label);
+        match self.builder {
+            Builder::Classic => {
+                for feature in &resolved.classic_builder_features {
+                    self.findings.push(PlanFinding {
+                        code: Code::NeedsBuildKit,
+                        subject: Subject::BuildKitFeature(feature.feature),
+                        severity: Code::NeedsBuildKit.default_severity(),
+                        service: service.name.clone(),
+                        file: Some(file.clone()),
+                        line: Some(feature.line),
+                        message: format!(
+                            "`{}` needs BuildKit: the classic builder refuses it",
+                            feature.feature
+                        ),
+                        fix: "build with BuildKit: `--builder buildkit` (or `--builder auto` on an engine that has it)"
+                            .into(),
+                    });
+                }
+            }
+            Builder::BuildKit => {
+                if dockerfile.directives.syntax.is_some() {
+                    return;
+                }
+                let Some(newest) =
+                    offpack_dockerfile::newest_frontend_needed(&resolved.frontend_features)
+                else {
+                    return;
+                };
+                let engine = newer_engine(&newest);
+                for feature in &resolved.frontend_features {
+                    let needed = feature.needs_frontend.unwrap_or_default();
+                    self.findings.push(PlanFinding {
+                        code: Code::NeedsNewerFrontend,
+                        subject: Subject::BuildKitFeature(feature.feature),
+                        severity: Code::NeedsNewerFrontend.default_severity(),
+                        service: service.name.clone(),
+                        file: Some(file.clone()),
+                        line: Some(feature.line),
+                        message: format!(
+                            "`{}` needs Dockerfile frontend ≥{needed}: the one built into Docker Engine 20.10 ({}) rejects it, \
+                             and there is no `# syntax=` line naming a newer one",
+                            feature.feature,
+                            offpack_dockerfile::DOCKER_20_10_FRONTEND
+                        ),
+                        fix: format!(
+                            "add `# syntax=docker/dockerfile:{newest}` as the Dockerfile's first line and bundle it, or {engine}"
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     /// `additional_contexts` that are images (`docker-image://ref`) are pulled by BuildKit: carry them.
@@ -906,6 +982,21 @@ impl<'a> Planner<'a> {
                 );
             }
         }
+    }
+}
+
+/// What a far side without a `# syntax=` line needs for frontend `newest`: Docker Engine 23.0
+/// carries BuildKit 0.10, whose built-in frontend is Dockerfile 1.4 (decision 0080); for newer
+/// ones offpack names no engine version it has not checked.
+fn newer_engine(newest: &str) -> String {
+    let (major, minor) = newest.split_once('.').unwrap_or((newest, "0"));
+    let covered_by_23 = !newest.ends_with("-labs")
+        && major == "1"
+        && minor.parse::<u32>().is_ok_and(|minor| minor <= 4);
+    if covered_by_23 {
+        "the far side's engine must be Docker ≥ 23".to_string()
+    } else {
+        format!("the far side's engine must have a built-in Dockerfile frontend ≥{newest}")
     }
 }
 
@@ -1179,7 +1270,7 @@ mod tests {
             ),
             ("/p/api/requirements.txt", "flask\n"),
         ]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         assert_eq!(references(&plan), ["postgres:16", "python:3.12-slim"]);
         let api = &plan.services[0];
         assert_eq!(api.image, "shop-api:latest");
@@ -1204,7 +1295,7 @@ mod tests {
             .insert("src".into(), "/p/shared".into());
         let p = project(vec![service("app", None, Some(b))]);
         let f = files(&[("/p/app/Dockerfile", "FROM base\nCOPY --from=src . /src\n")]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         assert_eq!(references(&plan), ["alpine:3.20"]);
         let build = plan.services[0].build.as_ref().unwrap();
         assert_eq!(build.images[0].kind, "additional-context");
@@ -1239,7 +1330,7 @@ mod tests {
             ("/p/base/Dockerfile", "FROM debian:12.5-slim\n"),
             ("/p/app/Dockerfile", "FROM runtime\n"),
         ]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         assert_eq!(references(&plan), ["debian:12.5-slim"]);
         let app = plan.services.iter().find(|s| s.name == "app").unwrap();
         let image = &app.build.as_ref().unwrap().images[0];
@@ -1251,7 +1342,9 @@ mod tests {
             .additional_contexts
             .insert("runtime".into(), "service:nope".into());
         let p = project(vec![service("app", None, Some(broken))]);
-        let err = make_plan(&p, &f).unwrap_err().to_string();
+        let err = make_plan(&p, &f, Builder::BuildKit)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("service:nope") && err.contains("compose.yaml:3"),
             "{err}"
@@ -1265,7 +1358,7 @@ mod tests {
             .insert("docs".into(), "https://github.com/acme/docs.git".into());
         let p = project(vec![service("app", None, Some(b))]);
         let f = files(&[("/p/app/Dockerfile", "FROM alpine:3.20\n")]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         assert_eq!(codes(&plan), ["OP007"]);
         assert_eq!(plan.findings[0].file, Some(PathBuf::from("compose.yaml")));
     }
@@ -1277,7 +1370,9 @@ mod tests {
             .insert("base".into(), "docker-image://Alpine".into());
         let p = project(vec![service("app", None, Some(b))]);
         let f = files(&[("/p/app/Dockerfile", "FROM base\n")]);
-        let err = make_plan(&p, &f).unwrap_err().to_string();
+        let err = make_plan(&p, &f, Builder::BuildKit)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("compose.yaml:3") && err.contains("Alpine"),
             "{err}"
@@ -1299,7 +1394,7 @@ mod tests {
                 "services:\n  worker:\n    image: acme/base\n",
             ),
         ]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         assert_eq!(references(&plan), ["python:3.12-slim"]);
         let worker = plan.services.iter().find(|s| s.name == "worker").unwrap();
         assert_eq!(worker.acquire, Acquire::Build);
@@ -1313,7 +1408,7 @@ mod tests {
         debug.active = false;
         debug.profiles = vec!["debug".into()];
         let p = project(vec![debug, service("web", Some("nginx:1.27"), None)]);
-        let plan = make_plan(&p, &files(&[])).unwrap();
+        let plan = make_plan(&p, &files(&[]), Builder::BuildKit).unwrap();
         assert_eq!(references(&plan), ["nginx:1.27"]);
         assert_eq!(plan.services.len(), 2);
         assert!(plan.findings.is_empty());
@@ -1324,12 +1419,15 @@ mod tests {
         let mut debug = service("debug", Some("ACME/Tools"), None);
         debug.active = false;
         let p = project(vec![debug, service("web", Some("nginx:1.27"), None)]);
-        let plan = make_plan(&p, &files(&[])).unwrap();
+        let plan = make_plan(&p, &files(&[]), Builder::BuildKit).unwrap();
         assert_eq!(references(&plan), ["nginx:1.27"]);
         assert_eq!(plan.services[0].image, "ACME/Tools");
 
         let p = project(vec![service("debug", Some("ACME/Tools"), None)]);
-        let err = format!("{:#}", make_plan(&p, &files(&[])).unwrap_err());
+        let err = format!(
+            "{:#}",
+            make_plan(&p, &files(&[]), Builder::BuildKit).unwrap_err()
+        );
         assert!(
             err.contains("service debug") && err.contains("ACME/Tools"),
             "{err}"
@@ -1339,7 +1437,7 @@ mod tests {
     #[test]
     fn unpinned_service_image_fix_tells_how_to_find_the_digest() {
         let p = project(vec![service("cache", Some("redis"), None)]);
-        let plan = make_plan(&p, &files(&[])).unwrap();
+        let plan = make_plan(&p, &files(&[]), Builder::BuildKit).unwrap();
         assert_eq!(codes(&plan), ["OP002"]);
         let fix = &plan.findings[0].fix;
         assert!(fix.contains("`redis:<version>@sha256:<digest>`"), "{fix}");
@@ -1362,7 +1460,7 @@ mod tests {
         build_policy.pull_policy = Some("build".into());
         let p = project(vec![never, always, build_policy]);
         let f = files(&[("/p/web/Dockerfile", "FROM python:3.12\n")]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         let acquire: Vec<Acquire> = plan.services.iter().map(|s| s.acquire).collect();
         assert_eq!(acquire, [Acquire::Pull, Acquire::Local, Acquire::Build]);
         assert_eq!(codes(&plan), ["OP008", "OP008"]);
@@ -1392,7 +1490,7 @@ mod tests {
             "/p/app/Dockerfile",
             "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\nFROM alpine:3.20\nCOPY --from=build /a /a\n",
         )]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         let platforms: Vec<Vec<&str>> = plan
             .images
             .iter()
@@ -1414,7 +1512,7 @@ mod tests {
             "/p/app/Dockerfile",
             "FROM python:3.12 AS base\nFROM base AS dev\nRUN apt-get update\nFROM base AS prod\nRUN echo ok\n",
         )]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::Classic).unwrap();
         assert_eq!(
             plan.services[0].build.as_ref().unwrap().stages,
             ["base", "prod"]
@@ -1422,6 +1520,104 @@ mod tests {
         assert_eq!(codes(&plan), ["OP003"]);
         assert_eq!(plan.findings[0].line, Some(3));
         assert!(plan.findings[0].message.contains("classic builder"));
+
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
+        assert!(
+            plan.findings.is_empty(),
+            "BuildKit skips the dev stage: {:?}",
+            plan.findings
+        );
+    }
+
+    const DEV_TOOLS: &str = "\
+FROM python:3.11-slim AS base
+RUN --mount=type=cache,target=/root/.cache pip install flask
+FROM base AS dev
+COPY --from=acme/devtools:1.2 /usr/local/bin/lint /usr/local/bin/lint
+FROM base AS prod
+COPY --link app.py /app/app.py
+";
+
+    #[test]
+    fn the_plan_follows_the_builder() {
+        let mut b = build("/p/app");
+        b.target = Some("prod".into());
+        let p = project(vec![service("app", None, Some(b))]);
+        let f = files(&[("/p/app/Dockerfile", DEV_TOOLS)]);
+
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
+        assert_eq!(plan.builder, Builder::BuildKit);
+        assert_eq!(references(&plan), ["python:3.11-slim"]);
+        let build = plan.services[0].build.as_ref().unwrap();
+        assert_eq!(build.builder, Builder::BuildKit);
+        let needs: Vec<(usize, &str)> = build
+            .needs_buildkit
+            .iter()
+            .map(|f| (f.line, f.feature))
+            .collect();
+        assert_eq!(needs, [(2, "RUN --mount"), (6, "COPY --link")]);
+        assert_eq!(codes(&plan), ["OP011"], "COPY --link needs frontend 1.4");
+        let warning = &plan.findings[0];
+        assert_eq!(
+            (warning.severity, warning.line),
+            (Severity::Warning, Some(6))
+        );
+        assert!(warning.message.contains("≥1.4"), "{}", warning.message);
+        assert!(
+            warning.fix.contains("`# syntax=docker/dockerfile:1.4`")
+                && warning.fix.contains("Docker ≥ 23"),
+            "{}",
+            warning.fix
+        );
+
+        let plan = make_plan(&p, &f, Builder::Classic).unwrap();
+        assert_eq!(
+            references(&plan),
+            ["acme/devtools:1.2", "python:3.11-slim"],
+            "the classic builder builds dev too"
+        );
+        assert_eq!(codes(&plan), ["OP010", "OP010"]);
+        let error = &plan.findings[0];
+        assert_eq!(
+            (error.severity, error.file.as_deref(), error.line),
+            (Severity::Error, Some(Path::new("app/Dockerfile")), Some(2))
+        );
+        assert!(error.message.contains("`RUN --mount`"), "{}", error.message);
+        assert!(error.fix.contains("--builder buildkit"), "{}", error.fix);
+    }
+
+    #[test]
+    fn a_syntax_line_silences_the_frontend_warning() {
+        let p = project(vec![service("app", None, Some(build("/p/app")))]);
+        let f = files(&[(
+            "/p/app/Dockerfile",
+            "# syntax=docker/dockerfile:1.7\nFROM alpine:3.20\nCOPY --link --exclude=*.md . /src\n",
+        )]);
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
+        assert_eq!(codes(&plan), ["OP004"]);
+
+        let f = files(&[(
+            "/p/app/Dockerfile",
+            "FROM alpine:3.20\nCOPY --link . /src\nRUN --network=none true\nCOPY --exclude=*.md . /src\n",
+        )]);
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
+        assert_eq!(codes(&plan), ["OP011", "OP011", "OP011"]);
+        assert!(
+            plan.findings
+                .iter()
+                .all(|f| f.fix.contains("`# syntax=docker/dockerfile:1.19`")
+                    && f.fix.contains("frontend ≥1.19")),
+            "the newest version any feature needs: {:?}",
+            plan.findings
+        );
+    }
+
+    #[test]
+    fn newer_engine_names_docker_23_only_up_to_frontend_1_4() {
+        assert!(newer_engine("1.3").contains("Docker ≥ 23"));
+        assert!(newer_engine("1.4").contains("Docker ≥ 23"));
+        assert!(newer_engine("1.6").contains("frontend ≥1.6"));
+        assert!(newer_engine("1.4-labs").contains("frontend ≥1.4-labs"));
     }
 
     #[test]
@@ -1431,7 +1627,7 @@ mod tests {
             Path::new("/p/compose.yaml"),
             "services:\n  cache:\n    image: redis\n",
         )]);
-        let plan = make_plan(&p, &files(&[])).unwrap();
+        let plan = make_plan(&p, &files(&[]), Builder::BuildKit).unwrap();
         assert_eq!(plan.findings[0].file, Some(PathBuf::from("compose.yaml")));
         assert_eq!(plan.findings[0].line, Some(3));
     }
@@ -1442,7 +1638,7 @@ mod tests {
         b.cache_from = vec!["type=registry,ref=shop-app".into(), "acme/cache:1".into()];
         let p = project(vec![service("app", None, Some(b))]);
         let f = files(&[("/p/app/Dockerfile", "FROM alpine:3.20\n")]);
-        let plan = make_plan(&p, &f).unwrap();
+        let plan = make_plan(&p, &f, Builder::BuildKit).unwrap();
         assert_eq!(codes(&plan), ["OP006"]);
     }
 
@@ -1450,7 +1646,9 @@ mod tests {
     fn dockerfile_errors_name_file_and_line() {
         let p = project(vec![service("app", None, Some(build("/p/app")))]);
         let f = files(&[("/p/app/Dockerfile", "FROM alpine:3.20\n\nFROM Node:18\n")]);
-        let err = make_plan(&p, &f).unwrap_err().to_string();
+        let err = make_plan(&p, &f, Builder::BuildKit)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("app/Dockerfile:3: "), "{err}");
     }
 
@@ -1492,7 +1690,7 @@ mod tests {
             service("a-app", None, Some(build("/p/a-app"))),
             service("z-base", Some("acme/base:1"), Some(build("/p/z-base"))),
         ]);
-        let plan = make_plan(&project, &Memory(files)).unwrap();
+        let plan = make_plan(&project, &Memory(files), Builder::BuildKit).unwrap();
         let order: Vec<&str> = build_order(&plan)
             .unwrap()
             .iter()

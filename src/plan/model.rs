@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use offpack_dockerfile::{BuildKitFeature, Builder};
 use serde::Serialize;
 
 /// Version of the plan's JSON schema (see docs/plan-schema.md). Bumped on incompatible changes.
@@ -19,6 +20,8 @@ pub struct Plan {
     pub project_directory: PathBuf,
     /// Compose files read, in load order.
     pub compose_files: Vec<PathBuf>,
+    /// The builder the plan is for: it decides which stages are built, so which images are needed.
+    pub builder: Builder,
     /// Every service, active or not, sorted by name.
     pub services: Vec<ServicePlan>,
     /// Every image the active services need from outside the project, each once, sorted by
@@ -67,9 +70,15 @@ pub struct ServicePlan {
     pub build: Option<BuildPlan>,
 }
 
-/// A service's build, as BuildKit and the classic builder will run it.
+/// A service's build, as the plan's builder will run it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildPlan {
+    /// The builder that will build it.
+    pub builder: Builder,
+    /// BuildKit-only features the classic builder would meet building the target (every stage up
+    /// to it, and what its parser rejects anywhere in the file): why the build needs BuildKit.
+    /// Empty when the classic builder can build it too. The same whichever builder is planned.
+    pub needs_buildkit: Vec<BuildKitFeature>,
     /// Local context directory, or the remote context as written.
     pub context: String,
     /// Dockerfile path, or `(dockerfile_inline)`.
@@ -88,7 +97,8 @@ pub struct BuildPlan {
     pub secrets: Vec<String>,
     /// Stages the target needs, in file order (name, or index when unnamed).
     pub stages: Vec<String>,
-    /// External images the build needs, in file order (additional contexts last).
+    /// External images the build needs, in file order (additional contexts last): those of the
+    /// stages BuildKit builds, or under the classic builder those of every stage up to the target.
     pub images: Vec<ImageSource>,
     /// The `# syntax=` frontend image BuildKit needs.
     pub frontend: Option<ImageSource>,
@@ -187,6 +197,11 @@ pub enum Code {
     PullPolicy,
     /// `OP009`: a Dockerfile or build context outside the project directory.
     OutsideProject,
+    /// `OP010`: a BuildKit-only Dockerfile feature in a build planned for the classic builder.
+    NeedsBuildKit,
+    /// `OP011`: a Dockerfile feature the frontend built into Docker Engine 20.10 rejects, without
+    /// a `# syntax=` line naming a newer one.
+    NeedsNewerFrontend,
 }
 
 impl Code {
@@ -201,6 +216,8 @@ impl Code {
             Code::RemoteContext => "OP007",
             Code::PullPolicy => "OP008",
             Code::OutsideProject => "OP009",
+            Code::NeedsBuildKit => "OP010",
+            Code::NeedsNewerFrontend => "OP011",
         }
     }
 
@@ -213,8 +230,8 @@ impl Code {
             Code::Dockerfile(
                 Dockerfile::MirrorPrefix | Dockerfile::Frontend | Dockerfile::RemoteAdd,
             ) => Severity::Error,
-            Code::CacheFromItself | Code::RemoteContext => Severity::Error,
-            Code::PullPolicy | Code::OutsideProject => Severity::Warning,
+            Code::CacheFromItself | Code::RemoteContext | Code::NeedsBuildKit => Severity::Error,
+            Code::PullPolicy | Code::OutsideProject | Code::NeedsNewerFrontend => Severity::Warning,
         }
     }
 }
@@ -244,6 +261,8 @@ pub enum Subject {
     },
     /// Something in the service's Dockerfile.
     Dockerfile(offpack_dockerfile::Subject),
+    /// A BuildKit-only feature on the finding's line of the service's Dockerfile (`RUN --mount`).
+    BuildKitFeature(&'static str),
 }
 
 impl Subject {
@@ -406,6 +425,8 @@ mod tests {
         use offpack_dockerfile::FindingCode;
         let mut codes = [
             Code::OutsideProject,
+            Code::NeedsNewerFrontend,
+            Code::NeedsBuildKit,
             Code::CacheFromItself,
             Code::from(FindingCode::RemoteAdd),
             Code::from(FindingCode::MirrorPrefix),
@@ -416,7 +437,9 @@ mod tests {
         let strings: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
         assert_eq!(
             strings,
-            ["OP001", "OP002", "OP005", "OP006", "OP008", "OP009"]
+            [
+                "OP001", "OP002", "OP005", "OP006", "OP008", "OP009", "OP010", "OP011"
+            ]
         );
         assert_eq!(serde_json::to_string(&Code::UNPINNED).unwrap(), "\"OP002\"");
     }

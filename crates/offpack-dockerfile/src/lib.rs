@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod buildkit;
 mod lexer;
 mod parser;
 mod pins;
@@ -29,6 +30,9 @@ mod resolve;
 mod run;
 
 pub use builder::Builder;
+pub use buildkit::{
+    BuildKitFeature, DOCKER_20_10_FRONTEND, buildkit_features, newest_frontend_needed,
+};
 pub use offpack_ref::{ImageRef, RefError};
 pub use parser::{
     ArgDecl, Directives, Dockerfile, Heredoc, Instruction, Located, ParseError, Stage, parse,

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::buildkit::{BuildKitFeature, buildkit_features};
 use crate::lexer::{Env, Lexer};
 use crate::parser::{Dockerfile, Instruction, Stage, onbuild_trigger};
 use crate::run::{self, PackageInstall};
@@ -176,6 +177,16 @@ pub struct Resolved {
     pub copy_sources: Vec<CopySources>,
     /// Offline lints for the needed stages and the frontend.
     pub findings: Vec<Finding>,
+    /// BuildKit-only features of the needed stages: why building the target needs BuildKit.
+    pub buildkit_features: Vec<BuildKitFeature>,
+    /// BuildKit-only features the classic builder meets: those in every stage up to the target
+    /// (it builds them all), and those its parser rejects anywhere in the file (every feature
+    /// with [`BuildKitFeature::needs_frontend`]: unknown flags and heredocs). `RUN --mount` and
+    /// `--chmod` after the target pass, since it only refuses them when it runs the step.
+    pub classic_builder_features: Vec<BuildKitFeature>,
+    /// Features anywhere in the file that the frontend built into Docker Engine 20.10 rejects: a
+    /// Dockerfile frontend parses the whole file, so a stage the target does not reach counts.
+    pub frontend_features: Vec<BuildKitFeature>,
 }
 
 /// Why the build graph cannot be resolved.
@@ -313,6 +324,15 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Resol
     }
     findings.sort_by_key(|f| (f.line, f.code));
 
+    let features = buildkit_features(df);
+    let select = |keep: &dyn Fn(&BuildKitFeature) -> bool| -> Vec<BuildKitFeature> {
+        features.iter().filter(|f| keep(f)).cloned().collect()
+    };
+    let buildkit_features = select(&|f| stages_needed.contains(&f.stage));
+    let classic_builder_features =
+        select(&|f| f.stage <= target_stage || f.needs_frontend.is_some());
+    let frontend_features = select(&|f| f.needs_frontend.is_some());
+
     Ok(Resolved {
         target_stage,
         stages_needed,
@@ -323,6 +343,9 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Resol
         run_steps,
         copy_sources,
         findings,
+        buildkit_features,
+        classic_builder_features,
+        frontend_features,
     })
 }
 
@@ -1076,6 +1099,47 @@ COPY --from=Backend /app /app
         );
         assert_eq!(r.copy_sources[0].sources, ["requirements.txt"]);
         assert_eq!(r.copy_sources[0].destination, ".");
+    }
+
+    #[test]
+    fn buildkit_features_follow_the_stages_each_builder_meets() {
+        let src = "\
+FROM python:3.11-slim AS base
+RUN --mount=type=cache,target=/root/.cache pip install x
+FROM base AS dev
+RUN --mount=type=cache,target=/var/cache/apt apt-get install -y vim
+COPY --link . /app
+FROM base AS prod
+COPY --chmod=755 run.sh /run.sh
+FROM prod AS debug
+RUN --mount=type=cache,target=/c true
+RUN --network=none true
+";
+        let r = resolve_with(src, Some("prod"), &[]).unwrap();
+        let lines = |features: &[BuildKitFeature]| -> Vec<(usize, &str)> {
+            features.iter().map(|f| (f.line, f.feature)).collect()
+        };
+        assert_eq!(r.stages_needed, [0, 2]);
+        assert_eq!(
+            lines(&r.buildkit_features),
+            [(2, "RUN --mount"), (7, "COPY --chmod")]
+        );
+        assert_eq!(
+            lines(&r.classic_builder_features),
+            [
+                (2, "RUN --mount"),
+                (4, "RUN --mount"),
+                (5, "COPY --link"),
+                (7, "COPY --chmod"),
+                (10, "RUN --network")
+            ],
+            "dev is built by the classic builder; debug's --mount is never run, its --network never parses"
+        );
+        assert_eq!(
+            lines(&r.frontend_features),
+            [(5, "COPY --link"), (10, "RUN --network")]
+        );
+        assert!(ok("FROM alpine:3\nRUN true\n").buildkit_features.is_empty());
     }
 
     #[test]

@@ -54,8 +54,8 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     let project = load_project(&request.project.clone())?;
     // The builder `auto` picks is known once the engine answers; BuildKit, which every engine
     // offpack supports today has, is assumed until then so that bad input fails before engine work.
-    let assumed = request.builder.assumed();
-    let mut plan = make_plan(&project, &crate::plan::PlanOptions::new(&Disk, assumed))?;
+    let assumed = request.builder.without_engine();
+    let mut plan = make_plan(&project, &Disk, assumed)?;
     for finding in &plan.findings {
         reporter.warn(&finding.render(FindingLayout::Line));
     }
@@ -85,7 +85,7 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     check_platforms(&engine, &request.platforms).await?;
     let builder = choose_builder(&engine, request.builder).await?;
     if builder != assumed {
-        plan = make_plan(&project, &crate::plan::PlanOptions::new(&Disk, builder))?;
+        plan = make_plan(&project, &Disk, builder)?;
     }
 
     let (contents, proofs) = collect_images(

@@ -20,6 +20,7 @@ use crate::engine::ImageInfo;
 use crate::fetch::export::ExportedImage;
 use crate::load::chain;
 use crate::load::inventory::Inventory;
+use crate::ops::builder::BuilderChoice;
 use crate::ops::pull_policy::PullPolicy;
 use crate::project::ProjectOptions;
 
@@ -41,6 +42,13 @@ pub struct BundleRequest {
     pub sign: Option<PathBuf>,
     pub split: Option<u64>,
     pub level: i32,
+    /// `--builder`: the builder the built services are built with (`auto`: BuildKit when the
+    /// engine has it).
+    pub builder: BuilderChoice,
+    /// `--no-proof`: write the bundle even when the proof fails, i.e. when rebuilding a built
+    /// service the way the far side will would run a step instead of taking it from cache, or
+    /// would need what is not there offline. The failures are still reported.
+    pub no_proof: bool,
 }
 
 /// What to do about one image the plan names.
