@@ -208,9 +208,12 @@ fn round_trip(sample: &Sample) {
         dir: project.clone(),
         project: project_name.clone(),
     };
+    // `offpack SUBCOMMAND -p NAME ARGS...`
     let offpack_p = |args: &[&str]| {
         let mut cmd = offpack(&project);
-        cmd.args(args).args(["-p", &project_name]);
+        cmd.arg(args[0])
+            .args(["-p", &project_name])
+            .args(&args[1..]);
         cmd
     };
 
@@ -368,11 +371,8 @@ fn answer(project: &Path, project_name: &str, check: &Check) {
             path,
             contains,
         } => {
-            let published = ok(compose(project, project_name).args([
-                "port",
-                service,
-                &port.to_string(),
-            ]));
+            let published =
+                ok(compose(project, project_name).args(["port", service, &port.to_string()]));
             let address = stdout(&published).trim().to_string();
             assert!(
                 address.starts_with("127.0.0.1:"),

@@ -1,6 +1,8 @@
 //! Test context for running the real `offpack` binary against the real engine.
 #![allow(dead_code)]
 
+pub mod offline;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
