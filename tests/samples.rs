@@ -48,6 +48,8 @@ struct Sample {
     ports: &'static [(&'static str, &'static str, &'static str)],
     /// The far side's source change, `(file, text, replacement)`: the answer must show it.
     change: (&'static str, &'static str, &'static str),
+    /// The built service whose build context holds the changed file.
+    changed: &'static str,
     /// How the project shows it works after `rebuild --up`.
     checks: &'static [Check],
 }
@@ -94,6 +96,7 @@ fn example_shop_through_the_whole_loop() {
             "</body>",
             "<p>changed on the far side</p></body>",
         ),
+        changed: "frontend",
         checks: &[
             Check::Http {
                 service: "frontend",
@@ -126,6 +129,7 @@ fn awesome_compose_nginx_golang_through_the_whole_loop() {
             "Hello from Docker!",
             "Hello from Docker, changed on the far side!",
         ),
+        changed: "backend",
         checks: &[Check::Http {
             service: "frontend",
             port: 80,
@@ -149,6 +153,7 @@ fn docker_init_python_through_the_whole_loop() {
             "Hello from Docker!",
             "Hello from Docker, changed on the far side!",
         ),
+        changed: "app",
         checks: &[Check::Http {
             service: "app",
             port: 8080,
@@ -176,6 +181,7 @@ fn python_flask_redis_through_the_whole_loop() {
             "This webpage has been viewed",
             "This webpage (changed on the far side) has been viewed",
         ),
+        changed: "web",
         checks: &[Check::Exec {
             service: "web",
             command: &[
@@ -299,6 +305,27 @@ fn round_trip(sample: &Sample) {
             report["cached_steps"].as_u64().unwrap_or(0) >= 1,
             "{service}: the steps before the change come from the loaded layers: {report}"
         );
+        let steps = report["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{service}: rebuild reports its steps: {report}"));
+        let ran: Vec<&str> = steps
+            .iter()
+            .filter(|s| s["cached"] == false)
+            .map(|s| s["name"].as_str().unwrap_or("?"))
+            .collect();
+        if *service == sample.changed {
+            assert!(
+                !ran.is_empty(),
+                "{service}: the changed source is built, not taken from cache: {report}"
+            );
+        } else {
+            // A RUN step of an unchanged service that ran offline would be one that cannot
+            // (its packages come from the network); every one must come from the loaded layers.
+            assert!(
+                !ran.iter().any(|name| name.contains("RUN ")),
+                "{service} is unchanged, yet RUN steps ran: {ran:?}"
+            );
+        }
     }
 
     for check in sample.checks {
