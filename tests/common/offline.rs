@@ -421,6 +421,15 @@ fn checked(cmd: &mut Command) -> Output {
 /// Runs a command, killing it and failing the test when it takes longer than `limit`; prints its
 /// output like `common::run`.
 pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
+    run_limited(cmd, limit, true)
+}
+
+/// [`run_within`] that prints only the command and its status (for answers too long to read).
+pub fn run_quietly_within(cmd: &mut Command, limit: Duration) -> Output {
+    run_limited(cmd, limit, false)
+}
+
+fn run_limited(cmd: &mut Command, limit: Duration, print: bool) -> Output {
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -460,8 +469,16 @@ pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
         "$ {cmd:?}\n-> {} in {:.1}s\n{}{}",
         out.status,
         started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        if print {
+            String::from_utf8_lossy(&out.stdout)
+        } else {
+            "".into()
+        },
+        if print || !out.status.success() {
+            String::from_utf8_lossy(&out.stderr)
+        } else {
+            "".into()
+        }
     );
     out
 }
