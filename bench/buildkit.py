@@ -5,19 +5,23 @@ developer's `docker build` would drive it, with nothing but Python's standard li
     bench/buildkit.py build [--dockerfile F] [--target T] [--build-arg K=V]... [--label K=V]...
                             [--cache-from IMAGE]... [--inline-cache] --tag TAG CONTEXT
     bench/buildkit.py cache-ids                 the engine's build cache record IDs, one a line
-    bench/buildkit.py prune-new BEFORE_FILE     remove the unused build cache records that are not in
-                                                BEFORE_FILE (the output of an earlier `cache-ids`)
+    bench/buildkit.py prune-new BEFORE_FILE [--run CMD]...
+                                                remove the unused build cache records that are not in
+                                                BEFORE_FILE (the output of an earlier `cache-ids`),
+                                                unless one of them is a RUN of a command not listed
 
 `build` POSTs CONTEXT to `/build?version=2` (the docker CLI on this machine has no buildx and its
 classic `docker build` would not use BuildKit): the context filtered by `.dockerignore` the way the
 docker CLI filters it (the Dockerfile and `.dockerignore` are always sent), Dockerfile first. It
 prints one line, `steps=N cached=M image=sha256:...`, and exits 1 when the build failed.
 
-`prune-new` is how the benchmark removes "the build cache" on an engine other people build on at
-the same time: never `docker builder prune` of everything, only the records that appeared after
-BEFORE_FILE was written, one `POST /build/prune` per record ID. Records someone else's build
-created in that window are removed too (the engine does not say whose a record is); bench/run keeps
-that window to its own bundle.
+`prune-new` is how the benchmark removes "the build cache" without `docker builder prune` of
+everything: only the records that appeared after BEFORE_FILE was written, one `POST /build/prune`
+per record ID. The engine does not say whose a record is, so a record someone else's build made in
+that window would go too: with `--run`, any new record of a RUN step whose command is not one of
+those listed (a build of something else) makes it remove nothing and say so (`foreign=N`). Another
+build of the same Dockerfiles in the window is not detected: bench/run uses this only when asked
+(OFFPACK_BENCH_PRUNE=1), on an engine nobody else builds on.
 """
 
 import argparse
@@ -248,6 +252,16 @@ def prune_new(args):
     with open(args.before, encoding="utf-8") as f:
         before = {line.strip() for line in f if line.strip()}
     removed = reclaimed = 0
+    if args.run:
+        allowed = {f"mount / from exec /bin/sh -c {cmd}" for cmd in args.run}
+        foreign = [r for r in cache_records()
+                   if r["ID"] not in before and r.get("Description", "").startswith("mount / from exec ")
+                   and r.get("Description") not in allowed]
+        if foreign:
+            for r in foreign:
+                print(f"not ours: {r['ID']} {r.get('Description', '')}", file=sys.stderr)
+            print(f"pruned=0 foreign={len(foreign)}")
+            return 0
     # A record other records are built on stays while they exist: passes until one removes
     # nothing, so children go first and their parents in a later pass.
     while True:
@@ -293,6 +307,8 @@ def main():
     c.set_defaults(run=cache_ids)
     p = sub.add_parser("prune-new")
     p.add_argument("before")
+    p.add_argument("--run", action="append", default=[],
+                   help="a RUN command the window's builds may have (repeatable); any other: prune nothing")
     p.set_defaults(run=prune_new)
     args = parser.parse_args()
     return args.run(args)
