@@ -5,7 +5,7 @@ developer's `docker build` would drive it, with nothing but Python's standard li
     bench/buildkit.py build [--dockerfile F] [--target T] [--build-arg K=V]... [--label K=V]...
                             [--cache-from IMAGE]... [--inline-cache] --tag TAG CONTEXT
     bench/buildkit.py cache-ids                 the engine's build cache record IDs, one a line
-    bench/buildkit.py prune-new BEFORE_FILE [--run CMD]...
+    bench/buildkit.py prune-new BEFORE_FILE [--run CMD]... [--dry-run]
                                                 remove the unused build cache records that are not in
                                                 BEFORE_FILE (the output of an earlier `cache-ids`),
                                                 unless one of them is a RUN of a command not listed
@@ -252,8 +252,8 @@ def prune_new(args):
     with open(args.before, encoding="utf-8") as f:
         before = {line.strip() for line in f if line.strip()}
     removed = reclaimed = 0
-    if args.run:
-        allowed = {f"mount / from exec /bin/sh -c {cmd}" for cmd in args.run}
+    if args.runs:
+        allowed = {f"mount / from exec /bin/sh -c {cmd}" for cmd in args.runs}
         foreign = [r for r in cache_records()
                    if r["ID"] not in before and r.get("Description", "").startswith("mount / from exec ")
                    and r.get("Description") not in allowed]
@@ -262,6 +262,12 @@ def prune_new(args):
                 print(f"not ours: {r['ID']} {r.get('Description', '')}", file=sys.stderr)
             print(f"pruned=0 foreign={len(foreign)}")
             return 0
+    if args.dry_run:
+        new = [r for r in cache_records() if r["ID"] not in before and not r.get("InUse")]
+        for r in new:
+            print(f"would prune {r['ID']} {r.get('Description', '')}", file=sys.stderr)
+        print(f"pruned=0 would={len(new)}")
+        return 0
     # A record other records are built on stays while they exist: passes until one removes
     # nothing, so children go first and their parents in a later pass.
     while True:
@@ -302,16 +308,17 @@ def main():
     b.add_argument("--inline-cache", action="store_true")
     b.add_argument("--tag", required=True)
     b.add_argument("context")
-    b.set_defaults(run=build)
+    b.set_defaults(func=build)
     c = sub.add_parser("cache-ids")
-    c.set_defaults(run=cache_ids)
+    c.set_defaults(func=cache_ids)
     p = sub.add_parser("prune-new")
     p.add_argument("before")
-    p.add_argument("--run", action="append", default=[],
+    p.add_argument("--dry-run", action="store_true", help="only list the records it would remove")
+    p.add_argument("--run", dest="runs", action="append", default=[],
                    help="a RUN command the window's builds may have (repeatable); any other: prune nothing")
-    p.set_defaults(run=prune_new)
+    p.set_defaults(func=prune_new)
     args = parser.parse_args()
-    return args.run(args)
+    return args.func(args)
 
 
 if __name__ == "__main__":
