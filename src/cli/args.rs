@@ -277,3 +277,55 @@ pub struct DoctorArgs {
     #[arg(long = "registry", value_name = "HOST[:PORT]")]
     pub registries: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use offpack_dockerfile::Builder;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        let mut argv = vec!["offpack"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .command
+    }
+
+    #[test]
+    fn builder_defaults_to_auto_and_reaches_each_request() {
+        let Command::Plan(plan) = parse(&["plan"]) else {
+            panic!("not plan")
+        };
+        assert_eq!(plan.builder, BuilderChoice::Auto);
+        let Command::Bundle(bundle) = parse(&[
+            "bundle",
+            "-o",
+            "x.offpack",
+            "--builder",
+            "classic",
+            "--no-proof",
+        ]) else {
+            panic!("not bundle")
+        };
+        let request = bundle.request();
+        assert_eq!(request.builder, BuilderChoice::Fixed(Builder::Classic));
+        assert!(request.no_proof);
+        let Command::Rebuild(rebuild) = parse(&[
+            "rebuild",
+            "--builder",
+            "buildkit",
+            "--changed",
+            "--up",
+            "web",
+        ]) else {
+            panic!("not rebuild")
+        };
+        let request = rebuild.request();
+        assert_eq!(request.builder, BuilderChoice::Fixed(Builder::BuildKit));
+        assert!(request.changed && request.up && !request.no_cache);
+        assert_eq!(request.services, ["web"]);
+        assert!(Cli::try_parse_from(["offpack", "plan", "--builder", "kaniko"]).is_err());
+    }
+}
