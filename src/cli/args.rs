@@ -235,8 +235,8 @@ pub struct LoadArgs {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
-    /// The services to rebuild.
-    #[arg(required = true, value_name = "SERVICE")]
+    /// The services to rebuild; none means every active service that has a `build:` section.
+    #[arg(value_name = "SERVICE")]
     pub services: Vec<String>,
     /// Do not use any cache (needs every RUN step to work offline).
     #[arg(long)]

@@ -186,6 +186,53 @@ impl Engine {
         Ok(loaded)
     }
 
+    /// Whether images `a` and `b` (names or IDs) hold the same image apart from BuildKit's inline
+    /// cache metadata: the same layers, creation time and configuration. BuildKit writes the
+    /// records of that metadata in an order that varies from build to build when a multi-stage
+    /// build has records with equal digests, so a fully cached rebuild can get a new image ID for
+    /// the very same image (measured on 20.10; docs/engine-support.md).
+    pub async fn same_image(&self, a: &str, b: &str) -> Result<bool> {
+        let inspect = |reference: &str| {
+            let reference = reference.to_string();
+            async move {
+                self.docker
+                    .inspect_image(&reference)
+                    .await
+                    .with_context(|| format!("inspecting image {reference}"))
+            }
+        };
+        let (a, b) = (inspect(a).await?, inspect(b).await?);
+        let content = |i: &ImageInspect| {
+            (
+                i.root_fs.as_ref().and_then(|r| r.layers.clone()),
+                i.created.clone(),
+                serde_json::to_value(&i.config).ok(),
+                i.os.clone(),
+                i.architecture.clone(),
+            )
+        };
+        Ok(content(&a) == content(&b))
+    }
+
+    /// Removes image `id` if no name points to it any more (a build result offpack did not keep);
+    /// an image still named or used is left alone.
+    pub async fn remove_unnamed(&self, id: &str) -> Result<()> {
+        let Some(info) = self.image(id).await? else {
+            return Ok(());
+        };
+        if !info.repo_tags.is_empty() {
+            return Ok(());
+        }
+        let options = bollard::query_parameters::RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        // A child image or a container may still use it: then it stays, which is harmless.
+        let _ = self.docker.remove_image(id, Some(options), None).await;
+        Ok(())
+    }
+
     /// Gives image `id` the name `reference` (`repo:tag`).
     pub async fn tag(&self, id: &str, reference: &str) -> Result<()> {
         let (repo, tag) = api_name(reference)?;

@@ -376,13 +376,39 @@ pub async fn build_prepared(
     let mut request = prepared.request.clone();
     request.cache_from = cache_from.clone();
     request.no_cache = no_cache;
-    let outcome = send_build(engine, prepared, &request, &prepared.service, reporter).await?;
+    request.tags = Vec::new();
+    let mut outcome = send_build(engine, prepared, &request, &prepared.service, reporter).await?;
+    outcome.image_id = name_result(engine, &outcome.image_id, &prepared.request.tags).await?;
     let mut carriers = Vec::new();
     for (stage, tag) in &prepared.carriers {
         let stage_outcome = build_carrier(engine, prepared, &request, stage, tag, reporter).await?;
         carriers.push((tag.clone(), stage_outcome));
     }
     Ok(ServiceBuild { outcome, carriers })
+}
+
+/// Names the build result `built` with `tags`, unless the image the first tag names is the same
+/// image ([`Engine::same_image`]): then that image keeps the names and its ID, and the new copy,
+/// which differs only in the order of its cache metadata, is removed. A no-change rebuild thus
+/// leaves the service's image ID as it was.
+pub async fn name_result(engine: &Engine, built: &Digest, tags: &[String]) -> Result<Digest> {
+    if let Some(first) = tags.first()
+        && let Some(current) = engine.image(first).await?
+        && current.id != *built
+        && engine
+            .same_image(&current.id.to_string(), &built.to_string())
+            .await?
+    {
+        for tag in tags {
+            engine.tag(&current.id.to_string(), tag).await?;
+        }
+        engine.remove_unnamed(&built.to_string()).await?;
+        return Ok(current.id);
+    }
+    for tag in tags {
+        engine.tag(&built.to_string(), tag).await?;
+    }
+    Ok(built.clone())
 }
 
 /// Builds the stage carrier `tag` of `prepared`'s stage `stage`, with the final build's settings
@@ -397,10 +423,12 @@ pub async fn build_carrier(
 ) -> Result<BuildOutcome> {
     let mut stage_request = request.clone();
     stage_request.target = Some(stage.to_string());
-    stage_request.tags = vec![tag.to_string()];
+    stage_request.tags = Vec::new();
     stage_request.labels.remove(INPUTS_LABEL);
     let label = format!("{} (stage {stage})", prepared.service);
-    send_build(engine, prepared, &stage_request, &label, reporter).await
+    let mut outcome = send_build(engine, prepared, &stage_request, &label, reporter).await?;
+    outcome.image_id = name_result(engine, &outcome.image_id, &[tag.to_string()]).await?;
+    Ok(outcome)
 }
 
 /// Sends the far side's rebuild of `prepared` now, naming nothing: what `bundle`'s proof

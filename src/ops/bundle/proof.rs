@@ -54,9 +54,15 @@ impl std::fmt::Display for ProofFailure {
     }
 }
 
-/// Judges a proof build: every step from cache and the carried image.
-pub fn judge(job: &ProofJob, steps_ran: Vec<String>, image: &Digest) -> Option<ProofFailure> {
-    let other_image = (image != &job.carried).then(|| image.clone());
+/// Judges a proof build: every step from cache, and the carried image (`same_image`: the image
+/// made is the carried one apart from the order of its cache metadata, [`Engine::same_image`]).
+pub fn judge(
+    job: &ProofJob,
+    steps_ran: Vec<String>,
+    image: &Digest,
+    same_image: bool,
+) -> Option<ProofFailure> {
+    let other_image = (image != &job.carried && !same_image).then(|| image.clone());
     if steps_ran.is_empty() && other_image.is_none() {
         return None;
     }
@@ -81,7 +87,16 @@ pub async fn prove(engine: &Engine, jobs: &[ProofJob], reporter: &dyn Reporter) 
             .filter(|s| !s.cached)
             .map(|s| s.name.clone())
             .collect();
-        if let Some(failure) = judge(job, ran, &outcome.image_id) {
+        let same_image = outcome.image_id == job.carried
+            || engine
+                .same_image(&outcome.image_id.to_string(), &job.carried.to_string())
+                .await?;
+        if outcome.image_id != job.carried {
+            engine
+                .remove_unnamed(&outcome.image_id.to_string())
+                .await?;
+        }
+        if let Some(failure) = judge(job, ran, &outcome.image_id, same_image) {
             failures.push(failure);
         }
     }
