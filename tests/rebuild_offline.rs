@@ -15,9 +15,8 @@
 //! missing base and uses an image of its own.
 //!
 //! The far side of each test holds the cut, which is the write side of the network lock: no other
-//! test of this binary builds meanwhile, so the cache records removed are only the ones the
-//! test's own bundle used or made (see `prune_build_cache_used_since`), and no other test is
-//! mid-build when they go.
+//! test of this binary builds meanwhile, so emptying the build cache (`prune_all_build_cache`)
+//! takes nothing another test is using.
 //!
 //! Source changes carry a per-run nonce: a build cache record of an earlier run's change would
 //! otherwise make the changed step look cached.
@@ -31,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::offline::{
     NetworkCut, ProbeBuilder, Reach, add_stray_tagged_rule, build_network, cut_build_network,
-    default_bridge, probe, remove_tagged_rules, run_quietly_within, run_within, tagged_rules,
+    default_bridge, probe, remove_tagged_rules, run_within, tagged_rules,
 };
 use common::*;
 use serde_json::Value;
@@ -243,7 +242,7 @@ impl Case {
                 "{reference} is still on the engine after the wipe"
             );
         }
-        prune_build_cache_used_since(self.since);
+        prune_all_build_cache();
         let mut cmd = self.offpack();
         cmd.arg("load").arg(&self.bundle);
         self.ok(&mut cmd);
@@ -311,59 +310,18 @@ fn is_shared_base(reference: &str) -> bool {
     SHARED_BASES.contains(&short)
 }
 
-/// Removes the build cache records used (or made) since `since`: every record the test's bundle
-/// built or hit, so that the far side's rebuild can only be cached from what the loaded images
-/// carry (inline cache), as on a real far side. Records older than that are other work on this
-/// shared engine and stay (a blanket `docker builder prune -af` would take other engineers' and
-/// benchmarks' caches too); they cannot serve this test's steps, since its bundle would have hit
-/// (and so used) them, and its changes carry a nonce.
-fn prune_build_cache_used_since(since: SystemTime) {
-    let out = run_quietly_within(
-        Command::new("curl").args([
-            "-sS",
-            "--unix-socket",
-            "/var/run/docker.sock",
-            "http://localhost/v1.41/system/df",
-        ]),
-        Duration::from_secs(120),
+/// Empties the engine's build cache, as on a real far side: the rebuild can then only be cached
+/// from what the loaded images carry (inline cache). A record an earlier run left, whose last use
+/// the engine does not always move, would otherwise answer a step with its own timestamps. Safe
+/// here: `cargo test` runs one test binary at a time, and within this one every networked step
+/// waits while a far side holds the cut. On a machine where others build at the same time it
+/// costs them their build cache (never an image).
+fn prune_all_build_cache() {
+    let out = run_within(
+        Command::new("docker").args(["builder", "prune", "--all", "--force"]),
+        Duration::from_secs(300),
     );
-    assert!(out.status.success(), "GET /system/df failed");
-    let df: Value = serde_json::from_slice(&out.stdout).expect("/system/df answers JSON");
-    // RFC 3339 in UTC, compared to the second; one second of margin.
-    let cutoff = rfc3339_utc_seconds(since - Duration::from_secs(1));
-    let ids: Vec<String> = df["BuildCache"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter(|record| {
-            let used = record["LastUsedAt"]
-                .as_str()
-                .or(record["CreatedAt"].as_str())
-                .unwrap_or("");
-            // A time not in UTC is not compared: such a record goes too.
-            !used.ends_with('Z') || used.get(..19).is_none_or(|t| t >= cutoff.as_str())
-        })
-        .filter_map(|record| record["ID"].as_str().map(str::to_string))
-        .collect();
-    eprintln!(
-        "pruning {} build cache records used since {cutoff}",
-        ids.len()
-    );
-    for id in &ids {
-        // One record per call: the engine takes one value per filter key.
-        let out = run_quietly_within(
-            Command::new("docker").args([
-                "builder",
-                "prune",
-                "-f",
-                "--filter",
-                &format!("id={id}"),
-            ]),
-            Duration::from_secs(120),
-        );
-        assert!(out.status.success(), "docker builder prune of {id} failed");
-    }
+    assert!(out.status.success(), "docker builder prune failed");
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` in UTC.

@@ -137,7 +137,10 @@ mod tests {
              --pull never backend"
         );
         let v1 = up_arguments(ComposeTool::V1, &project(), &options, &["backend".into()]);
-        assert!(v1.ends_with(&["--no-build".into(), "backend".into()]), "{v1:?}");
+        assert!(
+            v1.ends_with(&["--no-build".into(), "backend".into()]),
+            "{v1:?}"
+        );
         assert!(!v1.contains(&"--pull".to_string()));
     }
 }

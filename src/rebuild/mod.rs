@@ -205,7 +205,10 @@ pub fn prepare(
         );
     };
     let Some(build_plan) = &plan.build else {
-        bail!("service {} is missing its build from the plan", service.name);
+        bail!(
+            "service {} is missing its build from the plan",
+            service.name
+        );
     };
     let BuildContext::Local(context_dir) = &build.context else {
         bail!(
@@ -323,8 +326,14 @@ fn rewrite_digest_pins(
     if !text.contains("@sha256:") && !text.contains("@SHA256:") {
         return Ok(text.to_string());
     }
-    let parsed = offpack_dockerfile::parse(text)
-        .map_err(|e| anyhow!("{label}:{}: {} (service {})", e.line, e.message, service.name))?;
+    let parsed = offpack_dockerfile::parse(text).map_err(|e| {
+        anyhow!(
+            "{label}:{}: {} (service {})",
+            e.line,
+            e.message,
+            service.name
+        )
+    })?;
     let platform = plan
         .platforms
         .first()

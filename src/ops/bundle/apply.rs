@@ -6,21 +6,20 @@ use anyhow::{Result, anyhow};
 use offpack_bundle::Digest;
 use offpack_compose::Project;
 
+use super::proof::{ProofJob, static_checks};
 use super::{
     BuildDecision, BundleContents, PullDecision, decide_build, decide_pull, decide_stage,
     left_out_warning,
 };
+use crate::engine::Builder;
 use crate::engine::Engine;
 use crate::ops::pull_policy::PullPolicy;
 use crate::plan::{Plan, build_order, familiar_name};
-use crate::engine::Builder;
 use crate::rebuild::{
-    build_carrier, build_prepared, check_needed_images, image_tags, prepare,
-    present_cache_sources,
+    build_carrier, build_prepared, check_needed_images, image_tags, prepare, present_cache_sources,
 };
-use super::proof::ProofJob;
-use offpack_dockerfile::ImageRef;
 use crate::reporter::Reporter;
+use offpack_dockerfile::ImageRef;
 
 /// The command line's say in what is pulled and built.
 #[derive(Debug, Clone, Copy)]
@@ -50,17 +49,20 @@ pub async fn collect_images(
             PullDecision::Present(id) => id,
             PullDecision::Pull => pull(engine, &image.reference, reporter).await?,
         };
-        let mut aliases = image.aliases.clone();
-        // A digest-pinned image is carried under its pin tag too, the name both sides' builds use
-        // for it (a loaded image has no repository digest to resolve `x@sha256:…` by).
-        if let Some(pin) = ImageRef::parse(&image.reference)
+        // A digest-pinned image is carried under its pin tag, the name both sides' builds use for
+        // it: a digest is not a name an engine can give a loaded image (it has no repository
+        // digest to resolve `x@sha256:…` by), and `docker load` refuses one.
+        let reference = match ImageRef::parse(&image.reference)
             .ok()
             .and_then(|r| offpack_dockerfile::pin_tag(&r))
         {
-            engine.tag(&id.to_string(), &pin).await?;
-            aliases.insert(pin);
-        }
-        contents.add_image(&id, &image.reference, &aliases, &image.used_by);
+            Some(pin) => {
+                engine.tag(&id.to_string(), &pin).await?;
+                pin
+            }
+            None => image.reference.clone(),
+        };
+        contents.add_image(&id, &reference, &image.aliases, &image.used_by);
     }
     for service_plan in plan
         .services
@@ -105,10 +107,15 @@ pub async fn collect_images(
                 }
                 contents.add_built(&service_plan.name, &tags, &built.outcome.image_id);
                 contents.set_inputs(&service_plan.name, builder, &prepared.inputs);
+                let (never_offline, uncovered) = static_checks(plan, service_plan);
+                for warning in uncovered {
+                    reporter.warn(&warning);
+                }
                 proofs.push(ProofJob {
                     prepared: prepared.clone(),
                     compose_cache_from,
                     carried: built.outcome.image_id.clone(),
+                    never_offline,
                 });
                 continue;
             }

@@ -17,13 +17,13 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::apply::{Collect, collect_images};
 use super::proof::prove;
-use crate::ops::builder::choose_builder;
 use super::{
     BundleRequest, ExportPlan, delta_against, layers_the_far_side_has, plan_export, target,
 };
 use crate::engine::{Engine, ImageInfo};
 use crate::fetch::export::copy_export;
 use crate::load::inventory::Inventory;
+use crate::ops::builder::choose_builder;
 use crate::ops::copy::ImageCopy;
 use crate::plan::{Disk, FindingLayout, make_plan};
 use crate::project::load_project;
@@ -103,7 +103,8 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     .await?;
     if request.no_proof {
         if !proofs.is_empty() {
-            reporter.warn("--no-proof: the bundle is not checked to rebuild from cache behind the gap");
+            reporter
+                .warn("--no-proof: the bundle is not checked to rebuild from cache behind the gap");
         }
     } else {
         prove(&engine, &proofs, reporter).await?;

@@ -11,8 +11,11 @@
 use anyhow::Result;
 use offpack_bundle::Digest;
 
+use offpack_dockerfile::FindingCode;
+
 use crate::engine::Engine;
 use crate::error::CheckFailed;
+use crate::plan::{Code, Plan, ServicePlan};
 use crate::rebuild::{PreparedBuild, rebuild_as_the_far_side_will, short_id};
 use crate::reporter::Reporter;
 
@@ -22,6 +25,42 @@ pub struct ProofJob {
     pub prepared: PreparedBuild,
     pub compose_cache_from: Vec<String>,
     pub carried: Digest,
+    /// Steps that cannot run behind the gap whatever the cache holds (an `ADD` that downloads:
+    /// BuildKit checks the URL on every build), from the plan.
+    pub never_offline: Vec<String>,
+}
+
+/// What the plan says of `service` that the proof build cannot show: steps that fetch on every
+/// build (failures) and unnamed intermediate stages, which no carrier can cover (warnings: their
+/// steps run again behind the gap, which is fine only if they need no network).
+pub fn static_checks(plan: &Plan, service: &ServicePlan) -> (Vec<String>, Vec<String>) {
+    let never_offline = plan
+        .findings
+        .iter()
+        .filter(|f| f.service == service.name && f.code == Code::Dockerfile(FindingCode::RemoteAdd))
+        .map(|f| {
+            let place = match (&f.file, f.line) {
+                (Some(file), Some(line)) => format!("{}:{line}: ", file.display()),
+                _ => String::new(),
+            };
+            format!("{place}{}", f.message)
+        })
+        .collect();
+    let uncovered = service
+        .build
+        .iter()
+        .flat_map(|build| build.stages.split_last().map(|(_, rest)| rest).unwrap_or(&[]))
+        .filter(|stage| stage.parse::<usize>().is_ok())
+        .map(|stage| {
+            format!(
+                "service {}: stage {stage} of {} has no name, so offpack cannot carry its cache: its \
+                 steps run again behind the gap; name it (`FROM … AS build`) if they need the network",
+                service.name,
+                service.build.as_ref().map(|b| b.dockerfile.as_str()).unwrap_or_default()
+            )
+        })
+        .collect();
+    (never_offline, uncovered)
 }
 
 /// What the proof of one service found wrong.
@@ -92,12 +131,18 @@ pub async fn prove(engine: &Engine, jobs: &[ProofJob], reporter: &dyn Reporter) 
                 .same_image(&outcome.image_id.to_string(), &job.carried.to_string())
                 .await?;
         if outcome.image_id != job.carried {
-            engine
-                .remove_unnamed(&outcome.image_id.to_string())
-                .await?;
+            engine.remove_unnamed(&outcome.image_id.to_string()).await?;
         }
-        if let Some(failure) = judge(job, ran, &outcome.image_id, same_image) {
+        if let Some(mut failure) = judge(job, ran, &outcome.image_id, same_image) {
+            failure.ran.extend(job.never_offline.iter().cloned());
             failures.push(failure);
+        } else if !job.never_offline.is_empty() {
+            failures.push(ProofFailure {
+                service: job.prepared.service.clone(),
+                ran: job.never_offline.clone(),
+                other_image: None,
+                carried: job.carried.clone(),
+            });
         }
     }
     if failures.is_empty() {
