@@ -70,6 +70,10 @@ pub fn build_inputs_digest(inputs: &BuildInputs) -> Result<Digest> {
     out.field("context");
     let mut buffer = vec![0u8; 64 * 1024];
     let entries = walk_context(inputs.context_dir, inputs.dockerfile_in_context, |entry| {
+        if is_offpack_output(&entry.name) {
+            // A bundle written into (or copied next to) the project is no input of the build.
+            return Ok(());
+        }
         out.str(&entry.name);
         out.u32(permission_bits(&entry.metadata));
         match &entry.kind {
@@ -107,6 +111,24 @@ pub fn build_inputs_digest(inputs: &BuildInputs) -> Result<Digest> {
 
     let hex = hex::encode(out.0.finalize());
     Digest::from_hex(&hex).context("hashing the build inputs")
+}
+
+/// Whether the context entry `name` (`/`-separated) is one of offpack's own files: a bundle
+/// (`*.offpack`, its parts `*.offpack.001`…, its `.sha256`) or a bundle writer's lock or temporary
+/// file. Users write bundles into the project directory and carry them next to it; counting them
+/// would make every bundle look like a change to `rebuild --changed`, and give a no-change rebuild
+/// another inputs label, so another image ID.
+fn is_offpack_output(name: &str) -> bool {
+    let file = name.rsplit('/').next().unwrap_or(name);
+    let part_number = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    file.ends_with(".offpack")
+        || file.ends_with(".offpack.sha256")
+        || file.ends_with(".offpack-lock")
+        || file
+            .rsplit_once(".offpack.")
+            .is_some_and(|(_, rest)| part_number(rest))
+        || (file.starts_with('.')
+            && (file.ends_with(".partial") || file.ends_with(".sha256-partial")))
 }
 
 fn file_sha256(path: &Path, buffer: &mut [u8]) -> Result<[u8; 32]> {
@@ -272,6 +294,22 @@ mod tests {
         assert_ne!(changed, digest);
         fs_err::write(dir.path().join("app/new.py"), "").unwrap();
         assert_ne!(Case::new().digest(dir.path()), changed);
+    }
+
+    #[test]
+    fn bundles_and_their_files_are_not_inputs() {
+        for name in [
+            "shop.offpack",
+            "out/shop.offpack.sha256",
+            "shop.offpack.001",
+            ".shop.offpack-lock",
+            ".shop.offpack.x1Y2z3.partial",
+        ] {
+            assert!(is_offpack_output(name), "{name}");
+        }
+        for name in ["app.py", "offpack.json", "shop.offpack.txt", "notes.partial"] {
+            assert!(!is_offpack_output(name), "{name}");
+        }
     }
 
     #[test]
