@@ -69,11 +69,13 @@ pub fn build_inputs_digest(inputs: &BuildInputs) -> Result<Digest> {
 
     out.field("context");
     let mut buffer = vec![0u8; 64 * 1024];
-    let entries = walk_context(inputs.context_dir, inputs.dockerfile_in_context, |entry| {
+    let mut counted = 0u64;
+    walk_context(inputs.context_dir, inputs.dockerfile_in_context, |entry| {
         if is_offpack_output(&entry.name) {
             // A bundle written into (or copied next to) the project is no input of the build.
             return Ok(());
         }
+        counted += 1;
         out.str(&entry.name);
         out.u32(permission_bits(&entry.metadata));
         match &entry.kind {
@@ -89,7 +91,7 @@ pub fn build_inputs_digest(inputs: &BuildInputs) -> Result<Digest> {
         }
         Ok(())
     })?;
-    out.u64(entries);
+    out.u64(counted);
 
     out.field("args");
     out.map(inputs.build_args);
@@ -310,6 +312,14 @@ mod tests {
         for name in ["app.py", "offpack.json", "shop.offpack.txt", "notes.partial"] {
             assert!(!is_offpack_output(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_bundle_written_into_the_context_changes_nothing() {
+        let (dir, before) = project();
+        std::fs::write(dir.path().join("shop.offpack"), b"bundle").unwrap();
+        std::fs::write(dir.path().join("shop.offpack.sha256"), b"sum").unwrap();
+        assert_eq!(Case::new().digest(dir.path()), before);
     }
 
     #[test]

@@ -287,6 +287,7 @@ pub fn prepare(
         images: &images,
     })
     .with_context(|| format!("reading the build context of service {}", service.name))?;
+
     let mut labels: HashMap<String, String> = compose_labels.into_iter().collect();
     labels.insert(INPUTS_LABEL.to_string(), inputs.to_string());
     let request = BuildRequest {
