@@ -309,7 +309,12 @@ mod tests {
         ] {
             assert!(is_offpack_output(name), "{name}");
         }
-        for name in ["app.py", "offpack.json", "shop.offpack.txt", "notes.partial"] {
+        for name in [
+            "app.py",
+            "offpack.json",
+            "shop.offpack.txt",
+            "notes.partial",
+        ] {
             assert!(!is_offpack_output(name), "{name}");
         }
     }
