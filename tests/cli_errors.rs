@@ -122,3 +122,42 @@ fn json_errors_are_json_on_stdout() {
     assert_eq!(doc["exit_code"], 2);
     assert!(doc["error"].as_str().is_some_and(|e| e.contains("compose")));
 }
+
+/// Issue 18: a `# syntax=` frontend the engine lacks is named, with its service and line, before
+/// anything is built (instead of BuildKit's failed request to a registry); a Dockerfile that needs
+/// BuildKit is never sent to the classic builder.
+#[test]
+fn rebuild_names_a_missing_frontend_and_refuses_buildkit_files_for_classic() {
+    require_engine();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  tool:\n    build: .\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "# syntax=offpack-test/absent-frontend:1.4\nFROM python:3.11-slim\n\
+         RUN --mount=type=cache,target=/root/.cache true\n",
+    )
+    .unwrap();
+    let out = run(offpack(dir.path()).args(["rebuild", "-p", "offpack-frontend-test"]));
+    assert_clean_failure(
+        &out,
+        2,
+        &[
+            "service tool needs the Dockerfile frontend offpack-test/absent-frontend:1.4",
+            "Dockerfile:1",
+            "offpack load",
+        ],
+    );
+    let out = run(offpack(dir.path()).args([
+        "rebuild",
+        "-p",
+        "offpack-frontend-test",
+        "--builder",
+        "classic",
+    ]));
+    assert_clean_failure(&out, 2, &["Dockerfile:3", "RUN --mount", "only BuildKit"]);
+    assert!(!image_exists("offpack-frontend-test-tool"));
+}

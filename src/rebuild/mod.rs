@@ -390,7 +390,24 @@ pub async fn build_prepared(
     let mut outcome = send_build(engine, prepared, &request, &prepared.service, reporter).await?;
     outcome.image_id = name_result(engine, &outcome.image_id, &prepared.request.tags).await?;
     let mut carriers = Vec::new();
+    // When no step of the final build ran, no stage changed: carriers the engine holds are the
+    // ones this build's cache came from, and rebuilding them would only cost time.
+    let nothing_ran = outcome.steps.iter().all(|s| s.cached);
     for (stage, tag) in &prepared.carriers {
+        if nothing_ran
+            && !no_cache
+            && let Some(present) = engine.image(tag).await?
+        {
+            carriers.push((
+                tag.clone(),
+                BuildOutcome {
+                    image_id: present.id,
+                    steps: Vec::new(),
+                    wall_seconds: 0.0,
+                },
+            ));
+            continue;
+        }
         let stage_outcome = build_carrier(engine, prepared, &request, stage, tag, reporter).await?;
         carriers.push((tag.clone(), stage_outcome));
     }
