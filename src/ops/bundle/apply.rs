@@ -17,6 +17,7 @@ use crate::ops::pull_policy::PullPolicy;
 use crate::plan::{Plan, build_order, familiar_name};
 use crate::rebuild::{
     build_carrier, build_prepared, check_needed_images, image_tags, prepare, present_cache_sources,
+    stage_cache_tags,
 };
 use crate::reporter::Reporter;
 use offpack_dockerfile::ImageRef;
@@ -86,8 +87,6 @@ pub async fn collect_images(
             reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
             continue;
         }
-        let image_ids = check_needed_images(engine, &[service_plan]).await?;
-        let prepared = prepare(project, service, service_plan, builder, &image_ids)?;
         let compose_cache_from = service
             .build
             .as_ref()
@@ -95,6 +94,8 @@ pub async fn collect_images(
             .unwrap_or_default();
         let id = match &decision {
             BuildDecision::Build => {
+                let image_ids = check_needed_images(engine, &[service_plan]).await?;
+                let prepared = prepare(project, service, service_plan, builder, &image_ids)?;
                 let built =
                     build_prepared(engine, &prepared, &compose_cache_from, false, reporter).await?;
                 for (tag, outcome) in &built.carriers {
@@ -123,22 +124,26 @@ pub async fn collect_images(
             BuildDecision::LeaveOut => unreachable!("left out above"),
         };
         contents.add_built(&service_plan.name, &tags, &id);
-        // The named stages before the final one, as images the far side rebuilds from.
-        for (stage, tag) in &prepared.carriers {
-            let existing = engine.image(tag).await?;
+        // The named stages before the final one, as images the far side rebuilds from. The image
+        // found is bundled as it is, so the build is prepared (which reads the whole context, and
+        // refuses what offpack cannot build) only when a stage image must be built.
+        for (stage, tag) in stage_cache_tags(project, service, service_plan) {
+            let existing = engine.image(&tag).await?;
             let stage_id = match decide_stage(existing.as_ref(), false, options.no_build) {
                 BuildDecision::UseExisting(id) => id,
                 BuildDecision::LeaveOut => continue,
                 BuildDecision::Build => {
+                    let image_ids = check_needed_images(engine, &[service_plan]).await?;
+                    let prepared = prepare(project, service, service_plan, builder, &image_ids)?;
                     let mut request = prepared.request.clone();
                     request.cache_from =
                         present_cache_sources(engine, &prepared, &compose_cache_from).await?;
-                    build_carrier(engine, &prepared, &request, stage, tag, reporter)
+                    build_carrier(engine, &prepared, &request, &stage, &tag, reporter)
                         .await?
                         .image_id
                 }
             };
-            contents.add_stage(&service_plan.name, tag, familiar_name(tag)?, &stage_id);
+            contents.add_stage(&service_plan.name, &tag, familiar_name(&tag)?, &stage_id);
         }
     }
     // Services that run an image another service builds need that image too.
