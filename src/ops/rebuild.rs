@@ -11,7 +11,7 @@ use crate::ops::compose_up::compose_up;
 use crate::plan::{Disk, ServicePlan, build_order, make_plan};
 use crate::project::{ProjectOptions, load_project};
 use crate::rebuild::inputs::INPUTS_LABEL;
-use crate::rebuild::{build_prepared, check_needed_images, prepare};
+use crate::rebuild::{Carriers, build_prepared, check_needed_images, prepare};
 use crate::reporter::Reporter;
 
 /// What `offpack rebuild` is asked to do (what `cli::RebuildArgs` converts into).
@@ -136,6 +136,7 @@ pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Resul
             &prepared,
             &compose_cache_from,
             request.no_cache,
+            Carriers::Keep,
             reporter,
         )
         .await?;

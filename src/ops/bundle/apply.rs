@@ -16,8 +16,8 @@ use crate::engine::Engine;
 use crate::ops::pull_policy::PullPolicy;
 use crate::plan::{Plan, build_order, familiar_name};
 use crate::rebuild::{
-    build_carrier, build_prepared, check_needed_images, image_tags, prepare, present_cache_sources,
-    stage_cache_tags,
+    Carriers, build_carrier, build_prepared, check_needed_images, image_tags, prepare,
+    present_cache_sources, stage_cache_tags,
 };
 use crate::reporter::Reporter;
 use offpack_dockerfile::ImageRef;
@@ -96,8 +96,15 @@ pub async fn collect_images(
             BuildDecision::Build => {
                 let image_ids = check_needed_images(engine, &[service_plan]).await?;
                 let prepared = prepare(project, service, service_plan, builder, &image_ids)?;
-                let built =
-                    build_prepared(engine, &prepared, &compose_cache_from, false, reporter).await?;
+                let built = build_prepared(
+                    engine,
+                    &prepared,
+                    &compose_cache_from,
+                    false,
+                    Carriers::Build,
+                    reporter,
+                )
+                .await?;
                 for (tag, outcome) in &built.carriers {
                     contents.add_stage(
                         &service_plan.name,
