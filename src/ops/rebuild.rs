@@ -126,26 +126,16 @@ pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Resul
             });
             continue;
         }
-        let compose_cache_from = service
-            .build
-            .as_ref()
-            .map(|b| b.cache_from.clone())
-            .unwrap_or_default();
         let built = build_prepared(
             &engine,
             &prepared,
-            &compose_cache_from,
             request.no_cache,
             Carriers::Keep,
             reporter,
         )
         .await?;
-        let seconds = built.outcome.seconds()
-            + built
-                .carriers
-                .iter()
-                .map(|(_, outcome)| outcome.seconds())
-                .sum::<f64>();
+        // `Carriers::Keep`: the image's build is the only one.
+        let seconds = built.outcome.seconds();
         results.push(Rebuilt {
             service: service.name.clone(),
             image_id: built.outcome.image_id.clone(),

@@ -184,6 +184,8 @@ pub struct PreparedBuild {
     pub request: BuildRequest,
     /// `(stage, tag)` of the stage carriers ([`stage_cache_tags`]).
     pub carriers: Vec<(String, String)>,
+    /// The service's compose `cache_from`, the last cache sources ([`present_cache_sources`]).
+    pub compose_cache_from: Vec<String>,
     /// The build inputs digest ([`inputs`]), also set as the image's [`INPUTS_LABEL`].
     pub inputs: Digest,
 }
@@ -311,6 +313,7 @@ pub fn prepare(
         dockerfile,
         request,
         carriers: stage_cache_tags(project, service, plan),
+        compose_cache_from: build.cache_from.clone(),
         inputs,
     })
 }
@@ -386,7 +389,6 @@ pub struct ServiceBuild {
 pub async fn build_prepared(
     engine: &Engine,
     prepared: &PreparedBuild,
-    compose_cache_from: &[String],
     no_cache: bool,
     carriers: Carriers,
     reporter: &dyn Reporter,
@@ -394,7 +396,7 @@ pub async fn build_prepared(
     let cache_from = if no_cache {
         Vec::new()
     } else {
-        present_cache_sources(engine, prepared, compose_cache_from).await?
+        present_cache_sources(engine, prepared).await?
     };
     let mut request = prepared.request.clone();
     request.cache_from = cache_from.clone();
@@ -480,11 +482,10 @@ pub async fn build_carrier(
 pub async fn rebuild_as_the_far_side_will(
     engine: &Engine,
     prepared: &PreparedBuild,
-    compose_cache_from: &[String],
     reporter: &dyn Reporter,
 ) -> Result<BuildOutcome> {
     let mut request = prepared.request.clone();
-    request.cache_from = present_cache_sources(engine, prepared, compose_cache_from).await?;
+    request.cache_from = present_cache_sources(engine, prepared).await?;
     request.tags = Vec::new();
     let label = format!("{} (proof)", prepared.service);
     send_build(engine, prepared, &request, &label, reporter).await
@@ -497,7 +498,6 @@ pub async fn rebuild_as_the_far_side_will(
 pub async fn present_cache_sources(
     engine: &Engine,
     prepared: &PreparedBuild,
-    compose_cache_from: &[String],
 ) -> Result<Vec<String>> {
     let mut sources: Vec<String> = Vec::new();
     let candidates = prepared
@@ -505,7 +505,7 @@ pub async fn present_cache_sources(
         .iter()
         .map(|(_, tag)| tag)
         .chain(prepared.request.tags.iter())
-        .chain(compose_cache_from.iter());
+        .chain(prepared.compose_cache_from.iter());
     for candidate in candidates {
         if !sources.contains(candidate) && engine.image(candidate).await?.is_some() {
             sources.push(candidate.clone());

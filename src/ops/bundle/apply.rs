@@ -87,24 +87,12 @@ pub async fn collect_images(
             reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
             continue;
         }
-        let compose_cache_from = service
-            .build
-            .as_ref()
-            .map(|b| b.cache_from.clone())
-            .unwrap_or_default();
         let id = match &decision {
             BuildDecision::Build => {
                 let image_ids = check_needed_images(engine, &[service_plan]).await?;
                 let prepared = prepare(project, service, service_plan, builder, &image_ids)?;
-                let built = build_prepared(
-                    engine,
-                    &prepared,
-                    &compose_cache_from,
-                    false,
-                    Carriers::Build,
-                    reporter,
-                )
-                .await?;
+                let built =
+                    build_prepared(engine, &prepared, false, Carriers::Build, reporter).await?;
                 for (tag, outcome) in &built.carriers {
                     contents.add_stage(
                         &service_plan.name,
@@ -121,7 +109,6 @@ pub async fn collect_images(
                 }
                 proofs.push(ProofJob {
                     prepared: prepared.clone(),
-                    compose_cache_from,
                     carried: built.outcome.image_id.clone(),
                     never_offline,
                 });
@@ -143,8 +130,7 @@ pub async fn collect_images(
                     let image_ids = check_needed_images(engine, &[service_plan]).await?;
                     let prepared = prepare(project, service, service_plan, builder, &image_ids)?;
                     let mut request = prepared.request.clone();
-                    request.cache_from =
-                        present_cache_sources(engine, &prepared, &compose_cache_from).await?;
+                    request.cache_from = present_cache_sources(engine, &prepared).await?;
                     build_carrier(engine, &prepared, &request, &stage, &tag, reporter)
                         .await?
                         .image_id

@@ -23,7 +23,6 @@ use crate::reporter::Reporter;
 #[derive(Debug, Clone)]
 pub struct ProofJob {
     pub prepared: PreparedBuild,
-    pub compose_cache_from: Vec<String>,
     pub carried: Digest,
     /// Steps that cannot run behind the gap whatever the cache holds (an `ADD` that downloads:
     /// BuildKit checks the URL on every build), from the plan.
@@ -117,14 +116,14 @@ pub fn judge(
 pub async fn prove(engine: &Engine, jobs: &[ProofJob], reporter: &dyn Reporter) -> Result<()> {
     let mut failures = Vec::new();
     for job in jobs {
-        let outcome =
-            rebuild_as_the_far_side_will(engine, &job.prepared, &job.compose_cache_from, reporter)
-                .await?;
+        let outcome = rebuild_as_the_far_side_will(engine, &job.prepared, reporter).await?;
+        // Steps that fetch on every build fail the proof as steps that ran do.
         let ran = outcome
             .steps
             .iter()
             .filter(|s| !s.cached)
             .map(|s| s.name.clone())
+            .chain(job.never_offline.iter().cloned())
             .collect();
         let same_image = outcome.image_id == job.carried
             || engine
@@ -133,17 +132,7 @@ pub async fn prove(engine: &Engine, jobs: &[ProofJob], reporter: &dyn Reporter) 
         if outcome.image_id != job.carried {
             engine.remove_unnamed(&outcome.image_id.to_string()).await?;
         }
-        if let Some(mut failure) = judge(job, ran, &outcome.image_id, same_image) {
-            failure.ran.extend(job.never_offline.iter().cloned());
-            failures.push(failure);
-        } else if !job.never_offline.is_empty() {
-            failures.push(ProofFailure {
-                service: job.prepared.service.clone(),
-                ran: job.never_offline.clone(),
-                other_image: None,
-                carried: job.carried.clone(),
-            });
-        }
+        failures.extend(judge(job, ran, &outcome.image_id, same_image));
     }
     if failures.is_empty() {
         return Ok(());
