@@ -38,6 +38,11 @@ use serde_json::Value;
 /// Every test fails rather than hangs past this (each command gets what is left of it).
 const TEST_LIMIT: Duration = Duration::from_secs(15 * 60);
 const SHARED_BASES: [&str; 3] = ["python:3.11-slim", "node:18-slim", "redis:7"];
+/// The port offpack's package server listens on in these tests (`OFFPACK_PACKAGE_PORT`); the cut
+/// lets build steps reach it, as a far side's firewall must.
+const PACKAGE_PORT: u16 = 3149;
+
+mod packages;
 
 // ---------------------------------------------------------------------------------------------
 // The harness itself
@@ -140,6 +145,8 @@ struct Case {
     made_ids: BTreeSet<String>,
     /// The shared bases' image IDs, which no cleanup touches.
     shared_ids: BTreeSet<String>,
+    /// The far side's offpack state (`OFFPACK_HOME`: the package store `load` fills).
+    state: tempfile::TempDir,
 }
 
 impl Case {
@@ -163,6 +170,7 @@ impl Case {
             made: BTreeSet::new(),
             made_ids: BTreeSet::new(),
             shared_ids: SHARED_BASES.iter().filter_map(|b| image_id(b)).collect(),
+            state: tempfile::tempdir().expect("tempdir"),
         }
     }
 
@@ -182,7 +190,9 @@ impl Case {
 
     fn offpack(&self) -> Command {
         let mut cmd = offpack(self.path());
-        cmd.env("COMPOSE_PROJECT_NAME", &self.project);
+        cmd.env("COMPOSE_PROJECT_NAME", &self.project)
+            .env("OFFPACK_HOME", self.state.path())
+            .env("OFFPACK_PACKAGE_PORT", PACKAGE_PORT.to_string());
         cmd
     }
 
@@ -207,11 +217,16 @@ impl Case {
 
     /// Networked side: `offpack bundle -o B`; returns the bundle's manifest.
     fn bundle(&mut self) -> Manifest {
+        self.bundle_with(&[])
+    }
+
+    /// Networked side: `offpack bundle -o B ARGS`; returns the bundle's manifest.
+    fn bundle_with(&mut self, args: &[&str]) -> Manifest {
         self.since = SystemTime::now();
         {
             let _net = build_network();
             let mut cmd = self.offpack();
-            cmd.args(["bundle", "-o"]).arg(&self.bundle);
+            cmd.args(["bundle", "-o"]).arg(&self.bundle).args(args);
             self.ok(&mut cmd);
         }
         let mut cmd = self.offpack();
@@ -233,6 +248,7 @@ impl Case {
     /// returned guard.
     fn far_side(&self, manifest: &Manifest) -> NetworkCut {
         let cut = cut_build_network();
+        cut.allow_host_port(PACKAGE_PORT);
         for reference in &self.made {
             let _ = self.docker(&["rmi", reference]);
         }

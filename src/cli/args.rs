@@ -156,6 +156,16 @@ pub struct BundleArgs {
     /// are still reported.
     #[arg(long)]
     pub no_proof: bool,
+    /// Also carry the packages of this requirements file or lock file (package-lock.json,
+    /// npm-shrinkwrap.json, yarn.lock), for changes the far side plans to make; repeatable.
+    /// A requirements file is resolved in the image of every service step that runs pip.
+    #[arg(long = "packages", value_name = "FILE")]
+    pub packages: Vec<PathBuf>,
+    /// Write a bundle of packages only, those a far-side `offpack rebuild` found missing and
+    /// wrote into REQUEST (`offpack-request.json`); no compose project is read. `offpack load`
+    /// adds them on the far side.
+    #[arg(long, value_name = "REQUEST", conflicts_with_all = ["packages", "have", "build", "no_build", "no_proof"])]
+    pub packages_for: Option<PathBuf>,
 }
 
 impl BundleArgs {
@@ -174,6 +184,7 @@ impl BundleArgs {
             level: self.level,
             builder: self.builder,
             no_proof: self.no_proof,
+            packages: self.packages.clone(),
         }
     }
 }
@@ -253,6 +264,10 @@ pub struct RebuildArgs {
     /// pulling), with the same compose files, project name and profiles.
     #[arg(long)]
     pub up: bool,
+    /// When a changed requirements or lock file needs packages no loaded bundle carries, the
+    /// rebuild stops and writes here what `offpack bundle --packages-for` must carry.
+    #[arg(long, value_name = "FILE", default_value = "offpack-request.json")]
+    pub request_file: PathBuf,
 }
 
 impl RebuildArgs {
@@ -264,6 +279,7 @@ impl RebuildArgs {
             builder: self.builder,
             changed: self.changed,
             up: self.up,
+            request_file: self.request_file.clone(),
         }
     }
 }

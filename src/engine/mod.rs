@@ -248,6 +248,29 @@ impl Engine {
             .with_context(|| format!("tagging {id} as {reference}"))
     }
 
+    /// The gateway address of the default bridge network (`172.17.0.1` on a stock engine): the
+    /// host as build containers reach it, where a far-side rebuild serves packages.
+    pub async fn bridge_gateway(&self) -> Result<std::net::Ipv4Addr> {
+        let network = self
+            .docker
+            .inspect_network("bridge", None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .context("inspecting the engine's default bridge network")?;
+        network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.gateway)
+            .find_map(|g| g.parse().ok())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the engine's default bridge network has no IPv4 gateway; build containers \
+                     cannot reach offpack's package server"
+                )
+            })
+    }
+
     pub(crate) fn docker(&self) -> &Docker {
         &self.docker
     }

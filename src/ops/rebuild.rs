@@ -2,12 +2,15 @@
 //! their builds need checked against the engine before anything is built, then each built in
 //! dependency order (a service may build FROM another's image), from the cache the bundle carried.
 
+use std::path::PathBuf;
+
 use anyhow::{Result, bail};
 use offpack_bundle::Digest;
 
 use crate::engine::{BuildStep, Builder, Engine};
 use crate::ops::builder::{BuilderChoice, choose_builder};
 use crate::ops::compose_up::compose_up;
+use crate::ops::serve_builds::serve_changed_package_files;
 use crate::plan::{Disk, ServicePlan, build_order, make_plan};
 use crate::project::{ProjectOptions, load_project};
 use crate::rebuild::inputs::INPUTS_LABEL;
@@ -26,6 +29,8 @@ pub struct RebuildRequest {
     pub changed: bool,
     /// Start the rebuilt services with compose afterwards.
     pub up: bool,
+    /// Where a rebuild that lacks packages writes what the networked side must bundle.
+    pub request_file: PathBuf,
 }
 
 /// One service rebuilt, or left alone by `--changed`.
@@ -102,10 +107,28 @@ pub async fn rebuild(request: &RebuildRequest, reporter: &dyn Reporter) -> Resul
     // after the first service took minutes.
     let image_ids = check_needed_images(&engine, &order).await?;
 
-    let mut results = Vec::new();
+    let mut builds = Vec::new();
     for service_plan in order {
         let service = &project.services[&service_plan.name];
-        let prepared = prepare(&project, service, service_plan, builder, &image_ids)?;
+        builds.push((
+            service_plan,
+            prepare(&project, service, service_plan, builder, &image_ids)?,
+        ));
+    }
+    // Stops when dropped, after the last build.
+    let _package_server = serve_changed_package_files(
+        &engine,
+        &project,
+        &mut builds,
+        &image_ids,
+        &request.request_file,
+        reporter,
+    )
+    .await?;
+
+    let mut results = Vec::new();
+    for (service_plan, prepared) in builds {
+        let service = &project.services[&service_plan.name];
         if request.changed
             && let Some(current) = engine.image(&prepared.request.tags[0]).await?
             && current.labels.get(INPUTS_LABEL) == Some(&prepared.inputs.to_string())

@@ -321,10 +321,16 @@ pub(crate) fn walk_context(
     Ok(count)
 }
 
-/// Writes the context directory as a tar to `out`, leaving out what `.dockerignore` excludes.
+/// Files of the context sent with other bytes than the directory holds: the package files a
+/// far-side rebuild points at offpack's package server (decision 0085). Context path → bytes.
+pub type ContextOverrides = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// Writes the context directory as a tar to `out`, leaving out what `.dockerignore` excludes;
+/// a file named in `overrides` is sent with those bytes (its mode and owner stay the file's).
 pub fn write_context(
     context: &Path,
     dockerfile: &DockerfileInContext,
+    overrides: &ContextOverrides,
     out: impl Write,
 ) -> Result<u64> {
     let mut tar = tar::Builder::new(out);
@@ -358,10 +364,16 @@ pub fn write_context(
             EntryKind::Dir => {
                 tar.append_data(&mut header, format!("{}/", entry.name), std::io::empty())
             }
-            EntryKind::File => {
-                let file = fs_err::File::open(entry.path)?;
-                tar.append_data(&mut header, &entry.name, file)
-            }
+            EntryKind::File => match overrides.get(&entry.name) {
+                Some(bytes) => {
+                    header.set_size(bytes.len() as u64);
+                    tar.append_data(&mut header, &entry.name, bytes.as_slice())
+                }
+                None => {
+                    let file = fs_err::File::open(entry.path)?;
+                    tar.append_data(&mut header, &entry.name, file)
+                }
+            },
         };
         added.with_context(|| format!("adding {} to the build context", entry.path.display()))
     })?;
@@ -434,7 +446,7 @@ mod tests {
         fs_err::write(root.join("secret/key"), "k").unwrap();
         let mut out = Vec::new();
         let dockerfile = DockerfileInContext::for_path(root, &root.join("Dockerfile")).unwrap();
-        write_context(root, &dockerfile, &mut out).unwrap();
+        write_context(root, &dockerfile, &ContextOverrides::new(), &mut out).unwrap();
         let mut archive = tar::Archive::new(out.as_slice());
         let names: Vec<String> = archive
             .entries()
@@ -474,7 +486,7 @@ mod tests {
             .with_contents(b"FROM a:offpack-pin\n".to_vec());
         assert_eq!(dockerfile.read(root).unwrap(), b"FROM a:offpack-pin\n");
         let mut out = Vec::new();
-        write_context(root, &dockerfile, &mut out).unwrap();
+        write_context(root, &dockerfile, &ContextOverrides::new(), &mut out).unwrap();
         let entries = entries(&out);
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["docker/Dockerfile", "app.py", "docker/"]);
@@ -486,6 +498,28 @@ mod tests {
             fs_err::read_to_string(root.join("docker/Dockerfile")).unwrap(),
             "FROM a@sha256:x\n",
             "the user's file is untouched"
+        );
+    }
+
+    #[test]
+    fn an_override_replaces_a_file_in_the_stream_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::write(root.join("Dockerfile"), "FROM scratch\n").unwrap();
+        fs_err::write(root.join("requirements.txt"), "bottle==0.13.4\n").unwrap();
+        let dockerfile = DockerfileInContext::for_path(root, &root.join("Dockerfile")).unwrap();
+        let overrides = ContextOverrides::from([(
+            "requirements.txt".to_string(),
+            b"--index-url http://x/simple/\nbottle==0.13.4\n".to_vec(),
+        )]);
+        let mut out = Vec::new();
+        write_context(root, &dockerfile, &overrides, &mut out).unwrap();
+        let sent = entries(&out);
+        assert_eq!(sent[1].0, "requirements.txt");
+        assert_eq!(sent[1].1, overrides["requirements.txt"]);
+        assert_eq!(
+            fs_err::read_to_string(root.join("requirements.txt")).unwrap(),
+            "bottle==0.13.4\n"
         );
     }
 
@@ -513,7 +547,7 @@ mod tests {
                 name: "Dockerfile".into(),
                 contents: None,
             };
-            let err = write_context(root, &dockerfile, &mut Vec::new()).unwrap_err();
+            let err = write_context(root, &dockerfile, &ContextOverrides::new(), &mut Vec::new()).unwrap_err();
             let message = format!("{err:#}");
             assert!(message.contains(special), "{special}: {message}");
         }

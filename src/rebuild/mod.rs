@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod inputs;
+pub mod packages;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use offpack_compose::{BuildContext, DockerfileSource, Project, Service};
 use crate::engine::{BuildOutcome, BuildRequest, Builder, Engine, channel_body};
 use crate::plan::{ImageSource, ServicePlan};
 use crate::reporter::Reporter;
-use context::{DockerfileInContext, write_context};
+use context::{ContextOverrides, DockerfileInContext, write_context};
 use inputs::{BuildInputs, INPUTS_LABEL, build_inputs_digest};
 
 /// The images offpack keeps of a multi-stage build's named intermediate stages, as
@@ -188,6 +189,9 @@ pub struct PreparedBuild {
     pub compose_cache_from: Vec<String>,
     /// The build inputs digest ([`inputs`]), also set as the image's [`INPUTS_LABEL`].
     pub inputs: Digest,
+    /// Package files sent with other bytes (a far-side rebuild serving packages, decision 0085).
+    /// Not build inputs: the digest is the user's files'.
+    pub overrides: ContextOverrides,
 }
 
 /// Prepares `service`'s build with `builder`; `image_ids` holds the IDs of the images it needs
@@ -315,6 +319,7 @@ pub fn prepare(
         carriers: stage_cache_tags(project, service, plan),
         compose_cache_from: build.cache_from.clone(),
         inputs,
+        overrides: ContextOverrides::new(),
     })
 }
 
@@ -524,9 +529,10 @@ async fn send_build(
     let (writer, body) = channel_body();
     let dir = prepared.context_dir.clone();
     let dockerfile = prepared.dockerfile.clone();
+    let overrides = prepared.overrides.clone();
     let tar_task = tokio::task::spawn_blocking(move || {
         let mut writer = writer;
-        match write_context(&dir, &dockerfile, &mut writer) {
+        match write_context(&dir, &dockerfile, &overrides, &mut writer) {
             Ok(n) => Ok(n),
             Err(e) => {
                 writer.fail(&e);

@@ -162,6 +162,32 @@ impl NetworkCut {
     pub fn bridge(&self) -> &Bridge {
         &self.bridge
     }
+
+    /// Lets build steps reach the host's TCP `port` on the bridge through the cut, as a far side's
+    /// firewall must for offpack's package server (decision 0085); removed with the cut.
+    pub fn allow_host_port(&self, port: u16) {
+        let b = &self.bridge;
+        let port = port.to_string();
+        iptables(&[
+            "-I",
+            "INPUT",
+            "1",
+            "-i",
+            &b.interface,
+            "-s",
+            &b.subnet,
+            "-p",
+            "tcp",
+            "--dport",
+            &port,
+            "-m",
+            "comment",
+            "--comment",
+            RULE_COMMENT,
+            "-j",
+            "ACCEPT",
+        ]);
+    }
 }
 
 impl Drop for NetworkCut {

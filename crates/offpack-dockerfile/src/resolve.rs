@@ -349,6 +349,30 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Resol
     })
 }
 
+impl Resolved {
+    /// The external image a needed stage starts from, following `FROM <stage>` chains: the
+    /// image whose interpreter a `RUN` of that stage uses. `None` for `FROM scratch`.
+    pub fn base_image(&self, df: &Dockerfile, stage: usize) -> Option<&ImageUse> {
+        let mut current = stage;
+        // A chain is at most as long as the file has stages; the bound also stops a cycle.
+        for _ in 0..=df.stages.len() {
+            if let Some(found) = self
+                .image_uses
+                .iter()
+                .find(|u| u.kind == UseKind::From && u.stage == current)
+            {
+                return Some(found);
+            }
+            let base = df.stages.get(current)?;
+            match find_stage(df, &base.base.value) {
+                Some(parent) if parent < current => current = parent,
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
 fn find_stage(df: &Dockerfile, name: &str) -> Option<usize> {
     let lower = name.to_lowercase();
     df.stages

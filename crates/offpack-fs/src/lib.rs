@@ -64,6 +64,17 @@ pub const DOCKER_CONFIG: Kind = Kind {
     limit: 16 * MIB,
 };
 
+/// A requirements file or a lock file (`package-lock.json` of a large app is a few MiB).
+pub const PACKAGE_FILE: Kind = Kind {
+    name: "package file",
+    limit: 64 * MIB,
+};
+/// A package request file from `offpack rebuild` (`bundle --packages-for`).
+pub const REQUEST_FILE: Kind = Kind {
+    name: "package request file",
+    limit: 64 * MIB,
+};
+
 /// A bundle or one part of a split bundle. It is streamed, never read whole, so only
 /// [`open_regular`] applies to it and the limit is never reached.
 pub const BUNDLE: Kind = Kind {

@@ -15,7 +15,8 @@ use offpack_bundle::{BundleWriter, Digest, Manifest, WriteOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::apply::{Collect, collect_images};
+use super::apply::{Collect, Collected, collect_images};
+use super::packages::{add_packages, fetch_package_work, plan_package_work};
 use super::proof::prove;
 use super::{
     BundleRequest, ExportPlan, delta_against, layers_the_far_side_has, plan_export, target,
@@ -43,6 +44,8 @@ pub struct Bundled {
     /// Layers a delta bundle leaves out (the far side holds them).
     pub layers_left_out: usize,
     pub blobs: usize,
+    /// Python and npm package files carried.
+    pub packages: usize,
     /// Bytes of the engine's export stream.
     pub exported: u64,
     pub seconds: f64,
@@ -88,7 +91,15 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
         plan = make_plan(&project, &Disk, builder)?;
     }
 
-    let (contents, proofs) = collect_images(
+    // The package files are read before the engine works for minutes.
+    for file in &request.packages {
+        offpack_fs::read(file, offpack_fs::PACKAGE_FILE)?;
+    }
+    let Collected {
+        contents,
+        proofs,
+        package_needs,
+    } = collect_images(
         &engine,
         &project,
         &plan,
@@ -115,6 +126,11 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
             project.name
         );
     }
+    let work = plan_package_work(&package_needs, &request.packages)?;
+    for warning in &work.warnings {
+        reporter.warn(warning);
+    }
+    let fetched = fetch_package_work(&engine, &work, reporter).await?;
 
     let ExportPlan {
         names: export_names,
@@ -180,13 +196,21 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
             bail!("interrupted: no bundle was written at {}", request.output.display());
         }
     };
-    let (writer, exported) = copied.context("the export copy stopped")??;
+    let (mut writer, exported) = copied.context("the export copy stopped")??;
     let streamed = sink.bytes();
     progress.finish(streamed);
+    let (writer, packages) = tokio::task::spawn_blocking(move || {
+        let packages = add_packages(&mut writer, &fetched)?;
+        anyhow::Ok((writer, packages))
+    })
+    .await
+    .context("adding the packages stopped")??;
 
     let mut manifest = Manifest::new(env!("CARGO_PKG_VERSION"), &project.name);
     manifest.project.files = project_files(&project)?;
     contents.fill_manifest(&mut manifest, &exported, &infos)?;
+    let package_count = packages.len();
+    manifest.packages = packages;
     if let Some(have) = &request.have {
         manifest.delta = Some(delta_against(have, &leave_out));
     }
@@ -209,6 +233,7 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
         layers,
         layers_left_out: leave_out.len(),
         blobs: written.blobs,
+        packages: package_count,
         exported: streamed,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -6,6 +6,8 @@
 
 pub mod apply;
 pub mod export;
+pub mod package_only;
+pub mod packages;
 pub mod proof;
 pub mod target;
 
@@ -49,6 +51,9 @@ pub struct BundleRequest {
     /// service the way the far side will would run a step instead of taking it from cache, or
     /// would need what is not there offline. The failures are still reported.
     pub no_proof: bool,
+    /// `--packages`: requirements and lock files whose packages the bundle carries too, for
+    /// changes the far side plans to make.
+    pub packages: Vec<PathBuf>,
 }
 
 /// What to do about one image the plan names.

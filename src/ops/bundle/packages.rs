@@ -1,0 +1,342 @@
+//! The packages a bundle carries: for each built service's install steps, the Python wheels
+//! resolved in a container of the step's image (its interpreter and platform, sdists built into
+//! wheels there) and the npm tarballs its lock file names, checked against their integrity; plus
+//! those of the files given with `--packages`. Each file is stored once (`offpack.json`'s
+//! `packages` lists it with the services that need it).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use offpack_bundle::{BundleWriter, Package};
+use offpack_packages::npm::{NpmSource, platform::NpmTarget};
+
+use crate::engine::Engine;
+use crate::fetch::cache::PackageCache;
+use crate::fetch::npm::{NpmFetch, fetch_tarballs};
+use crate::fetch::pip::{PipJob, resolve_in_image};
+use crate::fetch::FetchedPackage;
+use crate::packages::needs::{ContextDir, Installer, ServicePackages, collect_requirement_files};
+use crate::packages::serving::parse_lock;
+use crate::reporter::Reporter;
+
+/// Parallel npm downloads.
+const NPM_PARALLEL: usize = 8;
+
+/// The install steps of one service, as `bundle` found them.
+#[derive(Debug, Clone)]
+pub struct ServiceNeeds {
+    pub service: String,
+    /// The platform its image is built for (`linux/amd64`).
+    pub platform: String,
+    pub packages: ServicePackages,
+}
+
+/// What to fetch, merged over the services: one pip resolution per distinct (image, files, args),
+/// one download per tarball.
+#[derive(Debug, Default)]
+pub struct PackageWork {
+    pub pip: Vec<(PipJob, Vec<String>)>,
+    pub npm: Vec<(NpmFetch, Vec<String>)>,
+    pub warnings: Vec<String>,
+}
+
+impl PackageWork {
+    pub fn is_empty(&self) -> bool {
+        self.pip.is_empty() && self.npm.is_empty()
+    }
+
+    fn add_pip(&mut self, job: PipJob, service: &str) {
+        match self.pip.iter_mut().find(|(j, _)| same_pip_job(j, &job)) {
+            Some((_, services)) => push_unique(services, service),
+            None => self.pip.push((job, vec![service.to_string()])),
+        }
+    }
+
+    fn add_npm(&mut self, fetch: NpmFetch, service: &str) {
+        match self
+            .npm
+            .iter_mut()
+            .find(|(f, _)| f.name == fetch.name && f.version == fetch.version && f.url == fetch.url)
+        {
+            Some((_, services)) => push_unique(services, service),
+            None => self.npm.push((fetch, vec![service.to_string()])),
+        }
+    }
+}
+
+fn same_pip_job(a: &PipJob, b: &PipJob) -> bool {
+    a.image == b.image
+        && a.platform == b.platform
+        && a.files == b.files
+        && a.root_files == b.root_files
+        && a.constraint_files == b.constraint_files
+        && a.packages == b.packages
+}
+
+fn push_unique(list: &mut Vec<String>, item: &str) {
+    if !list.iter().any(|s| s == item) {
+        list.push(item.to_string());
+    }
+}
+
+/// The work the services' install steps and the `--packages` files ask for.
+pub fn plan_package_work(needs: &[ServiceNeeds], extra: &[PathBuf]) -> Result<PackageWork> {
+    let mut work = PackageWork::default();
+    for service in needs {
+        work.warnings.extend(
+            service
+                .packages
+                .warnings
+                .iter()
+                .map(|w| format!("service {}: {w}", service.service)),
+        );
+        for need in &service.packages.needs {
+            let label = format!("service {}, the install step at line {}", service.service, need.line);
+            match &need.installer {
+                Installer::Pip {
+                    requirement_files,
+                    constraint_files,
+                    packages,
+                    files,
+                } => {
+                    let Some(image) = &need.image else {
+                        work.warnings.push(format!(
+                            "{label}: its stage starts FROM scratch; offpack has no interpreter to \
+                             resolve its Python packages in"
+                        ));
+                        continue;
+                    };
+                    if requirement_files.is_empty() && constraint_files.is_empty() && packages.is_empty() {
+                        continue;
+                    }
+                    let files = files
+                        .iter()
+                        .map(|path| (path.clone(), service.packages.files[path].clone()))
+                        .collect();
+                    work.add_pip(
+                        PipJob {
+                            image: image.clone(),
+                            platform: service.platform.clone(),
+                            files,
+                            root_files: requirement_files.clone(),
+                            constraint_files: constraint_files.clone(),
+                            packages: packages.clone(),
+                            label,
+                        },
+                        &service.service,
+                    );
+                }
+                Installer::Npm { lock: None, tool } => work.warnings.push(format!(
+                    "{label}: `{tool}` installs without a lock file in the build context; offpack \
+                     carries npm packages from package-lock.json, npm-shrinkwrap.json or yarn.lock"
+                )),
+                Installer::Npm { lock: Some(lock), .. } => {
+                    let text = String::from_utf8(service.packages.files[lock].clone())
+                        .map_err(|_| anyhow!("{lock} is not UTF-8 text"))?;
+                    add_lock(&mut work, lock, &text, &service.platform, &service.service)?;
+                }
+            }
+        }
+    }
+    for file in extra {
+        add_extra_file(&mut work, needs, file)?;
+    }
+    Ok(work)
+}
+
+/// The tarballs of a lock file that install on `platform`.
+fn add_lock(
+    work: &mut PackageWork,
+    label: &str,
+    text: &str,
+    platform: &str,
+    service: &str,
+) -> Result<()> {
+    let target = NpmTarget::from_platform(platform, None);
+    for entry in parse_lock(label, text)? {
+        if !entry.installs_on(&target) {
+            continue;
+        }
+        let url = match &entry.source {
+            NpmSource::Registry { resolved } => resolved.clone(),
+            NpmSource::Remote { url } => url.clone(),
+            NpmSource::Git { spec } => {
+                work.warnings.push(format!(
+                    "{label}: {}@{} is a git dependency ({spec}); offpack carries registry \
+                     tarballs only, so `npm ci` behind the gap cannot install it",
+                    entry.name, entry.version
+                ));
+                continue;
+            }
+            // In the build context, or a workspace link: nothing to fetch.
+            _ => continue,
+        };
+        if entry.integrity.is_none() {
+            work.warnings.push(format!(
+                "{label}: {}@{} has no integrity in the lock file; offpack carries it unchecked",
+                entry.name, entry.version
+            ));
+        }
+        work.add_npm(
+            NpmFetch {
+                name: entry.name.clone(),
+                version: entry.version.clone(),
+                url,
+                integrity: entry.integrity.as_ref().map(|i| i.to_string()),
+            },
+            service,
+        );
+    }
+    Ok(())
+}
+
+/// A `--packages` file: a lock file's tarballs, or a requirements file resolved in the image of
+/// every service step that installs Python packages.
+fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -> Result<()> {
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = offpack_fs::read_to_string(file, offpack_fs::PACKAGE_FILE)?;
+    let label = file.display().to_string();
+    if matches!(
+        name.as_str(),
+        "package-lock.json" | "npm-shrinkwrap.json" | "yarn.lock"
+    ) {
+        let npm_services: Vec<&ServiceNeeds> = needs
+            .iter()
+            .filter(|s| {
+                s.packages
+                    .needs
+                    .iter()
+                    .any(|n| matches!(n.installer, Installer::Npm { .. }))
+            })
+            .collect();
+        let platform = needs
+            .first()
+            .map(|s| s.platform.clone())
+            .unwrap_or_else(|| crate::plan::DEFAULT_PLATFORM.to_string());
+        let service = npm_services
+            .first()
+            .map(|s| s.service.as_str())
+            .unwrap_or("");
+        return add_lock(work, &label, &text, &platform, service);
+    }
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let (files, contents) = collect_requirement_files(&ContextDir(dir), &name)
+        .with_context(|| format!("reading --packages {label}"))?;
+    let mut targets: Vec<(String, String, String)> = Vec::new();
+    for service in needs {
+        for need in &service.packages.needs {
+            if let (Installer::Pip { .. }, Some(image)) = (&need.installer, &need.image)
+                && !targets.iter().any(|(i, p, _)| i == image && *p == service.platform)
+            {
+                targets.push((image.clone(), service.platform.clone(), service.service.clone()));
+            }
+        }
+    }
+    if targets.is_empty() {
+        bail!(
+            "--packages {label}: no service of the project installs Python packages with pip, so \
+             offpack has no image to resolve this requirements file in"
+        );
+    }
+    for (image, platform, service) in targets {
+        // Every pip-installing service may take these packages: attribute them to all.
+        let job = PipJob {
+            image,
+            platform,
+            files: files
+                .iter()
+                .map(|f| (f.clone(), contents[f].clone()))
+                .collect(),
+            root_files: vec![name.clone()],
+            constraint_files: Vec::new(),
+            packages: Vec::new(),
+            label: format!("--packages {label}"),
+        };
+        for s in needs.iter().filter(|s| {
+            s.packages
+                .needs
+                .iter()
+                .any(|n| n.image.as_deref() == Some(job.image.as_str()))
+        }) {
+            work.add_pip(job.clone(), &s.service);
+        }
+        work.add_pip(job, &service);
+    }
+    Ok(())
+}
+
+/// Fetches everything `work` asks for (from the local cache when it has it). Returns each file
+/// once, with every service that needs it.
+pub async fn fetch_package_work(
+    engine: &Engine,
+    work: &PackageWork,
+    reporter: &dyn Reporter,
+) -> Result<Vec<FetchedPackage>> {
+    let cache = PackageCache::open_default()?;
+    let mut fetched: Vec<FetchedPackage> = Vec::new();
+    let mut add = |mut package: FetchedPackage, services: &[String]| {
+        if let Some(existing) = fetched.iter_mut().find(|f| {
+            f.package.digest == package.package.digest && f.package.filename == package.package.filename
+        }) {
+            for s in services {
+                push_unique(&mut existing.package.services, s);
+            }
+            return;
+        }
+        package.package.services = services.to_vec();
+        fetched.push(package);
+    };
+    for (job, services) in &work.pip {
+        for package in resolve_in_image(engine, job, &cache, reporter).await? {
+            add(package, services);
+        }
+    }
+    if !work.npm.is_empty() {
+        let list: Vec<NpmFetch> = work.npm.iter().map(|(f, _)| f.clone()).collect();
+        let cache_for_npm = cache.clone();
+        let results = {
+            let task = reporter.start(&format!("npm: {} tarballs", list.len()), None);
+            let results = tokio::task::block_in_place(|| {
+                fetch_tarballs(&list, &cache_for_npm, NPM_PARALLEL, reporter)
+            })?;
+            reporter.finish(task, "checked against the lock's integrity");
+            results
+        };
+        for (package, (_, services)) in results.into_iter().zip(&work.npm) {
+            add(package, services);
+        }
+    }
+    for package in &mut fetched {
+        package.package.services.sort();
+    }
+    fetched.sort_by(|a, b| {
+        (&a.package.ecosystem, &a.package.name, &a.package.version, &a.package.filename).cmp(&(
+            &b.package.ecosystem,
+            &b.package.name,
+            &b.package.version,
+            &b.package.filename,
+        ))
+    });
+    Ok(fetched)
+}
+
+/// Adds the fetched files to the bundle (each blob once); returns the manifest entries.
+pub fn add_packages(writer: &mut BundleWriter, fetched: &[FetchedPackage]) -> Result<Vec<Package>> {
+    let mut entries = Vec::new();
+    for package in fetched {
+        let file = fs_err::File::open(&package.path)?;
+        writer
+            .add_blob_with_digest(&package.package.digest, package.package.size, file)
+            .with_context(|| {
+                format!(
+                    "adding {} {} ({}) to the bundle",
+                    package.package.name, package.package.version, package.package.filename
+                )
+            })?;
+        entries.push(package.package.clone());
+    }
+    Ok(entries)
+}

@@ -1,0 +1,365 @@
+//! What a far-side rebuild must do so that the install steps that run again find their packages:
+//! which package files to rewrite in the context it sends (docs/decisions/0085), and which
+//! packages the store lacks. Pure: the store's list comes in, text goes out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Result, anyhow};
+use offpack_bundle::Package;
+use offpack_packages::npm::{self, NpmPackage, NpmSource};
+use offpack_packages::pip::{self, requirements::Entry};
+use offpack_packages::request::{NpmRequestEntry, PythonRequest, RequestFile};
+
+use super::needs::{InstallNeed, Installer, ServicePackages, join_relative};
+
+/// A package an install step needs that the store does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingPackage {
+    /// `pypi` or `npm`.
+    pub ecosystem: &'static str,
+    pub name: String,
+    /// The version pinned (`None`: any version would do, and none is carried).
+    pub version: Option<String>,
+    /// The package file and line asking for it (`requirements.txt:3`).
+    pub wanted_by: String,
+    /// Why it cannot be served, when it is not just absent (a git dependency).
+    pub reason: Option<String>,
+}
+
+impl std::fmt::Display for MissingPackage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match (&self.version, self.ecosystem) {
+            (Some(v), "pypi") => format!("{}=={v}", self.name),
+            (Some(v), _) => format!("{}@{v}", self.name),
+            (None, _) => self.name.clone(),
+        };
+        let ecosystem = if self.ecosystem == "pypi" {
+            "Python"
+        } else {
+            "npm"
+        };
+        write!(f, "{ecosystem} package {what} ({})", self.wanted_by)?;
+        if let Some(reason) = &self.reason {
+            write!(f, ": {reason}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome for one service.
+#[derive(Debug, Clone, Default)]
+pub struct ServingPlan {
+    /// Context path → the bytes to send instead of the file's.
+    pub overrides: BTreeMap<String, Vec<u8>>,
+    pub missing: Vec<MissingPackage>,
+    /// What the networked side needs to make the missing packages (`bundle --packages-for`).
+    pub python_requests: Vec<PythonRequest>,
+    pub npm_requests: Vec<NpmRequestEntry>,
+}
+
+impl ServingPlan {
+    /// True when no install step needs the server.
+    pub fn serves_nothing(&self) -> bool {
+        self.overrides.is_empty()
+    }
+}
+
+/// Where the build reaches offpack's package server, e.g. `http://172.17.0.1:3149`.
+#[derive(Debug, Clone)]
+pub struct ServerUrl {
+    pub host_port: String,
+}
+
+impl ServerUrl {
+    pub fn base(&self) -> String {
+        format!("http://{}", self.host_port)
+    }
+}
+
+/// Plans the serving of `service`'s install steps whose files are in `changed`.
+/// `image_ids` maps a need's image (as written) to its ID, for the request file.
+pub fn plan_serving(
+    service: &str,
+    platform: &str,
+    packages: &ServicePackages,
+    changed: &BTreeSet<String>,
+    store: &[Package],
+    server: &ServerUrl,
+    image_ids: &BTreeMap<String, String>,
+) -> Result<ServingPlan> {
+    let mut plan = ServingPlan::default();
+    for need in &packages.needs {
+        if !need.files().iter().any(|f| changed.contains(*f)) {
+            continue;
+        }
+        match &need.installer {
+            Installer::Pip {
+                requirement_files,
+                files,
+                packages: positional,
+                ..
+            } => plan_pip(
+                service,
+                platform,
+                need,
+                requirement_files,
+                files,
+                positional,
+                packages,
+                changed,
+                store,
+                server,
+                image_ids,
+                &mut plan,
+            )?,
+            Installer::Npm { lock: Some(lock), .. } => {
+                plan_npm(service, platform, lock, packages, store, server, &mut plan)?
+            }
+            Installer::Npm { lock: None, .. } => {}
+        }
+    }
+    Ok(plan)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_pip(
+    service: &str,
+    platform: &str,
+    need: &InstallNeed,
+    requirement_files: &[String],
+    files: &[String],
+    positional: &[String],
+    packages: &ServicePackages,
+    changed: &BTreeSet<String>,
+    store: &[Package],
+    server: &ServerUrl,
+    image_ids: &BTreeMap<String, String>,
+    plan: &mut ServingPlan,
+) -> Result<()> {
+    let carried: Vec<&Package> = store.iter().filter(|p| p.ecosystem == "pypi").collect();
+    let mut missing_here = Vec::new();
+    // Files reached through `-r` (index options are read there); constraints files are not.
+    let mut requirement_tree: BTreeSet<String> = BTreeSet::new();
+    let mut extra_hashes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for path in files {
+        let text = text_of(packages, path)?;
+        let parsed = pip::requirements::parse(path, &text)?;
+        if requirement_files.contains(path) {
+            requirement_tree.insert(path.clone());
+        }
+        for entry in &parsed.entries {
+            match entry {
+                Entry::Include {
+                    constraint: false,
+                    path: included,
+                    ..
+                } if requirement_tree.contains(path) => {
+                    requirement_tree.insert(join_relative(path, included));
+                }
+                Entry::Requirement(req) if req.url.is_none() => {
+                    let pinned = req.pinned_version().map(str::to_string);
+                    let matching: Vec<&&Package> = carried
+                        .iter()
+                        .filter(|p| pip::names::normalize(&p.name) == req.normalized)
+                        .filter(|p| pinned.as_deref().is_none_or(|v| same_version(&p.version, v)))
+                        .collect();
+                    if matching.is_empty() {
+                        missing_here.push(MissingPackage {
+                            ecosystem: "pypi",
+                            name: req.name.clone(),
+                            version: pinned,
+                            wanted_by: format!("{path}:{}", req.line),
+                            reason: None,
+                        });
+                    } else if !req.hashes.is_empty() {
+                        let hashes: Vec<String> = matching
+                            .iter()
+                            .map(|p| p.digest.hex().to_string())
+                            .filter(|hex| !req.hashes.iter().any(|h| h.ends_with(hex.as_str())))
+                            .collect();
+                        if !hashes.is_empty() {
+                            extra_hashes
+                                .entry(req.normalized.clone())
+                                .or_default()
+                                .extend(hashes);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for name in positional {
+        let (bare, version) = match name.split_once("==") {
+            Some((n, v)) => (n.trim(), Some(v.trim().to_string())),
+            None => (name.as_str(), None),
+        };
+        let normalized = pip::names::normalize(bare.split('[').next().unwrap_or(bare));
+        let found = carried.iter().any(|p| {
+            pip::names::normalize(&p.name) == normalized
+                && version.as_deref().is_none_or(|v| same_version(&p.version, v))
+        });
+        if !found {
+            missing_here.push(MissingPackage {
+                ecosystem: "pypi",
+                name: bare.to_string(),
+                version,
+                wanted_by: format!("the RUN at line {}", need.line),
+                reason: None,
+            });
+        }
+    }
+    // Rewrite the changed files pip reads options from; when only a constraints file changed,
+    // the first requirements file carries the index (its COPY runs again: the price of serving).
+    let mut to_rewrite: Vec<&String> = requirement_tree
+        .iter()
+        .filter(|f| changed.contains(*f))
+        .collect();
+    if to_rewrite.is_empty()
+        && let Some(first) = requirement_files.first()
+    {
+        to_rewrite.push(first);
+    }
+    let index_url = format!("{}/simple/", server.base());
+    for path in to_rewrite {
+        let text = text_of(packages, path)?;
+        let rewritten =
+            pip::requirements::rewrite_for_index(&text, &index_url, &server.host_port, &extra_hashes);
+        plan.overrides.insert(path.clone(), rewritten.into_bytes());
+    }
+    if !missing_here.is_empty() {
+        plan.python_requests.push(PythonRequest {
+            service: service.to_string(),
+            image: need.image.clone().unwrap_or_default(),
+            image_id: need
+                .image
+                .as_ref()
+                .and_then(|i| image_ids.get(i))
+                .cloned()
+                .unwrap_or_default(),
+            platform: platform.to_string(),
+            files: files
+                .iter()
+                .map(|path| {
+                    Ok(RequestFile {
+                        path: path.clone(),
+                        content: text_of(packages, path)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            packages: positional.to_vec(),
+            missing: missing_here.iter().map(|m| m.to_string()).collect(),
+        });
+        plan.missing.extend(missing_here);
+    }
+    Ok(())
+}
+
+fn plan_npm(
+    service: &str,
+    platform: &str,
+    lock: &str,
+    packages: &ServicePackages,
+    store: &[Package],
+    server: &ServerUrl,
+    plan: &mut ServingPlan,
+) -> Result<()> {
+    let text = text_of(packages, lock)?;
+    let entries = parse_lock(lock, &text)?;
+    let target = npm::platform::NpmTarget::from_platform(platform, None);
+    let mut urls = BTreeMap::new();
+    for entry in entries {
+        if !entry.installs_on(&target) {
+            continue;
+        }
+        let resolved = match &entry.source {
+            NpmSource::Registry { resolved } | NpmSource::Remote { url: resolved } => resolved,
+            NpmSource::Git { spec } => {
+                plan.missing.push(MissingPackage {
+                    ecosystem: "npm",
+                    name: entry.name.clone(),
+                    version: Some(entry.version.clone()),
+                    wanted_by: lock.to_string(),
+                    reason: Some(format!(
+                        "a git dependency ({spec}); offpack carries registry tarballs only"
+                    )),
+                });
+                continue;
+            }
+            // In the context already, or a workspace link.
+            _ => continue,
+        };
+        let carried = store.iter().find(|p| {
+            p.ecosystem == "npm"
+                && p.name == entry.name
+                && p.version == entry.version
+                && integrity_agrees(p, &entry)
+        });
+        if carried.is_none() {
+            plan.missing.push(MissingPackage {
+                ecosystem: "npm",
+                name: entry.name.clone(),
+                version: Some(entry.version.clone()),
+                wanted_by: lock.to_string(),
+                reason: None,
+            });
+            plan.npm_requests.push(NpmRequestEntry {
+                service: service.to_string(),
+                name: entry.name.clone(),
+                version: entry.version.clone(),
+                resolved: resolved.clone(),
+                integrity: entry
+                    .integrity
+                    .as_ref()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+            });
+            continue;
+        }
+        urls.insert(
+            resolved.clone(),
+            format!(
+                "{}{}",
+                server.base(),
+                npm::registry::tarball_path(&entry.name, &entry.version)
+            ),
+        );
+    }
+    plan.overrides.insert(
+        lock.to_string(),
+        npm::rewrite::rewrite_resolved(&text, &urls).into_bytes(),
+    );
+    Ok(())
+}
+
+/// The lock's packages, by the lock's file name.
+pub fn parse_lock(path: &str, text: &str) -> Result<Vec<NpmPackage>> {
+    Ok(if path.ends_with("yarn.lock") {
+        npm::lock::parse_yarn_lock(path, text)?
+    } else {
+        npm::lock::parse_package_lock(path, text)?
+    })
+}
+
+/// A carried tarball matches a lock entry when they share a hash (or the lock has none).
+fn integrity_agrees(carried: &Package, entry: &NpmPackage) -> bool {
+    let (Some(lock), Some(stored)) = (&entry.integrity, &carried.integrity) else {
+        return true;
+    };
+    let Ok(stored) = npm::integrity::Integrity::parse(stored) else {
+        return false;
+    };
+    lock.agrees_with(&stored)
+}
+
+fn same_version(carried: &str, pinned: &str) -> bool {
+    carried == pinned || carried.trim_end_matches(".0") == pinned.trim_end_matches(".0")
+}
+
+fn text_of(packages: &ServicePackages, path: &str) -> Result<String> {
+    let bytes = packages
+        .files
+        .get(path)
+        .ok_or_else(|| anyhow!("{path}: not read with the build's package files"))?;
+    String::from_utf8(bytes.clone()).map_err(|_| anyhow!("{path} is not UTF-8 text"))
+}

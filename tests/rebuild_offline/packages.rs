@@ -1,0 +1,193 @@
+//! Issue 19: a changed requirements file or lock file rebuilds offline from the packages the
+//! bundle carried, with the Dockerfile unchanged (decision 0085). Networked side with real PyPI
+//! (Python) or the fixture npm registry playing the public one (npm); far side with the build
+//! network cut except offpack's package port.
+
+use super::*;
+
+fn packages_of(case: &Case, bundle: &Path) -> Vec<Value> {
+    let mut cmd = case.offpack();
+    cmd.args(["inspect", "--json"]).arg(bundle);
+    let out = case.ok(&mut cmd);
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("inspect --json");
+    doc["packages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("`inspect --json` lists no packages: {doc}"))
+        .clone()
+}
+
+fn field<'a>(package: &'a Value, name: &str) -> &'a str {
+    package[name].as_str().unwrap_or_default()
+}
+
+/// `docker run --rm IMAGE`: what the app prints.
+fn run_image(case: &Case, image: &str) -> String {
+    let out = case.docker(&["run", "--rm", "--network", "none", image]);
+    assert!(out.status.success(), "the rebuilt image does not run");
+    stdout(&out)
+}
+
+fn append(case: &Case, relative: &str, lines: &str) {
+    let path = case.path().join(relative);
+    let mut text = std::fs::read_to_string(&path).expect("read");
+    text.push_str(lines);
+    case.change(relative, text.trim_end());
+}
+
+const SIX: &str = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n";
+const IDNA: &str = "idna==3.7 --hash=sha256:82fee1fc78add43492d3a1898bfa6d8a904cc97d8427f683ed8e798d07761aa0\n";
+
+#[test]
+fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
+    let mut case = Case::new("py-packages", "../packages/python");
+    let manifest = case.bundle_with(&["--packages", "planned-requirements.txt"]);
+    let bundle = case.bundle.clone();
+
+    // Each package once, resolved for the image's Python (3.11, glibc, x86_64), the sdist built.
+    let packages = packages_of(&case, &bundle);
+    let names: Vec<String> = packages
+        .iter()
+        .map(|p| field(p, "name").to_lowercase())
+        .collect();
+    for wanted in ["bottle", "markupsafe", "docopt", "six"] {
+        assert_eq!(
+            names.iter().filter(|n| *n == wanted).count(),
+            1,
+            "{wanted} carried once: {packages:?}"
+        );
+    }
+    let markupsafe = packages
+        .iter()
+        .find(|p| field(p, "name").eq_ignore_ascii_case("markupsafe"))
+        .unwrap();
+    assert!(
+        field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
+        "the platform wheel is the image's (cp311, manylinux), not the host's: {markupsafe}"
+    );
+    let docopt = packages
+        .iter()
+        .find(|p| field(p, "name") == "docopt")
+        .unwrap();
+    assert!(
+        field(docopt, "filename").ends_with(".whl"),
+        "the sdist-only package is carried as a wheel built on the networked side: {docopt}"
+    );
+    assert!(
+        packages
+            .iter()
+            .all(|p| p["services"].as_array().is_some_and(|s| s.iter().any(|s| s == "api"))),
+        "{packages:?}"
+    );
+
+    let api = case.image_of("api");
+    let cut = case.far_side(&manifest);
+
+    // An app code change: the install step stays cached, the image holds no trace of offpack.
+    case.change("api/app.py", "print('code change')");
+    let reports = case.rebuild(&["api"]);
+    only(&reports, "api").assert_ran_exactly(&["COPY . ."]);
+    let requirements_in_image = case.docker(&["run", "--rm", &api, "cat", "requirements.txt"]);
+    assert!(
+        !stdout(&requirements_in_image).contains("offpack"),
+        "an unchanged requirements file is sent as it is"
+    );
+
+    // A requirements change to a version `--packages` carried: the install step runs, from offpack.
+    append(&case, "api/requirements.txt", SIX);
+    let reports = case.rebuild(&["api"]);
+    let report = only(&reports, "api");
+    assert!(
+        report.ran().iter().any(|s| s.contains("pip install")),
+        "the install step ran: {:?}",
+        report.steps
+    );
+    let printed = run_image(&case, &api);
+    for line in [
+        "bottle 0.13.4",
+        "MarkupSafe 2.1.5",
+        "docopt 0.6.2",
+        "six 1.16.0",
+    ] {
+        assert!(printed.contains(line), "{line} in {printed}");
+    }
+    let env = case.docker(&["image", "inspect", "--format", "{{json .Config.Env}}", &api]);
+    assert!(
+        !stdout(&env).to_lowercase().contains("offpack"),
+        "no offpack setting in the image's environment: {}",
+        stdout(&env)
+    );
+    // Rebuilt again with nothing changed: the rewritten file is the same, so every step is cached.
+    let reports = case.rebuild(&["api"]);
+    only(&reports, "api").assert_all_cached();
+
+    // A package no bundle carried: named before anything is built, with a request for it.
+    append(&case, "api/requirements.txt", IDNA);
+    let mut cmd = case.offpack();
+    cmd.args(["rebuild", "api"]);
+    let out = case.run(&mut cmd);
+    assert_eq!(out.status.code(), Some(2), "a missing package exits 2");
+    let err = stderr(&out);
+    assert!(err.contains("idna==3.7"), "{err}");
+    assert!(err.contains("requirements.txt:"), "names the file and line: {err}");
+    assert!(err.contains("offpack-request.json"), "{err}");
+    assert!(
+        !err.contains("bottle"),
+        "only the missing package is named: {err}"
+    );
+    let request = case.path().join("offpack-request.json");
+    assert!(request.is_file(), "the request file is written");
+    drop(cut);
+
+    // Networked side: a package bundle from the request alone.
+    let more = case.path().join("more.offpack");
+    {
+        let _net = build_network();
+        let mut cmd = case.offpack();
+        cmd.args(["bundle", "--packages-for"])
+            .arg(&request)
+            .arg("-o")
+            .arg(&more);
+        case.ok(&mut cmd);
+    }
+    let more_packages = packages_of(&case, &more);
+    assert!(
+        more_packages.iter().any(|p| field(p, "name") == "idna"),
+        "{more_packages:?}"
+    );
+
+    // Far side again: load it, and the same rebuild now succeeds.
+    let cut = cut_build_network();
+    cut.allow_host_port(PACKAGE_PORT);
+    let mut cmd = case.offpack();
+    cmd.arg("load").arg(&more);
+    case.ok(&mut cmd);
+    let reports = case.rebuild(&["api"]);
+    assert!(only(&reports, "api").ran().iter().any(|s| s.contains("pip install")));
+    let printed = run_image(&case, &api);
+    assert!(printed.contains("idna 3.7"), "{printed}");
+
+    // A package file changed in the far side's store is named before anything is built.
+    let index: Value = serde_json::from_str(
+        &std::fs::read_to_string(case.state.path().join("packages/index.json")).expect("store index"),
+    )
+    .expect("store index is JSON");
+    let six = index
+        .as_array()
+        .expect("index lists packages")
+        .iter()
+        .find(|p| field(p, "name") == "six")
+        .expect("six is in the store");
+    let hex = field(six, "digest").trim_start_matches("sha256:").to_string();
+    let blob = case.state.path().join("packages/blobs/sha256").join(&hex);
+    let mut bytes = std::fs::read(&blob).expect("read blob");
+    bytes[100] ^= 0xff;
+    std::fs::write(&blob, bytes).expect("tamper");
+    case.change("api/requirements.txt", &format!("bottle==0.13.4 --hash=sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e\n{SIX}"));
+    let mut cmd = case.offpack();
+    cmd.args(["rebuild", "api"]);
+    let out = case.run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1), "a corrupt store fails the check");
+    let err = stderr(&out);
+    assert!(err.contains("six") && err.contains(&hex[..12]), "{err}");
+    drop(cut);
+}
