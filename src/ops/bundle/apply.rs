@@ -20,7 +20,7 @@ use crate::rebuild::{
     Carriers, build_carrier, build_prepared, check_needed_images, image_tags, prepare,
     present_cache_sources, stage_cache_tags,
 };
-use crate::rebuild::packages::{service_packages, set_package_files_label};
+use crate::rebuild::packages::set_package_files_label;
 use crate::reporter::Reporter;
 use offpack_dockerfile::ImageRef;
 
@@ -36,26 +36,20 @@ pub struct Collect {
     pub builder: Builder,
 }
 
-/// What collecting the images found.
-pub struct Collected {
-    pub contents: BundleContents,
-    pub proofs: Vec<ProofJob>,
-    /// The install steps of every built service, for the packages the bundle carries.
-    pub package_needs: Vec<ServiceNeeds>,
-}
 
-/// The images `plan` needs, pulled or built as `options` say, and the rebuild metadata.
+/// The images `plan` needs, pulled or built as `options` say, and the rebuild metadata. A built
+/// image gets the package-files label of its service's entry in `package_needs`.
 pub async fn collect_images(
     engine: &Engine,
     project: &Project,
     plan: &Plan,
     options: Collect,
+    package_needs: &[ServiceNeeds],
     reporter: &dyn Reporter,
-) -> Result<Collected> {
+) -> Result<(BundleContents, Vec<ProofJob>)> {
     let builder = options.builder;
     let mut contents = BundleContents::default();
     let mut proofs = Vec::new();
-    let mut package_needs = Vec::new();
     for image in &plan.images {
         let id = match decide_pull(engine, &image.reference, &image.aliases, options.pull).await? {
             PullDecision::Present(id) => id,
@@ -98,22 +92,16 @@ pub async fn collect_images(
             reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
             continue;
         }
-        let packages = service_packages(service, service_plan)?;
-        package_needs.push(ServiceNeeds {
-            service: service_plan.name.clone(),
-            platform: service_plan
-                .platforms
-                .first()
-                .cloned()
-                .unwrap_or_else(|| crate::plan::DEFAULT_PLATFORM.to_string()),
-            packages: packages.clone(),
-        });
         let id = match &decision {
             BuildDecision::Build => {
                 let image_ids = check_needed_images(engine, &[service_plan]).await?;
                 let mut prepared = prepare(project, service, service_plan, builder, &image_ids)?;
-                if !packages.files.is_empty() {
-                    set_package_files_label(&mut prepared, &packages.label());
+                if let Some(needs) = package_needs
+                    .iter()
+                    .find(|n| n.service == service_plan.name)
+                    .filter(|n| !n.packages.files.is_empty())
+                {
+                    set_package_files_label(&mut prepared, &needs.packages.label());
                 }
                 let built =
                     build_prepared(engine, &prepared, false, Carriers::Build, reporter).await?;
@@ -169,11 +157,7 @@ pub async fn collect_images(
             contents.add_runs_built(&service_plan.name, by);
         }
     }
-    Ok(Collected {
-        contents,
-        proofs,
-        package_needs,
-    })
+    Ok((contents, proofs))
 }
 
 /// Pulls `reference`; returns the image ID the engine then has under it.

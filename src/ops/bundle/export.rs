@@ -15,8 +15,10 @@ use offpack_bundle::{BundleWriter, Digest, Manifest, WriteOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
-use super::apply::{Collect, Collected, collect_images};
-use super::packages::{add_packages, fetch_package_work, plan_package_work};
+use super::apply::{Collect, collect_images};
+use super::packages::{
+    add_packages, fetch_npm_work, fetch_pip_work, merge_fetched, plan_package_work, service_needs,
+};
 use super::proof::prove;
 use super::{
     BundleRequest, ExportPlan, delta_against, layers_the_far_side_has, plan_export, target,
@@ -91,15 +93,17 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
         plan = make_plan(&project, &Disk, builder)?;
     }
 
-    // The package files are read before the engine works for minutes.
-    for file in &request.packages {
-        offpack_fs::read(file, offpack_fs::PACKAGE_FILE)?;
+    // The packages come first: a package file offpack cannot read, or a tarball that does not
+    // match its lock file's integrity, fails the run before the engine works for minutes (and
+    // before a build's own `npm ci` would fail on it with a less clear message). Python packages
+    // are resolved in their images, so after the pulls.
+    let package_needs = service_needs(&project, &plan)?;
+    let work = plan_package_work(&package_needs, &request.packages)?;
+    for warning in &work.warnings {
+        reporter.warn(warning);
     }
-    let Collected {
-        contents,
-        proofs,
-        package_needs,
-    } = collect_images(
+    let mut fetched = fetch_npm_work(&work, reporter)?;
+    let (contents, proofs) = collect_images(
         &engine,
         &project,
         &plan,
@@ -109,6 +113,7 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
             no_build: request.no_build,
             builder,
         },
+        &package_needs,
         reporter,
     )
     .await?;
@@ -126,11 +131,8 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
             project.name
         );
     }
-    let work = plan_package_work(&package_needs, &request.packages)?;
-    for warning in &work.warnings {
-        reporter.warn(warning);
-    }
-    let fetched = fetch_package_work(&engine, &work, reporter).await?;
+    fetched.extend(fetch_pip_work(&engine, &work, reporter).await?);
+    let fetched = merge_fetched(fetched);
 
     let ExportPlan {
         names: export_names,

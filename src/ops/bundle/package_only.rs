@@ -11,7 +11,7 @@ use offpack_bundle::{BundleWriter, Manifest, WriteOptions};
 use offpack_packages::request::PackageRequest;
 
 use super::export::Bundled;
-use super::packages::{PackageWork, add_packages, fetch_package_work};
+use super::packages::{PackageWork, add_packages, fetch_npm_work, fetch_pip_work, merge_fetched};
 use super::{BundleRequest, target};
 use crate::engine::Engine;
 use crate::fetch::npm::NpmFetch;
@@ -106,7 +106,9 @@ pub async fn bundle_packages_for(
             Some(_) => {}
         }
     }
-    let fetched = fetch_package_work(&engine, &work, reporter).await?;
+    let mut fetched = fetch_npm_work(&work, reporter)?;
+    fetched.extend(fetch_pip_work(&engine, &work, reporter).await?);
+    let fetched = merge_fetched(fetched);
 
     let _target_lock = target::claim(request, &project, reporter)?;
     let output = request.output.clone();

@@ -11,6 +11,9 @@ use offpack_bundle::{BundleWriter, Package};
 use offpack_packages::npm::{NpmSource, platform::NpmTarget};
 
 use crate::engine::Engine;
+use crate::plan::{Plan, build_order};
+use crate::rebuild::packages::service_packages;
+use offpack_compose::Project;
 use crate::fetch::cache::PackageCache;
 use crate::fetch::npm::{NpmFetch, fetch_tarballs};
 use crate::fetch::pip::{PipJob, resolve_in_image};
@@ -268,59 +271,98 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
     Ok(())
 }
 
-/// Fetches everything `work` asks for (from the local cache when it has it). Returns each file
-/// once, with every service that needs it.
-pub async fn fetch_package_work(
+/// The install steps of every built service of `plan`.
+pub fn service_needs(project: &Project, plan: &Plan) -> Result<Vec<ServiceNeeds>> {
+    let mut needs = Vec::new();
+    for service_plan in build_order(plan)? {
+        let service = &project.services[&service_plan.name];
+        needs.push(ServiceNeeds {
+            service: service_plan.name.clone(),
+            platform: service_plan
+                .platforms
+                .first()
+                .cloned()
+                .unwrap_or_else(|| crate::plan::DEFAULT_PLATFORM.to_string()),
+            packages: service_packages(service, service_plan)?,
+        });
+    }
+    Ok(needs)
+}
+
+/// Downloads the npm tarballs `work` asks for (none the cache has), checked against their
+/// integrity, with the services that need each.
+pub fn fetch_npm_work(work: &PackageWork, reporter: &dyn Reporter) -> Result<Vec<FetchedPackage>> {
+    if work.npm.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cache = PackageCache::open_default()?;
+    let list: Vec<NpmFetch> = work.npm.iter().map(|(f, _)| f.clone()).collect();
+    let task = reporter.start(&format!("npm: {} tarballs", list.len()), None);
+    let results = fetch_tarballs(&list, &cache, NPM_PARALLEL, reporter)?;
+    reporter.finish(task, "each checked against its lock file's integrity");
+    Ok(results
+        .into_iter()
+        .zip(&work.npm)
+        .map(|(mut package, (_, services))| {
+            package.package.services = services.clone();
+            package
+        })
+        .collect())
+}
+
+/// Resolves the Python requirements `work` asks for, each in a container of its image (none the
+/// cache has resolved with the same inputs), with the services that need each wheel.
+pub async fn fetch_pip_work(
     engine: &Engine,
     work: &PackageWork,
     reporter: &dyn Reporter,
 ) -> Result<Vec<FetchedPackage>> {
+    if work.pip.is_empty() {
+        return Ok(Vec::new());
+    }
     let cache = PackageCache::open_default()?;
-    let mut fetched: Vec<FetchedPackage> = Vec::new();
-    let mut add = |mut package: FetchedPackage, services: &[String]| {
-        if let Some(existing) = fetched.iter_mut().find(|f| {
-            f.package.digest == package.package.digest && f.package.filename == package.package.filename
-        }) {
-            for s in services {
-                push_unique(&mut existing.package.services, s);
-            }
-            return;
-        }
-        package.package.services = services.to_vec();
-        fetched.push(package);
-    };
+    let mut fetched = Vec::new();
     for (job, services) in &work.pip {
-        for package in resolve_in_image(engine, job, &cache, reporter).await? {
-            add(package, services);
+        for mut package in resolve_in_image(engine, job, &cache, reporter).await? {
+            package.package.services = services.clone();
+            fetched.push(package);
         }
     }
-    if !work.npm.is_empty() {
-        let list: Vec<NpmFetch> = work.npm.iter().map(|(f, _)| f.clone()).collect();
-        let cache_for_npm = cache.clone();
-        let results = {
-            let task = reporter.start(&format!("npm: {} tarballs", list.len()), None);
-            let results = tokio::task::block_in_place(|| {
-                fetch_tarballs(&list, &cache_for_npm, NPM_PARALLEL, reporter)
-            })?;
-            reporter.finish(task, "checked against the lock's integrity");
-            results
-        };
-        for (package, (_, services)) in results.into_iter().zip(&work.npm) {
-            add(package, services);
+    Ok(fetched)
+}
+
+/// Each file once (by digest and file name), with the union of the services that need it, in a
+/// stable order.
+pub fn merge_fetched(all: Vec<FetchedPackage>) -> Vec<FetchedPackage> {
+    let mut merged: Vec<FetchedPackage> = Vec::new();
+    for package in all {
+        match merged.iter_mut().find(|f| {
+            f.package.digest == package.package.digest
+                && f.package.filename == package.package.filename
+        }) {
+            Some(existing) => {
+                for s in &package.package.services {
+                    push_unique(&mut existing.package.services, s);
+                }
+            }
+            None => merged.push(package),
         }
     }
-    for package in &mut fetched {
+    for package in &mut merged {
         package.package.services.sort();
     }
-    fetched.sort_by(|a, b| {
-        (&a.package.ecosystem, &a.package.name, &a.package.version, &a.package.filename).cmp(&(
-            &b.package.ecosystem,
-            &b.package.name,
-            &b.package.version,
-            &b.package.filename,
-        ))
+    merged.sort_by(|a, b| {
+        let key = |p: &FetchedPackage| {
+            (
+                p.package.ecosystem.clone(),
+                p.package.name.to_lowercase(),
+                p.package.version.clone(),
+                p.package.filename.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
-    Ok(fetched)
+    merged
 }
 
 /// Adds the fetched files to the bundle (each blob once); returns the manifest entries.
