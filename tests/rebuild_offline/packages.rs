@@ -4,6 +4,7 @@
 //! network cut except offpack's package port.
 
 use super::*;
+use crate::common::npm_registry::{NpmFixtureRegistry, fixture_packages_dir, npm_install};
 
 fn packages_of(case: &Case, bundle: &Path) -> Vec<Value> {
     let mut cmd = case.offpack();
@@ -190,4 +191,174 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
     let err = stderr(&out);
     assert!(err.contains("six") && err.contains(&hex[..12]), "{err}");
     drop(cut);
+}
+
+/// The fixture web service: `npm ci` from its lock, the Dockerfile as users write it.
+const WEB_DOCKERFILE: &str = "FROM node:18-slim
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci
+COPY . .
+CMD [\"node\", \"index.js\"]
+";
+
+/// Prints `path version` for every package npm installed.
+const WEB_INDEX: &str = "const lock = require('./node_modules/.package-lock.json');
+for (const [path, meta] of Object.entries(lock.packages)) console.log(path, meta.version);
+";
+
+/// The packages a lock installs on linux/x64, as `node_modules/… version` lines, sorted.
+fn lock_tree(lock: &Path) -> Vec<String> {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(lock).expect("lock")).expect("lock JSON");
+    let mut tree: Vec<String> = doc["packages"]
+        .as_object()
+        .expect("lockfileVersion 3 packages")
+        .iter()
+        .filter(|(path, _)| !path.is_empty())
+        .filter(|(_, meta)| {
+            let allows = |key: &str, value: &str| {
+                meta[key]
+                    .as_array()
+                    .is_none_or(|list| list.iter().any(|v| v == value))
+            };
+            allows("os", "linux") && allows("cpu", "x64")
+        })
+        .map(|(path, meta)| format!("{path} {}", meta["version"].as_str().unwrap_or_default()))
+        .collect();
+    tree.sort();
+    tree
+}
+
+fn npm_app(registry: &NpmFixtureRegistry, dir: &Path, dependencies: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let deps: serde_json::Map<String, Value> = dependencies
+        .iter()
+        .map(|(name, range)| (name.to_string(), Value::from(*range)))
+        .collect();
+    let manifest = serde_json::json!({
+        "name": "offpack-fixture-web",
+        "version": "1.0.0",
+        "private": true,
+        "dependencies": deps,
+    });
+    std::fs::write(
+        dir.join("package.json"),
+        serde_json::to_string_pretty(&manifest).expect("JSON"),
+    )
+    .expect("write package.json");
+    npm_install(registry, dir);
+    std::fs::remove_dir_all(dir.join("node_modules")).expect("remove node_modules");
+}
+
+#[test]
+fn npm_lock_change_rebuilds_offline_with_the_identical_tree() {
+    let mut case = Case::new("npm-packages", "../packages/empty");
+    // Plays registry.npmjs.org on the networked side, where the bundle's own build runs `npm ci`
+    // against it, so it listens where build containers reach the host.
+    let registry = NpmFixtureRegistry::start_at(&fixture_packages_dir(), default_bridge().gateway);
+    let web = case.path().join("web");
+    npm_app(
+        &registry,
+        &web,
+        &[
+            ("@offpack-fixture/util", "1.0.0"),
+            ("offpack-fixture-native", "1.0.0"),
+            ("offpack-fixture-base", "1.0.0"),
+        ],
+    );
+    std::fs::write(web.join("Dockerfile"), WEB_DOCKERFILE).expect("Dockerfile");
+    std::fs::write(web.join("index.js"), WEB_INDEX).expect("index.js");
+    std::fs::write(web.join(".dockerignore"), "node_modules\n").expect(".dockerignore");
+    std::fs::write(case.path().join("compose.yaml"), "services:\n  web:\n    build: ./web\n")
+        .expect("compose.yaml");
+    // The change the far side plans: base 1.1.0, and a new package.
+    let next = case.path().join("next");
+    npm_app(
+        &registry,
+        &next,
+        &[
+            ("@offpack-fixture/util", "1.0.0"),
+            ("offpack-fixture-native", "1.0.0"),
+            ("offpack-fixture-base", "1.1.0"),
+            ("offpack-fixture-right", "1.0.0"),
+        ],
+    );
+
+    let manifest = case.bundle_with(&["--packages", "next/package-lock.json"]);
+    let packages = packages_of(&case, &case.bundle);
+    let carried: Vec<String> = packages
+        .iter()
+        .map(|p| format!("{}@{}", field(p, "name"), field(p, "version")))
+        .collect();
+    for wanted in [
+        "offpack-fixture-base@1.0.0",
+        "offpack-fixture-base@1.1.0",
+        "offpack-fixture-left@1.0.0",
+        "offpack-fixture-right@1.0.0",
+        "@offpack-fixture/util@1.0.0",
+        "@offpack-fixture/native-linux-x64@1.0.0",
+    ] {
+        assert_eq!(
+            carried.iter().filter(|c| *c == wanted).count(),
+            1,
+            "{wanted} carried once: {carried:?}"
+        );
+    }
+    assert!(
+        !carried.iter().any(|c| c.contains("darwin")),
+        "a platform package of another platform is left out: {carried:?}"
+    );
+    assert!(
+        packages.iter().all(|p| field(p, "integrity").starts_with("sha512-")),
+        "{packages:?}"
+    );
+    drop(registry);
+
+    let image = case.image_of("web");
+    let cut = case.far_side(&manifest);
+    for file in ["package.json", "package-lock.json"] {
+        let text = std::fs::read_to_string(next.join(file)).expect("next");
+        std::fs::write(web.join(file), text).expect("write");
+    }
+    let reports = case.rebuild(&["web"]);
+    let report = only(&reports, "web");
+    assert!(
+        report.ran().iter().any(|s| s.contains("npm ci")),
+        "npm ci ran: {:?}",
+        report.steps
+    );
+    let out = case.docker(&["run", "--rm", "--network", "none", &image]);
+    assert!(out.status.success());
+    let mut installed: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    installed.sort();
+    assert_eq!(
+        installed,
+        lock_tree(&next.join("package-lock.json")),
+        "npm ci behind the gap installed exactly the lock's tree"
+    );
+    drop(cut);
+}
+
+#[test]
+fn a_tarball_that_does_not_match_its_integrity_fails_the_bundle_naming_it() {
+    let mut case = Case::new("npm-corrupt", "../packages/empty");
+    let registry = NpmFixtureRegistry::start_at(&fixture_packages_dir(), default_bridge().gateway);
+    let web = case.path().join("web");
+    npm_app(&registry, &web, &[("offpack-fixture-left", "1.0.0")]);
+    std::fs::write(web.join("Dockerfile"), WEB_DOCKERFILE).expect("Dockerfile");
+    std::fs::write(web.join("index.js"), WEB_INDEX).expect("index.js");
+    std::fs::write(case.path().join("compose.yaml"), "services:\n  web:\n    build: ./web\n")
+        .expect("compose.yaml");
+    registry.corrupt("offpack-fixture-base", "1.0.0");
+    let _net = build_network();
+    let mut cmd = case.offpack();
+    cmd.args(["bundle", "-o"]).arg(&case.bundle);
+    let out = case.run(&mut cmd);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("offpack-fixture-base") && err.contains("1.0.0") && err.contains("integrity"),
+        "{err}"
+    );
+    assert!(!case.bundle.exists(), "no bundle is written");
 }
