@@ -5,9 +5,9 @@
 
 #![warn(missing_docs)]
 
-//pub mod npm;
+pub mod npm;
 pub mod pip;
-//pub mod request;
+pub mod request;
 
 /// A malformed package file, naming the file (as the caller labelled it) and,
 /// when known, the 1-based line, e.g. `requirements.txt:4: unknown option --foo`.

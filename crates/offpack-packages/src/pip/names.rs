@@ -101,9 +101,7 @@ pub fn sdist_name(filename: &str) -> Option<(String, String)> {
         .find_map(|suffix| strip_suffix_ignore_case(filename, suffix))?;
     let split = stem
         .char_indices()
-        .filter(|&(i, c)| {
-            c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit())
-        })
+        .filter(|&(i, c)| c == '-' && stem[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
         .map(|(i, _)| i)
         .next_back()?;
     let (name, version) = (&stem[..split], &stem[split + 1..]);

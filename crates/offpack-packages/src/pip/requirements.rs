@@ -312,8 +312,10 @@ fn parse_options(tokens: &[String]) -> Result<Vec<(&'static OptSpec, Option<Stri
             let spec = match OPTIONS.iter().find(|o| o.long == key) {
                 Some(s) => s,
                 None => {
-                    let candidates: Vec<&OptSpec> =
-                        OPTIONS.iter().filter(|o| o.long.starts_with(&key)).collect();
+                    let candidates: Vec<&OptSpec> = OPTIONS
+                        .iter()
+                        .filter(|o| o.long.starts_with(&key))
+                        .collect();
                     match candidates.as_slice() {
                         [one] => *one,
                         [] => return Err(format!("unknown option {key}")),
@@ -414,7 +416,10 @@ pub fn parse(path_label: &str, text: &str) -> Result<RequirementFile, PackageErr
                 "--editable" => {
                     let target = value_or_err("a path or URL")?;
                     entries.push(Entry::Requirement(editable_requirement(
-                        line, lineno, logical.last + 1, target,
+                        line,
+                        lineno,
+                        logical.last + 1,
+                        target,
                     )))
                 }
                 _ => {
@@ -503,9 +508,11 @@ fn looks_like_path(s: &str) -> bool {
         || s.starts_with('~')
         || before_at.contains('/')
         || before_at.contains('\\')
-        || ARCHIVE_SUFFIXES
-            .iter()
-            .any(|suf| strip_extras_str(before_at).to_ascii_lowercase().ends_with(suf))
+        || ARCHIVE_SUFFIXES.iter().any(|suf| {
+            strip_extras_str(before_at)
+                .to_ascii_lowercase()
+                .ends_with(suf)
+        })
 }
 
 fn strip_extras_str(s: &str) -> &str {
@@ -588,7 +595,9 @@ fn parse_requirement(s: &str) -> Result<Requirement, String> {
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !valid_name {
-        return Err(format!("invalid requirement {s:?}: expected a project name"));
+        return Err(format!(
+            "invalid requirement {s:?}: expected a project name"
+        ));
     }
     let mut rest = s[name_end..].trim_start();
     let mut extras = Vec::new();
@@ -597,10 +606,7 @@ fn parse_requirement(s: &str) -> Result<Requirement, String> {
             return Err(format!("invalid requirement {s:?}: unclosed extras '['"));
         };
         extras = split_extras(&after[..close]);
-        if extras
-            .iter()
-            .any(|e| !e.chars().all(is_name_char))
-        {
+        if extras.iter().any(|e| !e.chars().all(is_name_char)) {
             return Err(format!("invalid requirement {s:?}: bad extra name"));
         }
         rest = after[close + 1..].trim_start();
@@ -616,7 +622,9 @@ fn parse_requirement(s: &str) -> Result<Requirement, String> {
         let url_end = after.find(char::is_whitespace).unwrap_or(after.len());
         let url = &after[..url_end];
         if url.is_empty() {
-            return Err(format!("invalid requirement {s:?}: expected a URL after '@'"));
+            return Err(format!(
+                "invalid requirement {s:?}: expected a URL after '@'"
+            ));
         }
         let tail = after[url_end..].trim();
         if !tail.is_empty() {
@@ -665,9 +673,9 @@ fn check_specifier(spec: &str) -> Result<(), String> {
             .ok_or_else(|| format!("expected a version operator, found {clause:?}"))?;
         let version = clause[op_len..].trim();
         if version.is_empty()
-            || !version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '+' | '!' | '_' | '-'))
+            || !version.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '*' | '+' | '!' | '_' | '-')
+            })
         {
             return Err(format!("invalid version in {clause:?}"));
         }

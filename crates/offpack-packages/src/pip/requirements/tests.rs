@@ -56,7 +56,9 @@ fn parses_a_real_looking_file() {
         }
     );
     assert!(matches!(&e[1], Entry::Option { name, .. } if name == "--extra-index-url"));
-    assert!(matches!(&e[2], Entry::Option { name, value: Some(v), .. } if name == "--trusted-host" && v == "example.invalid"));
+    assert!(
+        matches!(&e[2], Entry::Option { name, value: Some(v), .. } if name == "--trusted-host" && v == "example.invalid")
+    );
     assert_eq!(
         e[3],
         Entry::Include {
@@ -111,7 +113,10 @@ fn parses_a_real_looking_file() {
     assert_eq!(r[6].url.as_deref(), Some("./local/pkg"));
     assert_eq!(r[6].extras, ["extra"]);
     assert_eq!(r[7].name, "thing");
-    assert_eq!(r[7].url.as_deref(), Some("./dist/thing-1.0-py3-none-any.whl"));
+    assert_eq!(
+        r[7].url.as_deref(),
+        Some("./dist/thing-1.0-py3-none-any.whl")
+    );
 
     let names: Vec<(&str, Option<&str>)> = e
         .iter()
@@ -142,10 +147,16 @@ fn option_forms() {
         "-i https://a/simple\n-rbase.txt\n--requirement=other.txt\n-c c.txt\n--index https://b/\n-f x -f y\n-C key=value\n",
     )
     .unwrap();
-    assert!(matches!(&f.entries[0], Entry::Option { name, value: Some(v), .. } if name == "--index-url" && v == "https://a/simple"));
-    assert!(matches!(&f.entries[1], Entry::Include { path, constraint: false, .. } if path == "base.txt"));
+    assert!(
+        matches!(&f.entries[0], Entry::Option { name, value: Some(v), .. } if name == "--index-url" && v == "https://a/simple")
+    );
+    assert!(
+        matches!(&f.entries[1], Entry::Include { path, constraint: false, .. } if path == "base.txt")
+    );
     assert!(matches!(&f.entries[2], Entry::Include { path, .. } if path == "other.txt"));
-    assert!(matches!(&f.entries[3], Entry::Include { path, constraint: true, .. } if path == "c.txt"));
+    assert!(
+        matches!(&f.entries[3], Entry::Include { path, constraint: true, .. } if path == "c.txt")
+    );
     // optparse accepts unique prefixes of long options.
     assert!(matches!(&f.entries[4], Entry::Option { name, .. } if name == "--index-url"));
     assert!(matches!(&f.entries[5], Entry::Option { value: Some(v), .. } if v == "x"));
@@ -204,7 +215,10 @@ fn pinned_versions() {
     assert_eq!(one("a==1.0,!=1.1").pinned_version(), None);
     assert_eq!(one("a>=1.0").pinned_version(), None);
     assert_eq!(one("a").pinned_version(), None);
-    assert_eq!(one("a==1.0; python_version<'3.12'").pinned_version(), Some("1.0"));
+    assert_eq!(
+        one("a==1.0; python_version<'3.12'").pinned_version(),
+        Some("1.0")
+    );
 }
 
 #[test]
@@ -234,8 +248,14 @@ fn errors_name_file_and_line() {
         err("a\nb\n\n--foo\n"),
         "requirements.txt:4: unknown option --foo"
     );
-    assert_eq!(err("-r\n"), "requirements.txt:1: option --requirement needs a value");
-    assert_eq!(err("-r ''\n"), "requirements.txt:1: --requirement needs a file");
+    assert_eq!(
+        err("-r\n"),
+        "requirements.txt:1: option --requirement needs a value"
+    );
+    assert_eq!(
+        err("-r ''\n"),
+        "requirements.txt:1: --requirement needs a file"
+    );
     assert!(err("x\n-c\n").starts_with("requirements.txt:2: "));
     assert!(err("foo bar\n").starts_with("requirements.txt:1: invalid requirement"));
     assert!(err("foo[bar\n").contains("unclosed extras"));
@@ -260,7 +280,10 @@ fn lenient_where_pip_is() {
     let f = parse("r.txt", "\u{feff}flask\n").unwrap();
     assert_eq!(reqs(&f)[0].name, "flask");
     // Unicode in comments is fine.
-    assert_eq!(reqs(&parse("r.txt", "# ünïcødé ✓\nflask\n").unwrap()).len(), 1);
+    assert_eq!(
+        reqs(&parse("r.txt", "# ünïcødé ✓\nflask\n").unwrap()).len(),
+        1
+    );
     // Unicode outside comments errors instead of panicking.
     assert!(parse("r.txt", "flåsk\n").is_err());
     assert!(parse("r.txt", "é==1 ; ü\n").is_err());
@@ -317,7 +340,12 @@ fn hashes(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn rewrite_prepends_three_lines_and_keeps_the_rest() {
-    let out = rewrite_for_index(REAL, "http://172.17.0.1:3149/simple/", "172.17.0.1:3149", &BTreeMap::new());
+    let out = rewrite_for_index(
+        REAL,
+        "http://172.17.0.1:3149/simple/",
+        "172.17.0.1:3149",
+        &BTreeMap::new(),
+    );
     assert_eq!(
         out,
         format!(
@@ -325,13 +353,26 @@ fn rewrite_prepends_three_lines_and_keeps_the_rest() {
         )
     );
     let f = parse("r.txt", &out).unwrap();
-    assert!(matches!(&f.entries[0], Entry::Option { name, value: Some(v), line: 2 } if name == "--index-url" && v == "http://172.17.0.1:3149/simple/"));
-    assert!(matches!(&f.entries[1], Entry::Option { name, value: Some(v), line: 3 } if name == "--trusted-host" && v == "172.17.0.1:3149"));
+    assert!(
+        matches!(&f.entries[0], Entry::Option { name, value: Some(v), line: 2 } if name == "--index-url" && v == "http://172.17.0.1:3149/simple/")
+    );
+    assert!(
+        matches!(&f.entries[1], Entry::Option { name, value: Some(v), line: 3 } if name == "--trusted-host" && v == "172.17.0.1:3149")
+    );
 }
 
 #[test]
 fn rewrite_appends_hashes_on_continued_requirement() {
-    let extra = hashes(&[("six", &["ABCD", "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"]), ("django", &["ee"])]);
+    let extra = hashes(&[
+        (
+            "six",
+            &[
+                "ABCD",
+                "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254",
+            ],
+        ),
+        ("django", &["ee"]),
+    ]);
     let out = rewrite_for_index(REAL, "http://g:1/simple/", "g:1", &extra);
     let lines: Vec<&str> = out.lines().skip(3).collect();
     let orig: Vec<&str> = REAL.lines().collect();
@@ -352,7 +393,10 @@ fn rewrite_appends_hashes_on_continued_requirement() {
     assert_eq!(six.hashes.len(), 3);
     assert_eq!(six.hashes[2], "sha256:abcd");
     // Deterministic and idempotent in its hashes.
-    assert_eq!(out, rewrite_for_index(REAL, "http://g:1/simple/", "g:1", &extra));
+    assert_eq!(
+        out,
+        rewrite_for_index(REAL, "http://g:1/simple/", "g:1", &extra)
+    );
 }
 
 #[test]
@@ -361,7 +405,10 @@ fn rewrite_inserts_before_comment_and_backslash() {
     let extra = hashes(&[("a", &["99"]), ("b", &["88"]), ("a-b", &["77"])]);
     let out = rewrite_for_index(text, "http://g/simple/", "g", &extra);
     let body: Vec<&str> = out.split_inclusive('\n').skip(3).collect();
-    assert_eq!(body[0], "a==1 --hash=sha256:11 --hash=sha256:99  # pinned\n");
+    assert_eq!(
+        body[0],
+        "a==1 --hash=sha256:11 --hash=sha256:99  # pinned\n"
+    );
     assert_eq!(body[1], "b==2 --hash=sha256:22 --hash=sha256:88 \\\n");
     assert_eq!(body[2], "  # trailing comment line\n");
     assert_eq!(body[3], "A_b==3 --hash=sha256:33 --hash=sha256:77\\\n");
