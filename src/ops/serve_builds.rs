@@ -98,7 +98,7 @@ pub async fn serve_changed_package_files(
         .map(|(reference, id)| (reference.clone(), id.to_string()))
         .collect();
     let mut missing: Vec<(String, MissingPackage)> = Vec::new();
-    let mut request = PackageRequest::new(&project.name);
+    let mut request = PackageRequest::new(&project.name, &offpack_bundle::rfc3339_utc_now());
     for ((plan, prepared), service_files) in builds.iter_mut().zip(&files) {
         if service_files.changed.is_empty() {
             continue;

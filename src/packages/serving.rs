@@ -247,6 +247,13 @@ fn plan_pip(
                     })
                 })
                 .collect::<Result<_>>()?,
+            requirement_files: requirement_files.to_vec(),
+            constraint_files: match &need.installer {
+                Installer::Pip {
+                    constraint_files, ..
+                } => constraint_files.clone(),
+                Installer::Npm { .. } => Vec::new(),
+            },
             packages: positional.to_vec(),
             missing: missing_here.iter().map(|m| m.to_string()).collect(),
         });
@@ -269,7 +276,7 @@ fn plan_npm(
     let target = npm::platform::NpmTarget::from_platform(platform, None);
     let mut urls = BTreeMap::new();
     for entry in entries {
-        if !entry.installs_on(&target) {
+        if entry.in_bundle || !entry.installs_on(&target) {
             continue;
         }
         let resolved = match &entry.source {
@@ -308,18 +315,19 @@ fn plan_npm(
                 name: entry.name.clone(),
                 version: entry.version.clone(),
                 resolved: resolved.clone(),
-                integrity: entry
-                    .integrity
-                    .as_ref()
-                    .map(|i| i.to_string())
-                    .unwrap_or_default(),
+                integrity: entry.integrity.as_ref().map(|i| i.to_string()),
             });
             continue;
         }
+        // yarn checks the `#sha1` fragment of its URL: it stays.
+        let fragment = resolved
+            .split_once('#')
+            .map(|(_, f)| format!("#{f}"))
+            .unwrap_or_default();
         urls.insert(
             resolved.clone(),
             format!(
-                "{}{}",
+                "{}{}{fragment}",
                 server.base(),
                 npm::registry::tarball_path(&entry.name, &entry.version)
             ),
@@ -346,10 +354,17 @@ fn integrity_agrees(carried: &Package, entry: &NpmPackage) -> bool {
     let (Some(lock), Some(stored)) = (&entry.integrity, &carried.integrity) else {
         return true;
     };
-    let Ok(stored) = npm::integrity::Integrity::parse(stored) else {
+    let Some(stored) = npm::integrity::Integrity::parse(stored) else {
         return false;
     };
-    lock.agrees_with(&stored)
+    // With no algorithm in common the two cannot be compared; the tarball was checked against
+    // its own lock's integrity when it was bundled.
+    let common: Vec<_> = lock
+        .hashes()
+        .iter()
+        .filter(|h| stored.hashes().iter().any(|s| s.algorithm == h.algorithm))
+        .collect();
+    common.is_empty() || common.iter().any(|h| stored.matches(&h.algorithm, &h.digest))
 }
 
 fn same_version(carried: &str, pinned: &str) -> bool {

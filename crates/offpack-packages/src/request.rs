@@ -39,9 +39,16 @@ pub struct PythonRequest {
     pub image_id: String,
     /// Target platform, e.g. `linux/amd64`.
     pub platform: String,
-    /// Requirement files (context-relative paths) with their content.
+    /// Requirement files (context-relative paths) with their content: those below and every
+    /// file they include.
     #[serde(default)]
     pub files: Vec<RequestFile>,
+    /// The files the install step gives to `-r`, of `files`.
+    #[serde(default)]
+    pub requirement_files: Vec<String>,
+    /// The files the install step gives to `-c`, of `files`.
+    #[serde(default)]
+    pub constraint_files: Vec<String>,
     /// Requirements given on the command line (`pip install flask==2.0`).
     #[serde(default)]
     pub packages: Vec<String>,
@@ -149,6 +156,8 @@ mod tests {
                 path: "backend/requirements.txt".into(),
                 content: "flask==3.0.0\n".into(),
             }],
+            requirement_files: vec!["backend/requirements.txt".into()],
+            constraint_files: Vec::new(),
             packages: vec!["gunicorn".into()],
             missing: vec!["flask==3.0.0".into()],
         });

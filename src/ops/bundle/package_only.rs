@@ -26,8 +26,7 @@ pub async fn bundle_packages_for(
 ) -> Result<Bundled> {
     let started = Instant::now();
     let text = offpack_fs::read_to_string(request_file, offpack_fs::REQUEST_FILE)?;
-    let asked = PackageRequest::from_json(&text)
-        .with_context(|| format!("{} is not a request from `offpack rebuild`", request_file.display()))?;
+    let asked = PackageRequest::from_json(&request_file.display().to_string(), &text)?;
     // The request file is this run's input: the output must never replace it.
     let project = offpack_compose::Project {
         name: asked.project.clone(),
@@ -77,7 +76,7 @@ pub async fn bundle_packages_for(
                 name: npm.name.clone(),
                 version: npm.version.clone(),
                 url: npm.resolved.clone(),
-                integrity: Some(npm.integrity.clone()).filter(|i| !i.is_empty()),
+                integrity: npm.integrity.clone(),
             },
             vec![npm.service.clone()],
         ));

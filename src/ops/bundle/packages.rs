@@ -157,7 +157,7 @@ fn add_lock(
 ) -> Result<()> {
     let target = NpmTarget::from_platform(platform, None);
     for entry in parse_lock(label, text)? {
-        if !entry.installs_on(&target) {
+        if entry.in_bundle || !entry.installs_on(&target) {
             continue;
         }
         let url = match &entry.source {
@@ -171,8 +171,16 @@ fn add_lock(
                 ));
                 continue;
             }
+            NpmSource::Unknown => {
+                work.warnings.push(format!(
+                    "{label}: {}@{} has no `resolved` URL in the lock file; offpack cannot carry \
+                     it (run `npm install` once with a current npm to complete the lock)",
+                    entry.name, entry.version
+                ));
+                continue;
+            }
             // In the build context, or a workspace link: nothing to fetch.
-            _ => continue,
+            NpmSource::File { .. } | NpmSource::Link { .. } => continue,
         };
         if entry.integrity.is_none() {
             work.warnings.push(format!(
