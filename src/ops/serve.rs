@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -63,7 +63,7 @@ pub fn start(request: &ServeRequest, reporter: &dyn Reporter) -> Result<Serving>
     let (source, path, signed_by): (Arc<dyn PackageSource>, PathBuf, Option<String>) =
         match &request.bundle {
             Some(bundle) => {
-                let (source, signed_by) = open_bundle(bundle, request.key.as_ref(), reporter)?;
+                let (source, signed_by) = open_bundle(bundle, request.key.as_deref(), reporter)?;
                 (Arc::new(source), bundle.clone(), signed_by)
             }
             None => {
@@ -101,11 +101,11 @@ pub fn start(request: &ServeRequest, reporter: &dyn Reporter) -> Result<Serving>
 /// reads every package's blob against its digest (packages are small next to images): a bundle
 /// changed after it was written is refused before anything is served.
 fn open_bundle(
-    path: &PathBuf,
-    key: Option<&PathBuf>,
+    path: &Path,
+    key: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<(BundleSource, Option<String>)> {
-    let key = key.map(|k| read_public_key(k)).transpose()?;
+    let key = key.map(read_public_key).transpose()?;
     let refused = |e: offpack_bundle::BundleError| {
         if e.is_corruption() {
             anyhow::Error::new(e).context(format!("{}: refused, nothing is served", path.display()))
