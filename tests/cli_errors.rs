@@ -106,7 +106,7 @@ fn usage_errors_exit_2_and_help_exits_0() {
         "bundle without -o is a usage error"
     );
     for sub in [
-        "plan", "bundle", "verify", "inspect", "load", "rebuild", "doctor",
+        "plan", "bundle", "verify", "inspect", "load", "rebuild", "doctor", "serve",
     ] {
         let out = ok(offpack(dir.path()).args([sub, "--help"]));
         assert!(stdout(&out).contains("Usage: offpack"), "{sub} --help");

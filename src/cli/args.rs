@@ -62,6 +62,10 @@ pub enum Command {
     Inventory(InventoryArgs),
     /// Show what this machine's Docker Engine supports (version, API, storage, builders, registries).
     Doctor(DoctorArgs),
+    /// Serve a bundle's Python wheels and npm tarballs (or, without BUNDLE, those `load` put in
+    /// the package store) as a pip index and an npm registry over plain HTTP, until stopped
+    /// (Ctrl-C, SIGTERM). Read-only.
+    Serve(ServeArgs),
 }
 
 /// Where the compose project is, with the same options as `docker compose`.
@@ -292,6 +296,26 @@ pub struct DoctorArgs {
     /// Also check that the engine reaches this registry (repeatable), e.g. `127.0.0.1:5000` or `docker.io`.
     #[arg(long = "registry", value_name = "HOST[:PORT]")]
     pub registries: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The bundle whose packages to serve (checked first). Default: the package store,
+    /// `$OFFPACK_HOME/packages` or `~/.local/share/offpack/packages`.
+    pub bundle: Option<PathBuf>,
+    /// The address to listen on (`0.0.0.0`: every interface, e.g. for build containers).
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESS")]
+    pub host: std::net::IpAddr,
+    /// The port to listen on; 0 picks a free one (printed).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Print `export PIP_INDEX_URL=…`, `export PIP_TRUSTED_HOST=…` and
+    /// `export npm_config_registry=…` lines on stdout (for `eval`), the rest on stderr.
+    #[arg(long)]
+    pub print_env: bool,
+    /// Serve only a bundle validly signed by this public key (from `offpack keygen`).
+    #[arg(long, value_name = "PUBLIC_KEY_FILE", env = "OFFPACK_KEY")]
+    pub key: Option<PathBuf>,
 }
 
 #[cfg(test)]

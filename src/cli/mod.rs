@@ -6,7 +6,7 @@ mod progress;
 
 pub use args::{
     BundleArgs, Cli, Command, DoctorArgs, InspectArgs, InventoryArgs, KeygenArgs, LoadArgs,
-    PlanArgs, ProjectArgs, RebuildArgs, VerifyArgs,
+    PlanArgs, ProjectArgs, RebuildArgs, ServeArgs, VerifyArgs,
 };
 pub use progress::CliReporter;
 

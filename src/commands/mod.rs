@@ -10,6 +10,7 @@ mod keygen;
 mod load;
 mod plan;
 mod rebuild;
+mod serve;
 mod verify;
 
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ pub async fn run(command: Command, output: Output, reporter: &dyn Reporter) -> R
         Command::Inventory(args) => inventory::run(args).await,
         Command::Keygen(args) => keygen::run(args, output),
         Command::Doctor(args) => doctor::run(args, output).await,
+        Command::Serve(args) => serve::run(args, output, reporter).await,
     }
 }
 

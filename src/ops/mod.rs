@@ -18,6 +18,7 @@ pub mod load;
 pub mod meta;
 pub mod pull_policy;
 pub mod rebuild;
+pub mod serve;
 pub mod serve_builds;
 pub mod verify;
 

@@ -1,5 +1,10 @@
-//! Python and npm packages: which package files a build's install steps read ([`needs`]), and how
-//! a far-side rebuild serves the bundle's packages to them ([`serving`]).
+//! Python wheels and npm tarballs: which package files a build's install steps read ([`needs`]),
+//! what a far-side rebuild must rewrite and check to serve them ([`serving`]), where they come
+//! from ([`source`]) and the server that hands them to an unchanged `pip install` or `npm ci`
+//! ([`serve`]).
 
 pub mod needs;
+pub mod render;
+pub mod serve;
 pub mod serving;
+pub mod source;
