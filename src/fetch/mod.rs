@@ -2,4 +2,5 @@
 
 pub mod cache;
 pub mod export;
+pub mod npm;
 pub mod pip;
