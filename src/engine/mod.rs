@@ -6,11 +6,13 @@ mod build;
 mod buildkit_proto;
 mod facts;
 mod raw;
+mod run;
 
 pub use auth::registry_credentials;
 pub use body::{ChannelWriter, channel_body};
 pub use build::{BuildOutcome, BuildRequest, BuildStep, Builder};
 pub use facts::{EngineFacts, RegistryCheck};
+pub use run::{Bind, RUN_LABEL, RunOutcome, RunSpec, containers_started};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
