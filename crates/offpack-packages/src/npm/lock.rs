@@ -194,12 +194,20 @@ pub fn parse_package_lock(path_label: &str, text: &str) -> Result<Vec<NpmPackage
     let version = root.get("lockfileVersion").and_then(Value::as_u64);
     let mut out = match (version, root.get("packages")) {
         (Some(2..), Some(Value::Object(packages))) => parse_packages(path_label, packages)?,
-        (Some(v), _) if v >= 2 => {
-            return Err(PackageError::file(
-                path_label,
-                format!("lockfileVersion {v} without a \"packages\" map"),
-            ));
-        }
+        (Some(v), _) if v >= 2 => match root.get("dependencies") {
+            // npm 7+ reads a v2 lock's v1 section when `packages` is missing; so do we.
+            Some(Value::Object(deps)) if v == 2 => {
+                let mut out = Vec::new();
+                parse_v1_deps(path_label, deps, "", &mut out, 0)?;
+                out
+            }
+            _ => {
+                return Err(PackageError::file(
+                    path_label,
+                    format!("lockfileVersion {v} without a \"packages\" map"),
+                ));
+            }
+        },
         (Some(1) | None, _) => {
             let mut out = Vec::new();
             if let Some(deps) = root.get("dependencies") {

@@ -70,6 +70,37 @@ pub struct Requirement {
     pub editable: bool,
 }
 
+impl RequirementFile {
+    /// The requirements (including editable ones), in file order.
+    pub fn requirements(&self) -> impl Iterator<Item = &Requirement> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Requirement(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    /// The `-r` (constraint false) and `-c` (constraint true) paths, in file order.
+    pub fn includes(&self) -> impl Iterator<Item = (bool, &str)> {
+        self.entries.iter().filter_map(|e| match e {
+            Entry::Include {
+                constraint, path, ..
+            } => Some((*constraint, path.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The values of option `name` (canonical long form, e.g. `--index-url`).
+    pub fn option_values<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = Option<&'a str>> + 'a {
+        self.entries.iter().filter_map(move |e| match e {
+            Entry::Option { name: n, value, .. } if n == name => Some(value.as_deref()),
+            _ => None,
+        })
+    }
+}
+
 impl Requirement {
     /// The exact version of `==X` (one clause, no wildcard), else `None`.
     pub fn pinned_version(&self) -> Option<&str> {
@@ -389,9 +420,15 @@ pub fn parse(path_label: &str, text: &str) -> Result<RequirementFile, PackageErr
                 // File-level options on a requirement line are ignored by pip.
                 if spec.long == "--hash" {
                     let value = value.unwrap_or_default();
-                    if !value.contains(':') {
+                    let Some((algorithm, _)) = value.split_once(':') else {
                         return Err(err(format!(
                             "--hash {value:?} is not of the form algorithm:hexdigest"
+                        )));
+                    };
+                    // pip's STRONG_HASHES.
+                    if !["sha256", "sha384", "sha512"].contains(&algorithm) {
+                        return Err(err(format!(
+                            "--hash algorithm {algorithm:?} is not allowed (pip allows sha256, sha384, sha512)"
                         )));
                     }
                     req.hashes.push(value);
@@ -572,7 +609,8 @@ fn parse_requirement(s: &str) -> Result<Requirement, String> {
             ..empty_requirement()
         });
     }
-    if looks_like_path(s) {
+    // pip splits the marker off before deciding whether the rest is a path.
+    if looks_like_path(s.split(';').next().unwrap_or(s).trim()) {
         let (path, marker) = match s.split_once(';') {
             Some((p, m)) => (p.trim(), Some(m.trim().to_string())),
             None => (s, None),
@@ -686,6 +724,24 @@ fn check_specifier(spec: &str) -> Result<(), String> {
 /// The first line of the lines offpack prepends, also how a rewritten file is recognised.
 pub const REWRITE_MARKER: &str = "# offpack: packages served from the bundle";
 
+/// Drops the three lines a previous [`rewrite_for_index`] prepended, so
+/// rewriting an already rewritten file does not stack them.
+fn strip_previous_rewrite(body: &str) -> &str {
+    let mut rest = body;
+    for prefix in [REWRITE_MARKER, "--index-url ", "--trusted-host "] {
+        let Some((line, tail)) = rest.split_once('\n') else {
+            return body;
+        };
+        if !line.starts_with(prefix)
+            || (prefix == REWRITE_MARKER && content(line) != REWRITE_MARKER)
+        {
+            return body;
+        }
+        rest = tail;
+    }
+    rest
+}
+
 /// Points a requirements file at offpack's index: prepends
 /// `# offpack: packages served from the bundle`, `--index-url INDEX` and
 /// `--trusted-host HOST`, and for each requirement that already carries
@@ -702,6 +758,7 @@ pub fn rewrite_for_index(
         Some(rest) => ("\u{feff}", rest),
         None => ("", text),
     };
+    let body = strip_previous_rewrite(body);
     let physical: Vec<&str> = body.split_inclusive('\n').collect();
     let eol = match physical.first() {
         Some(first) if first.ends_with("\r\n") => "\r\n",

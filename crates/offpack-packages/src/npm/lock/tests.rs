@@ -299,6 +299,9 @@ fn lock_errors() {
         e(r#"{"lockfileVersion": 0, "dependencies": {}}"#)
             .contains("unsupported lockfileVersion 0")
     );
+    // A v2 lock without `packages` is read from its v1 section.
+    let v2 = fill(V1).replace("\"lockfileVersion\": 1", "\"lockfileVersion\": 2");
+    assert_eq!(parse_package_lock("p", &v2).unwrap().len(), 9);
     // An empty v1 lock is fine.
     assert!(
         parse_package_lock("p", r#"{"lockfileVersion": 1}"#)

@@ -232,6 +232,14 @@ fn marker_and_urls() {
     let r = one("git+https://h/r.git@v1#egg=foo[bar]; python_version > '3'");
     assert_eq!(r.name, "foo");
     assert_eq!(r.marker.as_deref(), Some("python_version > '3'"));
+    // A '/' in a marker does not make the line a path.
+    let r = one("pkg>=1; sys_platform == 'a/b'");
+    assert_eq!(r.name, "pkg");
+    assert_eq!(r.url, None);
+    let r = one("./pkg-1.0.tar.gz; python_version > '3'");
+    assert_eq!(r.url.as_deref(), Some("./pkg-1.0.tar.gz"));
+    assert_eq!(r.name, "pkg");
+    assert_eq!(r.marker.as_deref(), Some("python_version > '3'"));
     let r = one("-e ./src/pkg[dev]");
     assert!(r.editable);
     assert_eq!(r.url.as_deref(), Some("./src/pkg"));
@@ -265,6 +273,7 @@ fn errors_name_file_and_line() {
     assert!(err("--index-url 'x\n").contains("quotation"));
     assert!(err("a==1 --hash=abc\n").contains("algorithm:hexdigest"));
     assert!(err("--pr\n").contains("ambiguous"));
+    assert!(err("a==1 --hash=md5:00\n").contains("not allowed"));
     assert!(err("a==1;\n").contains("empty marker"));
     assert!(err("==1\n").contains("project name"));
     assert!(err("a =! 1\n").contains("operator"));
@@ -434,5 +443,34 @@ fn rewrite_of_empty_file() {
     assert_eq!(
         rewrite_for_index("", "http://g/simple/", "g", &BTreeMap::new()),
         "# offpack: packages served from the bundle\n--index-url http://g/simple/\n--trusted-host g\n"
+    );
+}
+
+#[test]
+fn rewrite_of_a_rewritten_file_does_not_stack() {
+    let extra = hashes(&[("a", &["22"])]);
+    let once = rewrite_for_index("a==1 --hash=sha256:11\n", "http://g/simple/", "g", &extra);
+    let twice = rewrite_for_index(&once, "http://h/simple/", "h", &extra);
+    assert_eq!(
+        twice,
+        "# offpack: packages served from the bundle\n--index-url http://h/simple/\n--trusted-host h\na==1 --hash=sha256:11 --hash=sha256:22\n"
+    );
+    // A file that merely starts with a comment keeps it.
+    let text =
+        "# offpack: packages served from the bundle, and more\n--index-url x\n--trusted-host y\n";
+    assert!(rewrite_for_index(text, "u", "h", &BTreeMap::new()).ends_with(text));
+}
+
+#[test]
+fn file_helpers() {
+    let f = parse("requirements.txt", REAL).unwrap();
+    assert_eq!(f.requirements().count(), 8);
+    assert_eq!(
+        f.includes().collect::<Vec<_>>(),
+        [(false, "base.txt"), (true, "constraints.txt")]
+    );
+    assert_eq!(
+        f.option_values("--index-url").collect::<Vec<_>>(),
+        [Some("https://pypi.org/simple")]
     );
 }
