@@ -12,6 +12,7 @@ pub mod error;
 pub mod fetch;
 pub mod load;
 pub mod ops;
+pub mod packages;
 pub mod plan;
 pub mod project;
 pub mod rebuild;

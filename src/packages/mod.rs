@@ -1,0 +1,3 @@
+//! Language packages (Python wheels, npm tarballs) on the far side: the store `load` fills.
+
+pub mod store;
