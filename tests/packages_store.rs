@@ -229,3 +229,64 @@ fn a_tampered_package_is_refused_and_the_store_keeps_nothing_of_it() {
         assert!(!blob(&home, &big).exists());
     }
 }
+
+/// A bundle with an image and a package: the image goes into the engine, then the package into
+/// the store (the real engine; the image is this test's own and removed at the end).
+#[test]
+fn a_bundle_with_an_image_and_packages_loads_both() {
+    common::require_engine();
+    const TAG: &str = "offpack-h2-packages-store:1";
+    let _ = Command::new("docker").args(["rmi", "-f", TAG]).output();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let path = dir.path().join("both.offpack");
+
+    let mut layer = tar::Builder::new(Vec::new());
+    let content = noise(2048);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    layer
+        .append_data(&mut h, "offpack-h2-noise.bin", &content[..])
+        .unwrap();
+    let layer = layer.into_inner().unwrap();
+    let mut w = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+    let ld = w.add_blob_bytes(&layer).unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/offpack-h2-noise.bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [ld.to_string()]},
+        "history": [{"created_by": "offpack packages_store test"}],
+    }))
+    .unwrap();
+    let image = offpack_bundle::testkit::add_image(
+        &mut w,
+        &[TAG],
+        &config,
+        vec![offpack_bundle::BlobRef {
+            digest: ld,
+            size: layer.len() as u64,
+        }],
+    )
+    .unwrap();
+    let mut manifest = Manifest::new("0.1.0-test", "shop");
+    manifest.images.push(image);
+    for (package, data) in two_packages() {
+        w.add_blob_bytes(&data).unwrap();
+        manifest.packages.push(package);
+    }
+    w.finish(manifest).unwrap();
+
+    let mut cmd = common::offpack(dir.path());
+    cmd.env("OFFPACK_HOME", &home)
+        .args(["load", "--json", "both.offpack"]);
+    let out = run(&mut cmd);
+    let removed = Command::new("docker").args(["rmi", "-f", TAG]).output();
+    assert!(out.status.success());
+    let loaded: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(loaded["loaded"], serde_json::json!([TAG]), "{loaded}");
+    assert_eq!(loaded["packages_added"], 2, "{loaded}");
+    assert!(removed.is_ok_and(|o| o.status.success()));
+    assert_eq!(store_index(&home).as_array().unwrap().len(), 2);
+}
