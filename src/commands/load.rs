@@ -23,6 +23,10 @@ struct LoadReport {
     signed_by: Option<String>,
     /// The `.sha256` file the whole bundle matched, when there is one beside it.
     sidecar: Option<String>,
+    /// Packages put into the package store that it did not list before.
+    packages_added: usize,
+    /// Packages of the bundle the store listed already.
+    packages_present: usize,
 }
 
 pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
@@ -41,9 +45,20 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         bytes_streamed: loaded.bytes_streamed,
         signed_by: loaded.signed_by,
         sidecar: loaded.sidecar,
+        packages_added: loaded.packages_added,
+        packages_present: loaded.packages_present,
     };
-    output.result(&report, || {
-        format!(
+    output.result(&report, || summary(&report));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The human result line: the images (left out for a bundle of packages alone), the packages
+/// (when the bundle has some), the checksum file.
+fn summary(report: &LoadReport) -> String {
+    let has_packages = report.packages_added + report.packages_present > 0;
+    let mut parts = Vec::new();
+    if !has_packages || !report.loaded.is_empty() || !report.already_present.is_empty() {
+        parts.push(format!(
             "loaded {} images ({} streamed), {} already present{}",
             report.loaded.len(),
             human_bytes(report.bytes_streamed),
@@ -54,10 +69,16 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
                 let names: Vec<_> = report.retagged.iter().map(|n| escape_controls(n)).collect();
                 format!(", retagged {}", names.join(", "))
             }
-        ) + &match &report.sidecar {
-            Some(sidecar) => format!("; the bundle matches {sidecar}"),
-            None => String::new(),
-        }
-    });
-    Ok(ExitCode::SUCCESS)
+        ));
+    }
+    if has_packages {
+        parts.push(format!(
+            "{} packages added to the package store, {} already there",
+            report.packages_added, report.packages_present
+        ));
+    }
+    if let Some(sidecar) = &report.sidecar {
+        parts.push(format!("the bundle matches {sidecar}"));
+    }
+    parts.join("; ")
 }

@@ -57,10 +57,14 @@ pub async fn run(args: VerifyArgs, output: Output, reporter: &dyn Reporter) -> R
     };
     output.result(&verified, || {
         format!(
-            "{}: OK, {} blobs for {} images checked ({} compressed, {} uncompressed){}",
+            "{}: OK, {} blobs for {} images{} checked ({} compressed, {} uncompressed){}",
             verified.bundle,
             verified.blobs,
             verified.images,
+            match verified.packages {
+                0 => String::new(),
+                n => format!(" and {n} packages"),
+            },
             human_bytes(verified.size),
             human_bytes(verified.uncompressed),
             match &verified.sidecar {

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use offpack_bundle::testkit::{self, RawEntry};
 use offpack_bundle::{
-    BlobRef, BundleWriter, Delta, Digest, Image, IndexEntry, Manifest, SigningKey, WriteOptions,
+    BlobRef, BundleWriter, Delta, Digest, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, Image, IndexEntry,
+    Manifest, Package, SigningKey, WriteOptions,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -270,6 +271,41 @@ fn main() -> Result<()> {
     std::fs::remove_file(split_missing.with_extension("offpack.002"))?;
     v.expect("split-missing-part", "missing-part")?;
 
+    // Format 1.3 packages: a bundle of two packages and no image, and two broken copies of it.
+    let packages = v.path("ok-packages");
+    write_sample(&packages, Sample::Packages)?;
+    std::fs::remove_file(sidecar(&packages))?;
+    v.expect("ok-packages", "ok")?;
+    let package_entries: Vec<RawEntry> = testkit::read_entries(&packages)?
+        .iter()
+        .map(|(e, data)| raw(e, data))
+        .collect();
+    let offpack_json = package_entries.len() - 1;
+    let json: serde_json::Value = serde_json::from_slice(&package_entries[offpack_json].data)?;
+    let wheel_blob = format!(
+        "blobs/sha256/{}",
+        json["packages"][0]["digest"]
+            .as_str()
+            .and_then(|d| d.strip_prefix("sha256:"))
+            .ok_or("no package digest")?
+    );
+    let mut no_blob = package_entries.clone();
+    no_blob.retain(|e| e.index_path.as_deref() != Some(wheel_blob.as_str()));
+    v.write(
+        "package-missing-blob",
+        &testkit::assemble(&no_blob, manifest_ref(&no_blob)),
+        "missing-blob",
+    )?;
+    let mut traversal = package_entries.clone();
+    let mut evil = json.clone();
+    evil["packages"][0]["filename"] = "../../../tmp/evil.whl".into();
+    traversal[offpack_json] = RawEntry::regular("offpack.json", serde_json::to_vec_pretty(&evil)?);
+    v.write(
+        "package-bad-filename",
+        &testkit::assemble(&traversal, manifest_ref(&traversal)),
+        "bad-manifest",
+    )?;
+
     let plain = zstd::encode_all(&b"not a bundle"[..], 3)?;
     v.write("not-a-bundle", &plain, "not-a-bundle")?;
     println!("vectors written to {}", dir.display());
@@ -346,6 +382,8 @@ enum Sample {
     Image,
     /// The same image as a delta bundle: the second layer is listed as absent and not written.
     Delta,
+    /// Format 1.3: no image, a Python wheel and an npm tarball.
+    Packages,
 }
 
 /// A small realistic image: two layer tars (one added with an unknown digest), a config listing them.
@@ -369,7 +407,41 @@ fn write_sample_with(
     let mut manifest = Manifest::new("0.1.0", "shop");
     manifest.created = "2026-01-01T00:00:00Z".into();
     manifest.platforms = vec!["linux/amd64".into()];
-    if sample != Sample::Empty {
+    if sample == Sample::Packages {
+        manifest.platforms.clear();
+        // Stand-ins for the real files: what matters to the format is the bytes and the names.
+        let wheel = b"PK\x05\x06 stand-in for requests-2.32.3-py3-none-any.whl".to_vec();
+        let tgz = b"\x1f\x8b stand-in for left-pad-1.3.0.tgz".to_vec();
+        let wd = w.add_blob_bytes(&wheel)?;
+        let td = w.add_blob(tgz.len() as u64, &tgz[..])?;
+        manifest.packages = vec![
+            Package {
+                ecosystem: ECOSYSTEM_PYPI.into(),
+                name: "requests".into(),
+                version: "2.32.3".into(),
+                filename: "requests-2.32.3-py3-none-any.whl".into(),
+                digest: wd,
+                size: wheel.len() as u64,
+                services: vec!["backend".into()],
+                integrity: None,
+                platform: Some("py3-none-any linux/amd64".into()),
+            },
+            Package {
+                ecosystem: ECOSYSTEM_NPM.into(),
+                name: "@offpack-fixture/left-pad".into(),
+                version: "1.3.0".into(),
+                filename: "left-pad-1.3.0.tgz".into(),
+                digest: td,
+                size: tgz.len() as u64,
+                services: vec!["frontend".into()],
+                integrity: Some(
+                    // The SRI string of the stand-in bytes above.
+                    "sha512-ioRrLNwxm5cwuzg1X33Xnz5tC0Q5f0ppC7F9/6Iy5DFG1A0rlbLusl1kmWFifihBWJ+W9ew4qP2/x5Uu7PM6qg==".into(),
+                ),
+                platform: None,
+            },
+        ];
+    } else if sample != Sample::Empty {
         let layer1 = layer_tar("app/main.py", b"print('hello')\n")?;
         let layer2 = layer_tar("etc/motd", b"offline\n")?;
         let d1 = w.add_blob(layer1.len() as u64, &layer1[..])?;

@@ -5,7 +5,9 @@
 //! Format 1.1 adds delta bundles ([`Manifest::delta`]), split volumes ([`WriteOptions::split`]; readers take
 //! `b.offpack`, `b.offpack.001` or the base name of the parts) and Ed25519 signatures ([`WriteOptions::sign`],
 //! [`verify_with_key`], [`generate_keypair`]). Format 1.2 adds the builder and the build-inputs digest of
-//! each built service ([`RebuildService::builder`], [`RebuildService::inputs`]).
+//! each built service ([`RebuildService::builder`], [`RebuildService::inputs`]). Format 1.3 specifies
+//! language packages ([`Manifest::packages`], [`Package`]): wheels and npm tarballs stored as blobs, a
+//! bundle of packages alone (no image) included.
 //!
 //! ```
 //! use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Image, Manifest, WriteOptions, verify};
@@ -66,8 +68,9 @@ pub use error::BundleError;
 pub use index::{INDEX_VERSION, Index, IndexEntry};
 pub use loadcheck::{CheckedBundle, SidecarCheck};
 pub use manifest::{
-    BlobRef, Delta, FORMAT_MAJOR, FORMAT_VERSION, Image, Manifest, Package, Project, ProjectFile,
-    Rebuild, RebuildService, rfc3339_utc_now,
+    BlobRef, Delta, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, FORMAT_MAJOR, FORMAT_VERSION, Image,
+    MAX_PACKAGE_FILENAME, Manifest, Package, Project, ProjectFile, Rebuild, RebuildService,
+    check_package_filename, rfc3339_utc_now,
 };
 pub use reader::BundleReader;
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};

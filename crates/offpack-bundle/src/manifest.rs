@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::{BundleError, Digest};
 
 /// The format version this crate writes.
-pub const FORMAT_VERSION: &str = "1.2";
+pub const FORMAT_VERSION: &str = "1.3";
 /// The major format version this crate reads.
 pub const FORMAT_MAJOR: u32 = 1;
 
@@ -41,7 +41,8 @@ pub struct Manifest {
     /// The images.
     #[serde(default)]
     pub images: Vec<Image>,
-    /// Reserved: language packages.
+    /// Language packages (wheels, npm tarballs) stored as blobs (spec 5.7); empty in bundles that
+    /// carry none.
     #[serde(default)]
     pub packages: Vec<Package>,
     /// What the far side needs to load and rebuild single services (spec 5.5); empty in bundles
@@ -154,16 +155,19 @@ pub struct Image {
     pub oci_manifest: Option<BlobRef>,
 }
 
-/// Reserved: a language package stored as a blob.
+/// A language package stored as a blob (spec 5.7): a Python wheel or sdist, an npm tarball. Several
+/// packages may name the same blob (it is stored once).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
-    /// `pypi`, `npm`, ...
+    /// `pypi` or `npm` ([`ECOSYSTEM_PYPI`], [`ECOSYSTEM_NPM`]); readers skip packages of an
+    /// ecosystem they do not know (a later minor version may add one).
     pub ecosystem: String,
-    /// Package name.
+    /// Package name as the index or registry spells it (npm: with its scope, `@scope/name`).
     pub name: String,
     /// Version.
     pub version: String,
-    /// Original file name.
+    /// The file's name as the index or registry serves it: a plain file name, no directory
+    /// (checked by [`Manifest::validate`], see [`check_package_filename`]).
     pub filename: String,
     /// The blob.
     pub digest: Digest,
@@ -172,6 +176,73 @@ pub struct Package {
     /// Services that need it.
     #[serde(default)]
     pub services: Vec<String>,
+    /// Format 1.3, npm: the Subresource Integrity string of the tarball as the lock file has it
+    /// (`sha512-…`), for packuments served behind the gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<String>,
+    /// Format 1.3, optional free text: the target a platform-specific package was fetched for
+    /// (e.g. `cp311-manylinux_2_17_x86_64 linux/amd64` for a wheel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// [`Package::ecosystem`] of Python packages (wheels, sdists) from a PEP 503 index.
+pub const ECOSYSTEM_PYPI: &str = "pypi";
+/// [`Package::ecosystem`] of npm registry tarballs.
+pub const ECOSYSTEM_NPM: &str = "npm";
+/// The longest [`Package::filename`], in bytes (a file name on common file systems).
+pub const MAX_PACKAGE_FILENAME: usize = 255;
+
+/// Checks that `filename` is a plain file name that is safe to create in a directory and to
+/// serve in a URL path: not empty, at most [`MAX_PACKAGE_FILENAME`] bytes, no `/` or `\`, no
+/// `..`, not `.`, no NUL or other control character. Returns why not.
+pub fn check_package_filename(filename: &str) -> Result<(), String> {
+    if filename.is_empty() {
+        return Err("it is empty".into());
+    }
+    if filename.len() > MAX_PACKAGE_FILENAME {
+        return Err(format!(
+            "it is {} bytes long, more than {MAX_PACKAGE_FILENAME}",
+            filename.len()
+        ));
+    }
+    if filename.contains(['/', '\\']) {
+        return Err("it contains a path separator".into());
+    }
+    if filename == "." || filename.contains("..") {
+        return Err("it contains `..` or is `.`".into());
+    }
+    if filename.chars().any(char::is_control) {
+        return Err("it contains a control character".into());
+    }
+    Ok(())
+}
+
+impl Package {
+    /// What spec 5.7 requires of a package's own fields (its blob is the bundle's to check): a
+    /// non-empty ecosystem, name and version, and a plain file name. Returns why not.
+    pub fn check(&self) -> Result<(), String> {
+        for (field, value) in [
+            ("ecosystem", &self.ecosystem),
+            ("name", &self.name),
+            ("version", &self.version),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("its {field} is empty"));
+            }
+        }
+        check_package_filename(&self.filename)
+            .map_err(|why| format!("its filename is not a plain file name: {why}"))
+    }
+
+    /// A name for messages: `ecosystem name version (filename)`, control characters escaped.
+    pub fn display_name(&self) -> String {
+        crate::escape_controls(&format!(
+            "{} {} {} ({})",
+            self.ecosystem, self.name, self.version, self.filename
+        ))
+        .into_owned()
+    }
 }
 
 impl Manifest {
@@ -226,7 +297,8 @@ impl Manifest {
         out
     }
 
-    /// Checks what serde cannot: the creation time format and image IDs.
+    /// Checks what serde cannot: the creation time format, image IDs and platforms, packages'
+    /// names, versions and file names, and that a delta's absent layers are layers.
     pub fn validate(&self) -> Result<(), BundleError> {
         if !is_rfc3339_utc(&self.created) {
             return Err(BundleError::BadManifest(format!(
@@ -248,6 +320,14 @@ impl Manifest {
                     "offpack.json: image {} has platform `{}`, expected os/arch[/variant]",
                     image.display_name(),
                     image.platform
+                ))
+            })?;
+        }
+        for p in &self.packages {
+            p.check().map_err(|why| {
+                BundleError::BadManifest(format!(
+                    "offpack.json: package {}: {why}",
+                    p.display_name()
                 ))
             })?;
         }
@@ -678,6 +758,126 @@ mod tests {
         img.id = digest('d');
         m.images.push(img);
         assert!(m.validate().unwrap_err().to_string().contains("has id"));
+    }
+
+    fn package(filename: &str) -> Package {
+        Package {
+            ecosystem: ECOSYSTEM_PYPI.into(),
+            name: "requests".into(),
+            version: "2.32.3".into(),
+            filename: filename.into(),
+            digest: digest('a'),
+            size: 64,
+            services: vec!["backend".into()],
+            integrity: None,
+            platform: None,
+        }
+    }
+
+    #[test]
+    fn packages_round_trip_and_leave_out_integrity_and_platform_when_none() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        m.packages.push(package("requests-2.32.3-py3-none-any.whl"));
+        m.packages.push(Package {
+            ecosystem: ECOSYSTEM_NPM.into(),
+            name: "@scope/left-pad".into(),
+            version: "1.3.0".into(),
+            filename: "left-pad-1.3.0.tgz".into(),
+            integrity: Some("sha512-AAAA".into()),
+            platform: Some("linux/amd64".into()),
+            ..package("x")
+        });
+        let json = m.to_json();
+        let text = String::from_utf8_lossy(&json);
+        assert_eq!(text.matches("\"integrity\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"platform\"").count(), 1, "{text}");
+        assert_eq!(Manifest::from_json(&json).unwrap().packages, m.packages);
+    }
+
+    #[test]
+    fn a_1_2_package_reads_without_the_new_fields_and_an_unknown_ecosystem_is_kept() {
+        let json = format!(
+            r#"{{"format_version":"1.2","offpack_version":"0.1.0","created":"2026-01-01T00:00:00Z",
+            "project":{{"name":"shop","files":[]}},"platforms":[],"images":[],"rebuild":{{}},
+            "packages":[{{"ecosystem":"cargo-2031","name":"x","version":"1","filename":"x-1.crate",
+            "digest":"{}","size":3}}]}}"#,
+            digest('b')
+        );
+        let m = Manifest::from_json(json.as_bytes()).unwrap();
+        assert_eq!(m.packages[0].ecosystem, "cargo-2031");
+        assert_eq!(
+            (&m.packages[0].integrity, &m.packages[0].services),
+            (&None, &vec![])
+        );
+    }
+
+    #[test]
+    fn package_file_names_must_be_plain() {
+        for good in [
+            "requests-2.32.3-py3-none-any.whl",
+            "left-pad-1.3.0.tgz",
+            "a",
+            "x.tar.gz",
+            "\u{e9}t\u{e9}-1.0.tgz",
+        ] {
+            assert!(check_package_filename(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(MAX_PACKAGE_FILENAME + 1);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../evil.whl",
+            "a/b.whl",
+            "a\\b.whl",
+            "x..y.whl",
+            "nul\0.whl",
+            "line\nbreak.whl",
+            "esc\u{1b}[2J.whl",
+            "c1\u{9b}.whl",
+            long.as_str(),
+        ] {
+            assert!(check_package_filename(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_package_filename(&"a".repeat(MAX_PACKAGE_FILENAME)).is_ok());
+    }
+
+    #[test]
+    fn validate_refuses_bad_packages_naming_them() {
+        let mut m = Manifest::new("0.1.0", "shop");
+        m.packages.push(package("requests-2.32.3-py3-none-any.whl"));
+        assert!(m.validate().is_ok());
+        m.packages[0].filename = "../../../etc/cron.d/x".into();
+        let err = m.validate().unwrap_err();
+        assert_eq!(err.kind(), "bad-manifest");
+        assert!(
+            err.to_string().contains("requests 2.32.3") && err.to_string().contains("filename"),
+            "{err}"
+        );
+        m.packages[0].filename = "ok.whl".into();
+        m.packages[0].version = " ".into();
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("version is empty")
+        );
+        m.packages[0].version = "1".into();
+        m.packages[0].name = String::new();
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("name is empty")
+        );
+        m.packages[0].name = "n".into();
+        m.packages[0].ecosystem = String::new();
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("ecosystem is empty")
+        );
     }
 
     #[test]

@@ -470,7 +470,18 @@ fn offpack_json_matches_the_published_schema() {
         s=json.load(open(sys.argv[1]))\n\
         jsonschema.Draft202012Validator.check_schema(s)\n\
         jsonschema.validate(json.load(open(sys.argv[2])), s)";
-    for path in [plain, with_services] {
+    let with_packages = dir.path().join("p.offpack");
+    let wheel = bytes(3, 40);
+    let mut w = BundleWriter::create(&with_packages, opts()).unwrap();
+    w.add_blob_bytes(&wheel).unwrap();
+    let mut m = Manifest::new("0.1.0-test", "shop");
+    m.packages.push(offpack_bundle::Package {
+        integrity: Some("sha512-x".into()),
+        platform: Some("cp311-manylinux_2_17_x86_64 linux/amd64".into()),
+        ..package("pypi", "demo", "demo-1.0.0-py3-none-any.whl", &wheel)
+    });
+    w.finish(m).unwrap();
+    for path in [plain, with_services, with_packages] {
         let out = dir.path().join(format!("{}.x", path.display()));
         extract(&path, &out).unwrap();
         let status = Command::new("python3")
@@ -712,4 +723,128 @@ fn overlapping_entries_roll_back_alone_and_the_output_does_not_depend_on_threads
     let (one, _d1) = write(1, "one.offpack");
     let (three, _d3) = write(3, "three.offpack");
     assert!(one == three, "the bundle depends on the thread count");
+}
+
+fn package(ecosystem: &str, name: &str, filename: &str, data: &[u8]) -> offpack_bundle::Package {
+    offpack_bundle::Package {
+        ecosystem: ecosystem.into(),
+        name: name.into(),
+        version: "1.0.0".into(),
+        filename: filename.into(),
+        digest: Digest::of_bytes(data),
+        size: data.len() as u64,
+        services: vec!["web".into()],
+        integrity: None,
+        platform: None,
+    }
+}
+
+#[test]
+fn a_package_only_bundle_writes_verifies_opens_and_extracts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pkgs.offpack");
+    let wheel = bytes(21, 5000);
+    let tgz = bytes(22, 700);
+    let mut w = BundleWriter::create(&path, opts()).unwrap();
+    w.add_blob_bytes(&wheel).unwrap();
+    w.add_blob(tgz.len() as u64, &tgz[..]).unwrap();
+    let mut manifest = Manifest::new("0.1.0-test", "shop");
+    manifest.packages = vec![
+        package("pypi", "demo", "demo-1.0.0-py3-none-any.whl", &wheel),
+        // The same file under another name: its blob is stored once.
+        package(
+            "pypi",
+            "demo-alias",
+            "demo_alias-1.0.0-py3-none-any.whl",
+            &wheel,
+        ),
+        offpack_bundle::Package {
+            integrity: Some("sha512-x".into()),
+            ..package("npm", "@scope/tiny", "tiny-1.0.0.tgz", &tgz)
+        },
+    ];
+    let written = w.finish(manifest.clone()).unwrap();
+    assert_eq!(written.blobs, 2, "each package blob once, no OCI manifest");
+
+    let report = verify(&path, &mut |_| {}).unwrap();
+    assert_eq!(report.manifest.packages, manifest.packages);
+    assert_eq!(report.manifest.format_version, FORMAT_VERSION);
+    assert!(report.unreferenced.is_empty());
+    let checked = BundleReader::open_checked(&path, None).unwrap();
+    assert_eq!(read_blob(&checked.reader, &Digest::of_bytes(&tgz)), tgz);
+    checked.sidecar.unwrap().run().unwrap();
+    let out = dir.path().join("x");
+    extract(&path, &out).unwrap();
+    assert_eq!(
+        std::fs::read(out.join(Digest::of_bytes(&wheel).blob_path())).unwrap(),
+        wheel
+    );
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), b"[]");
+}
+
+#[test]
+fn the_writer_refuses_packages_without_their_blob_or_with_a_bad_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bytes(23, 100);
+    type Edit = fn(&mut offpack_bundle::Package);
+    let cases: [(&str, Edit); 4] = [
+        ("not added", |p| p.digest = Digest::of_bytes(b"other")),
+        ("the manifest says 101", |p| p.size += 1),
+        ("plain file name", |p| p.filename = "../up.whl".into()),
+        ("version is empty", |p| p.version.clear()),
+    ];
+    for (i, (expected, edit)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.offpack"));
+        let mut w = BundleWriter::create(&path, opts()).unwrap();
+        w.add_blob_bytes(&data).unwrap();
+        let mut manifest = Manifest::new("0.1.0-test", "shop");
+        let mut p = package("pypi", "demo", "demo-1.0.0.tar.gz", &data);
+        edit(&mut p);
+        manifest.packages.push(p);
+        let err = w.finish(manifest).unwrap_err();
+        assert!(!err.is_corruption(), "{err}");
+        assert!(err.to_string().contains(expected), "{expected}: {err}");
+        assert!(!path.exists());
+    }
+}
+
+#[test]
+fn a_package_blob_changed_after_writing_is_refused_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.offpack");
+    // Stored uncompressed by zstd (random bytes), so the bytes can be found in the file.
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let data: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut w = BundleWriter::create(&path, opts()).unwrap();
+    w.add_blob_bytes(&data).unwrap();
+    let mut manifest = Manifest::new("0.1.0-test", "shop");
+    manifest
+        .packages
+        .push(package("npm", "tiny", "tiny-1.0.0.tgz", &data));
+    w.finish(manifest).unwrap();
+    std::fs::remove_file(dir.path().join("t.offpack.sha256")).unwrap();
+    let mut file = std::fs::read(&path).unwrap();
+    let at = file
+        .windows(64)
+        .position(|w| w == &data[1000..1064])
+        .expect("the package bytes are stored raw");
+    file[at] ^= 0xff;
+    std::fs::write(&path, &file).unwrap();
+    let checked = BundleReader::open_checked(&path, None).unwrap();
+    let mut sink = Vec::new();
+    let err = checked
+        .reader
+        .blob(&Digest::of_bytes(&data))
+        .unwrap()
+        .read_to_end(&mut sink)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(verify(&path, &mut |_| {}).unwrap_err().is_corruption());
 }

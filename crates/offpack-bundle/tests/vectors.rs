@@ -98,6 +98,39 @@ fn valid_vectors_open_and_read() {
 }
 
 #[test]
+fn the_package_vector_lists_its_packages_and_reads_their_blobs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
+    let checked =
+        offpack_bundle::BundleReader::open_checked(&dir.join("ok-packages.offpack"), None).unwrap();
+    let manifest = checked.reader.manifest();
+    assert!(manifest.images.is_empty());
+    assert_eq!(manifest.format_version, "1.3");
+    let names: Vec<(&str, &str)> = manifest
+        .packages
+        .iter()
+        .map(|p| (p.ecosystem.as_str(), p.filename.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("pypi", "requests-2.32.3-py3-none-any.whl"),
+            ("npm", "left-pad-1.3.0.tgz")
+        ]
+    );
+    assert!(manifest.packages[1].integrity.is_some());
+    for p in &manifest.packages {
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut checked.reader.blob(&p.digest).unwrap(), &mut data)
+            .unwrap();
+        assert_eq!(data.len() as u64, p.size);
+    }
+    let err =
+        offpack_bundle::BundleReader::open_checked(&dir.join("package-bad-filename.offpack"), None)
+            .unwrap_err();
+    assert!(err.to_string().contains("evil.whl"), "{err}");
+}
+
+#[test]
 fn extracting_vectors_never_writes_outside_the_destination() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bundle-spec/vectors");
     for entry in std::fs::read_dir(&dir).unwrap() {

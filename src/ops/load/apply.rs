@@ -175,13 +175,7 @@ pub async fn restore_names(
     retag: Vec<(Digest, String)>,
 ) -> Result<Vec<String>> {
     // Names go on images the engine held only once the whole bundle matched its checksum.
-    sidecar.wait().map_err(|e| {
-        if is_corrupt_data(&e) {
-            corrupt_bundle(e, "loaded or retagged")
-        } else {
-            e
-        }
-    })?;
+    wait_for_sidecar(sidecar, "loaded or retagged")?;
     let mut retagged = Vec::new();
     for (id, reference) in retag {
         engine.tag(&id.to_string(), &reference).await?;
@@ -190,8 +184,19 @@ pub async fn restore_names(
     Ok(retagged)
 }
 
+/// Waits for the bundle's `.sha256` check: a mismatch is a failed check, and nothing was `undone`.
+pub fn wait_for_sidecar(sidecar: &SidecarGate, undone: &str) -> Result<()> {
+    sidecar.wait().map_err(|e| {
+        if is_corrupt_data(&e) {
+            corrupt_bundle(e, undone)
+        } else {
+            e
+        }
+    })
+}
+
 /// A failed check of the bundle's data, as the user sees it: nothing was `undone`, and what to do.
-fn corrupt_bundle(err: anyhow::Error, undone: &str) -> anyhow::Error {
+pub(super) fn corrupt_bundle(err: anyhow::Error, undone: &str) -> anyhow::Error {
     anyhow::Error::new(CheckFailed(format!(
         "{err:#}\nNothing was {undone}: the bundle is corrupt. Copy it again and run `offpack verify`."
     )))
@@ -313,7 +318,7 @@ fn explain_engine_load_error(err: anyhow::Error) -> anyhow::Error {
 }
 
 /// A blob whose bytes do not match its digest surfaces as an `InvalidData` I/O error.
-fn is_corrupt_data(err: &anyhow::Error) -> bool {
+pub(super) fn is_corrupt_data(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()

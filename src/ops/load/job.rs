@@ -7,11 +7,13 @@ use std::sync::Arc;
 use anyhow::Result;
 use offpack_bundle::{BundleReader, escape_controls};
 
-use super::apply::{SidecarGate, load_images, restore_names};
+use super::apply::{SidecarGate, load_images, restore_names, wait_for_sidecar};
+use super::packages::store_packages;
 use super::{LoadDecision, decide_load};
 use crate::engine::Engine;
 use crate::error::CheckFailed;
 use crate::ops::verify::read_public_key;
+use crate::packages::store::PackageStore;
 use crate::reporter::Reporter;
 
 /// What `offpack load` is asked to do (what `cli::LoadArgs` converts into).
@@ -41,6 +43,10 @@ pub struct Loaded {
     pub signed_by: Option<String>,
     /// The `.sha256` file the whole bundle matched, when there is one beside it.
     pub sidecar: Option<String>,
+    /// Packages put into the package store that it did not list before.
+    pub packages_added: usize,
+    /// Packages the store listed already.
+    pub packages_present: usize,
 }
 
 /// Loads the bundle `request` names into the engine.
@@ -82,40 +88,62 @@ pub async fn load(request: &LoadRequest, reporter: &dyn Reporter) -> Result<Load
             }
         }
     }
-    let engine = Engine::connect().await?;
-
-    let LoadDecision {
-        to_load,
-        load_blobs,
-        loaded,
-        already_present,
-        retag,
-        kept,
-    } = decide_load(&engine, &manifest, &wanted).await?;
     let mut report = Loaded {
-        loaded,
-        already_present,
+        loaded: Vec::new(),
+        already_present: Vec::new(),
         retagged: Vec::new(),
-        kept,
+        kept: Vec::new(),
         layers_skipped: 0,
         bytes_streamed: 0,
         signed_by: checked_signer.clone(),
         sidecar: None,
+        packages_added: 0,
+        packages_present: 0,
     };
-    for name in &report.already_present {
-        reporter.step(&format!("{}: already present", escape_controls(name)));
-    }
-    for name in &report.kept {
-        reporter.warn(&format!(
-            "{} names another image in the engine (a rebuild?); left as it is",
-            escape_controls(name)
-        ));
-    }
+    // A bundle of packages alone (or services that need no image) never needs the engine.
+    if !wanted.is_empty() {
+        let engine = Engine::connect().await?;
+        let LoadDecision {
+            to_load,
+            load_blobs,
+            loaded,
+            already_present,
+            retag,
+            kept,
+        } = decide_load(&engine, &manifest, &wanted).await?;
+        report.loaded = loaded;
+        report.already_present = already_present;
+        report.kept = kept;
+        for name in &report.already_present {
+            reporter.step(&format!("{}: already present", escape_controls(name)));
+        }
+        for name in &report.kept {
+            reporter.warn(&format!(
+                "{} names another image in the engine (a rebuild?); left as it is",
+                escape_controls(name)
+            ));
+        }
 
-    let streamed = load_images(&engine, reporter, &bundle, &sidecar, &to_load, &load_blobs).await?;
-    report.bytes_streamed = streamed.bytes;
-    report.layers_skipped = streamed.layers_skipped;
-    report.retagged = restore_names(&engine, &sidecar, retag).await?;
+        let streamed =
+            load_images(&engine, reporter, &bundle, &sidecar, &to_load, &load_blobs).await?;
+        report.bytes_streamed = streamed.bytes;
+        report.layers_skipped = streamed.layers_skipped;
+        report.retagged = restore_names(&engine, &sidecar, retag).await?;
+    }
+    // Packages go into the store, like retags, only once the whole bundle matched its .sha256.
+    wait_for_sidecar(&sidecar, "stored")?;
+    if !manifest.packages.is_empty() {
+        let store = PackageStore::open_default()?;
+        let stored = store_packages(&bundle, &store, reporter).map_err(|e| {
+            if super::apply::is_corrupt_data(&e) {
+                super::apply::corrupt_bundle(e, "added to the package store")
+            } else {
+                e
+            }
+        })?;
+        report.packages_added = stored.added;
+        report.packages_present = stored.present;
+    }
     report.sidecar = sidecar.matched();
     Ok(report)
 }

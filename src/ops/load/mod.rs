@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod job;
+pub mod packages;
 
 use std::collections::{BTreeSet, HashSet};
 
