@@ -103,8 +103,11 @@ fn every_tarball_of_a_real_lock_is_fetched_checked_and_then_cached() {
             hex::encode(Sha256::digest(&bytes))
         );
         assert_eq!(got.package.size, bytes.len() as u64);
-        assert_eq!(got.integrity, item.integrity);
-        assert_eq!(got.integrity.as_deref(), Some(fixture.integrity.as_str()));
+        assert_eq!(got.package.integrity, item.integrity);
+        assert_eq!(
+            got.package.integrity.as_deref(),
+            Some(fixture.integrity.as_str())
+        );
     }
 
     // Again: everything from the cache, not one request.
@@ -258,7 +261,7 @@ fn a_tarball_without_integrity_is_fetched_and_given_one() {
     assert_eq!(fetched.len(), 2);
     assert_eq!(fetched[0], fetched[1]);
     assert_eq!(
-        fetched[0].integrity.as_deref(),
+        fetched[0].package.integrity.as_deref(),
         Some(base.integrity.as_str())
     );
 
@@ -280,7 +283,7 @@ fn a_tarball_without_integrity_is_fetched_and_given_one() {
     .unwrap();
     assert_eq!(registry.request_count(), before);
     assert_eq!(by_sha1[0].package.digest, fetched[0].package.digest);
-    assert_eq!(by_sha1[0].integrity.as_deref(), Some(sha1.as_str()));
+    assert_eq!(by_sha1[0].package.integrity.as_deref(), Some(sha1.as_str()));
 }
 
 /// Over HTTPS from PyPI's file host: TLS is verified with the system's CA store (the workplace's

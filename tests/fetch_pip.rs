@@ -116,7 +116,7 @@ async fn pip_resolves_wheels_for_the_image_and_a_second_call_starts_no_container
     let bottle = find(&packages, "bottle");
     assert_eq!(bottle.package.version, "0.13.4");
     assert_eq!(bottle.package.digest.hex(), BOTTLE_WHEEL_SHA256);
-    assert_eq!(bottle.platform, None);
+    assert_eq!(bottle.package.platform, None);
     // A platform wheel for the image's CPython 3.11 on Linux.
     let markupsafe = find(&packages, "MarkupSafe");
     let filename = &markupsafe.package.filename;
@@ -125,7 +125,11 @@ async fn pip_resolves_wheels_for_the_image_and_a_second_call_starts_no_container
     if cfg!(target_arch = "x86_64") {
         assert!(filename.ends_with("x86_64.whl"), "{filename}");
     }
-    let platform = markupsafe.platform.as_deref().expect("a platform wheel");
+    let platform = markupsafe
+        .package
+        .platform
+        .as_deref()
+        .expect("a platform wheel");
     assert!(
         platform.starts_with("linux/amd64 cp311-cp311-manylinux"),
         "{platform}"

@@ -42,6 +42,7 @@ const SHARED_BASES: [&str; 3] = ["python:3.11-slim", "node:18-slim", "redis:7"];
 /// lets build steps reach it, as a far side's firewall must.
 const PACKAGE_PORT: u16 = 3149;
 
+#[path = "rebuild_offline/packages.rs"]
 mod packages;
 
 // ---------------------------------------------------------------------------------------------

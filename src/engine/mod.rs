@@ -255,7 +255,10 @@ impl Engine {
     pub async fn bridge_gateway(&self) -> Result<std::net::Ipv4Addr> {
         let network = self
             .docker
-            .inspect_network("bridge", None::<bollard::query_parameters::InspectNetworkOptions>)
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
             .await
             .context("inspecting the engine's default bridge network")?;
         network

@@ -21,17 +21,13 @@ use sha2::{Digest as _, Sha256};
 /// A package offpack fetched, in the cache, with what the bundle's manifest says of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedPackage {
-    /// Ecosystem (`pypi`, `npm`), name, version, file name, digest and size; `services` empty
-    /// (the caller knows who needs it).
+    /// Ecosystem (`pypi`, `npm`), name, version, file name, digest, size; for npm the SRI
+    /// integrity (the lock's, or `sha512-…` of the bytes when the lock had none); for a wheel
+    /// that is not pure its target (`linux/amd64 cp311-cp311-manylinux_2_17_x86_64`); `services`
+    /// empty (the caller knows who needs it).
     pub package: offpack_bundle::Package,
     /// The file in the cache.
     pub path: PathBuf,
-    /// npm: the SRI integrity (the lock's, or `sha512-…` of the bytes when the lock had none).
-    /// The integrator maps it to `Package::integrity` (bundle format 1.3).
-    pub integrity: Option<String>,
-    /// pypi: the wheel's target (`linux/amd64 cp311-cp311-manylinux_2_17_x86_64`) when it is not
-    /// a pure wheel. The integrator maps it to `Package::platform` (bundle format 1.3).
-    pub platform: Option<String>,
 }
 
 /// The cache directory.

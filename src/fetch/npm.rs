@@ -291,9 +291,9 @@ fn fetched(
             digest,
             size,
             services: Vec::new(),
+            integrity,
+            platform: None,
         },
-        integrity,
-        platform: None,
     }
 }
 

@@ -334,9 +334,9 @@ fn fetched(
             digest,
             size,
             services: Vec::new(),
+            integrity: None,
+            platform: target,
         },
-        integrity: None,
-        platform: target,
     }
 }
 
@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(wheels.len(), 1);
         assert_eq!(wheels[0].package.name, "bottle");
         assert_eq!(wheels[0].package.version, "0.13.4");
-        assert_eq!(wheels[0].platform, None);
+        assert_eq!(wheels[0].package.platform, None);
         fs_err::remove_file(cache.path_of(&digest)).unwrap();
         assert!(cached_resolution(&cache, "k", &job).unwrap().is_none());
         cache.put_key(RESOLUTION_KIND, "k", b"not json").unwrap();

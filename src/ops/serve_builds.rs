@@ -16,17 +16,17 @@ use offpack_compose::Project;
 use offpack_packages::request::PackageRequest;
 
 use crate::engine::Engine;
+use crate::error::CheckFailed;
 use crate::packages::needs::{PACKAGE_FILES_LABEL, ServicePackages, parse_label};
 use crate::packages::serve::PackageServer;
 use crate::packages::serving::{MissingPackage, ServerUrl, plan_serving};
 use crate::packages::source::StoreSource;
-use crate::error::CheckFailed;
 use crate::packages::store::{PackageStore, StoredPackage};
-use sha2::Digest as _;
 use crate::plan::ServicePlan;
 use crate::rebuild::PreparedBuild;
 use crate::rebuild::packages::{service_packages, set_package_files_label};
 use crate::reporter::Reporter;
+use sha2::Digest as _;
 
 /// The port the package server listens on unless `OFFPACK_PACKAGE_PORT` says otherwise. Fixed, so
 /// that a rewritten file is the same at every rebuild and its `COPY` stays cached.
@@ -160,8 +160,14 @@ fn check_store(stored: &[StoredPackage]) -> Result<()> {
         let package = &entry.package;
         let mut file = fs_err::File::open(&entry.path)?;
         let mut hasher = sha2::Sha256::new();
-        std::io::copy(&mut file, &mut hasher)
-            .with_context(|| format!("reading {}", entry.path.display()))?;
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+        }
         let actual = hex::encode(hasher.finalize());
         if actual != package.digest.hex() {
             return Err(anyhow::Error::new(CheckFailed(format!(
@@ -185,12 +191,15 @@ fn start_server(
     reporter: &dyn Reporter,
 ) -> Result<PackageServer> {
     let port = match std::env::var("OFFPACK_PACKAGE_PORT") {
-        Ok(value) => value.parse::<u16>().with_context(|| {
-            format!("OFFPACK_PACKAGE_PORT={value} is not a port number")
-        })?,
+        Ok(value) => value
+            .parse::<u16>()
+            .with_context(|| format!("OFFPACK_PACKAGE_PORT={value} is not a port number"))?,
         Err(_) => DEFAULT_PACKAGE_PORT,
     };
-    let source = Arc::new(StoreSource::new(store.dir()));
+    let source: Arc<dyn crate::packages::source::PackageSource> = Arc::new(
+        StoreSource::open(store.dir())
+            .with_context(|| format!("opening the package store {}", store.dir().display()))?,
+    );
     let addr = SocketAddr::V4(SocketAddrV4::new(gateway, port));
     match PackageServer::start(source.clone(), addr) {
         Ok(server) => Ok(server),

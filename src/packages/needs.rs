@@ -126,7 +126,10 @@ impl ContextFiles for ContextDir<'_> {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
-        Ok(offpack_fs::read(&self.0.join(path), offpack_fs::PACKAGE_FILE)?)
+        Ok(offpack_fs::read(
+            &self.0.join(path),
+            offpack_fs::PACKAGE_FILE,
+        )?)
     }
 }
 
@@ -227,11 +230,11 @@ fn installer_of(
     })
 }
 
+/// Paths in the order read, and path → content.
+pub type FilesRead = (Vec<String>, BTreeMap<String, Vec<u8>>);
+
 /// A requirements file and every file it includes, with their contents (`bundle --packages`).
-pub fn collect_requirement_files(
-    context: &dyn ContextFiles,
-    root: &str,
-) -> Result<(Vec<String>, BTreeMap<String, Vec<u8>>)> {
+pub fn collect_requirement_files(context: &dyn ContextFiles, root: &str) -> Result<FilesRead> {
     let mut files = Vec::new();
     let mut contents = BTreeMap::new();
     collect_includes(root, context, &mut files, &mut contents)?;
@@ -410,8 +413,14 @@ mod tests {
              COPY backend/requirements/ ./req/\nCOPY backend/requirements/prod.txt .\n\
              RUN pip install -r prod.txt flask==3.0.0 .\n",
             &[
-                ("backend/requirements/prod.txt", "-r base.txt\nredis==5.0.8\n"),
-                ("backend/requirements/base.txt", "-c ../constraints.txt\nbottle\n"),
+                (
+                    "backend/requirements/prod.txt",
+                    "-r base.txt\nredis==5.0.8\n",
+                ),
+                (
+                    "backend/requirements/base.txt",
+                    "-c ../constraints.txt\nbottle\n",
+                ),
                 ("backend/constraints.txt", "bottle==0.13.4\n"),
             ],
         );
@@ -487,9 +496,13 @@ mod tests {
             },
         )
         .unwrap();
-        let found =
-            find_install_needs(&df, &resolved, &Files(BTreeMap::new()), "backend/Dockerfile")
-                .unwrap();
+        let found = find_install_needs(
+            &df,
+            &resolved,
+            &Files(BTreeMap::new()),
+            "backend/Dockerfile",
+        )
+        .unwrap();
         assert!(found.needs.is_empty());
         assert!(
             found.warnings[0].starts_with("backend/Dockerfile:2: `nope.txt`"),

@@ -112,9 +112,9 @@ pub fn plan_serving(
                 image_ids,
                 &mut plan,
             )?,
-            Installer::Npm { lock: Some(lock), .. } => {
-                plan_npm(service, platform, lock, packages, store, server, &mut plan)?
-            }
+            Installer::Npm {
+                lock: Some(lock), ..
+            } => plan_npm(service, platform, lock, packages, store, server, &mut plan)?,
             Installer::Npm { lock: None, .. } => {}
         }
     }
@@ -161,7 +161,11 @@ fn plan_pip(
                     let matching: Vec<&&Package> = carried
                         .iter()
                         .filter(|p| pip::names::normalize(&p.name) == req.normalized)
-                        .filter(|p| pinned.as_deref().is_none_or(|v| same_version(&p.version, v)))
+                        .filter(|p| {
+                            pinned
+                                .as_deref()
+                                .is_none_or(|v| same_version(&p.version, v))
+                        })
                         .collect();
                     if matching.is_empty() {
                         missing_here.push(MissingPackage {
@@ -197,7 +201,9 @@ fn plan_pip(
         let normalized = pip::names::normalize(bare.split('[').next().unwrap_or(bare));
         let found = carried.iter().any(|p| {
             pip::names::normalize(&p.name) == normalized
-                && version.as_deref().is_none_or(|v| same_version(&p.version, v))
+                && version
+                    .as_deref()
+                    .is_none_or(|v| same_version(&p.version, v))
         });
         if !found {
             missing_here.push(MissingPackage {
@@ -223,8 +229,12 @@ fn plan_pip(
     let index_url = format!("{}/simple/", server.base());
     for path in to_rewrite {
         let text = text_of(packages, path)?;
-        let rewritten =
-            pip::requirements::rewrite_for_index(&text, &index_url, &server.host_port, &extra_hashes);
+        let rewritten = pip::requirements::rewrite_for_index(
+            &text,
+            &index_url,
+            &server.host_port,
+            &extra_hashes,
+        );
         plan.overrides.insert(path.clone(), rewritten.into_bytes());
     }
     if !missing_here.is_empty() {
@@ -364,7 +374,10 @@ fn integrity_agrees(carried: &Package, entry: &NpmPackage) -> bool {
         .iter()
         .filter(|h| stored.hashes().iter().any(|s| s.algorithm == h.algorithm))
         .collect();
-    common.is_empty() || common.iter().any(|h| stored.matches(&h.algorithm, &h.digest))
+    common.is_empty()
+        || common
+            .iter()
+            .any(|h| stored.matches(&h.algorithm, &h.digest))
 }
 
 fn same_version(carried: &str, pinned: &str) -> bool {

@@ -547,7 +547,8 @@ mod tests {
                 name: "Dockerfile".into(),
                 contents: None,
             };
-            let err = write_context(root, &dockerfile, &ContextOverrides::new(), &mut Vec::new()).unwrap_err();
+            let err = write_context(root, &dockerfile, &ContextOverrides::new(), &mut Vec::new())
+                .unwrap_err();
             let message = format!("{err:#}");
             assert!(message.contains(special), "{special}: {message}");
         }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use anyhow::{Result, anyhow};
 use offpack_compose::{BuildContext, DockerfileSource, Service};
 
-use crate::packages::needs::{ContextDir, PACKAGE_FILES_LABEL, ServicePackages, find_install_needs};
+use crate::packages::needs::{
+    ContextDir, PACKAGE_FILES_LABEL, ServicePackages, find_install_needs,
+};
 use crate::plan::ServicePlan;
 
 use super::PreparedBuild;
@@ -55,13 +57,8 @@ pub fn service_packages(service: &Service, plan: &ServicePlan) -> Result<Service
         },
     )
     .map_err(|e| anyhow!("{label}: {e} (service {})", service.name))?;
-    find_install_needs(
-        &parsed,
-        &resolved,
-        &ContextDir(context_dir),
-        label,
-    )
-    .map_err(|e| e.context(format!("service {}", service.name)))
+    find_install_needs(&parsed, &resolved, &ContextDir(context_dir), label)
+        .map_err(|e| e.context(format!("service {}", service.name)))
 }
 
 /// Sets the package-files label of the image `prepared` builds.

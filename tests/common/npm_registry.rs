@@ -173,10 +173,16 @@ pub struct NpmFixtureRegistry {
 }
 
 impl NpmFixtureRegistry {
-    /// Packs the packages of `packages_dir` (once per process) and serves them.
+    /// Packs the packages of `packages_dir` (once per process) and serves them on 127.0.0.1.
     pub fn start(packages_dir: &Path) -> NpmFixtureRegistry {
+        NpmFixtureRegistry::start_at(packages_dir, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// The same on `ip`, e.g. the bridge gateway, where build containers reach it (a bundle's
+    /// own build runs `npm ci` against it).
+    pub fn start_at(packages_dir: &Path, ip: std::net::Ipv4Addr) -> NpmFixtureRegistry {
         let packages = packed(packages_dir);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("listen on 127.0.0.1");
+        let listener = TcpListener::bind((ip, 0)).expect("listen for the fixture registry");
         let addr = listener.local_addr().expect("listener address");
         let state = Arc::new(State {
             packages,

@@ -35,8 +35,10 @@ fn append(case: &Case, relative: &str, lines: &str) {
     case.change(relative, text.trim_end());
 }
 
-const SIX: &str = "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n";
-const IDNA: &str = "idna==3.7 --hash=sha256:82fee1fc78add43492d3a1898bfa6d8a904cc97d8427f683ed8e798d07761aa0\n";
+const SIX: &str =
+    "six==1.16.0 --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n";
+const IDNA: &str =
+    "idna==3.7 --hash=sha256:82fee1fc78add43492d3a1898bfa6d8a904cc97d8427f683ed8e798d07761aa0\n";
 
 #[test]
 fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
@@ -74,9 +76,9 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
         "the sdist-only package is carried as a wheel built on the networked side: {docopt}"
     );
     assert!(
-        packages
-            .iter()
-            .all(|p| p["services"].as_array().is_some_and(|s| s.iter().any(|s| s == "api"))),
+        packages.iter().all(|p| p["services"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s == "api"))),
         "{packages:?}"
     );
 
@@ -129,7 +131,10 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
     assert_eq!(out.status.code(), Some(2), "a missing package exits 2");
     let err = stderr(&out);
     assert!(err.contains("idna==3.7"), "{err}");
-    assert!(err.contains("requirements.txt:"), "names the file and line: {err}");
+    assert!(
+        err.contains("requirements.txt:"),
+        "names the file and line: {err}"
+    );
     assert!(err.contains("offpack-request.json"), "{err}");
     assert!(
         !err.contains("bottle"),
@@ -163,13 +168,19 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
     cmd.arg("load").arg(&more);
     case.ok(&mut cmd);
     let reports = case.rebuild(&["api"]);
-    assert!(only(&reports, "api").ran().iter().any(|s| s.contains("pip install")));
+    assert!(
+        only(&reports, "api")
+            .ran()
+            .iter()
+            .any(|s| s.contains("pip install"))
+    );
     let printed = run_image(&case, &api);
     assert!(printed.contains("idna 3.7"), "{printed}");
 
     // A package file changed in the far side's store is named before anything is built.
     let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(case.state.path().join("packages/index.json")).expect("store index"),
+        &std::fs::read_to_string(case.state.path().join("packages/index.json"))
+            .expect("store index"),
     )
     .expect("store index is JSON");
     let six = index
@@ -178,7 +189,9 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
         .iter()
         .find(|p| field(p, "name") == "six")
         .expect("six is in the store");
-    let hex = field(six, "digest").trim_start_matches("sha256:").to_string();
+    let hex = field(six, "digest")
+        .trim_start_matches("sha256:")
+        .to_string();
     let blob = case.state.path().join("packages/blobs/sha256").join(&hex);
     let mut bytes = std::fs::read(&blob).expect("read blob");
     bytes[100] ^= 0xff;
@@ -187,7 +200,11 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
     let mut cmd = case.offpack();
     cmd.args(["rebuild", "api"]);
     let out = case.run(&mut cmd);
-    assert_eq!(out.status.code(), Some(1), "a corrupt store fails the check");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a corrupt store fails the check"
+    );
     let err = stderr(&out);
     assert!(err.contains("six") && err.contains(&hex[..12]), "{err}");
     drop(cut);
@@ -209,7 +226,8 @@ for (const [path, meta] of Object.entries(lock.packages)) console.log(path, meta
 
 /// The packages a lock installs on linux/x64, as `node_modules/… version` lines, sorted.
 fn lock_tree(lock: &Path) -> Vec<String> {
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(lock).expect("lock")).expect("lock JSON");
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(lock).expect("lock")).expect("lock JSON");
     let mut tree: Vec<String> = doc["packages"]
         .as_object()
         .expect("lockfileVersion 3 packages")
@@ -269,8 +287,11 @@ fn npm_lock_change_rebuilds_offline_with_the_identical_tree() {
     std::fs::write(web.join("Dockerfile"), WEB_DOCKERFILE).expect("Dockerfile");
     std::fs::write(web.join("index.js"), WEB_INDEX).expect("index.js");
     std::fs::write(web.join(".dockerignore"), "node_modules\n").expect(".dockerignore");
-    std::fs::write(case.path().join("compose.yaml"), "services:\n  web:\n    build: ./web\n")
-        .expect("compose.yaml");
+    std::fs::write(
+        case.path().join("compose.yaml"),
+        "services:\n  web:\n    build: ./web\n",
+    )
+    .expect("compose.yaml");
     // The change the far side plans: base 1.1.0, and a new package.
     let next = case.path().join("next");
     npm_app(
@@ -309,7 +330,9 @@ fn npm_lock_change_rebuilds_offline_with_the_identical_tree() {
         "a platform package of another platform is left out: {carried:?}"
     );
     assert!(
-        packages.iter().all(|p| field(p, "integrity").starts_with("sha512-")),
+        packages
+            .iter()
+            .all(|p| field(p, "integrity").starts_with("sha512-")),
         "{packages:?}"
     );
     drop(registry);
@@ -341,14 +364,17 @@ fn npm_lock_change_rebuilds_offline_with_the_identical_tree() {
 
 #[test]
 fn a_tarball_that_does_not_match_its_integrity_fails_the_bundle_naming_it() {
-    let mut case = Case::new("npm-corrupt", "../packages/empty");
+    let case = Case::new("npm-corrupt", "../packages/empty");
     let registry = NpmFixtureRegistry::start_at(&fixture_packages_dir(), default_bridge().gateway);
     let web = case.path().join("web");
     npm_app(&registry, &web, &[("offpack-fixture-left", "1.0.0")]);
     std::fs::write(web.join("Dockerfile"), WEB_DOCKERFILE).expect("Dockerfile");
     std::fs::write(web.join("index.js"), WEB_INDEX).expect("index.js");
-    std::fs::write(case.path().join("compose.yaml"), "services:\n  web:\n    build: ./web\n")
-        .expect("compose.yaml");
+    std::fs::write(
+        case.path().join("compose.yaml"),
+        "services:\n  web:\n    build: ./web\n",
+    )
+    .expect("compose.yaml");
     registry.corrupt("offpack-fixture-base", "1.0.0");
     let _net = build_network();
     let mut cmd = case.offpack();

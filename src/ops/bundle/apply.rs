@@ -16,11 +16,11 @@ use crate::engine::Builder;
 use crate::engine::Engine;
 use crate::ops::pull_policy::PullPolicy;
 use crate::plan::{Plan, build_order, familiar_name};
+use crate::rebuild::packages::set_package_files_label;
 use crate::rebuild::{
     Carriers, build_carrier, build_prepared, check_needed_images, image_tags, prepare,
     present_cache_sources, stage_cache_tags,
 };
-use crate::rebuild::packages::set_package_files_label;
 use crate::reporter::Reporter;
 use offpack_dockerfile::ImageRef;
 
@@ -35,7 +35,6 @@ pub struct Collect {
     /// The builder the far side's `rebuild` will use, and so the one `bundle` builds with.
     pub builder: Builder,
 }
-
 
 /// The images `plan` needs, pulled or built as `options` say, and the rebuild metadata. A built
 /// image gets the package-files label of its service's entry in `package_needs`.

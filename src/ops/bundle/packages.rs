@@ -11,16 +11,15 @@ use offpack_bundle::{BundleWriter, Package};
 use offpack_packages::npm::{NpmSource, platform::NpmTarget};
 
 use crate::engine::Engine;
-use crate::plan::{Plan, build_order};
-use crate::rebuild::packages::service_packages;
-use offpack_compose::Project;
-use crate::fetch::cache::PackageCache;
+use crate::fetch::cache::{FetchedPackage, PackageCache};
 use crate::fetch::npm::{NpmFetch, fetch_tarballs};
 use crate::fetch::pip::{PipJob, resolve_in_image};
-use crate::fetch::FetchedPackage;
 use crate::packages::needs::{ContextDir, Installer, ServicePackages, collect_requirement_files};
 use crate::packages::serving::parse_lock;
+use crate::plan::{Plan, build_order};
+use crate::rebuild::packages::service_packages;
 use crate::reporter::Reporter;
+use offpack_compose::Project;
 
 /// Parallel npm downloads.
 const NPM_PARALLEL: usize = 8;
@@ -94,7 +93,10 @@ pub fn plan_package_work(needs: &[ServiceNeeds], extra: &[PathBuf]) -> Result<Pa
                 .map(|w| format!("service {}: {w}", service.service)),
         );
         for need in &service.packages.needs {
-            let label = format!("service {}, the install step at line {}", service.service, need.line);
+            let label = format!(
+                "service {}, the install step at line {}",
+                service.service, need.line
+            );
             match &need.installer {
                 Installer::Pip {
                     requirement_files,
@@ -109,7 +111,10 @@ pub fn plan_package_work(needs: &[ServiceNeeds], extra: &[PathBuf]) -> Result<Pa
                         ));
                         continue;
                     };
-                    if requirement_files.is_empty() && constraint_files.is_empty() && packages.is_empty() {
+                    if requirement_files.is_empty()
+                        && constraint_files.is_empty()
+                        && packages.is_empty()
+                    {
                         continue;
                     }
                     let files = files
@@ -133,7 +138,9 @@ pub fn plan_package_work(needs: &[ServiceNeeds], extra: &[PathBuf]) -> Result<Pa
                     "{label}: `{tool}` installs without a lock file in the build context; offpack \
                      carries npm packages from package-lock.json, npm-shrinkwrap.json or yarn.lock"
                 )),
-                Installer::Npm { lock: Some(lock), .. } => {
+                Installer::Npm {
+                    lock: Some(lock), ..
+                } => {
                     let text = String::from_utf8(service.packages.files[lock].clone())
                         .map_err(|_| anyhow!("{lock} is not UTF-8 text"))?;
                     add_lock(&mut work, lock, &text, &service.platform, &service.service)?;
@@ -233,16 +240,25 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
             .unwrap_or("");
         return add_lock(work, &label, &text, &platform, service);
     }
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let (files, contents) = collect_requirement_files(&ContextDir(dir), &name)
         .with_context(|| format!("reading --packages {label}"))?;
     let mut targets: Vec<(String, String, String)> = Vec::new();
     for service in needs {
         for need in &service.packages.needs {
             if let (Installer::Pip { .. }, Some(image)) = (&need.installer, &need.image)
-                && !targets.iter().any(|(i, p, _)| i == image && *p == service.platform)
+                && !targets
+                    .iter()
+                    .any(|(i, p, _)| i == image && *p == service.platform)
             {
-                targets.push((image.clone(), service.platform.clone(), service.service.clone()));
+                targets.push((
+                    image.clone(),
+                    service.platform.clone(),
+                    service.service.clone(),
+                ));
             }
         }
     }
