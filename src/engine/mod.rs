@@ -251,7 +251,9 @@ impl Engine {
     }
 
     /// The gateway address of the default bridge network (`172.17.0.1` on a stock engine): the
-    /// host as build containers reach it, where a far-side rebuild serves packages.
+    /// host as build containers reach it, where a far-side rebuild serves packages. Engine 20.10
+    /// names no gateway in the default bridge's IPAM config; the bridge then has the subnet's first
+    /// address, which libnetwork gives it (docs/engine-support.md).
     pub async fn bridge_gateway(&self) -> Result<std::net::Ipv4Addr> {
         let network = self
             .docker
@@ -261,19 +263,26 @@ impl Engine {
             )
             .await
             .context("inspecting the engine's default bridge network")?;
-        network
+        let configs = network
             .ipam
             .and_then(|ipam| ipam.config)
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.gateway)
-            .find_map(|g| g.parse().ok())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the engine's default bridge network has no IPv4 gateway; build containers \
-                     cannot reach offpack's package server"
-                )
-            })
+            .unwrap_or_default();
+        let named = configs
+            .iter()
+            .filter_map(|c| c.gateway.as_deref())
+            .find_map(|g| g.parse().ok());
+        let first_of_subnet = || {
+            configs
+                .iter()
+                .filter_map(|c| c.subnet.as_deref())
+                .find_map(first_host_of)
+        };
+        named.or_else(first_of_subnet).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the engine's default bridge network has no IPv4 subnet or gateway; build \
+                 containers cannot reach offpack's package server"
+            )
+        })
     }
 
     pub(crate) fn docker(&self) -> &Docker {
@@ -362,5 +371,34 @@ mod tests {
         assert_eq!(api("shop-web:latest"), pair("shop-web", "latest"));
         let err = api_name("Shop/Web").unwrap_err().to_string();
         assert!(err.contains("Shop/Web"), "{err}");
+    }
+}
+
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` → `172.17.0.1`).
+fn first_host_of(cidr: &str) -> Option<std::net::Ipv4Addr> {
+    let (address, bits) = cidr.split_once('/')?;
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    if bits > 30 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    Some(std::net::Ipv4Addr::from((u32::from(address) & mask) + 1))
+}
+
+#[cfg(test)]
+mod bridge_tests {
+    #[test]
+    fn the_gateway_is_the_subnets_first_host() {
+        assert_eq!(
+            super::first_host_of("172.17.0.0/16"),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            super::first_host_of("10.1.2.0/24"),
+            Some("10.1.2.1".parse().unwrap())
+        );
+        assert_eq!(super::first_host_of("fd00::/64"), None);
+        assert_eq!(super::first_host_of("10.0.0.0/32"), None);
     }
 }

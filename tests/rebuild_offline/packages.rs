@@ -86,7 +86,7 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
     let cut = case.far_side(&manifest);
 
     // An app code change: the install step stays cached, the image holds no trace of offpack.
-    case.change("api/app.py", "print('code change')");
+    append(&case, "api/app.py", "print('code change')\n");
     let reports = case.rebuild(&["api"]);
     only(&reports, "api").assert_ran_exactly(&["COPY . ."]);
     let requirements_in_image = case.docker(&["run", "--rm", &api, "cat", "requirements.txt"]);
