@@ -375,15 +375,19 @@ fn a_tarball_that_does_not_match_its_integrity_fails_the_bundle_naming_it() {
         "services:\n  web:\n    build: ./web\n",
     )
     .expect("compose.yaml");
-    registry.corrupt("offpack-fixture-base", "1.0.0");
+    registry.corrupt("offpack-fixture-left", "1.0.0");
     let _net = build_network();
+    // A cache of its own: another test's good copy of the tarball must not answer for it.
+    let cache = tempfile::tempdir().expect("tempdir");
     let mut cmd = case.offpack();
-    cmd.args(["bundle", "-o"]).arg(&case.bundle);
+    cmd.env("OFFPACK_CACHE", cache.path())
+        .args(["bundle", "-o"])
+        .arg(&case.bundle);
     let out = case.run(&mut cmd);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
-        err.contains("offpack-fixture-base") && err.contains("1.0.0") && err.contains("integrity"),
+        err.contains("offpack-fixture-left@1.0.0") && err.contains("integrity"),
         "{err}"
     );
     assert!(!case.bundle.exists(), "no bundle is written");
