@@ -1,0 +1,54 @@
+//! Any text is read as a requirements file (and rewritten for an index), a package-lock.json, a
+//! yarn.lock and a package request; the lock entries are filtered for a platform and their
+//! `resolved` URLs rewritten. Errors are fine, panics are not.
+#![no_main]
+
+mod small_stack;
+
+use std::collections::BTreeMap;
+
+use libfuzzer_sys::fuzz_target;
+use offpack_packages::npm::{lock, platform::NpmTarget, rewrite};
+use offpack_packages::pip::requirements;
+use offpack_packages::request::PackageRequest;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let text = text.to_owned();
+    small_stack::run(move || read_all_ways(&text));
+});
+
+fn read_all_ways(text: &str) {
+    if let Ok(parsed) = requirements::parse("requirements.txt", text) {
+        let hashes: BTreeMap<String, Vec<String>> = parsed
+            .requirements()
+            .map(|r| (r.normalized.clone(), vec!["0".repeat(64)]))
+            .collect();
+        let rewritten = requirements::rewrite_for_index(
+            text,
+            "http://172.17.0.1:3149/simple/",
+            "172.17.0.1:3149",
+            &hashes,
+        );
+        // What offpack sends must still be a requirements file.
+        requirements::parse("requirements.txt", &rewritten).expect("a rewritten file parses");
+    }
+    let target = NpmTarget::from_platform("linux/amd64", Some("glibc"));
+    for entries in [
+        lock::parse_package_lock("package-lock.json", text),
+        lock::parse_yarn_lock("yarn.lock", text),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let urls: BTreeMap<String, String> = entries
+            .iter()
+            .filter(|e| e.installs_on(&target))
+            .filter_map(|e| e.source.url().map(|u| (u.to_string(), "http://x/t.tgz".to_string())))
+            .collect();
+        let _ = rewrite::rewrite_resolved(text, &urls);
+    }
+    let _ = PackageRequest::from_json("offpack-request.json", text);
+}
