@@ -64,13 +64,20 @@ fn assert_in_cache(packages: &[FetchedPackage]) {
     }
 }
 
-/// No container of `run_to_completion` is left, running or not.
+/// No container this test process started with `run_to_completion` is left, running or not
+/// (other processes on this engine, e.g. a bundle, may have theirs meanwhile).
 fn assert_no_container_left() {
     let out = common::docker(&[
         "ps",
         "-aq",
         "--filter",
         &format!("label={}", offpack::engine::RUN_LABEL),
+        "--filter",
+        &format!(
+            "label={}={}",
+            offpack::engine::RUN_PID_LABEL,
+            std::process::id()
+        ),
     ]);
     assert!(
         common::stdout(&out).trim().is_empty(),

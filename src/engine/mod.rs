@@ -12,7 +12,7 @@ pub use auth::registry_credentials;
 pub use body::{ChannelWriter, channel_body};
 pub use build::{BuildOutcome, BuildRequest, BuildStep, Builder};
 pub use facts::{EngineFacts, RegistryCheck};
-pub use run::{Bind, RUN_LABEL, RunOutcome, RunSpec, containers_started};
+pub use run::{Bind, RUN_LABEL, RUN_PID_LABEL, RunOutcome, RunSpec, containers_started};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -21,6 +21,9 @@ use super::Engine;
 /// The label every container of [`Engine::run_to_completion`] carries (value: the spec's
 /// `purpose`), so that one left behind by a killed run can be told apart from the user's.
 pub const RUN_LABEL: &str = "dev.offpack.run";
+/// The ID of the process that started the container: whose a leftover is, when several offpack
+/// runs share an engine.
+pub const RUN_PID_LABEL: &str = "dev.offpack.run.pid";
 
 /// Containers this process has started with [`Engine::run_to_completion`]; lets a test prove that
 /// a cached result started none.
@@ -99,10 +102,10 @@ impl Engine {
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             user: spec.user.clone(),
             working_dir: spec.working_dir.clone(),
-            labels: Some(HashMap::from([(
-                RUN_LABEL.to_string(),
-                spec.purpose.clone(),
-            )])),
+            labels: Some(HashMap::from([
+                (RUN_LABEL.to_string(), spec.purpose.clone()),
+                (RUN_PID_LABEL.to_string(), std::process::id().to_string()),
+            ])),
             host_config: Some(HostConfig {
                 binds: Some(binds),
                 ..Default::default()
