@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -31,6 +30,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 use tokio::sync::{mpsc, oneshot};
 
 use super::source::PackageSource;
+use offpack_packages::npm::Integrity;
 use offpack_packages::npm::registry::{self, NpmRoute, PackumentVersion};
 use offpack_packages::pip::index::{self, IndexFile};
 use offpack_packages::pip::names::normalize;
@@ -617,10 +617,7 @@ fn read_tarball_info(source: &dyn PackageSource, package: &Package) -> io::Resul
     };
     Ok(TarballInfo {
         manifest,
-        integrity: format!(
-            "sha512-{}",
-            base64::engine::general_purpose::STANDARD.encode(hashing.sha512.finalize())
-        ),
+        integrity: Integrity::sha512_of(&hashing.sha512.finalize()),
     })
 }
 
@@ -811,6 +808,7 @@ fn not_carried(state: &State, ecosystem: &str, name: &str, head: bool) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn routes_pip_npm_and_files() {
