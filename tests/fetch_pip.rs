@@ -34,6 +34,32 @@ async fn engine() -> Engine {
     Engine::connect().await.expect("connect to the engine")
 }
 
+/// What every test here starts from: alone (they share the engine's pip runs), with the build
+/// network, and an empty package cache. Fields drop in order: the cache before its directory,
+/// the locks last.
+struct Setup {
+    engine: Engine,
+    cache: PackageCache,
+    _dir: tempfile::TempDir,
+    _network: common::offline::NetworkUse,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+async fn setup() -> Setup {
+    let serial = SERIAL.lock().await;
+    let network = common::offline::build_network();
+    let engine = engine().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = PackageCache::open(dir.path().join("cache")).unwrap();
+    Setup {
+        engine,
+        cache,
+        _dir: dir,
+        _network: network,
+        _serial: serial,
+    }
+}
+
 fn job(files: &[(&str, &str)], roots: &[&str], label: &str) -> PipJob {
     PipJob {
         image: IMAGE.into(),
@@ -94,11 +120,7 @@ fn find<'a>(packages: &'a [FetchedPackage], name: &str) -> &'a FetchedPackage {
 
 #[tokio::test]
 async fn pip_resolves_wheels_for_the_image_and_a_second_call_starts_no_container() {
-    let _serial = SERIAL.lock().await;
-    let _network = common::offline::build_network();
-    let engine = engine().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = PackageCache::open(dir.path().join("cache")).unwrap();
+    let Setup { engine, cache, .. } = &setup().await;
     // A root file that includes another, relative to its own directory, as pip reads them.
     let job = job(
         &[
@@ -112,7 +134,7 @@ async fn pip_resolves_wheels_for_the_image_and_a_second_call_starts_no_container
         "service web, requirements/prod.txt",
     );
     let before = containers_started();
-    let packages = resolve_in_image(&engine, &job, &cache, &SilentReporter::default())
+    let packages = resolve_in_image(engine, &job, cache, &SilentReporter::default())
         .await
         .expect("pip resolves");
     assert_eq!(containers_started(), before + 1);
@@ -152,7 +174,7 @@ async fn pip_resolves_wheels_for_the_image_and_a_second_call_starts_no_container
     assert_no_container_left();
 
     // The same inputs again: the cached result, no container.
-    let again = resolve_in_image(&engine, &job, &cache, &SilentReporter::default())
+    let again = resolve_in_image(engine, &job, cache, &SilentReporter::default())
         .await
         .expect("cached");
     assert_eq!(containers_started(), before + 1, "a second call ran pip");
@@ -161,7 +183,7 @@ async fn pip_resolves_wheels_for_the_image_and_a_second_call_starts_no_container
     // A changed file is another resolution.
     let mut changed = job.clone();
     changed.files[1].1 = b"bottle==0.13.4\n# a comment\n".to_vec();
-    let third = resolve_in_image(&engine, &changed, &cache, &SilentReporter::default())
+    let third = resolve_in_image(engine, &changed, cache, &SilentReporter::default())
         .await
         .expect("resolves again");
     assert_eq!(containers_started(), before + 2);
@@ -180,11 +202,7 @@ async fn pip_resolves_wheels_for_the_image_and_a_second_call_starts_no_container
 
 #[tokio::test]
 async fn hash_pins_are_enforced() {
-    let _serial = SERIAL.lock().await;
-    let _network = common::offline::build_network();
-    let engine = engine().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = PackageCache::open(dir.path().join("cache")).unwrap();
+    let Setup { engine, cache, .. } = &setup().await;
 
     let pinned = format!(
         "bottle==0.13.4 \\\n    --hash=sha256:{BOTTLE_WHEEL_SHA256} \\\n    --hash=sha256:{BOTTLE_SDIST_SHA256}\n"
@@ -194,7 +212,7 @@ async fn hash_pins_are_enforced() {
         &["requirements-hashed.txt"],
         "service api, requirements-hashed.txt",
     );
-    let packages = resolve_in_image(&engine, &good, &cache, &SilentReporter::default())
+    let packages = resolve_in_image(engine, &good, cache, &SilentReporter::default())
         .await
         .expect("the pinned hashes match");
     assert_eq!(packages.len(), 1);
@@ -207,7 +225,7 @@ async fn hash_pins_are_enforced() {
         &["requirements-hashed.txt"],
         "service api, requirements-hashed.txt",
     );
-    let err = resolve_in_image(&engine, &bad, &cache, &SilentReporter::default())
+    let err = resolve_in_image(engine, &bad, cache, &SilentReporter::default())
         .await
         .expect_err("a wrong hash fails")
         .to_string();
@@ -223,17 +241,13 @@ async fn hash_pins_are_enforced() {
 
 #[tokio::test]
 async fn a_failure_names_the_service_and_quotes_pip() {
-    let _serial = SERIAL.lock().await;
-    let _network = common::offline::build_network();
-    let engine = engine().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = PackageCache::open(dir.path().join("cache")).unwrap();
+    let Setup { engine, cache, .. } = &setup().await;
     let job = job(
         &[("requirements.txt", "bottle==9.9\n")],
         &["requirements.txt"],
         "service worker, requirements.txt",
     );
-    let err = resolve_in_image(&engine, &job, &cache, &SilentReporter::default())
+    let err = resolve_in_image(engine, &job, cache, &SilentReporter::default())
         .await
         .expect_err("no such version")
         .to_string();
@@ -255,14 +269,10 @@ async fn a_failure_names_the_service_and_quotes_pip() {
 
 #[tokio::test]
 async fn positional_requirements_need_no_file_and_an_unknown_image_is_named() {
-    let _serial = SERIAL.lock().await;
-    let _network = common::offline::build_network();
-    let engine = engine().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cache = PackageCache::open(dir.path().join("cache")).unwrap();
+    let Setup { engine, cache, .. } = &setup().await;
     let mut positional = job(&[], &[], "service cli, Dockerfile:4");
     positional.packages = vec!["bottle==0.13.4".into()];
-    let packages = resolve_in_image(&engine, &positional, &cache, &SilentReporter::default())
+    let packages = resolve_in_image(engine, &positional, cache, &SilentReporter::default())
         .await
         .expect("resolves");
     assert_eq!(packages.len(), 1);
@@ -270,7 +280,7 @@ async fn positional_requirements_need_no_file_and_an_unknown_image_is_named() {
 
     let mut absent = positional.clone();
     absent.image = "offpack-h4-test/absent:none".into();
-    let err = resolve_in_image(&engine, &absent, &cache, &SilentReporter::default())
+    let err = resolve_in_image(engine, &absent, cache, &SilentReporter::default())
         .await
         .expect_err("no such image")
         .to_string();

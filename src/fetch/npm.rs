@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use base64::Engine as _;
 use offpack_bundle::Digest;
+use offpack_packages::npm::integrity::{Integrity, IntegrityHash};
+use offpack_packages::npm::registry;
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
 
@@ -56,9 +57,10 @@ pub fn fetch_tarballs(
     let mut expected = Vec::with_capacity(list.len());
     for item in list {
         let sri = match &item.integrity {
-            Some(text) => Some(Sri::parse(text).map_err(|e| {
+            Some(text) => Some(Integrity::parse(text).ok_or_else(|| {
                 anyhow!(
-                    "{}@{}: the integrity {text:?} cannot be used: {e}",
+                    "{}@{}: the integrity {text:?} cannot be used: it names no sha1, sha256, \
+                     sha384 or sha512 hash as `algorithm-base64` of the algorithm's length",
                     item.name,
                     item.version
                 )
@@ -185,7 +187,7 @@ fn fetch_one(
     agent: &ureq::Agent,
     cache: &PackageCache,
     item: &NpmFetch,
-    expected: Option<&Sri>,
+    expected: Option<&Integrity>,
     on_bytes: &dyn Fn(u64),
 ) -> Result<(FetchedPackage, bool)> {
     let what = format!("{}@{}", item.name, item.version);
@@ -207,7 +209,7 @@ fn fetch_one(
     }
     let mut body = response.into_body().into_reader();
     let mut writer = cache.writer()?;
-    let mut hashes = Hashes::new(expected.map(Sri::best_algorithm));
+    let mut hashes = Hashes::new(expected.map(|sri| sri.best().algorithm.as_str()));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match body.read(&mut buf) {
@@ -223,43 +225,53 @@ fn fetch_one(
         on_bytes(n as u64);
     }
     if let Some(sri) = expected {
-        let algorithm = sri.best_algorithm();
-        let actual = hashes.digest(algorithm);
-        if !sri.matches(algorithm, &actual) {
+        // Only the strongest algorithm the lock names is checked, as npm does.
+        let algorithm = sri.best().algorithm.as_str();
+        let actual = IntegrityHash {
+            algorithm: algorithm.to_owned(),
+            digest: hashes.digest(algorithm),
+        };
+        if !sri.matches(algorithm, &actual.digest) {
             // `writer` is dropped uncommitted: nothing of this download stays in the cache.
             bail!(
                 "{what} from {} does not match the lock's integrity: expected {}, got {}",
                 item.url,
-                sri.expected_text(algorithm),
-                Sri::token(algorithm, &actual)
+                expected_text(sri, algorithm),
+                actual.to_sri()
             );
         }
     }
     let (digest, size, _) = writer.commit()?;
     // Each hash of the bytes names the file from now on, so a lock recording another algorithm
     // (old locks have sha1) finds it too.
-    for (algorithm, value) in hashes.all() {
-        cache.put_key(
-            INTEGRITY_KIND,
-            &Sri::token(algorithm, &value),
-            digest.hex().as_bytes(),
-        )?;
+    for hash in hashes.all() {
+        cache.put_key(INTEGRITY_KIND, &hash.to_sri(), digest.hex().as_bytes())?;
     }
     let integrity = item
         .integrity
         .clone()
-        .unwrap_or_else(|| Sri::token(Algorithm::Sha512, &hashes.digest(Algorithm::Sha512)));
+        .unwrap_or_else(|| Integrity::sha512_of(&hashes.digest("sha512")));
     Ok((fetched(cache, item, digest, size, Some(integrity)), true))
 }
 
+/// `sri`'s hashes of `algorithm`, as text (for messages).
+fn expected_text(sri: &Integrity, algorithm: &str) -> String {
+    sri.hashes()
+        .iter()
+        .filter(|h| h.algorithm == algorithm)
+        .map(IntegrityHash::to_sri)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The cached file one of `sri`'s strongest hashes names, if the cache has it.
-fn cached(cache: &PackageCache, sri: &Sri) -> Result<Option<(Digest, u64)>> {
-    let algorithm = sri.best_algorithm();
-    for (alg, value) in &sri.hashes {
-        if *alg != algorithm {
+fn cached(cache: &PackageCache, sri: &Integrity) -> Result<Option<(Digest, u64)>> {
+    let algorithm = &sri.best().algorithm;
+    for hash in sri.hashes() {
+        if hash.algorithm != *algorithm {
             continue;
         }
-        let Some(hex) = cache.get_key(INTEGRITY_KIND, &Sri::token(*alg, value))? else {
+        let Some(hex) = cache.get_key(INTEGRITY_KIND, &hash.to_sri())? else {
             continue;
         };
         let Ok(digest) = Digest::from_hex(&String::from_utf8_lossy(&hex)) else {
@@ -279,7 +291,7 @@ fn fetched(
     size: u64,
     integrity: Option<String>,
 ) -> FetchedPackage {
-    let unscoped = item.name.rsplit('/').next().unwrap_or(&item.name);
+    let unscoped = registry::unscoped(&item.name);
     FetchedPackage {
         path: cache.path_of(&digest),
         package: offpack_bundle::Package {
@@ -307,12 +319,13 @@ struct Hashes {
 }
 
 impl Hashes {
-    fn new(needed: Option<Algorithm>) -> Hashes {
+    /// `needed`: the algorithm the lock's integrity is checked with.
+    fn new(needed: Option<&str>) -> Hashes {
         Hashes {
             sha256: Sha256::new(),
             sha512: Sha512::new(),
             sha1: Sha1::new(),
-            sha384: (needed == Some(Algorithm::Sha384)).then(Sha384::new),
+            sha384: (needed == Some("sha384")).then(Sha384::new),
         }
     }
 
@@ -325,143 +338,35 @@ impl Hashes {
         }
     }
 
-    fn digest(&self, algorithm: Algorithm) -> Vec<u8> {
+    /// The digest of `algorithm` (an SRI name); empty for one not computed, which matches no
+    /// integrity.
+    fn digest(&self, algorithm: &str) -> Vec<u8> {
         match algorithm {
-            Algorithm::Sha1 => self.sha1.clone().finalize().to_vec(),
-            Algorithm::Sha256 => self.sha256.clone().finalize().to_vec(),
-            Algorithm::Sha384 => self
+            "sha1" => self.sha1.clone().finalize().to_vec(),
+            "sha256" => self.sha256.clone().finalize().to_vec(),
+            "sha384" => self
                 .sha384
                 .clone()
                 .map(|h| h.finalize().to_vec())
                 .unwrap_or_default(),
-            Algorithm::Sha512 => self.sha512.clone().finalize().to_vec(),
+            "sha512" => self.sha512.clone().finalize().to_vec(),
+            _ => Vec::new(),
         }
     }
 
-    fn all(&self) -> Vec<(Algorithm, Vec<u8>)> {
-        let mut all = vec![
-            (Algorithm::Sha512, self.digest(Algorithm::Sha512)),
-            (Algorithm::Sha256, self.digest(Algorithm::Sha256)),
-            (Algorithm::Sha1, self.digest(Algorithm::Sha1)),
-        ];
+    /// Every hash computed.
+    fn all(&self) -> Vec<IntegrityHash> {
+        let mut algorithms = vec!["sha512", "sha256", "sha1"];
         if self.sha384.is_some() {
-            all.push((Algorithm::Sha384, self.digest(Algorithm::Sha384)));
+            algorithms.push("sha384");
         }
-        all
-    }
-}
-
-// replaced by offpack_packages::npm::integrity at integration
-/// A hash algorithm of SRI, weakest first (the order is strength).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Algorithm {
-    Sha1,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl Algorithm {
-    fn name(self) -> &'static str {
-        match self {
-            Algorithm::Sha1 => "sha1",
-            Algorithm::Sha256 => "sha256",
-            Algorithm::Sha384 => "sha384",
-            Algorithm::Sha512 => "sha512",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Algorithm> {
-        Some(match name {
-            "sha1" => Algorithm::Sha1,
-            "sha256" => Algorithm::Sha256,
-            "sha384" => Algorithm::Sha384,
-            "sha512" => Algorithm::Sha512,
-            _ => return None,
-        })
-    }
-
-    fn len(self) -> usize {
-        match self {
-            Algorithm::Sha1 => 20,
-            Algorithm::Sha256 => 32,
-            Algorithm::Sha384 => 48,
-            Algorithm::Sha512 => 64,
-        }
-    }
-}
-
-// replaced by offpack_packages::npm::integrity at integration
-/// An SRI integrity string: whitespace-separated `algorithm-base64[?options]` hashes. Hashes of
-/// algorithms it does not know are ignored, as npm's `ssri` does; at least one must be known.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Sri {
-    hashes: Vec<(Algorithm, Vec<u8>)>,
-}
-
-impl Sri {
-    fn parse(text: &str) -> Result<Sri, String> {
-        let mut hashes = Vec::new();
-        for token in text.split_whitespace() {
-            let Some((name, rest)) = token.split_once('-') else {
-                return Err(format!("`{token}` is not `algorithm-base64`"));
-            };
-            let Some(algorithm) = Algorithm::from_name(name) else {
-                continue;
-            };
-            let value = rest.split('?').next().unwrap_or_default();
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value)
-                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value))
-                .map_err(|_| format!("`{token}` is not valid base64"))?;
-            if bytes.len() != algorithm.len() {
-                return Err(format!(
-                    "`{token}` has {} bytes, a {} hash has {}",
-                    bytes.len(),
-                    algorithm.name(),
-                    algorithm.len()
-                ));
-            }
-            hashes.push((algorithm, bytes));
-        }
-        if hashes.is_empty() {
-            return Err("it names no sha1, sha256, sha384 or sha512 hash".into());
-        }
-        Ok(Sri { hashes })
-    }
-
-    /// The strongest algorithm it names; the only one checked, as npm does.
-    fn best_algorithm(&self) -> Algorithm {
-        self.hashes
-            .iter()
-            .map(|(a, _)| *a)
-            .max()
-            .unwrap_or(Algorithm::Sha512)
-    }
-
-    /// Whether `digest` is one of its `algorithm` hashes.
-    fn matches(&self, algorithm: Algorithm, digest: &[u8]) -> bool {
-        self.hashes
-            .iter()
-            .any(|(a, v)| *a == algorithm && v.as_slice() == digest)
-    }
-
-    /// Its `algorithm` hashes, as text.
-    fn expected_text(&self, algorithm: Algorithm) -> String {
-        self.hashes
-            .iter()
-            .filter(|(a, _)| *a == algorithm)
-            .map(|(a, v)| Sri::token(*a, v))
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    fn token(algorithm: Algorithm, digest: &[u8]) -> String {
-        format!(
-            "{}-{}",
-            algorithm.name(),
-            base64::engine::general_purpose::STANDARD.encode(digest)
-        )
+        algorithms
+            .into_iter()
+            .map(|algorithm| IntegrityHash {
+                algorithm: algorithm.to_owned(),
+                digest: self.digest(algorithm),
+            })
+            .collect()
     }
 }
 
@@ -470,47 +375,37 @@ mod tests {
     use super::*;
 
     fn sha512_of(bytes: &[u8]) -> String {
-        Sri::token(Algorithm::Sha512, &Sha512::digest(bytes))
+        Integrity::sha512_of(&Sha512::digest(bytes))
+    }
+
+    fn sha1_of(bytes: &[u8]) -> String {
+        IntegrityHash {
+            algorithm: "sha1".into(),
+            digest: Sha1::digest(bytes).to_vec(),
+        }
+        .to_sri()
     }
 
     #[test]
-    fn sri_parses_and_picks_the_strongest_hash() {
-        let sha1 = Sri::token(Algorithm::Sha1, &Sha1::digest(b"x"));
-        let sha512 = sha512_of(b"x");
-        let sri = Sri::parse(&format!("{sha1} {sha512}?opt md5-AAAA")).unwrap();
-        assert_eq!(sri.hashes.len(), 2);
-        assert_eq!(sri.best_algorithm(), Algorithm::Sha512);
-        assert!(sri.matches(Algorithm::Sha512, &Sha512::digest(b"x")));
-        assert!(!sri.matches(Algorithm::Sha512, &Sha512::digest(b"y")));
-        assert_eq!(sri.expected_text(Algorithm::Sha512), sha512);
-        let only_sha1 = Sri::parse(&sha1).unwrap();
-        assert_eq!(only_sha1.best_algorithm(), Algorithm::Sha1);
-    }
-
-    #[test]
-    fn broken_integrities_are_refused() {
-        assert!(Sri::parse("").is_err());
-        assert!(Sri::parse("md5-AAAA").is_err());
-        assert!(Sri::parse("sha512").is_err());
-        assert!(Sri::parse("sha512-!!!").is_err());
-        // A valid base64 of the wrong length for the algorithm.
-        assert!(Sri::parse("sha512-AAAA").is_err());
+    fn the_expected_text_names_the_hashes_of_the_checked_algorithm() {
+        let (sha1, sha512) = (sha1_of(b"x"), sha512_of(b"x"));
+        let sri = Integrity::parse(&format!("{sha1} {sha512}?opt md5-AAAA")).unwrap();
+        assert_eq!(sri.best().algorithm, "sha512");
+        assert_eq!(expected_text(&sri, "sha512"), sha512);
+        assert_eq!(expected_text(&sri, "sha1"), sha1);
     }
 
     #[test]
     fn hashes_cover_what_locks_record() {
-        let mut hashes = Hashes::new(Some(Algorithm::Sha384));
+        let mut hashes = Hashes::new(Some("sha384"));
         hashes.update(b"ab");
         hashes.update(b"c");
-        assert_eq!(
-            hashes.digest(Algorithm::Sha1),
-            Sha1::digest(b"abc").to_vec()
-        );
-        assert_eq!(
-            hashes.digest(Algorithm::Sha384),
-            Sha384::digest(b"abc").to_vec()
-        );
-        assert_eq!(hashes.all().len(), 4);
+        assert_eq!(hashes.digest("sha1"), Sha1::digest(b"abc").to_vec());
+        assert_eq!(hashes.digest("sha384"), Sha384::digest(b"abc").to_vec());
+        assert_eq!(hashes.digest("md5"), Vec::<u8>::new());
+        let all = hashes.all();
+        assert_eq!(all.len(), 4);
+        assert!(all.iter().any(|h| h.to_sri() == sha512_of(b"abc")));
         assert_eq!(Hashes::new(None).all().len(), 3);
     }
 
@@ -520,14 +415,14 @@ mod tests {
         let cache = PackageCache::open(dir.path()).unwrap();
         let bytes = b"tarball";
         let (digest, size, _) = crate::fetch::cache::put_reader(&cache, &bytes[..]).unwrap();
-        let sha1 = Sri::token(Algorithm::Sha1, &Sha1::digest(bytes));
+        let sha1 = sha1_of(bytes);
         cache
             .put_key(INTEGRITY_KIND, &sha1, digest.hex().as_bytes())
             .unwrap();
-        let sri = Sri::parse(&sha1).unwrap();
+        let sri = Integrity::parse(&sha1).unwrap();
         assert_eq!(cached(&cache, &sri).unwrap(), Some((digest.clone(), size)));
         // Only the strongest algorithm counts: a sha512 the cache does not know is a miss.
-        let both = Sri::parse(&format!("{sha1} {}", sha512_of(bytes))).unwrap();
+        let both = Integrity::parse(&format!("{sha1} {}", sha512_of(bytes))).unwrap();
         assert_eq!(cached(&cache, &both).unwrap(), None);
         fs_err::remove_file(cache.path_of(&digest)).unwrap();
         assert_eq!(cached(&cache, &sri).unwrap(), None);

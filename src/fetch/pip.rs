@@ -20,6 +20,7 @@ use std::path::{Component, Path};
 
 use anyhow::{Context, Result, anyhow, bail};
 use offpack_bundle::Digest;
+use offpack_packages::pip::names::WheelName;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -318,10 +319,12 @@ fn fetched(
     digest: Digest,
     size: u64,
 ) -> FetchedPackage {
-    let target = (wheel.platform_tag != "any").then(|| {
+    let target = (!wheel.is_universal_platform()).then(|| {
         format!(
             "{platform} {}-{}-{}",
-            wheel.python_tag, wheel.abi_tag, wheel.platform_tag
+            wheel.python_tags.join("."),
+            wheel.abi_tags.join("."),
+            wheel.platform_tags.join(".")
         )
     });
     FetchedPackage {
@@ -337,36 +340,6 @@ fn fetched(
             integrity: None,
             platform: target,
         },
-    }
-}
-
-/// The parts of a wheel's file name (PEP 427), as far as this module needs them.
-// replaced by offpack_packages::pip::names::WheelName at integration
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct WheelName {
-    name: String,
-    version: String,
-    python_tag: String,
-    abi_tag: String,
-    platform_tag: String,
-}
-
-impl WheelName {
-    /// `{name}-{version}(-{build})?-{python}-{abi}-{platform}.whl`.
-    fn parse(filename: &str) -> Option<WheelName> {
-        let stem = filename.strip_suffix(".whl")?;
-        let parts: Vec<&str> = stem.split('-').collect();
-        if !(parts.len() == 5 || parts.len() == 6) || parts.iter().any(|p| p.is_empty()) {
-            return None;
-        }
-        let n = parts.len();
-        Some(WheelName {
-            name: parts[0].to_string(),
-            version: parts[1].to_string(),
-            python_tag: parts[n - 3].to_string(),
-            abi_tag: parts[n - 2].to_string(),
-            platform_tag: parts[n - 1].to_string(),
-        })
     }
 }
 
@@ -391,26 +364,26 @@ mod tests {
     }
 
     #[test]
-    fn wheel_names_parse() {
-        let w = WheelName::parse(
-            "MarkupSafe-2.1.5-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
-        )
-        .unwrap();
-        assert_eq!(w.name, "MarkupSafe");
-        assert_eq!(w.version, "2.1.5");
-        assert_eq!(w.python_tag, "cp311");
-        assert_eq!(w.abi_tag, "cp311");
-        assert_eq!(w.platform_tag, "manylinux_2_17_x86_64.manylinux2014_x86_64");
-        let built = WheelName::parse("docopt-0.6.2-py2.py3-none-any.whl").unwrap();
-        assert_eq!(built.platform_tag, "any");
-        let with_build = WheelName::parse("pkg-1.0-1abc-py3-none-any.whl").unwrap();
+    fn a_platform_wheel_records_its_tags_and_a_universal_one_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PackageCache::open(dir.path()).unwrap();
+        let digest = Digest::of_bytes(b"w");
+        let filename =
+            "MarkupSafe-2.1.5-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl";
+        let wheel = WheelName::parse(filename).unwrap();
+        let got = fetched(&cache, "linux/amd64", &wheel, filename, digest.clone(), 1);
         assert_eq!(
-            (with_build.name.as_str(), with_build.version.as_str()),
-            ("pkg", "1.0")
+            (got.package.name.as_str(), got.package.version.as_str()),
+            ("MarkupSafe", "2.1.5")
         );
-        assert_eq!(WheelName::parse("docopt-0.6.2.tar.gz"), None);
-        assert_eq!(WheelName::parse("a-b-c.whl"), None);
-        assert_eq!(WheelName::parse("a--py3-none-any.whl"), None);
+        assert_eq!(
+            got.package.platform.as_deref(),
+            Some("linux/amd64 cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64")
+        );
+        let filename = "docopt-0.6.2-py2.py3-none-any.whl";
+        let wheel = WheelName::parse(filename).unwrap();
+        let got = fetched(&cache, "linux/amd64", &wheel, filename, digest, 1);
+        assert_eq!(got.package.platform, None);
     }
 
     #[test]

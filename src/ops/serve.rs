@@ -12,7 +12,8 @@ use offpack_bundle::{BundleReader, Package, escape_controls};
 use crate::error::CheckFailed;
 use crate::ops::verify::read_public_key;
 use crate::packages::serve::PackageServer;
-use crate::packages::source::{BundleSource, PackageSource, StoreSource, default_store_dir};
+use crate::packages::source::{BundleSource, PackageSource, StoreSource};
+use crate::packages::store::PackageStore;
 use crate::reporter::Reporter;
 
 /// What `offpack serve` serves, and where.
@@ -67,9 +68,8 @@ pub fn start(request: &ServeRequest, reporter: &dyn Reporter) -> Result<Serving>
                 (Arc::new(source), bundle.clone(), signed_by)
             }
             None => {
-                let dir = default_store_dir().context(
-                    "no package store: set OFFPACK_HOME or HOME, or name a bundle to serve",
-                )?;
+                let dir = PackageStore::default_dir()
+                    .context("no package store to serve; name a bundle to serve it directly")?;
                 if !dir.is_dir() {
                     anyhow::bail!(
                         "there is no package store at {} (`offpack load` puts a bundle's packages there); \
@@ -77,7 +77,7 @@ pub fn start(request: &ServeRequest, reporter: &dyn Reporter) -> Result<Serving>
                         dir.display()
                     );
                 }
-                let store = StoreSource::open(&dir).with_context(|| {
+                let store = StoreSource::new(PackageStore::at(&dir)).with_context(|| {
                     format!("cannot read the package store at {}", dir.display())
                 })?;
                 (Arc::new(store), dir, None)

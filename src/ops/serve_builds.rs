@@ -197,7 +197,7 @@ fn start_server(
         Err(_) => DEFAULT_PACKAGE_PORT,
     };
     let source: Arc<dyn crate::packages::source::PackageSource> = Arc::new(
-        StoreSource::open(store.dir())
+        StoreSource::new(store.clone())
             .with_context(|| format!("opening the package store {}", store.dir().display()))?,
     );
     let addr = SocketAddr::V4(SocketAddrV4::new(gateway, port));

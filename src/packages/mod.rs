@@ -4,7 +4,6 @@
 //! the server that hands them to an unchanged `pip install` or `npm ci` ([`serve`]).
 
 pub mod needs;
-pub mod render;
 pub mod serve;
 pub mod serving;
 pub mod source;

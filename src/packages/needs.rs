@@ -390,6 +390,15 @@ mod tests {
     }
 
     fn needs(dockerfile: &str, files: &[(&'static str, &'static str)]) -> ServicePackages {
+        needs_at("Dockerfile", dockerfile, files)
+    }
+
+    /// The needs of `dockerfile`, named `path` in messages, in a context of `files`.
+    fn needs_at(
+        path: &str,
+        dockerfile: &str,
+        files: &[(&'static str, &'static str)],
+    ) -> ServicePackages {
         let df = offpack_dockerfile::parse(dockerfile).unwrap();
         let args = BTreeMap::new();
         let resolved = offpack_dockerfile::resolve(
@@ -403,7 +412,7 @@ mod tests {
         )
         .unwrap();
         let context = Files(files.iter().copied().collect());
-        find_install_needs(&df, &resolved, &context, "Dockerfile").unwrap()
+        find_install_needs(&df, &resolved, &context, path).unwrap()
     }
 
     #[test]
@@ -484,25 +493,11 @@ mod tests {
 
     #[test]
     fn a_step_whose_file_is_not_in_the_context_is_a_warning_naming_it() {
-        let df = offpack_dockerfile::parse("FROM python:3\nRUN pip install -r nope.txt\n").unwrap();
-        let args = BTreeMap::new();
-        let resolved = offpack_dockerfile::resolve(
-            &df,
-            &offpack_dockerfile::ResolveOptions {
-                target: None,
-                build_args: &args,
-                target_platform: "linux/amd64",
-                build_platform: "linux/amd64",
-            },
-        )
-        .unwrap();
-        let found = find_install_needs(
-            &df,
-            &resolved,
-            &Files(BTreeMap::new()),
+        let found = needs_at(
             "backend/Dockerfile",
-        )
-        .unwrap();
+            "FROM python:3\nRUN pip install -r nope.txt\n",
+            &[],
+        );
         assert!(found.needs.is_empty());
         assert!(
             found.warnings[0].starts_with("backend/Dockerfile:2: `nope.txt`"),

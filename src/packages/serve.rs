@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -30,15 +29,16 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256, Sha512};
 use tokio::sync::{mpsc, oneshot};
 
-use super::render::{self, IndexFile, NpmRoute, PackumentVersion};
 use super::source::PackageSource;
+use offpack_packages::npm::Integrity;
+use offpack_packages::npm::registry::{self, NpmRoute, PackumentVersion};
+use offpack_packages::pip::index::{self, IndexFile};
+use offpack_packages::pip::names::normalize;
 
 /// Largest `package.json` read from an npm tarball; a larger one gives a minimal manifest.
 const MAX_PACKAGE_JSON: u64 = 1 << 20;
 /// Bytes per chunk of a streamed file.
 const CHUNK: usize = 64 << 10;
-/// The PEP 691 JSON content type.
-const PYPI_JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -272,10 +272,10 @@ fn route(path: &str) -> Route {
         if let Some((name, slash)) = project
             && name != "-"
         {
-            let Some(name) = render::percent_decode(name) else {
+            let Some(name) = index::percent_decode_segment(name) else {
                 return Route::NotFound;
             };
-            let normalized = render::normalize(&name);
+            let normalized = normalize(&name);
             if normalized.is_empty() || normalized.contains(['/', '\\']) {
                 return Route::NotFound;
             }
@@ -284,7 +284,7 @@ fn route(path: &str) -> Route {
             } else {
                 Route::Redirect(format!(
                     "/simple/{}/",
-                    render::percent_encode_segment(&normalized)
+                    index::percent_encode_segment(&normalized)
                 ))
             };
         }
@@ -296,7 +296,7 @@ fn route(path: &str) -> Route {
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
-        return match render::percent_decode(filename) {
+        return match index::percent_decode_segment(filename) {
             Some(filename) if !filename.is_empty() && !filename.contains('/') => Route::File {
                 hex: hex.to_owned(),
                 filename,
@@ -304,7 +304,7 @@ fn route(path: &str) -> Route {
             _ => Route::NotFound,
         };
     }
-    match render::parse_request_path(path) {
+    match registry::parse_request_path(path) {
         Some(npm) => Route::Npm(npm),
         None => Route::NotFound,
     }
@@ -371,7 +371,7 @@ async fn handle(
                 p.ecosystem == "npm"
                     && p.name == name
                     && (p.filename == filename
-                        || render::tarball_path(&p.name, &p.version)
+                        || registry::tarball_path(&p.name, &p.version)
                             .ends_with(&format!("/-/{filename}")))
             });
             match package {
@@ -416,7 +416,7 @@ fn prefers_pypi_json_header(accept: &str) -> bool {
             .find_map(|q| q.trim().parse::<f32>().ok())
             .unwrap_or(1.0);
         match media.as_str() {
-            PYPI_JSON => json_q = json_q.max(q),
+            index::JSON_MEDIA_TYPE => json_q = json_q.max(q),
             "application/vnd.pypi.simple.v1+html" | "text/html" | "*/*" => html_q = html_q.max(q),
             _ => {}
         }
@@ -447,20 +447,21 @@ fn is_plain_host(host: &str) -> bool {
 }
 
 fn simple_root(state: &State, json: bool, head: bool) -> Response<Body> {
-    let mut names: Vec<String> = state
-        .source
-        .packages()
+    let packages = state.source.packages();
+    // The renderers normalize, sort and deduplicate the names.
+    let names: Vec<&str> = packages
         .iter()
         .filter(|p| p.ecosystem == "pypi")
-        .map(|p| render::normalize(&p.name))
+        .map(|p| p.name.as_str())
         .collect();
-    names.sort();
-    names.dedup();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     if json {
-        json_response(&render::render_root_json(&names), PYPI_JSON, head)
+        json_response(
+            &index::render_root_json(&names),
+            index::JSON_MEDIA_TYPE,
+            head,
+        )
     } else {
-        html(render::render_root(&names), head)
+        html(index::render_root(&names), head)
     }
 }
 
@@ -469,13 +470,13 @@ fn simple_project(state: &State, normalized: &str, json: bool, head: bool) -> Re
         .source
         .packages()
         .iter()
-        .filter(|p| p.ecosystem == "pypi" && render::normalize(&p.name) == normalized)
+        .filter(|p| p.ecosystem == "pypi" && normalize(&p.name) == normalized)
         .map(|p| IndexFile {
             filename: p.filename.clone(),
             url: format!(
                 "/files/{}/{}",
                 p.digest.hex(),
-                render::percent_encode_segment(&p.filename)
+                index::percent_encode_segment(&p.filename)
             ),
             sha256_hex: p.digest.hex().to_owned(),
             requires_python: None,
@@ -488,12 +489,12 @@ fn simple_project(state: &State, normalized: &str, json: bool, head: bool) -> Re
     files.dedup_by(|a, b| a.filename == b.filename);
     if json {
         json_response(
-            &render::render_project_json(normalized, &files),
-            PYPI_JSON,
+            &index::render_project_json(normalized, &files),
+            index::JSON_MEDIA_TYPE,
             head,
         )
     } else {
-        html(render::render_project(normalized, &files), head)
+        html(index::render_project(normalized, &files), head)
     }
 }
 
@@ -532,16 +533,16 @@ async fn packument(state: &Arc<State>, name: &str, base: &str, head: bool) -> Re
         versions.push(PackumentVersion {
             tarball_url: format!(
                 "{base}{}",
-                render::tarball_path(&package.name, &package.version)
+                registry::tarball_path(&package.name, &package.version)
             ),
             version: package.version,
             manifest: info.manifest.clone(),
-            integrity: Some(info.integrity.clone()),
+            integrity: info.integrity.clone(),
             shasum: None,
         });
     }
     json_response(
-        &render::render_packument(name, &versions),
+        &registry::render_packument(name, &versions),
         "application/json",
         head,
     )
@@ -616,10 +617,7 @@ fn read_tarball_info(source: &dyn PackageSource, package: &Package) -> io::Resul
     };
     Ok(TarballInfo {
         manifest,
-        integrity: format!(
-            "sha512-{}",
-            base64::engine::general_purpose::STANDARD.encode(hashing.sha512.finalize())
-        ),
+        integrity: Integrity::sha512_of(&hashing.sha512.finalize()),
     })
 }
 
@@ -810,6 +808,7 @@ fn not_carried(state: &State, ecosystem: &str, name: &str, head: bool) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     #[test]
     fn routes_pip_npm_and_files() {

@@ -1,11 +1,14 @@
 //! Where the package server's files come from: a bundle, or the far side's package store.
 
 use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use anyhow::Result;
 use offpack_bundle::{BundleReader, Digest, Package};
+
+use super::store::PackageStore;
 
 /// The packages a server offers and their bytes.
 pub trait PackageSource: Send + Sync {
@@ -66,11 +69,10 @@ impl PackageSource for BundleSource {
     }
 }
 
-/// The far side's package store: `<dir>/index.json` (a JSON array of packages) and each package
-/// at `<dir>/blobs/sha256/<hex>`, the layout `offpack load` writes. The index is read again when
-/// it changes, so a `load` while the server runs adds to what it serves.
+/// The far side's package store, as `offpack load` writes it ([`PackageStore`]). The index is
+/// read again when it changes, so a `load` while the server runs adds to what it serves.
 pub struct StoreSource {
-    dir: PathBuf,
+    store: PackageStore,
     cached: Mutex<Option<(IndexStamp, Vec<Package>)>>,
 }
 
@@ -78,10 +80,10 @@ pub struct StoreSource {
 type IndexStamp = (Option<SystemTime>, u64);
 
 impl StoreSource {
-    /// The store at `dir`; fails when its index cannot be read or parsed.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    /// Serves `store`; fails when its index cannot be read or parsed.
+    pub fn new(store: PackageStore) -> Result<Self> {
         let source = StoreSource {
-            dir: dir.to_owned(),
+            store,
             cached: Mutex::new(None),
         };
         source.read_index()?;
@@ -90,20 +92,16 @@ impl StoreSource {
 
     /// The store's directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.store.dir()
     }
 
-    fn index_path(&self) -> PathBuf {
-        self.dir.join("index.json")
-    }
-
-    fn read_index(&self) -> io::Result<Vec<Package>> {
-        let path = self.index_path();
+    fn read_index(&self) -> Result<Vec<Package>> {
+        let path = self.store.index_path();
         let meta = match fs_err::metadata(&path) {
             Ok(meta) => meta,
             // An empty store: nothing loaded yet.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         let stamp = (meta.modified().ok(), meta.len());
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
@@ -112,13 +110,12 @@ impl StoreSource {
         {
             return Ok(packages.clone());
         }
-        let bytes = fs_err::read(&path)?;
-        let packages: Vec<Package> = serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: not a package store index: {e}", path.display()),
-            )
-        })?;
+        let packages: Vec<Package> = self
+            .store
+            .list()?
+            .into_iter()
+            .map(|stored| stored.package)
+            .collect();
         *cached = Some((stamp, packages.clone()));
         Ok(packages)
     }
@@ -140,31 +137,12 @@ impl PackageSource for StoreSource {
     }
 
     fn open(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send + '_>> {
-        let path = self.dir.join("blobs/sha256").join(digest.hex());
-        Ok(Box::new(fs_err::File::open(path)?))
+        Ok(Box::new(fs_err::File::open(self.store.blob_path(digest))?))
     }
 
     fn describe(&self) -> String {
         "the package store".into()
     }
-}
-
-/// The store's directory: `$OFFPACK_HOME/packages`, else `$XDG_DATA_HOME/offpack/packages`, else
-/// `$HOME/.local/share/offpack/packages`.
-// replaced by the store's own default (src/packages/store.rs) at integration
-pub fn default_store_dir() -> Option<PathBuf> {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(home) = var("OFFPACK_HOME") {
-        return Some(home.join("packages"));
-    }
-    if let Some(data) = var("XDG_DATA_HOME") {
-        return Some(data.join("offpack/packages"));
-    }
-    var("HOME").map(|home| home.join(".local/share/offpack/packages"))
 }
 
 #[cfg(test)]
@@ -174,7 +152,7 @@ mod tests {
     #[test]
     fn store_source_reads_the_index_and_blobs_and_sees_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreSource::open(dir.path()).unwrap();
+        let store = StoreSource::new(PackageStore::at(dir.path())).unwrap();
         assert!(store.packages().is_empty());
         let data = b"wheel bytes";
         let digest = Digest::of_bytes(data);
@@ -200,7 +178,7 @@ mod tests {
         store.open(&digest).unwrap().read_to_end(&mut read).unwrap();
         assert_eq!(read, data);
         fs_err::write(dir.path().join("index.json"), b"{").unwrap();
-        assert!(StoreSource::open(dir.path()).is_err());
+        assert!(StoreSource::new(PackageStore::at(dir.path())).is_err());
         // The running server keeps what it had.
         assert_eq!(store.packages().len(), 1);
     }

@@ -77,6 +77,14 @@ impl PackageStore {
         })
     }
 
+    /// The store in `dir` as it is, creating nothing: for readers (`offpack serve`), which must
+    /// not leave an empty store behind. A missing index reads as an empty store.
+    pub fn at(dir: &Path) -> PackageStore {
+        PackageStore {
+            dir: dir.to_owned(),
+        }
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -87,7 +95,8 @@ impl PackageStore {
         self.dir.join(digest.blob_path())
     }
 
-    fn index_path(&self) -> PathBuf {
+    /// The index file (it changes whenever a package is recorded).
+    pub fn index_path(&self) -> PathBuf {
         self.dir.join("index.json")
     }
 
@@ -355,23 +364,11 @@ fn key_of(p: &Package) -> (&str, String, &str, &str, &Digest) {
 /// A package name as its ecosystem compares it: PEP 503 for `pypi` (lowercase, each run of `-`,
 /// `_`, `.` as one `-`); npm names are compared as written (the registry only has lowercase ones).
 pub fn normalized_name(ecosystem: &str, name: &str) -> String {
-    if ecosystem != offpack_bundle::ECOSYSTEM_PYPI {
-        return name.to_owned();
+    if ecosystem == offpack_bundle::ECOSYSTEM_PYPI {
+        offpack_packages::pip::names::normalize(name)
+    } else {
+        name.to_owned()
     }
-    let mut out = String::with_capacity(name.len());
-    let mut in_run = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            if !in_run {
-                out.push('-');
-            }
-            in_run = true;
-        } else {
-            out.extend(c.to_lowercase());
-            in_run = false;
-        }
-    }
-    out
 }
 
 /// The store's exclusive lock, held until dropped (closing the file releases it).

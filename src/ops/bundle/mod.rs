@@ -14,7 +14,7 @@ pub mod target;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use offpack_bundle::{Delta, Digest, Manifest, Rebuild, RebuildService};
 
 use super::ImageStore;
@@ -301,6 +301,21 @@ pub fn layers_the_far_side_has<'a>(
     let present = inventory.chains();
     let lists: Vec<&[Digest]> = images.map(|i| i.layers.as_slice()).collect();
     Ok(chain::layers_to_omit(&lists, &present))
+}
+
+/// The secret key `--sign` names (read before any slow work, so a wrong key fails at once).
+pub fn signing_key(request: &BundleRequest) -> Result<Option<offpack_bundle::SigningKey>> {
+    let Some(key_path) = &request.sign else {
+        return Ok(None);
+    };
+    let text = offpack_fs::read_to_string(key_path, offpack_fs::KEY)?;
+    let key = offpack_bundle::SigningKey::from_text(&text).with_context(|| {
+        format!(
+            "{} is not a secret key from `offpack keygen`",
+            key_path.display()
+        )
+    })?;
+    Ok(Some(key))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use offpack_packages::request::PackageRequest;
 
 use super::export::Bundled;
 use super::packages::{PackageWork, add_packages, fetch_npm_work, fetch_pip_work, merge_fetched};
-use super::{BundleRequest, target};
+use super::{BundleRequest, signing_key, target};
 use crate::engine::Engine;
 use crate::fetch::npm::NpmFetch;
 use crate::fetch::pip::PipJob;
@@ -37,21 +37,7 @@ pub async fn bundle_packages_for(
         field_locations: Default::default(),
     };
     target::check(request, &project)?;
-    let sign = match &request.sign {
-        Some(key_path) => Some(
-            offpack_bundle::SigningKey::from_text(&offpack_fs::read_to_string(
-                key_path,
-                offpack_fs::KEY,
-            )?)
-            .with_context(|| {
-                format!(
-                    "{} is not a secret key from `offpack keygen`",
-                    key_path.display()
-                )
-            })?,
-        ),
-        None => None,
-    };
+    let sign = signing_key(request)?;
 
     let mut work = PackageWork::default();
     for python in &asked.python {

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 
 /// One hash of an integrity string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +56,11 @@ impl Integrity {
                 continue;
             };
             let b64 = rest.split('?').next().unwrap_or(rest);
-            let Ok(digest) = STANDARD.decode(b64) else {
+            // Unpadded base64 is read too, as ssri (Node's lenient decoder) reads it.
+            let Ok(digest) = STANDARD
+                .decode(b64)
+                .or_else(|_| STANDARD_NO_PAD.decode(b64))
+            else {
                 return None;
             };
             if digest.len() != len {
@@ -134,6 +138,9 @@ mod tests {
         assert!(both.matches("sha1", &[7u8; 20]));
         assert!(!both.matches("sha1", &[8u8; 20]));
         assert!(!both.matches("sha256", &[7u8; 20]));
+
+        let unpadded = LEFT_PAD.trim_end_matches('=');
+        assert_eq!(Integrity::parse(unpadded).unwrap().to_string(), LEFT_PAD);
     }
 
     #[test]

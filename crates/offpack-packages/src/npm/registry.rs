@@ -125,7 +125,8 @@ pub fn latest_version<'a>(versions: impl IntoIterator<Item = &'a str> + Clone) -
 
 /// A packument: `{name, versions: {v: manifest}, dist-tags: {latest}}`. Each
 /// manifest is the tarball's package.json with `name` and `version` set to
-/// what is served and `dist` replaced by `{tarball, integrity, shasum}`.
+/// what is served, `_id` set to `name@version` and `dist` replaced by
+/// `{tarball, integrity, shasum}`.
 pub fn render_packument(name: &str, versions: &[PackumentVersion]) -> Value {
     let mut map = Map::new();
     for v in versions {
@@ -135,6 +136,8 @@ pub fn render_packument(name: &str, versions: &[PackumentVersion]) -> Value {
         };
         manifest.insert("name".into(), Value::String(name.to_string()));
         manifest.insert("version".into(), Value::String(v.version.clone()));
+        // Every version of a public-registry packument has it; clients may rely on it.
+        manifest.insert("_id".into(), Value::String(format!("{name}@{}", v.version)));
         let mut dist = Map::new();
         dist.insert("tarball".into(), Value::String(v.tarball_url.clone()));
         dist.insert("integrity".into(), Value::String(v.integrity.clone()));
@@ -262,6 +265,7 @@ mod tests {
         let v2 = &doc["versions"]["1.1.0"];
         assert_eq!(v2["name"], "@s/pkg");
         assert_eq!(v2["version"], "1.1.0");
+        assert_eq!(v2["_id"], "@s/pkg@1.1.0");
         assert!(v2["dist"].get("shasum").is_none());
         let empty = render_packument("x", &[]);
         assert_eq!(empty["dist-tags"], json!({}));
