@@ -71,21 +71,7 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
         Some(path) => Some((path, read_inventory(path)?)),
         None => None,
     };
-    let sign = match &request.sign {
-        Some(key_path) => Some(
-            offpack_bundle::SigningKey::from_text(&offpack_fs::read_to_string(
-                key_path,
-                offpack_fs::KEY,
-            )?)
-            .with_context(|| {
-                format!(
-                    "{} is not a secret key from `offpack keygen`",
-                    key_path.display()
-                )
-            })?,
-        ),
-        None => None,
-    };
+    let sign = super::signing_key(request)?;
     let engine = Engine::connect().await?;
     check_platforms(&engine, &request.platforms).await?;
     let builder = choose_builder(&engine, request.builder).await?;
