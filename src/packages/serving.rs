@@ -112,6 +112,10 @@ pub fn plan_serving(
                 image_ids,
                 &mut plan,
             )?,
+            // Not carried (`bundle` said so): nothing to serve.
+            Installer::Npm {
+                lock: Some(lock), ..
+            } if lock.ends_with("pnpm-lock.yaml") => {}
             Installer::Npm {
                 lock: Some(lock), ..
             } => plan_npm(service, platform, lock, packages, store, server, &mut plan)?,
@@ -390,4 +394,233 @@ fn text_of(packages: &ServicePackages, path: &str) -> Result<String> {
         .get(path)
         .ok_or_else(|| anyhow!("{path}: not read with the build's package files"))?;
     String::from_utf8(bytes.clone()).map_err(|_| anyhow!("{path} is not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use offpack_bundle::Digest;
+
+    const SERVER: &str = "172.17.0.1:3149";
+
+    fn server() -> ServerUrl {
+        ServerUrl {
+            host_port: SERVER.to_string(),
+        }
+    }
+
+    fn carried(
+        ecosystem: &str,
+        name: &str,
+        version: &str,
+        filename: &str,
+        integrity: Option<&str>,
+    ) -> Package {
+        let digest = Digest::of_bytes(filename.as_bytes());
+        Package {
+            ecosystem: ecosystem.into(),
+            name: name.into(),
+            version: version.into(),
+            filename: filename.into(),
+            digest,
+            size: 1,
+            services: vec!["api".into()],
+            integrity: integrity.map(str::to_string),
+            platform: None,
+        }
+    }
+
+    fn pip_packages(requirements: &str) -> ServicePackages {
+        ServicePackages {
+            needs: vec![InstallNeed {
+                line: 4,
+                image: Some("python:3.11-slim".into()),
+                installer: Installer::Pip {
+                    requirement_files: vec!["requirements.txt".into()],
+                    constraint_files: Vec::new(),
+                    packages: Vec::new(),
+                    files: vec!["requirements.txt".into()],
+                },
+            }],
+            files: [(
+                "requirements.txt".to_string(),
+                requirements.as_bytes().to_vec(),
+            )]
+            .into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn plan(packages: &ServicePackages, changed: &[&str], store: &[Package]) -> ServingPlan {
+        let changed: BTreeSet<String> = changed.iter().map(|s| s.to_string()).collect();
+        let ids = BTreeMap::from([("python:3.11-slim".to_string(), "sha256:ab".to_string())]);
+        plan_serving(
+            "api",
+            "linux/amd64",
+            packages,
+            &changed,
+            store,
+            &server(),
+            &ids,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_file_is_left_alone() {
+        let packages = pip_packages("bottle==0.13.4\n");
+        let plan = plan(&packages, &[], &[]);
+        assert!(plan.serves_nothing());
+        assert!(plan.missing.is_empty());
+    }
+
+    #[test]
+    fn a_changed_requirements_file_points_at_the_server_and_gets_the_carried_hashes() {
+        let docopt = carried(
+            "pypi",
+            "docopt",
+            "0.6.2",
+            "docopt-0.6.2-py2.py3-none-any.whl",
+            None,
+        );
+        let bottle = carried(
+            "pypi",
+            "Bottle",
+            "0.13.4",
+            "bottle-0.13.4-py2.py3-none-any.whl",
+            None,
+        );
+        let text = "bottle==0.13.4\ndocopt==0.6.2 --hash=sha256:49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491\n";
+        let packages = pip_packages(text);
+        let plan = plan(&packages, &["requirements.txt"], &[docopt.clone(), bottle]);
+        assert!(plan.missing.is_empty(), "{:?}", plan.missing);
+        let sent = String::from_utf8(plan.overrides["requirements.txt"].clone()).unwrap();
+        assert!(
+            sent.contains(&format!("--index-url http://{SERVER}/simple/")),
+            "{sent}"
+        );
+        assert!(sent.contains(&format!("--trusted-host {SERVER}")), "{sent}");
+        assert!(
+            sent.contains(&format!("--hash=sha256:{}", docopt.digest.hex())),
+            "the wheel built from the pinned sdist is allowed too: {sent}"
+        );
+        assert!(sent.contains("bottle==0.13.4\n"), "{sent}");
+    }
+
+    #[test]
+    fn a_package_the_store_lacks_is_named_with_its_file_and_line_and_requested() {
+        let packages = pip_packages("# deps\nbottle==0.13.4\nidna==3.7\nsix\n");
+        let bottle = carried(
+            "pypi",
+            "bottle",
+            "0.13.4",
+            "bottle-0.13.4-py2.py3-none-any.whl",
+            None,
+        );
+        let plan = plan(&packages, &["requirements.txt"], &[bottle]);
+        let named: Vec<String> = plan.missing.iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            named,
+            [
+                "Python package idna==3.7 (requirements.txt:3)",
+                "Python package six (requirements.txt:4)"
+            ]
+        );
+        let request = &plan.python_requests[0];
+        assert_eq!(request.image, "python:3.11-slim");
+        assert_eq!(request.image_id, "sha256:ab");
+        assert_eq!(request.requirement_files, ["requirements.txt"]);
+        assert_eq!(
+            request.files[0].content,
+            "# deps\nbottle==0.13.4\nidna==3.7\nsix\n"
+        );
+    }
+
+    fn npm_packages(lock: &str) -> ServicePackages {
+        ServicePackages {
+            needs: vec![InstallNeed {
+                line: 4,
+                image: Some("node:18-slim".into()),
+                installer: Installer::Npm {
+                    tool: "npm".into(),
+                    lock: Some("package-lock.json".into()),
+                },
+            }],
+            files: [("package-lock.json".to_string(), lock.as_bytes().to_vec())].into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    const LEFT_INTEGRITY: &str = "sha512-HV1Cm0Q3ZrpCR93tkWOYiuYIgLxZXZFVG2VgK+MBWjUqZTundupbfx2aXarXuw5Ko5aMcjtJgbSs4vUGBS5v6g==";
+
+    fn lock() -> String {
+        format!(
+            r#"{{
+  "name": "web", "lockfileVersion": 3, "requires": true,
+  "packages": {{
+    "": {{ "name": "web" }},
+    "node_modules/left": {{ "version": "1.0.0", "resolved": "https://registry.npmjs.org/left/-/left-1.0.0.tgz", "integrity": "{LEFT_INTEGRITY}" }},
+    "node_modules/@s/native-darwin": {{ "version": "1.0.0", "resolved": "https://registry.npmjs.org/@s/native-darwin/-/native-darwin-1.0.0.tgz", "optional": true, "os": ["darwin"] }},
+    "node_modules/from-git": {{ "version": "2.0.0", "resolved": "git+ssh://git@example.invalid/x.git#abc" }}
+  }}
+}}
+"#
+        )
+    }
+
+    #[test]
+    fn a_changed_lock_gets_the_servers_urls_and_names_what_it_cannot_serve() {
+        let left = carried(
+            "npm",
+            "left",
+            "1.0.0",
+            "left-1.0.0.tgz",
+            Some(LEFT_INTEGRITY),
+        );
+        let packages = npm_packages(&lock());
+        let plan = plan(&packages, &["package-lock.json"], &[left]);
+        let sent = String::from_utf8(plan.overrides["package-lock.json"].clone()).unwrap();
+        assert!(
+            sent.contains(&format!("\"http://{SERVER}/left/-/left-1.0.0.tgz\"")),
+            "{sent}"
+        );
+        assert!(
+            sent.contains("https://registry.npmjs.org/@s/native-darwin/"),
+            "another platform's package is left as it is: {sent}"
+        );
+        let named: Vec<String> = plan.missing.iter().map(|m| m.to_string()).collect();
+        assert_eq!(named.len(), 1, "{named:?}");
+        assert!(
+            named[0]
+                .starts_with("npm package from-git@2.0.0 (package-lock.json): a git dependency"),
+            "{named:?}"
+        );
+    }
+
+    #[test]
+    fn a_tarball_with_another_integrity_is_missing_not_served() {
+        let other = carried(
+            "npm",
+            "left",
+            "1.0.0",
+            "left-1.0.0.tgz",
+            Some(
+                "sha512-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
+            ),
+        );
+        let packages = npm_packages(&lock());
+        let plan = plan(&packages, &["package-lock.json"], &[other]);
+        assert!(
+            plan.missing
+                .iter()
+                .any(|m| m.name == "left" && m.reason.is_none()),
+            "{:?}",
+            plan.missing
+        );
+        assert_eq!(plan.npm_requests[0].name, "left");
+        assert_eq!(
+            plan.npm_requests[0].integrity.as_deref(),
+            Some(LEFT_INTEGRITY)
+        );
+    }
 }

@@ -140,6 +140,12 @@ pub fn plan_package_work(needs: &[ServiceNeeds], extra: &[PathBuf]) -> Result<Pa
                 )),
                 Installer::Npm {
                     lock: Some(lock), ..
+                } if lock.ends_with("pnpm-lock.yaml") => work.warnings.push(format!(
+                    "{label}: pnpm installs from {lock}, which offpack does not read yet; it \
+                     carries npm packages from package-lock.json, npm-shrinkwrap.json or yarn.lock"
+                )),
+                Installer::Npm {
+                    lock: Some(lock), ..
                 } => {
                     let text = String::from_utf8(service.packages.files[lock].clone())
                         .map_err(|_| anyhow!("{lock} is not UTF-8 text"))?;
