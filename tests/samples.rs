@@ -52,6 +52,8 @@ struct Sample {
     changed: &'static str,
     /// How the project shows it works after `rebuild --up`.
     checks: &'static [Check],
+    /// Python and npm packages the bundle must carry, each exactly once (PEP 503 names for pip).
+    packages: &'static [&'static str],
 }
 
 enum Check {
@@ -78,6 +80,7 @@ fn example_shop_through_the_whole_loop() {
     round_trip(&Sample {
         dir: "examples/shop",
         name: "shop",
+        packages: &["bottle", "redis", "async-timeout"],
         built: &["frontend", "backend"],
         ports: &[
             (
@@ -122,6 +125,7 @@ fn awesome_compose_nginx_golang_through_the_whole_loop() {
     round_trip(&Sample {
         dir: "tests/samples/nginx-golang",
         name: "nginx-golang",
+        packages: &[],
         built: &["frontend", "backend"],
         ports: &[("compose.yaml", "- 80:80", "- \"127.0.0.1::80\"")],
         change: (
@@ -146,6 +150,7 @@ fn docker_init_python_through_the_whole_loop() {
     round_trip(&Sample {
         dir: "tests/samples/docker-init-python",
         name: "docker-init-python",
+        packages: &["flask", "werkzeug", "jinja2"],
         built: &["app"],
         ports: &[("compose.yaml", "\"8080:8080\"", "\"127.0.0.1::8080\"")],
         change: (
@@ -171,6 +176,7 @@ fn python_flask_redis_through_the_whole_loop() {
     round_trip(&Sample {
         dir: "tests/samples/python-flask-redis",
         name: "python-flask-redis",
+        packages: &["flask", "redis"],
         built: &["web"],
         ports: &[
             ("docker-compose.yml", "'8000:8000'", "'127.0.0.1::8000'"),
@@ -215,8 +221,11 @@ fn round_trip(sample: &Sample) {
         project: project_name.clone(),
     };
     // `offpack SUBCOMMAND -p NAME ARGS...`
+    // The far side's package store: the test's own, never the user's.
+    let offpack_home = work.path().join("offpack-home");
     let offpack_p = |args: &[&str]| {
         let mut cmd = offpack(&project);
+        cmd.env("OFFPACK_HOME", &offpack_home);
         cmd.arg(args[0])
             .args(["-p", &project_name])
             .args(&args[1..]);
@@ -242,6 +251,14 @@ fn round_trip(sample: &Sample) {
         must(run_within(&mut bundle_cmd, BUNDLE_LIMIT), "offpack bundle");
     }
     let carried = images_of(&bundle, &project);
+    let packages = packages_of(&bundle, &project);
+    for wanted in sample.packages {
+        assert_eq!(
+            packages.iter().filter(|p| p == wanted).count(),
+            1,
+            "the bundle carries {wanted} once: {packages:?}"
+        );
+    }
     let own = |image: &str| {
         image.starts_with(&format!("{project_name}-"))
             || image.starts_with(&format!("{project_name}_"))
@@ -349,6 +366,21 @@ fn replace_in(project: &Path, (file, text, replacement): (&str, &str, &str)) {
 }
 
 /// Every reference the bundle's manifest names.
+/// The names of the packages a bundle carries, lowercase, one per file.
+fn packages_of(bundle: &Path, dir: &Path) -> Vec<String> {
+    let out = ok(offpack(dir).args(["inspect", "--json"]).arg(bundle));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
+    doc["packages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .map(|name| name.to_lowercase().replace('_', "-"))
+        .collect()
+}
+
 fn images_of(bundle: &Path, dir: &Path) -> Vec<String> {
     let out = ok(offpack(dir).args(["inspect", "--json"]).arg(bundle));
     let manifest: serde_json::Value =
