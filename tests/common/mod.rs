@@ -12,10 +12,19 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `offpack` with an isolated environment: no inherited compose variables, the given working dir.
+/// `offpack` with an isolated environment: no inherited compose variables, the given working dir,
+/// and offpack's own state under the build's temporary directory, never the user's: the package
+/// cache (`OFFPACK_CACHE`, shared by the tests and kept between runs, as a user's is) and the far
+/// side's package store (`OFFPACK_HOME`, one per test process; a test may set its own).
 pub fn offpack(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_offpack"));
-    cmd.current_dir(dir);
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    cmd.current_dir(dir)
+        .env("OFFPACK_CACHE", tmp.join("offpack-cache"))
+        .env(
+            "OFFPACK_HOME",
+            tmp.join(format!("offpack-home-{}", std::process::id())),
+        );
     for var in [
         "COMPOSE_FILE",
         "COMPOSE_PROJECT_NAME",
