@@ -223,6 +223,10 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                // A response is written in pieces (the headers, then the file's chunks as they are
+                // read): with Nagle's algorithm each piece after the first waits for the client's
+                // delayed ACK, up to 40 ms a request, most of a small tarball's time.
+                let _ = stream.set_nodelay(true);
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| handle(state.clone(), request));
