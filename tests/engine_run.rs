@@ -11,12 +11,7 @@ use offpack::engine::{Bind, Engine, RUN_LABEL, RunSpec};
 const IMAGE: &str = "python:3.11-slim";
 
 async fn engine() -> Engine {
-    common::require_engine();
-    assert!(
-        common::image_exists(IMAGE),
-        "{IMAGE} is missing: run `scripts/test-env up`"
-    );
-    Engine::connect().await.expect("connect to the engine")
+    common::engine_with_image(IMAGE).await
 }
 
 /// Containers labelled for `purpose`, running or not.

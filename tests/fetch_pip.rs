@@ -26,12 +26,7 @@ const BOTTLE_SDIST_SHA256: &str =
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn engine() -> Engine {
-    common::require_engine();
-    assert!(
-        common::image_exists(IMAGE),
-        "{IMAGE} is missing: run `scripts/test-env up`"
-    );
-    Engine::connect().await.expect("connect to the engine")
+    common::engine_with_image(IMAGE).await
 }
 
 /// What every test here starts from: alone (they share the engine's pip runs), with the build

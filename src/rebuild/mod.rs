@@ -323,18 +323,15 @@ pub fn prepare(
     })
 }
 
-/// `text` with its digest-pinned references naming their pin tags (decision 0084): the Dockerfile
-/// resolved as the plan resolved it, for the service's first platform.
-fn rewrite_digest_pins(
+/// `text` parsed and resolved as the plan resolved it: the service's target and build args, for
+/// its first platform. `label` names the Dockerfile in errors.
+pub(crate) fn parse_and_resolve(
     text: &str,
     build: &offpack_compose::Build,
     service: &Service,
     label: &str,
     plan: &ServicePlan,
-) -> Result<String> {
-    if !text.contains("@sha256:") && !text.contains("@SHA256:") {
-        return Ok(text.to_string());
-    }
+) -> Result<(offpack_dockerfile::Dockerfile, offpack_dockerfile::Resolved)> {
     let parsed = offpack_dockerfile::parse(text).map_err(|e| {
         anyhow!(
             "{label}:{}: {} (service {})",
@@ -358,6 +355,22 @@ fn rewrite_digest_pins(
         },
     )
     .map_err(|e| anyhow!("{label}: {e} (service {})", service.name))?;
+    Ok((parsed, resolved))
+}
+
+/// `text` with its digest-pinned references naming their pin tags (decision 0084): the Dockerfile
+/// resolved as the plan resolved it, for the service's first platform.
+fn rewrite_digest_pins(
+    text: &str,
+    build: &offpack_compose::Build,
+    service: &Service,
+    label: &str,
+    plan: &ServicePlan,
+) -> Result<String> {
+    if !text.contains("@sha256:") && !text.contains("@SHA256:") {
+        return Ok(text.to_string());
+    }
+    let (parsed, resolved) = parse_and_resolve(text, build, service, label, plan)?;
     offpack_dockerfile::rewrite_pins(text, &parsed, &resolved).map_err(|e| {
         anyhow!(
             "service {}: {label}:{e}; offpack sends the engine a local tag for a digest-pinned \

@@ -10,8 +10,8 @@ use crate::packages::needs::{
 };
 use crate::plan::ServicePlan;
 
-use super::PreparedBuild;
 use super::context::DockerfileInContext;
+use super::{PreparedBuild, parse_and_resolve};
 
 /// The install steps of `service`'s build (the stages its target needs) and their files. Reads
 /// the Dockerfile and the package files, not the whole context: `bundle` also asks this of a
@@ -34,29 +34,7 @@ pub fn service_packages(service: &Service, plan: &ServicePlan) -> Result<Service
         .unwrap_or("Dockerfile");
     let text = String::from_utf8(dockerfile.read(context_dir)?)
         .map_err(|_| anyhow!("{label} is not UTF-8 text"))?;
-    let parsed = offpack_dockerfile::parse(&text).map_err(|e| {
-        anyhow!(
-            "{label}:{}: {} (service {})",
-            e.line,
-            e.message,
-            service.name
-        )
-    })?;
-    let platform = plan
-        .platforms
-        .first()
-        .map(String::as_str)
-        .unwrap_or(crate::plan::DEFAULT_PLATFORM);
-    let resolved = offpack_dockerfile::resolve(
-        &parsed,
-        &offpack_dockerfile::ResolveOptions {
-            target: build.target.as_deref(),
-            build_args: &build.args,
-            target_platform: platform,
-            build_platform: crate::plan::DEFAULT_PLATFORM,
-        },
-    )
-    .map_err(|e| anyhow!("{label}: {e} (service {})", service.name))?;
+    let (parsed, resolved) = parse_and_resolve(&text, build, service, label, plan)?;
     find_install_needs(&parsed, &resolved, &ContextDir(context_dir), label)
         .map_err(|e| e.context(format!("service {}", service.name)))
 }

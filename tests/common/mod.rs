@@ -202,3 +202,16 @@ pub fn plan_corpus() -> Vec<(String, PathBuf)> {
     projects.sort();
     projects
 }
+
+/// The engine, for a test that runs containers of `image` (a test base image of
+/// `scripts/test-env`); fails the test when either is missing.
+pub async fn engine_with_image(image: &str) -> offpack::engine::Engine {
+    require_engine();
+    assert!(
+        image_exists(image),
+        "{image} is missing: run `scripts/test-env up`"
+    );
+    offpack::engine::Engine::connect()
+        .await
+        .expect("connect to the engine")
+}
