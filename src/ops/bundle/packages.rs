@@ -4,6 +4,7 @@
 //! those of the files given with `--packages`. Each file is stored once (`offpack.json`'s
 //! `packages` lists it with the services that need it).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -252,19 +253,15 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
         .unwrap_or(Path::new("."));
     let (files, contents) = collect_requirement_files(&ContextDir(dir), &name)
         .with_context(|| format!("reading --packages {label}"))?;
-    let mut targets: Vec<(String, String, String)> = Vec::new();
+    // Resolved once per (image, platform) a pip step runs on, for every service with such a step.
+    let mut targets: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for service in needs {
         for need in &service.packages.needs {
-            if let (Installer::Pip { .. }, Some(image)) = (&need.installer, &need.image)
-                && !targets
-                    .iter()
-                    .any(|(i, p, _)| i == image && *p == service.platform)
-            {
-                targets.push((
-                    image.clone(),
-                    service.platform.clone(),
-                    service.service.clone(),
-                ));
+            if let (Installer::Pip { .. }, Some(image)) = (&need.installer, &need.image) {
+                let services = targets
+                    .entry((image.clone(), service.platform.clone()))
+                    .or_default();
+                push_unique(services, &service.service);
             }
         }
     }
@@ -274,8 +271,7 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
              offpack has no image to resolve this requirements file in"
         );
     }
-    for (image, platform, service) in targets {
-        // Every pip-installing service may take these packages: attribute them to all.
+    for ((image, platform), services) in targets {
         let job = PipJob {
             image,
             platform,
@@ -288,15 +284,9 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
             packages: Vec::new(),
             label: format!("--packages {label}"),
         };
-        for s in needs.iter().filter(|s| {
-            s.packages
-                .needs
-                .iter()
-                .any(|n| n.image.as_deref() == Some(job.image.as_str()))
-        }) {
-            work.add_pip(job.clone(), &s.service);
+        for service in &services {
+            work.add_pip(job.clone(), service);
         }
-        work.add_pip(job, &service);
     }
     Ok(())
 }
@@ -411,4 +401,103 @@ pub fn add_packages(writer: &mut BundleWriter, fetched: &[FetchedPackage]) -> Re
         entries.push(package.package.clone());
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packages::needs::InstallNeed;
+
+    fn pip_service(service: &str, image: &str, requirements: &str) -> ServiceNeeds {
+        ServiceNeeds {
+            service: service.into(),
+            platform: "linux/amd64".into(),
+            packages: ServicePackages {
+                needs: vec![InstallNeed {
+                    line: 3,
+                    image: Some(image.into()),
+                    installer: Installer::Pip {
+                        requirement_files: vec!["requirements.txt".into()],
+                        constraint_files: Vec::new(),
+                        packages: Vec::new(),
+                        files: vec!["requirements.txt".into()],
+                    },
+                }],
+                files: [(
+                    "requirements.txt".to_string(),
+                    requirements.as_bytes().to_vec(),
+                )]
+                .into(),
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn equal_resolutions_are_one_job_for_every_service_that_needs_them() {
+        let needs = [
+            pip_service("api", "python:3.11-slim", "bottle==0.13.4\n"),
+            pip_service("worker", "python:3.11-slim", "bottle==0.13.4\n"),
+            pip_service("legacy", "python:3.9-slim", "bottle==0.13.4\n"),
+        ];
+        let work = plan_package_work(&needs, &[]).unwrap();
+        let jobs: Vec<(&str, &[String])> = work
+            .pip
+            .iter()
+            .map(|(job, services)| (job.image.as_str(), services.as_slice()))
+            .collect();
+        assert_eq!(
+            jobs,
+            [
+                (
+                    "python:3.11-slim",
+                    &["api".to_string(), "worker".into()][..]
+                ),
+                ("python:3.9-slim", &["legacy".to_string()][..]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_planned_requirements_file_is_resolved_in_each_pip_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let planned = dir.path().join("next.txt");
+        fs_err::write(&planned, "-r base.txt\nsix==1.16.0\n").unwrap();
+        fs_err::write(dir.path().join("base.txt"), "idna==3.7\n").unwrap();
+        let needs = [
+            pip_service("api", "python:3.11-slim", "bottle\n"),
+            pip_service("legacy", "python:3.9-slim", "bottle\n"),
+        ];
+        let work = plan_package_work(&needs, &[planned]).unwrap();
+        let planned_jobs: Vec<&PipJob> = work
+            .pip
+            .iter()
+            .map(|(job, _)| job)
+            .filter(|job| job.root_files == ["next.txt"])
+            .collect();
+        assert_eq!(planned_jobs.len(), 2, "{:?}", work.pip);
+        let files: Vec<&str> = planned_jobs[0]
+            .files
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(
+            files,
+            ["next.txt", "base.txt"],
+            "its includes travel with it"
+        );
+    }
+
+    #[test]
+    fn a_planned_requirements_file_without_a_pip_step_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let planned = dir.path().join("requirements.txt");
+        fs_err::write(&planned, "six\n").unwrap();
+        let err = plan_package_work(&[], &[planned]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no service of the project installs Python packages"),
+            "{err}"
+        );
+    }
 }
