@@ -297,7 +297,15 @@ fn round_trip(sample: &Sample) {
             "{image} is in the engine after load, with the ID it had when bundled"
         );
     }
-    replace_in(&project, sample.change);
+    // The change carries a per-run nonce: a build cache record of an earlier run's identical
+    // change (left when that run's far side did not get to prune) would make it look cached.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    let (file, text, replacement) = sample.change;
+    let replacement = replacement.replace(FAR_SIDE, &format!("{FAR_SIDE} (run {nonce})"));
+    replace_in(&project, (file, text, &replacement));
 
     let rebuilt = {
         let _cut = cut_build_network();
