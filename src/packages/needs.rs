@@ -371,6 +371,30 @@ pub(crate) fn join_relative(from: &str, included: &str) -> String {
     }
 }
 
+/// One `RUN pip install -r requirements.txt` at `line` on `image`, reading `requirements`: the
+/// fixture of the unit tests that plan from install steps.
+#[cfg(test)]
+pub(crate) fn one_pip_step(image: &str, line: usize, requirements: &str) -> ServicePackages {
+    ServicePackages {
+        needs: vec![InstallNeed {
+            line,
+            image: Some(image.into()),
+            installer: Installer::Pip {
+                requirement_files: vec!["requirements.txt".into()],
+                constraint_files: Vec::new(),
+                packages: Vec::new(),
+                files: vec!["requirements.txt".into()],
+            },
+        }],
+        files: [(
+            "requirements.txt".to_string(),
+            requirements.as_bytes().to_vec(),
+        )]
+        .into(),
+        warnings: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

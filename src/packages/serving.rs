@@ -431,24 +431,7 @@ mod tests {
     }
 
     fn pip_packages(requirements: &str) -> ServicePackages {
-        ServicePackages {
-            needs: vec![InstallNeed {
-                line: 4,
-                image: Some("python:3.11-slim".into()),
-                installer: Installer::Pip {
-                    requirement_files: vec!["requirements.txt".into()],
-                    constraint_files: Vec::new(),
-                    packages: Vec::new(),
-                    files: vec!["requirements.txt".into()],
-                },
-            }],
-            files: [(
-                "requirements.txt".to_string(),
-                requirements.as_bytes().to_vec(),
-            )]
-            .into(),
-            warnings: Vec::new(),
-        }
+        crate::packages::needs::one_pip_step("python:3.11-slim", 4, requirements)
     }
 
     fn plan(packages: &ServicePackages, changed: &[&str], store: &[Package]) -> ServingPlan {

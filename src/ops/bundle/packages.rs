@@ -406,30 +406,12 @@ pub fn add_packages(writer: &mut BundleWriter, fetched: &[FetchedPackage]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packages::needs::InstallNeed;
 
     fn pip_service(service: &str, image: &str, requirements: &str) -> ServiceNeeds {
         ServiceNeeds {
             service: service.into(),
             platform: "linux/amd64".into(),
-            packages: ServicePackages {
-                needs: vec![InstallNeed {
-                    line: 3,
-                    image: Some(image.into()),
-                    installer: Installer::Pip {
-                        requirement_files: vec!["requirements.txt".into()],
-                        constraint_files: Vec::new(),
-                        packages: Vec::new(),
-                        files: vec!["requirements.txt".into()],
-                    },
-                }],
-                files: [(
-                    "requirements.txt".to_string(),
-                    requirements.as_bytes().to_vec(),
-                )]
-                .into(),
-                warnings: Vec::new(),
-            },
+            packages: crate::packages::needs::one_pip_step(image, 3, requirements),
         }
     }
 
