@@ -16,7 +16,6 @@ use offpack_compose::Project;
 use offpack_packages::request::PackageRequest;
 
 use crate::engine::Engine;
-use crate::error::CheckFailed;
 use crate::packages::needs::{PACKAGE_FILES_LABEL, ServicePackages, parse_label};
 use crate::packages::serve::PackageServer;
 use crate::packages::serving::{MissingPackage, ServerUrl, plan_serving};
@@ -26,7 +25,6 @@ use crate::plan::ServicePlan;
 use crate::rebuild::PreparedBuild;
 use crate::rebuild::packages::{service_packages, set_package_files_label};
 use crate::reporter::Reporter;
-use sha2::Digest as _;
 
 /// The port the package server listens on unless `OFFPACK_PACKAGE_PORT` says otherwise. Fixed, so
 /// that a rewritten file is the same at every rebuild and its `COPY` stays cached.
@@ -86,7 +84,9 @@ pub async fn serve_changed_package_files(
 
     let store = PackageStore::open_default()?;
     let stored = store.list()?;
-    check_store(&stored)?;
+    // A changed file is named before anything is built, rather than by pip's or npm's hash
+    // check halfway through a build.
+    stored.iter().try_for_each(StoredPackage::check)?;
     let carried = stored.into_iter().map(|s| s.package).collect::<Vec<_>>();
     let gateway = engine.bridge_gateway().await?;
     let server = start_server(&store, gateway, reporter)?;
@@ -151,37 +151,6 @@ pub async fn serve_changed_package_files(
         );
     }
     Ok(Some(server))
-}
-
-/// Every stored file still has its digest: a changed file is named before anything is built,
-/// rather than by pip's or npm's hash check halfway through a build.
-fn check_store(stored: &[StoredPackage]) -> Result<()> {
-    for entry in stored {
-        let package = &entry.package;
-        let mut file = fs_err::File::open(&entry.path)?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buffer = vec![0u8; 1 << 16];
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-        }
-        let actual = hex::encode(hasher.finalize());
-        if actual != package.digest.hex() {
-            return Err(anyhow::Error::new(CheckFailed(format!(
-                "the package store's file for {} {} ({}) at {} is corrupt: its sha256 is {actual}, \
-                 not {}; load the bundle that carries it again",
-                package.name,
-                package.version,
-                package.filename,
-                entry.path.display(),
-                package.digest.hex()
-            ))));
-        }
-    }
-    Ok(())
 }
 
 /// The package server on the bridge gateway, at the fixed port when it is free.

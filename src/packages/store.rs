@@ -23,6 +23,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use offpack_bundle::{Digest, Package};
 use sha2::{Digest as _, Sha256};
 
+use crate::error::CheckFailed;
+
 /// The largest `index.json` the store reads (about a million packages).
 const INDEX_FILE: offpack_fs::Kind = offpack_fs::Kind {
     name: "package store index",
@@ -36,6 +38,38 @@ pub struct StoredPackage {
     pub package: Package,
     /// Its file (`blobs/sha256/<hex>` in the store).
     pub path: PathBuf,
+}
+
+impl StoredPackage {
+    /// Its file still has the package's digest; a failed check (exit 1) naming the package and
+    /// the file when it does not.
+    pub fn check(&self) -> Result<()> {
+        let package = &self.package;
+        let mut file = fs_err::File::open(&self.path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let actual = hex::encode(hasher.finalize());
+        if actual != package.digest.hex() {
+            return Err(anyhow::Error::new(CheckFailed(format!(
+                "the package store's file for {} {} ({}) at {} is corrupt: its sha256 is {actual}, \
+                 not {}; load the bundle that carries it again",
+                package.name,
+                package.version,
+                package.filename,
+                self.path.display(),
+                package.digest.hex()
+            ))));
+        }
+        Ok(())
+    }
 }
 
 /// The package store in one directory. Cheap to open; every call reads what it needs.
@@ -443,6 +477,29 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_changed_file_fails_its_check_naming_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PackageStore::open(&dir.path().join("packages")).unwrap();
+        let wheel = b"wheel bytes".to_vec();
+        let meta = pkg("six", "six-1.0-py3-none-any.whl", &wheel);
+        store.add(&meta, &wheel[..]).unwrap();
+        let stored = store.list().unwrap();
+        stored[0].check().unwrap();
+        std::fs::write(&stored[0].path, b"other bytes").unwrap();
+        let err = stored[0].check().unwrap_err();
+        assert_eq!(
+            crate::error::failure_kind(&err),
+            crate::error::FailureKind::CheckFailed
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("six 1.0 (six-1.0-py3-none-any.whl)"),
+            "{message}"
+        );
+        assert!(message.contains(meta.digest.hex()), "{message}");
     }
 
     #[test]
