@@ -1,5 +1,6 @@
-//! Python packages: requirements files, distribution file names, PEP 503 index pages.
+//! Python packages: requirements files, lock files, distribution file names, PEP 503 index pages.
 
 pub mod index;
+pub mod lockfile;
 pub mod names;
 pub mod requirements;
