@@ -308,6 +308,8 @@ pub(crate) struct BuildKitProgress {
     logs: HashMap<String, Vec<u8>>,
     /// The built image's ID, once the engine gave it.
     image_id: Option<String>,
+    /// When this build began on the engine's clock: the first start BuildKit reported.
+    began: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -322,9 +324,24 @@ struct VertexState {
 }
 
 impl VertexState {
-    fn step(&self) -> Option<BuildStep> {
+    /// BuildKit runs a step once for every build that asks for it at the same time: a build that
+    /// asks while another's run of the same step is still held gets that run's report, started
+    /// before this build began (measured: docs/engine-support.md). That step did no work for this
+    /// build, so it counts as cached here; left as "ran", another build on the same engine would
+    /// make this one look uncached.
+    fn ran_for_another_build(&self, began: Option<Timestamp>) -> bool {
+        match (self.started, began) {
+            (Some(started), Some(began)) => {
+                (started.seconds, started.nanos) < (began.seconds, began.nanos)
+            }
+            _ => false,
+        }
+    }
+
+    fn step(&self, began: Option<Timestamp>) -> Option<BuildStep> {
         step_instruction(&self.name)?;
-        let seconds = match (self.cached, self.started, self.completed) {
+        let cached = self.cached || self.ran_for_another_build(began);
+        let seconds = match (cached, self.started, self.completed) {
             (false, Some(started), Some(completed)) => {
                 (completed.as_secs_f64() - started.as_secs_f64()).max(0.0)
             }
@@ -332,7 +349,7 @@ impl VertexState {
         };
         Some(BuildStep {
             name: self.name.clone(),
-            cached: self.cached,
+            cached,
             seconds,
         })
     }
@@ -388,7 +405,7 @@ impl BuildKitProgress {
         for state in &mut self.vertices {
             if !state.reported && state.completed.is_some() && state.error.is_empty() {
                 state.reported = true;
-                finished.extend(state.step());
+                finished.extend(state.step(self.began));
             }
         }
         finished
@@ -397,6 +414,9 @@ impl BuildKitProgress {
     /// A vertex is sent again whenever it changes, each time whole; a field BuildKit left
     /// unset keeps what an earlier message said.
     fn vertex(&mut self, vertex: Vertex) {
+        if self.began.is_none() {
+            self.began = vertex.started;
+        }
         let index = *self
             .by_digest
             .entry(vertex.digest.clone())
@@ -421,7 +441,10 @@ impl BuildKitProgress {
 
     /// The build's steps, in the order BuildKit first named them.
     pub(crate) fn steps(&self) -> Vec<BuildStep> {
-        self.vertices.iter().filter_map(VertexState::step).collect()
+        self.vertices
+            .iter()
+            .filter_map(|v| v.step(self.began))
+            .collect()
     }
 
     /// The error for a build BuildKit ended with `message`: the step that failed, the end of
@@ -864,6 +887,38 @@ mod tests {
         let names: Vec<String> = progress.steps().into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["[2/3] RUN pip install flask", "[3/3] COPY . /app"]);
         assert!(progress.update(StatusResponse::default()).is_empty());
+    }
+
+    #[test]
+    fn a_step_another_build_ran_meanwhile_counts_as_cached() {
+        let mut progress = BuildKitProgress::default();
+        // This build's first vertex; then the WORKDIR another build ran 6 s earlier and still
+        // held, sent whole; then this build's own RUN.
+        let context = Vertex {
+            started: at(444, 750_000_000),
+            completed: at(444, 916_000_000),
+            ..vertex("sha256:context", "[internal] load remote build context")
+        };
+        let shared = Vertex {
+            started: at(438, 901_000_000),
+            completed: at(438, 959_000_000),
+            ..vertex("sha256:workdir", "[2/3] WORKDIR /app")
+        };
+        let run = Vertex {
+            started: at(445, 75_000_000),
+            completed: at(445, 334_000_000),
+            ..vertex("sha256:run", "[3/3] RUN echo b > /b")
+        };
+        for v in [context, shared, run] {
+            progress.update(StatusResponse {
+                vertexes: vec![v],
+                logs: vec![],
+            });
+        }
+        let steps = progress.steps();
+        assert_eq!(steps.len(), 2);
+        assert!(steps[0].cached && steps[0].seconds == 0.0, "{steps:?}");
+        assert!(!steps[1].cached, "{steps:?}");
     }
 
     #[test]
