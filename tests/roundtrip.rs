@@ -31,8 +31,9 @@ fn images_of(bundle: &Path, dir: &Path) -> Vec<String> {
 
 /// Removes the images from the engine, as on a far side that never had them; returns the IDs
 /// that are gone. An ID that other images of this engine are built on (say, the demo's images,
-/// made from the same base images) stays, untagged: the engine keeps a parent while it has
-/// children, and a far side may well hold other images on the same base. Every name is gone.
+/// made from the same base images) or that a running container uses stays, untagged: the engine
+/// keeps those, and a far side may well hold other images and containers on the same base. Every
+/// name is gone.
 fn remove_all(images: &[String]) -> Vec<String> {
     // By ID too: an image that other images were built on is only untagged by name.
     // A multi-stage rebuild leaves its earlier stages' steps as dangling images whose parents are
@@ -59,16 +60,33 @@ fn remove_all(images: &[String]) -> Vec<String> {
         if !image_exists(&id) {
             gone.push(id);
         } else {
+            let containers = containers_of(&id);
             assert!(
-                has_children(&id),
-                "image {id} is still in the engine, and no other image is built on it"
+                has_children(&id) || !containers.is_empty(),
+                "image {id} is still in the engine, and no other image or container uses it"
             );
-            eprintln!("image {id} stays: other images of this engine are built on it");
+            eprintln!(
+                "image {id} stays: other images or containers of this engine use it {containers:?}"
+            );
         }
     }
     gone.sort();
     gone.dedup();
     gone
+}
+
+/// The containers (running or not) of image `id` or of an image built on it: the engine keeps
+/// an image a running container uses, and a far side may run other containers on the same base.
+fn containers_of(id: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("ancestor={id}"))
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Whether another image of the engine has `id` as its parent (the classic store keeps parents).

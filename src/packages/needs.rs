@@ -162,6 +162,14 @@ pub fn find_install_needs(
                     }
                 };
             out.files.extend(step_files);
+            if let Installer::Npm {
+                tool,
+                lock: Some(lock),
+            } = &installer
+            {
+                out.warnings
+                    .extend(corepack_warning(tool, lock, context, label, step.line));
+            }
             out.needs.push(InstallNeed {
                 line: step.line,
                 image: image.clone(),
@@ -331,6 +339,33 @@ fn find_lock(tool: &str, copies: &[&CopySources], context: &dyn ContextFiles) ->
         .map(|lock| lock.to_string())
 }
 
+/// A warning when the `package.json` beside `lock` pins a package manager for corepack
+/// (`"packageManager": "yarn@4.1.0"`): where corepack is enabled, the `yarn`/`pnpm` a step runs is
+/// downloaded from the npm registry by corepack itself, at build time, which no rewritten lock
+/// reaches. offpack does not carry package managers.
+fn corepack_warning(
+    tool: &str,
+    lock: &str,
+    context: &dyn ContextFiles,
+    label: &str,
+    line: usize,
+) -> Option<String> {
+    let manifest = join_relative(lock, "package.json");
+    if !context.is_file(&manifest) {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&context.read(&manifest).ok()?).ok()?;
+    let pinned = json.get("packageManager")?.as_str()?;
+    let manager = pinned.split('@').next().unwrap_or_default();
+    if !matches!(manager, "yarn" | "pnpm") || manager != tool {
+        return None;
+    }
+    Some(format!(
+        "{label}:{line}: {manifest} pins \"packageManager\": \"{pinned}\"; where corepack is          enabled in the image, corepack downloads {manager} from the npm registry during the          build, and offpack does not carry package managers: install {manager} in an earlier          step (`RUN npm install -g {}`), whose result the bundle carries",
+        pinned.split('+').next().unwrap_or(pinned)
+    ))
+}
+
 fn is_local_path(requirement: &str) -> bool {
     requirement == "."
         || requirement.starts_with("./")
@@ -437,6 +472,39 @@ mod tests {
         .unwrap();
         let context = Files(files.iter().copied().collect());
         find_install_needs(&df, &resolved, &context, path).unwrap()
+    }
+
+    #[test]
+    fn a_package_manager_corepack_would_download_is_named() {
+        let found = needs(
+            "FROM node:18-slim\nWORKDIR /app\nCOPY package.json yarn.lock ./\n\
+             RUN corepack enable && yarn install --frozen-lockfile\n",
+            &[
+                (
+                    "package.json",
+                    r#"{"name": "app", "packageManager": "yarn@4.1.0+sha512.abc"}"#,
+                ),
+                ("yarn.lock", "# yarn lockfile v1\n"),
+            ],
+        );
+        assert_eq!(found.needs.len(), 1);
+        assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
+        let warning = &found.warnings[0];
+        assert!(
+            warning.starts_with(
+                "Dockerfile:4: package.json pins \"packageManager\": \"yarn@4.1.0+sha512.abc\""
+            ) && warning.contains("npm install -g yarn@4.1.0`"),
+            "{warning}"
+        );
+        // No pin, or a pin for another tool than the step runs: nothing to say.
+        let plain = needs(
+            "FROM node:18-slim\nCOPY package.json package-lock.json ./\nRUN npm ci\n",
+            &[
+                ("package.json", r#"{"packageManager": "yarn@4.1.0"}"#),
+                ("package-lock.json", "{}"),
+            ],
+        );
+        assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
     }
 
     #[test]
