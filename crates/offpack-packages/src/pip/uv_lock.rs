@@ -69,6 +69,7 @@ struct Dependency {
 /// The distributions `text` (a `uv.lock`, labelled `path` in errors) pins, in the lock's order.
 pub fn parse(path: &str, text: &str) -> Result<Vec<LockedDistribution>, PackageError> {
     let doc = read(path, text)?;
+    check(path, text, &doc)?;
     let sources: Vec<LockedSource> = doc.package.iter().map(source_of).collect();
     let markers = markers(&doc.package, &sources);
     Ok(doc
@@ -149,6 +150,62 @@ pub fn rewrite_for_server(
     }
     out.push_str(&text[copied..]);
     Ok(out)
+}
+
+/// Names, versions and markers that go into a requirements file are what PEP 508 allows there.
+fn check(path: &str, text: &str, doc: &LockDoc) -> Result<(), PackageError> {
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    let is_version = |v: &str| {
+        v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+!*".contains(&b))
+    };
+    // A word starting with `-` would read as an option of the requirements line.
+    let is_marker = |m: &str| {
+        !m.contains(|c: char| c.is_control() || c == '#' || c == '\\')
+            && !m.split_whitespace().any(|w| w.starts_with('-'))
+    };
+    for package in &doc.package {
+        let at = |message: String| {
+            PackageError::at(path, line_of(text, package.name.span().start), message)
+        };
+        let name = package.name.get_ref();
+        if !is_name(name) {
+            return Err(at(format!("{name:?} is not a package name")));
+        }
+        match &package.version {
+            Some(version) if !is_version(version) || version.is_empty() => {
+                return Err(at(format!("{name}: {version:?} is not a version")));
+            }
+            None if matches!(source_of(package), LockedSource::Index) => {
+                return Err(at(format!(
+                    "{name}: a package from an index has no version"
+                )));
+            }
+            _ => {}
+        }
+        let deps = package
+            .dependencies
+            .iter()
+            .chain(package.optional_dependencies.values().flatten())
+            .chain(package.dev_dependencies.values().flatten());
+        for dep in deps {
+            if let Some(marker) = &dep.marker
+                && !is_marker(marker)
+            {
+                return Err(at(format!(
+                    "{name}: the marker {marker:?} of its dependency {} is not a PEP 508 marker",
+                    dep.name
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &str, text: &str) -> Result<LockDoc, PackageError> {
@@ -602,6 +659,8 @@ source = { directory = "libs/d" }
         assert_eq!(err.line, Some(4), "{err}");
         let err = parse("uv.lock", "[[package]]\nversion = \"1\"\n").unwrap_err();
         assert!(err.to_string().contains("name"), "{err}");
+        let err = parse("uv.lock", "\n[[package]]\nname = \"a b\"\n").unwrap_err();
+        assert_eq!(err.to_string(), "uv.lock:3: \"a b\" is not a package name");
         let err = rewrite_for_server("uv.lock", "[[package]\n", "http://x", &|_| None).unwrap_err();
         assert_eq!(err.line, Some(1), "{err}");
     }
@@ -609,7 +668,10 @@ source = { directory = "libs/d" }
     proptest::proptest! {
         #[test]
         fn any_text_is_an_error_or_a_list_never_a_panic(text in "\\PC{0,400}") {
-            let _ = parse("uv.lock", &text);
+            if let Ok(locked) = parse("uv.lock", &text) {
+                let pinned = crate::pip::lockfile::requirements_for_pip(&locked);
+                proptest::prop_assert!(crate::pip::requirements::parse("r.txt", &pinned).is_ok(), "{pinned}");
+            }
             let _ = sdist_only("uv.lock", &text);
             let _ = rewrite_for_server("uv.lock", &text, "http://x", &|h| Some(format!("{h}.whl")));
         }
@@ -621,6 +683,8 @@ source = { directory = "libs/d" }
             text[at] = byte;
             if let Ok(text) = String::from_utf8(text) {
                 if let Ok(locked) = parse("uv.lock", &text) {
+                    let pinned = crate::pip::lockfile::requirements_for_pip(&locked);
+                    proptest::prop_assert!(crate::pip::requirements::parse("r.txt", &pinned).is_ok(), "{pinned}");
                     for d in &locked {
                         proptest::prop_assert!(d.line >= 1 && d.line <= text.lines().count().max(1));
                     }
