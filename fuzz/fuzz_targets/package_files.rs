@@ -38,10 +38,20 @@ fn read_all_ways(text: &str) {
     if let Ok(locked) = uv_lock::parse("uv.lock", text) {
         let pinned = lockfile::requirements_for_pip(&locked);
         // What the networked side gives pip must be a requirements file.
-        requirements::parse("uv.lock.requirements.txt", &pinned).expect("pinned requirements parse");
-        let rewritten = uv_lock::rewrite_for_server("uv.lock", text, "http://172.17.0.1:3149", &|hex| {
-            Some(format!("{hex}.whl"))
-        })
+        requirements::parse("uv.lock.requirements.txt", &pinned)
+            .expect("pinned requirements parse");
+        let rewritten = uv_lock::rewrite_for_server_with_built(
+            "uv.lock",
+            text,
+            "http://172.17.0.1:3149",
+            &|hex| Some(format!("{hex}.whl")),
+            &|name, version| {
+                vec![uv_lock::BuiltWheel {
+                    sha256: "0".repeat(64),
+                    filename: format!("{name}-{version}-py3-none-any.whl"),
+                }]
+            },
+        )
         .expect("a lock that parsed rewrites");
         uv_lock::parse("uv.lock", &rewritten).expect("a rewritten lock parses");
     }
@@ -56,7 +66,11 @@ fn read_all_ways(text: &str) {
         let urls: BTreeMap<String, String> = entries
             .iter()
             .filter(|e| e.installs_on(&target))
-            .filter_map(|e| e.source.url().map(|u| (u.to_string(), "http://x/t.tgz".to_string())))
+            .filter_map(|e| {
+                e.source
+                    .url()
+                    .map(|u| (u.to_string(), "http://x/t.tgz".to_string()))
+            })
             .collect();
         let _ = rewrite::rewrite_resolved(text, &urls);
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use offpack_packages::pip::lockfile::{LockedDistribution, LockedSource, requirements_for_pip};
-use offpack_packages::pip::uv_lock;
+use offpack_packages::pip::uv_lock::{self, BuiltWheel};
 
 /// The tool that installs from a lock file of this name (`app/uv.lock` → `uv`).
 pub fn tool_of_lock(path: &str) -> Option<&'static str> {
@@ -36,25 +36,31 @@ pub fn parse(tool: &str, path: &str, text: &str) -> Result<Option<Vec<LockedDist
     })
 }
 
-/// Packages (normalized name, version) the tool can only build from an sdist behind the gap:
-/// a wheel offpack builds from it has a hash the lock does not allow.
-pub fn unservable_sdists(tool: &str, path: &str, text: &str) -> Result<BTreeSet<(String, String)>> {
+/// Packages (normalized name, version) the lock pins with an sdist only: the tool would build
+/// them behind the gap (with a build backend from the index); offpack serves the wheel it built
+/// from the sdist on the networked side instead, added to the lock it sends.
+pub fn sdist_only(tool: &str, path: &str, text: &str) -> Result<BTreeSet<(String, String)>> {
     Ok(match tool {
         "uv" => uv_lock::sdist_only(path, text)?,
         _ => BTreeSet::new(),
     })
 }
 
-/// The lock with its carried files pointing at `base_url`; `None` for a format not carried yet.
+/// The lock with its carried files pointing at `base_url` (`carried(sha256 hex)` names a carried
+/// file), and for a package pinned with an sdist only, the wheels built from it
+/// (`built(normalized name, version)`); `None` for a format not carried yet.
 pub fn rewrite_for_server(
     tool: &str,
     path: &str,
     text: &str,
     base_url: &str,
     carried: &dyn Fn(&str) -> Option<String>,
+    built: &dyn Fn(&str, &str) -> Vec<BuiltWheel>,
 ) -> Result<Option<String>> {
     Ok(match tool {
-        "uv" => Some(uv_lock::rewrite_for_server(path, text, base_url, carried)?),
+        "uv" => Some(uv_lock::rewrite_for_server_with_built(
+            path, text, base_url, carried, built,
+        )?),
         _ => None,
     })
 }
@@ -74,7 +80,6 @@ pub fn requirements(tool: &str, path: &str, text: &str) -> Result<Option<LockReq
     let Some(locked) = parse(tool, path, text)? else {
         return Ok(None);
     };
-    let sdists = unservable_sdists(tool, path, text)?;
     let mut out = LockRequirements::default();
     let mut fetch = Vec::new();
     for dist in locked {
@@ -85,14 +90,6 @@ pub fn requirements(tool: &str, path: &str, text: &str) -> Result<Option<LockReq
                  so `{tool}` behind the gap cannot install it",
                 dist.line, dist.name, dist.version
             )),
-            LockedSource::Index if sdists.contains(&(dist.normalized(), dist.version.clone())) => {
-                out.warnings.push(format!(
-                    "{path}:{}: {}=={} has only an sdist in the lock; `{tool}` builds it behind \
-                     the gap and needs its build backend from the index, and a wheel offpack \
-                     built has a hash the lock does not allow: not carried",
-                    dist.line, dist.name, dist.version
-                ))
-            }
             LockedSource::Index => fetch.push(dist),
         }
     }
@@ -137,22 +134,26 @@ source = { git = "https://example.invalid/tool.git#abc" }
     #[test]
     fn a_uv_lock_becomes_pinned_requirements_and_names_what_is_not_carried() {
         let got = requirements("uv", "app/uv.lock", LOCK).unwrap().unwrap();
+        // docopt's sdist is built into a wheel there, served behind the gap in its place.
         assert_eq!(
             got.requirements.as_deref(),
             Some(
-                "bottle==0.13.4 --hash=sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e\n"
+                "bottle==0.13.4 --hash=sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e\n\
+                 docopt==0.6.2 --hash=sha256:49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491\n"
             )
         );
-        assert_eq!(got.warnings.len(), 2, "{:?}", got.warnings);
+        assert_eq!(got.warnings.len(), 1, "{:?}", got.warnings);
         assert!(
-            got.warnings[0].starts_with("app/uv.lock:18: docopt==0.6.2 has only an sdist"),
+            got.warnings[0].starts_with("app/uv.lock:24: tool==1.0 comes from a git repository"),
             "{:?}",
             got.warnings
         );
-        assert!(
-            got.warnings[1].starts_with("app/uv.lock:24: tool==1.0 comes from a git repository"),
-            "{:?}",
-            got.warnings
+        assert_eq!(
+            sdist_only("uv", "app/uv.lock", LOCK)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [("docopt".to_string(), "0.6.2".to_string())]
         );
     }
 

@@ -8,6 +8,7 @@ use anyhow::{Result, anyhow};
 use offpack_bundle::Package;
 use offpack_packages::npm::{self, NpmPackage, NpmSource};
 use offpack_packages::pip::lockfile::LockedSource;
+use offpack_packages::pip::uv_lock::BuiltWheel;
 use offpack_packages::pip::{self, requirements::Entry};
 use offpack_packages::request::{NpmRequestEntry, PythonRequest, RequestFile};
 
@@ -155,7 +156,7 @@ fn plan_python_lock(
     let Some(locked) = python_lock::parse(tool, lock, &text)? else {
         return Ok(());
     };
-    let sdists = python_lock::unservable_sdists(tool, lock, &text)?;
+    let sdists = python_lock::sdist_only(tool, lock, &text)?;
     let carried: BTreeMap<&str, &str> = store
         .iter()
         .filter(|p| p.ecosystem == "pypi")
@@ -172,11 +173,12 @@ fn plan_python_lock(
             LockedSource::Index if dist.sha256.iter().any(|h| carried.contains_key(h.as_str())) => {
                 continue;
             }
-            LockedSource::Index if sdists.contains(&(dist.normalized(), dist.version.clone())) => {
-                Some(format!(
-                    "only an sdist in the lock; `{tool}` builds it and needs its build backend \
-                     from the index, which offpack does not serve"
-                ))
+            // Served as the wheel the networked side built from it, added to the lock.
+            LockedSource::Index
+                if sdists.contains(&(dist.normalized(), dist.version.clone()))
+                    && !built_wheels(store, &dist.normalized(), &dist.version).is_empty() =>
+            {
+                continue;
             }
             // Its marker may exclude it from this image (offpack does not evaluate markers);
             // when it does not, uv names it.
@@ -191,9 +193,14 @@ fn plan_python_lock(
             reason,
         });
     }
-    let rewritten = python_lock::rewrite_for_server(tool, lock, &text, &server.base(), &|hex| {
-        carried.get(hex).map(|f| f.to_string())
-    })?;
+    let rewritten = python_lock::rewrite_for_server(
+        tool,
+        lock,
+        &text,
+        &server.base(),
+        &|hex| carried.get(hex).map(|f| f.to_string()),
+        &|name, version| built_wheels(store, name, version),
+    )?;
     if let Some(rewritten) = rewritten {
         plan.overrides
             .insert(lock.to_string(), rewritten.into_bytes());
@@ -455,6 +462,23 @@ fn plan_npm(
         npm::rewrite::rewrite_resolved(&text, &urls).into_bytes(),
     );
     Ok(())
+}
+
+/// The carried wheels of a Python package version.
+fn built_wheels(store: &[Package], normalized: &str, version: &str) -> Vec<BuiltWheel> {
+    store
+        .iter()
+        .filter(|p| {
+            p.ecosystem == "pypi"
+                && p.filename.ends_with(".whl")
+                && pip::names::normalize(&p.name) == normalized
+                && same_version(&p.version, version)
+        })
+        .map(|p| BuiltWheel {
+            sha256: p.digest.hex().to_string(),
+            filename: p.filename.clone(),
+        })
+        .collect()
 }
 
 /// The lock's packages, by the lock's file name.

@@ -396,6 +396,18 @@ fn a_tarball_that_does_not_match_its_integrity_fails_the_bundle_naming_it() {
 #[test]
 fn uv_lock_change_rebuilds_offline_from_carried_wheels() {
     let mut case = Case::new("uv-packages", "uv-packages");
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+        .to_string();
+    let template =
+        std::fs::read_to_string(case.path().join("app/Dockerfile.in")).expect("read Dockerfile.in");
+    std::fs::write(
+        case.path().join("app/Dockerfile"),
+        template.replace("@RUN_ID@", &run_id),
+    )
+    .expect("write Dockerfile");
     let manifest = case.bundle_with(&["--packages", "planned/uv.lock"]);
 
     // The lock's wheels for the image's Python (cp311, manylinux x86_64), each once, with the
@@ -423,6 +435,12 @@ fn uv_lock_change_rebuilds_offline_from_carried_wheels() {
         field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
         "{markupsafe}"
     );
+    // docopt: the lock pins its sdist only; the wheel built from it is carried.
+    let docopt = packages
+        .iter()
+        .find(|p| field(p, "name") == "docopt")
+        .unwrap();
+    assert!(field(docopt, "filename").ends_with(".whl"), "{docopt}");
 
     let app = case.image_of("app");
     let cut = case.far_side(&manifest);
@@ -445,13 +463,26 @@ fn uv_lock_change_rebuilds_offline_from_carried_wheels() {
         report.steps
     );
     let printed = run_image(&case, &app);
-    for line in ["bottle 0.13.4", "MarkupSafe 3.0.2", "six 1.17.0"] {
+    for line in [
+        "bottle 0.13.4",
+        "MarkupSafe 3.0.2",
+        "six 1.17.0",
+        "docopt 0.6.2",
+    ] {
         assert!(printed.contains(line), "{line} in {printed}");
     }
-    let lock_in_image = case.docker(&["run", "--rm", &app, "cat", "uv.lock"]);
+    let lock_in_image = stdout(&case.docker(&["run", "--rm", &app, "cat", "uv.lock"]));
     assert!(
-        stdout(&lock_in_image).contains(&format!(":{PACKAGE_PORT}/files/")),
+        lock_in_image.contains(&format!(":{PACKAGE_PORT}/files/")),
         "the lock the image holds is the rewritten one (docs/packages.md)"
+    );
+    assert!(
+        lock_in_image.contains(&format!(
+            "/files/{}/{}",
+            field(docopt, "digest").trim_start_matches("sha256:"),
+            field(docopt, "filename")
+        )),
+        "the wheel built from docopt's sdist is added to the lock: {lock_in_image}"
     );
     // Again with nothing changed: the rewritten lock is the same, every step is cached.
     let reports = case.rebuild(&["app"]);
