@@ -66,6 +66,7 @@ fn job(files: &[(&str, &str)], roots: &[&str], label: &str) -> PipJob {
         root_files: roots.iter().map(|r| r.to_string()).collect(),
         constraint_files: Vec::new(),
         packages: Vec::new(),
+        no_deps: false,
         label: label.into(),
     }
 }

@@ -1,5 +1,5 @@
-//! Any text is read as a requirements file (and rewritten for an index), a package-lock.json, a
-//! yarn.lock and a package request; the lock entries are filtered for a platform and their
+//! Any text is read as a requirements file (and rewritten for an index), a uv.lock (and
+//! rewritten for offpack's server), a package-lock.json, a yarn.lock and a package request; the lock entries are filtered for a platform and their
 //! `resolved` URLs rewritten. Errors are fine, panics are not.
 #![no_main]
 
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use offpack_packages::npm::{lock, platform::NpmTarget, rewrite};
-use offpack_packages::pip::requirements;
+use offpack_packages::pip::{lockfile, requirements, uv_lock};
 use offpack_packages::request::PackageRequest;
 
 fuzz_target!(|data: &[u8]| {
@@ -35,6 +35,26 @@ fn read_all_ways(text: &str) {
         // What offpack sends must still be a requirements file.
         requirements::parse("requirements.txt", &rewritten).expect("a rewritten file parses");
     }
+    if let Ok(locked) = uv_lock::parse("uv.lock", text) {
+        let pinned = lockfile::requirements_for_pip(&locked);
+        // What the networked side gives pip must be a requirements file.
+        requirements::parse("uv.lock.requirements.txt", &pinned)
+            .expect("pinned requirements parse");
+        let rewritten = uv_lock::rewrite_for_server_with_built(
+            "uv.lock",
+            text,
+            "http://172.17.0.1:3149",
+            &|hex| Some(format!("{hex}.whl")),
+            &|name, version| {
+                vec![uv_lock::BuiltWheel {
+                    sha256: "0".repeat(64),
+                    filename: format!("{name}-{version}-py3-none-any.whl"),
+                }]
+            },
+        )
+        .expect("a lock that parsed rewrites");
+        uv_lock::parse("uv.lock", &rewritten).expect("a rewritten lock parses");
+    }
     let target = NpmTarget::from_platform("linux/amd64", Some("glibc"));
     for entries in [
         lock::parse_package_lock("package-lock.json", text),
@@ -46,7 +66,11 @@ fn read_all_ways(text: &str) {
         let urls: BTreeMap<String, String> = entries
             .iter()
             .filter(|e| e.installs_on(&target))
-            .filter_map(|e| e.source.url().map(|u| (u.to_string(), "http://x/t.tgz".to_string())))
+            .filter_map(|e| {
+                e.source
+                    .url()
+                    .map(|u| (u.to_string(), "http://x/t.tgz".to_string()))
+            })
             .collect();
         let _ = rewrite::rewrite_resolved(text, &urls);
     }

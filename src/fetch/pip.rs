@@ -57,6 +57,8 @@ pub struct PipJob {
     pub constraint_files: Vec<String>,
     /// Requirements given on the command line.
     pub packages: Vec<String>,
+    /// `pip wheel --no-deps`: the files pin every distribution already (a lock file's).
+    pub no_deps: bool,
     /// Who needs it, for messages: `service backend, Dockerfile:8`.
     pub label: String,
 }
@@ -232,6 +234,9 @@ fn pip_command(job: &PipJob) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
+    if job.no_deps {
+        cmd.push("--no-deps".into());
+    }
     for root in &job.root_files {
         cmd.push("-r".into());
         cmd.push(format!("{REQ_DIR}/{root}"));
@@ -269,6 +274,7 @@ fn resolution_key(image_id: &str, job: &PipJob, index_env: &[(String, String)]) 
         "root_files": job.root_files,
         "constraint_files": job.constraint_files,
         "packages": job.packages,
+        "no_deps": job.no_deps,
         "index_env": index_env,
     });
     hex::encode(Sha256::digest(doc.to_string().as_bytes()))
@@ -359,6 +365,7 @@ mod tests {
             root_files: vec!["requirements.txt".into()],
             constraint_files: vec!["constraints.txt".into()],
             packages: vec!["gunicorn==22.0.0".into()],
+            no_deps: false,
             label: "service backend, Dockerfile:8".into(),
         }
     }
@@ -399,6 +406,17 @@ mod tests {
             cmd.ends_with(
                 "-r /offpack/req/requirements.txt -c /offpack/req/constraints.txt gunicorn==22.0.0"
             ),
+            "{cmd}"
+        );
+    }
+
+    #[test]
+    fn a_lock_is_resolved_without_dependencies() {
+        let mut j = job();
+        j.no_deps = true;
+        let cmd = pip_command(&j).join(" ");
+        assert!(
+            cmd.contains(" --no-deps -r /offpack/req/requirements.txt"),
             "{cmd}"
         );
     }
@@ -451,6 +469,9 @@ mod tests {
         changed.push(resolution_key("img", &j, &[]));
         let mut j = job();
         j.constraint_files.clear();
+        changed.push(resolution_key("img", &j, &[]));
+        let mut j = job();
+        j.no_deps = true;
         changed.push(resolution_key("img", &j, &[]));
         for key in changed {
             assert_ne!(key, base);

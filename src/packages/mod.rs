@@ -4,6 +4,7 @@
 //! the server that hands them to an unchanged `pip install` or `npm ci` ([`serve`]).
 
 pub mod needs;
+pub mod python_lock;
 pub mod serve;
 pub mod serving;
 pub mod source;

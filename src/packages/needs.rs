@@ -53,6 +53,23 @@ pub enum Installer {
         /// The lock file it installs from (context path); `None` when the context has none.
         lock: Option<String>,
     },
+    /// `uv sync` (`pyproject.toml` + `uv.lock`), `pipenv install|sync` (`Pipfile` + `Pipfile.lock`).
+    PythonLock {
+        /// `uv` or `pipenv`.
+        tool: String,
+        /// The lock file it installs from (context path); `None` when the context has none.
+        lock: Option<String>,
+        /// The project file beside it; a change to it alone runs the step again too.
+        manifest: Option<String>,
+    },
+}
+
+/// The lock file and the project file a Python lock install reads, by tool.
+pub fn python_lock_files(tool: &str) -> (&'static str, &'static str) {
+    match tool {
+        "pipenv" => ("Pipfile.lock", "Pipfile"),
+        _ => ("uv.lock", "pyproject.toml"),
+    }
 }
 
 impl InstallNeed {
@@ -61,6 +78,9 @@ impl InstallNeed {
         match &self.installer {
             Installer::Pip { files, .. } => files.iter().map(String::as_str).collect(),
             Installer::Npm { lock, .. } => lock.iter().map(String::as_str).collect(),
+            Installer::PythonLock { lock, manifest, .. } => {
+                lock.iter().chain(manifest).map(String::as_str).collect()
+            }
         }
     }
 }
@@ -225,6 +245,19 @@ fn installer_of(
                 files,
             }
         }
+        PackageInstall::PythonLock { tool, .. } => {
+            let (lock_name, manifest_name) = python_lock_files(tool);
+            let lock = find_file(&[lock_name], copies, context);
+            let manifest = find_file(&[manifest_name], copies, context);
+            for path in lock.iter().chain(&manifest) {
+                contents.insert(path.clone(), context.read(path)?);
+            }
+            Installer::PythonLock {
+                tool: tool.clone(),
+                lock,
+                manifest,
+            }
+        }
         PackageInstall::Npm { tool, .. } => {
             let lock = find_lock(tool, copies, context);
             if let Some(lock) = &lock {
@@ -318,6 +351,16 @@ fn find_lock(tool: &str, copies: &[&CopySources], context: &dyn ContextFiles) ->
         "pnpm" => &["pnpm-lock.yaml"],
         _ => &NPM_LOCKS[..2],
     };
+    find_file(wanted, copies, context)
+}
+
+/// The first file named in `wanted` that a COPY before the step copies (by name, or at the root
+/// of a copied directory), else one at the context root.
+fn find_file(
+    wanted: &[&str],
+    copies: &[&CopySources],
+    context: &dyn ContextFiles,
+) -> Option<String> {
     for copy in copies.iter().rev() {
         for source in copy.sources.iter().rev() {
             let source = normalize(source);
@@ -581,6 +624,44 @@ mod tests {
             }
         );
         assert_eq!(found.needs[0].image.as_deref(), Some("node:18-slim"));
+    }
+
+    #[test]
+    fn uv_sync_reads_the_lock_and_pyproject_copied_before_it() {
+        let found = needs(
+            "FROM python:3.11-slim\nWORKDIR /app\nCOPY app/pyproject.toml app/uv.lock ./\n\
+             RUN uv sync --frozen --no-install-project\nCOPY app/ .\n",
+            &[
+                ("app/pyproject.toml", "[project]\n"),
+                ("app/uv.lock", "version = 1\n"),
+                ("uv.lock", "version = 1\n"),
+            ],
+        );
+        assert_eq!(
+            found.needs[0].installer,
+            Installer::PythonLock {
+                tool: "uv".into(),
+                lock: Some("app/uv.lock".into()),
+                manifest: Some("app/pyproject.toml".into()),
+            }
+        );
+        assert_eq!(
+            found.needs[0].files(),
+            ["app/uv.lock", "app/pyproject.toml"]
+        );
+        assert_eq!(found.files.len(), 2);
+        let found = needs(
+            "FROM python:3.11-slim\nCOPY . /app\nRUN pipenv install --deploy --system\n",
+            &[("Pipfile", ""), ("Pipfile.lock", "{}")],
+        );
+        assert_eq!(
+            found.needs[0].installer,
+            Installer::PythonLock {
+                tool: "pipenv".into(),
+                lock: Some("Pipfile.lock".into()),
+                manifest: Some("Pipfile".into()),
+            }
+        );
     }
 
     #[test]

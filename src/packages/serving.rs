@@ -7,10 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Result, anyhow};
 use offpack_bundle::Package;
 use offpack_packages::npm::{self, NpmPackage, NpmSource};
+use offpack_packages::pip::lockfile::LockedSource;
+use offpack_packages::pip::uv_lock::BuiltWheel;
 use offpack_packages::pip::{self, requirements::Entry};
 use offpack_packages::request::{NpmRequestEntry, PythonRequest, RequestFile};
 
 use super::needs::{InstallNeed, Installer, ServicePackages, join_relative};
+use super::python_lock;
 
 /// A package an install step needs that the store does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,9 +123,116 @@ pub fn plan_serving(
                 lock: Some(lock), ..
             } => plan_npm(service, platform, lock, packages, store, server, &mut plan)?,
             Installer::Npm { lock: None, .. } => {}
+            Installer::PythonLock {
+                tool,
+                lock: Some(lock),
+                ..
+            } => plan_python_lock(
+                service, platform, need, tool, lock, packages, store, server, image_ids, &mut plan,
+            )?,
+            Installer::PythonLock { lock: None, .. } => {}
         }
     }
     Ok(plan)
+}
+
+/// A changed Python lock (or its project file): the lock is sent with every carried file's URL
+/// pointing at the server; an index distribution none of whose files the store holds is missing.
+#[allow(clippy::too_many_arguments)]
+fn plan_python_lock(
+    service: &str,
+    platform: &str,
+    need: &InstallNeed,
+    tool: &str,
+    lock: &str,
+    packages: &ServicePackages,
+    store: &[Package],
+    server: &ServerUrl,
+    image_ids: &BTreeMap<String, String>,
+    plan: &mut ServingPlan,
+) -> Result<()> {
+    let text = text_of(packages, lock)?;
+    // Not carried yet (`bundle` said so): nothing to serve.
+    let Some(locked) = python_lock::parse(tool, lock, &text)? else {
+        return Ok(());
+    };
+    let sdists = python_lock::sdist_only(tool, lock, &text)?;
+    let carried: BTreeMap<&str, &str> = store
+        .iter()
+        .filter(|p| p.ecosystem == "pypi")
+        .map(|p| (p.digest.hex(), p.filename.as_str()))
+        .collect();
+    let mut missing_here = Vec::new();
+    for dist in &locked {
+        let wanted_by = format!("{lock}:{}", dist.line);
+        let reason = match &dist.source {
+            LockedSource::Project => continue,
+            LockedSource::NotCarried(why) => Some(format!(
+                "from {why}; offpack carries packages from an index only"
+            )),
+            LockedSource::Index if dist.sha256.iter().any(|h| carried.contains_key(h.as_str())) => {
+                continue;
+            }
+            // Served as the wheel the networked side built from it, added to the lock.
+            LockedSource::Index
+                if sdists.contains(&(dist.normalized(), dist.version.clone()))
+                    && !built_wheels(store, &dist.normalized(), &dist.version).is_empty() =>
+            {
+                continue;
+            }
+            // Its marker may exclude it from this image (offpack does not evaluate markers);
+            // when it does not, uv names it.
+            LockedSource::Index if dist.marker.is_some() => continue,
+            LockedSource::Index => None,
+        };
+        missing_here.push(MissingPackage {
+            ecosystem: "pypi",
+            name: dist.name.clone(),
+            version: Some(dist.version.clone()),
+            wanted_by,
+            reason,
+        });
+    }
+    let rewritten = python_lock::rewrite_for_server(
+        tool,
+        lock,
+        &text,
+        &server.base(),
+        &|hex| carried.get(hex).map(|f| f.to_string()),
+        &|name, version| built_wheels(store, name, version),
+    )?;
+    if let Some(rewritten) = rewritten {
+        plan.overrides
+            .insert(lock.to_string(), rewritten.into_bytes());
+    }
+    // Only what a networked side can fetch is asked for: the lock itself, resolved there.
+    if missing_here.iter().any(|m| m.reason.is_none()) {
+        plan.python_requests.push(PythonRequest {
+            service: service.to_string(),
+            image: need.image.clone().unwrap_or_default(),
+            image_id: need
+                .image
+                .as_ref()
+                .and_then(|i| image_ids.get(i))
+                .cloned()
+                .unwrap_or_default(),
+            platform: platform.to_string(),
+            files: vec![RequestFile {
+                path: lock.to_string(),
+                content: text.clone(),
+            }],
+            requirement_files: vec![lock.to_string()],
+            constraint_files: Vec::new(),
+            packages: Vec::new(),
+            missing: missing_here
+                .iter()
+                .filter(|m| m.reason.is_none())
+                .map(|m| m.to_string())
+                .collect(),
+        });
+    }
+    plan.missing.extend(missing_here);
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -266,7 +376,7 @@ fn plan_pip(
                 Installer::Pip {
                     constraint_files, ..
                 } => constraint_files.clone(),
-                Installer::Npm { .. } => Vec::new(),
+                Installer::Npm { .. } | Installer::PythonLock { .. } => Vec::new(),
             },
             packages: positional.to_vec(),
             missing: missing_here.iter().map(|m| m.to_string()).collect(),
@@ -352,6 +462,23 @@ fn plan_npm(
         npm::rewrite::rewrite_resolved(&text, &urls).into_bytes(),
     );
     Ok(())
+}
+
+/// The carried wheels of a Python package version.
+fn built_wheels(store: &[Package], normalized: &str, version: &str) -> Vec<BuiltWheel> {
+    store
+        .iter()
+        .filter(|p| {
+            p.ecosystem == "pypi"
+                && p.filename.ends_with(".whl")
+                && pip::names::normalize(&p.name) == normalized
+                && same_version(&p.version, version)
+        })
+        .map(|p| BuiltWheel {
+            sha256: p.digest.hex().to_string(),
+            filename: p.filename.clone(),
+        })
+        .collect()
 }
 
 /// The lock's packages, by the lock's file name.
@@ -517,6 +644,105 @@ mod tests {
             request.files[0].content,
             "# deps\nbottle==0.13.4\nidna==3.7\nsix\n"
         );
+    }
+
+    const BOTTLE_WHEEL: &str = "045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e";
+
+    fn uv_lock() -> String {
+        format!(
+            r#"version = 1
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = {{ virtual = "." }}
+dependencies = [{{ name = "bottle" }}, {{ name = "six" }}, {{ name = "colorama", marker = "sys_platform == 'win32'" }}]
+
+[[package]]
+name = "bottle"
+version = "0.13.4"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [
+    {{ url = "https://files.pythonhosted.org/packages/83/bottle-0.13.4-py2.py3-none-any.whl", hash = "sha256:{BOTTLE_WHEEL}" }},
+]
+
+[[package]]
+name = "colorama"
+version = "0.4.6"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [
+    {{ url = "https://files.pythonhosted.org/packages/colorama-0.4.6-py2.py3-none-any.whl", hash = "sha256:{}" }},
+]
+
+[[package]]
+name = "six"
+version = "1.17.0"
+source = {{ registry = "https://pypi.org/simple" }}
+wheels = [
+    {{ url = "https://files.pythonhosted.org/packages/six-1.17.0-py2.py3-none-any.whl", hash = "sha256:{}" }},
+]
+"#,
+            "c".repeat(64),
+            "5".repeat(64)
+        )
+    }
+
+    fn uv_packages(lock: &str) -> ServicePackages {
+        ServicePackages {
+            needs: vec![InstallNeed {
+                line: 5,
+                image: Some("python:3.11-slim".into()),
+                installer: Installer::PythonLock {
+                    tool: "uv".into(),
+                    lock: Some("uv.lock".into()),
+                    manifest: Some("pyproject.toml".into()),
+                },
+            }],
+            files: [
+                ("uv.lock".to_string(), lock.as_bytes().to_vec()),
+                ("pyproject.toml".to_string(), b"[project]\n".to_vec()),
+            ]
+            .into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn bottle_wheel() -> Package {
+        Package {
+            digest: offpack_bundle::Digest::from_hex(BOTTLE_WHEEL).unwrap(),
+            ..carried(
+                "pypi",
+                "bottle",
+                "0.13.4",
+                "bottle-0.13.4-py2.py3-none-any.whl",
+                None,
+            )
+        }
+    }
+
+    #[test]
+    fn a_changed_uv_project_gets_its_lock_pointing_at_the_server_and_names_what_is_missing() {
+        let packages = uv_packages(&uv_lock());
+        // Only the project file changed: the lock is still what is sent rewritten.
+        let plan = plan(&packages, &["pyproject.toml"], &[bottle_wheel()]);
+        let sent = String::from_utf8(plan.overrides["uv.lock"].clone()).unwrap();
+        assert!(
+            sent.contains(&format!(
+                "url = \"http://{SERVER}/files/{BOTTLE_WHEEL}/bottle-0.13.4-py2.py3-none-any.whl\""
+            )),
+            "{sent}"
+        );
+        assert!(sent.contains("https://files.pythonhosted.org/packages/six-1.17.0"));
+        let named: Vec<String> = plan.missing.iter().map(|m| m.to_string()).collect();
+        assert_eq!(
+            named,
+            ["Python package six==1.17.0 (uv.lock:26)"],
+            "colorama's marker may exclude it: not named"
+        );
+        let request = &plan.python_requests[0];
+        assert_eq!(request.requirement_files, ["uv.lock"]);
+        assert_eq!(request.files[0].content, uv_lock());
+        assert_eq!(request.image_id, "sha256:ab");
     }
 
     fn npm_packages(lock: &str) -> ServicePackages {

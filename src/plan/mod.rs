@@ -1113,7 +1113,9 @@ fn describe_install(install: &PackageInstall) -> String {
             words.extend(packages.iter().cloned());
             words.join(" ")
         }
-        PackageInstall::Npm { tool, command } => format!("{tool} {command}"),
+        PackageInstall::Npm { tool, command } | PackageInstall::PythonLock { tool, command } => {
+            format!("{tool} {command}")
+        }
     }
 }
 

@@ -23,6 +23,14 @@ pub enum PackageInstall {
         /// Positional requirements (`flask==3.0`, `.`, `-e ./pkg` paths), quotes removed.
         packages: Vec<String>,
     },
+    /// `uv sync`, `pipenv install` / `pipenv sync`: an install from the project's lock file.
+    #[serde(rename = "python-lock")]
+    PythonLock {
+        /// `uv` or `pipenv`.
+        tool: String,
+        /// `sync` or `install`.
+        command: String,
+    },
     /// `npm ci`, `npm install`, `yarn [install|add]`, `pnpm install`.
     Npm {
         /// `npm`, `yarn` or `pnpm`.
@@ -256,6 +264,15 @@ fn analyze_words(words: &[String], out: &mut RunAnalysis) {
                 out.installs.push(install);
             }
         }
+        "uv" if sub_name == "sync" => out.installs.push(python_lock("uv", "sync")),
+        "pipenv" if sub_name == "sync" => out.installs.push(python_lock("pipenv", "sync")),
+        // Without package names it installs the lock; with them it resolves and locks anew.
+        "pipenv"
+            if sub_name == "install"
+                && sub.is_some_and(|(_, rest)| rest.iter().all(|a| a.starts_with('-'))) =>
+        {
+            out.installs.push(python_lock("pipenv", "install"))
+        }
         "npm" => match subcommand(args, &["--prefix", "-C", "--workspace", "-w"]).map(|(s, _)| s) {
             Some("ci" | "clean-install" | "install-clean" | "isntall-clean") => {
                 out.installs.push(npm("npm", "ci"))
@@ -370,10 +387,10 @@ fn analyze_words(words: &[String], out: &mut RunAnalysis) {
         "poetry" if matches!(sub_name, "install" | "add" | "update" | "lock") => {
             network(format!("poetry {sub_name}"), HINT_PYTHON_TOOLS)
         }
-        "pipenv" if matches!(sub_name, "install" | "sync" | "update") => {
+        "pipenv" if matches!(sub_name, "install" | "update") => {
             network(format!("pipenv {sub_name}"), HINT_PYTHON_TOOLS)
         }
-        "uv" if matches!(sub_name, "sync" | "add" | "tool" | "run" | "lock") => {
+        "uv" if matches!(sub_name, "add" | "tool" | "run" | "lock") => {
             network(format!("uv {sub_name}"), HINT_PYTHON_TOOLS)
         }
         "conda" | "mamba" | "micromamba" if matches!(sub_name, "install" | "create" | "update") => {
@@ -411,6 +428,13 @@ const HINT_NPX: &str =
 fn is_pip(name: &str) -> bool {
     name.strip_prefix("pip")
         .is_some_and(|version| version.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+fn python_lock(tool: &str, command: &str) -> PackageInstall {
+    PackageInstall::PythonLock {
+        tool: tool.to_string(),
+        command: command.to_string(),
+    }
 }
 
 fn npm(tool: &str, command: &str) -> PackageInstall {
@@ -561,6 +585,34 @@ mod tests {
         );
         let a = analyze_script("uv pip install --system -r requirements.txt");
         assert!(matches!(&a.installs[0], PackageInstall::Pip { tool, .. } if tool == "uv"));
+    }
+
+    #[test]
+    fn python_lock_installs() {
+        let lock = |tool: &str, command: &str| python_lock(tool, command);
+        let a = analyze_script(
+            "uv sync --frozen --no-dev --no-install-project --no-editable && uv sync --locked",
+        );
+        assert_eq!(a.installs, [lock("uv", "sync"), lock("uv", "sync")]);
+        assert!(a.network.is_empty(), "{:?}", a.network);
+        let a = analyze_script(
+            "pipenv install --deploy --system; pipenv sync --dev; PIPENV_VENV_IN_PROJECT=1 pipenv install",
+        );
+        assert_eq!(
+            a.installs,
+            [
+                lock("pipenv", "install"),
+                lock("pipenv", "sync"),
+                lock("pipenv", "install")
+            ]
+        );
+        assert!(a.network.is_empty(), "{:?}", a.network);
+        // Adding a package or locking anew needs the index; poetry is not carried.
+        assert_eq!(
+            network("pipenv install flask && uv lock && uv add six && poetry install"),
+            ["pipenv install", "uv lock", "uv add", "poetry install"]
+        );
+        assert!(analyze_script("pipenv install flask").installs.is_empty());
     }
 
     #[test]

@@ -11,11 +11,14 @@ use offpack_bundle::{BundleWriter, Manifest, WriteOptions};
 use offpack_packages::request::PackageRequest;
 
 use super::export::Bundled;
-use super::packages::{PackageWork, add_packages, fetch_npm_work, fetch_pip_work, merge_fetched};
+use super::packages::{
+    PackageWork, add_packages, fetch_npm_work, fetch_pip_work, lock_job, merge_fetched,
+};
 use super::{BundleRequest, signing_key, target};
 use crate::engine::Engine;
 use crate::fetch::npm::NpmFetch;
 use crate::fetch::pip::PipJob;
+use crate::packages::python_lock;
 use crate::reporter::Reporter;
 
 /// Writes the package bundle `request_file` asks for at `request.output`.
@@ -41,6 +44,29 @@ pub async fn bundle_packages_for(
 
     let mut work = PackageWork::default();
     for python in &asked.python {
+        let label = format!("service {} of the request", python.service);
+        // A lock file (`uv.lock`) asked for as it is: resolved pinned, without dependencies.
+        let lock = python
+            .requirement_files
+            .iter()
+            .find_map(|path| python_lock::tool_of_lock(path).map(|tool| (tool, path)));
+        if let Some((tool, path)) = lock {
+            let text = python
+                .files
+                .iter()
+                .find(|f| &f.path == path)
+                .map(|f| f.content.as_str())
+                .unwrap_or_default();
+            let (job, warnings) =
+                lock_job(tool, path, text, &python.image, &python.platform, &label)?;
+            for warning in warnings {
+                reporter.warn(&warning);
+            }
+            if let Some(job) = job {
+                work.pip.push((job, vec![python.service.clone()]));
+            }
+            continue;
+        }
         let job = PipJob {
             image: python.image.clone(),
             platform: python.platform.clone(),
@@ -52,7 +78,8 @@ pub async fn bundle_packages_for(
             root_files: python.requirement_files.clone(),
             constraint_files: python.constraint_files.clone(),
             packages: python.packages.clone(),
-            label: format!("service {} of the request", python.service),
+            no_deps: false,
+            label,
         };
         work.pip.push((job, vec![python.service.clone()]));
     }

@@ -16,6 +16,7 @@ use crate::fetch::cache::{FetchedPackage, PackageCache};
 use crate::fetch::npm::{NpmFetch, fetch_tarballs};
 use crate::fetch::pip::{PipJob, resolve_in_image};
 use crate::packages::needs::{ContextDir, Installer, ServicePackages, collect_requirement_files};
+use crate::packages::python_lock;
 use crate::packages::serving::parse_lock;
 use crate::plan::{Plan, build_order};
 use crate::rebuild::packages::service_packages;
@@ -74,6 +75,7 @@ fn same_pip_job(a: &PipJob, b: &PipJob) -> bool {
         && a.root_files == b.root_files
         && a.constraint_files == b.constraint_files
         && a.packages == b.packages
+        && a.no_deps == b.no_deps
 }
 
 fn push_unique(list: &mut Vec<String>, item: &str) {
@@ -130,10 +132,40 @@ pub fn plan_package_work(needs: &[ServiceNeeds], extra: &[PathBuf]) -> Result<Pa
                             root_files: requirement_files.clone(),
                             constraint_files: constraint_files.clone(),
                             packages: packages.clone(),
+                            no_deps: false,
                             label,
                         },
                         &service.service,
                     );
+                }
+                Installer::PythonLock { tool, lock, .. } => {
+                    let Some(image) = &need.image else {
+                        work.warnings.push(format!(
+                            "{label}: its stage starts FROM scratch; offpack has no interpreter to \
+                             resolve its Python packages in"
+                        ));
+                        continue;
+                    };
+                    if let Some(why) = python_lock::not_carried_yet(tool) {
+                        work.warnings.push(format!("{label}: {why}"));
+                        continue;
+                    }
+                    let Some(lock) = lock else {
+                        let (lock_name, _) = crate::packages::needs::python_lock_files(tool);
+                        work.warnings.push(format!(
+                            "{label}: `{tool}` installs without a {lock_name} in the build \
+                             context; offpack carries the packages of a lock file only"
+                        ));
+                        continue;
+                    };
+                    let text = String::from_utf8(service.packages.files[lock].clone())
+                        .map_err(|_| anyhow!("{lock} is not UTF-8 text"))?;
+                    let (job, warnings) =
+                        lock_job(tool, lock, &text, image, &service.platform, &label)?;
+                    work.warnings.extend(warnings);
+                    if let Some(job) = job {
+                        work.add_pip(job, &service.service);
+                    }
                 }
                 Installer::Npm { lock: None, tool } => work.warnings.push(format!(
                     "{label}: `{tool}` installs without a lock file in the build context; offpack \
@@ -159,6 +191,39 @@ pub fn plan_package_work(needs: &[ServiceNeeds], extra: &[PathBuf]) -> Result<Pa
         add_extra_file(&mut work, needs, file)?;
     }
     Ok(work)
+}
+
+/// The pip resolution of a Python lock file (`uv.lock`) in `image`: its index distributions,
+/// hash-pinned, `--no-deps`; and warnings naming what is not carried. No job when the lock pins
+/// nothing offpack can fetch.
+pub fn lock_job(
+    tool: &str,
+    lock: &str,
+    text: &str,
+    image: &str,
+    platform: &str,
+    label: &str,
+) -> Result<(Option<PipJob>, Vec<String>)> {
+    let Some(found) = python_lock::requirements(tool, lock, text)? else {
+        let why = python_lock::not_carried_yet(tool).unwrap_or_default();
+        return Ok((None, vec![format!("{label}: {why}")]));
+    };
+    let Some(requirements) = found.requirements else {
+        return Ok((None, found.warnings));
+    };
+    // Beside the lock, under a name of its own: the container sees only this file.
+    let file = format!("{lock}.requirements.txt");
+    let job = PipJob {
+        image: image.to_string(),
+        platform: platform.to_string(),
+        files: vec![(file.clone(), requirements.into_bytes())],
+        root_files: vec![file],
+        constraint_files: Vec::new(),
+        packages: Vec::new(),
+        no_deps: true,
+        label: label.to_string(),
+    };
+    Ok((Some(job), found.warnings))
 }
 
 /// The tarballs of a lock file that install on `platform`.
@@ -247,17 +312,13 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
             .unwrap_or("");
         return add_lock(work, &label, &text, &platform, service);
     }
-    let dir = file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let (files, contents) = collect_requirement_files(&ContextDir(dir), &name)
-        .with_context(|| format!("reading --packages {label}"))?;
-    // Resolved once per (image, platform) a pip step runs on, for every service with such a step.
+    // Resolved once per (image, platform) a Python install step runs on.
     let mut targets: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for service in needs {
         for need in &service.packages.needs {
-            if let (Installer::Pip { .. }, Some(image)) = (&need.installer, &need.image) {
+            if let (Installer::Pip { .. } | Installer::PythonLock { .. }, Some(image)) =
+                (&need.installer, &need.image)
+            {
                 let services = targets
                     .entry((image.clone(), service.platform.clone()))
                     .or_default();
@@ -267,10 +328,35 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
     }
     if targets.is_empty() {
         bail!(
-            "--packages {label}: no service of the project installs Python packages with pip, so \
-             offpack has no image to resolve this requirements file in"
+            "--packages {label}: no service of the project installs Python packages, so \
+             offpack has no image to resolve this file in"
         );
     }
+    if let Some(tool) = python_lock::tool_of_lock(&name) {
+        for ((image, platform), services) in targets {
+            let (job, warnings) = lock_job(
+                tool,
+                &name,
+                &text,
+                &image,
+                &platform,
+                &format!("--packages {label}"),
+            )?;
+            work.warnings.extend(warnings);
+            if let Some(job) = job {
+                for service in &services {
+                    work.add_pip(job.clone(), service);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (files, contents) = collect_requirement_files(&ContextDir(dir), &name)
+        .with_context(|| format!("reading --packages {label}"))?;
     for ((image, platform), services) in targets {
         let job = PipJob {
             image,
@@ -282,6 +368,7 @@ fn add_extra_file(work: &mut PackageWork, needs: &[ServiceNeeds], file: &Path) -
             root_files: vec![name.clone()],
             constraint_files: Vec::new(),
             packages: Vec::new(),
+            no_deps: false,
             label: format!("--packages {label}"),
         };
         for service in &services {
@@ -467,6 +554,73 @@ mod tests {
             files,
             ["next.txt", "base.txt"],
             "its includes travel with it"
+        );
+    }
+
+    const UV_LOCK: &str = r#"
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [{ name = "bottle" }]
+
+[[package]]
+name = "bottle"
+version = "0.13.4"
+source = { registry = "https://pypi.org/simple" }
+wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-any.whl", hash = "sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e" }]
+"#;
+
+    fn uv_service(service: &str, tool: &str) -> ServiceNeeds {
+        let (lock, manifest) = crate::packages::needs::python_lock_files(tool);
+        ServiceNeeds {
+            service: service.into(),
+            platform: "linux/amd64".into(),
+            packages: ServicePackages {
+                needs: vec![crate::packages::needs::InstallNeed {
+                    line: 4,
+                    image: Some("python:3.11-slim".into()),
+                    installer: Installer::PythonLock {
+                        tool: tool.into(),
+                        lock: Some(lock.into()),
+                        manifest: Some(manifest.into()),
+                    },
+                }],
+                files: [
+                    (lock.to_string(), UV_LOCK.as_bytes().to_vec()),
+                    (manifest.to_string(), Vec::new()),
+                ]
+                .into(),
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_uv_lock_is_one_pinned_no_deps_resolution_and_a_planned_one_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let planned = dir.path().join("uv.lock");
+        fs_err::write(&planned, UV_LOCK.replace("0.13.4", "0.13.3")).unwrap();
+        let work = plan_package_work(
+            &[uv_service("api", "uv"), uv_service("old", "pipenv")],
+            &[planned],
+        )
+        .unwrap();
+        assert_eq!(work.pip.len(), 2, "{:?}", work.pip);
+        let (job, services) = &work.pip[0];
+        assert!(job.no_deps);
+        assert_eq!(services, &["api"]);
+        assert_eq!(job.root_files, ["uv.lock.requirements.txt"]);
+        assert!(
+            String::from_utf8_lossy(&job.files[0].1).starts_with("bottle==0.13.4 --hash=sha256:"),
+            "{:?}",
+            job.files
+        );
+        assert!(String::from_utf8_lossy(&work.pip[1].0.files[0].1).starts_with("bottle==0.13.3"));
+        assert!(
+            work.warnings[0].contains("does not carry the packages of `pipenv` lock files yet"),
+            "{:?}",
+            work.warnings
         );
     }
 

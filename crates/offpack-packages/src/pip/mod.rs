@@ -4,3 +4,4 @@ pub mod index;
 pub mod lockfile;
 pub mod names;
 pub mod requirements;
+pub mod uv_lock;

@@ -1,0 +1,172 @@
+//! The Python lock formats offpack carries, by the tool that installs from them (`uv sync` from
+//! `uv.lock`; `pipenv install|sync` from `Pipfile.lock`, not carried yet). Each format's parsing
+//! and rewriting lives in `offpack_packages::pip`; this is the one place that picks it, so the
+//! bundle side, the rebuild side and `--packages-for` treat every format alike.
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use offpack_packages::pip::lockfile::{LockedDistribution, LockedSource, requirements_for_pip};
+use offpack_packages::pip::uv_lock::{self, BuiltWheel};
+
+/// The tool that installs from a lock file of this name (`app/uv.lock` → `uv`).
+pub fn tool_of_lock(path: &str) -> Option<&'static str> {
+    match path.rsplit('/').next().unwrap_or(path) {
+        "uv.lock" => Some("uv"),
+        "Pipfile.lock" => Some("pipenv"),
+        _ => None,
+    }
+}
+
+/// Why offpack does not carry this tool's lock yet; `None` when it does.
+pub fn not_carried_yet(tool: &str) -> Option<String> {
+    match tool {
+        "uv" => None,
+        other => Some(format!(
+            "offpack does not carry the packages of `{other}` lock files yet (it carries uv.lock)"
+        )),
+    }
+}
+
+/// The distributions the lock pins; `None` for a format not carried yet.
+pub fn parse(tool: &str, path: &str, text: &str) -> Result<Option<Vec<LockedDistribution>>> {
+    Ok(match tool {
+        "uv" => Some(uv_lock::parse(path, text)?),
+        _ => None,
+    })
+}
+
+/// Packages (normalized name, version) the lock pins with an sdist only: the tool would build
+/// them behind the gap (with a build backend from the index); offpack serves the wheel it built
+/// from the sdist on the networked side instead, added to the lock it sends.
+pub fn sdist_only(tool: &str, path: &str, text: &str) -> Result<BTreeSet<(String, String)>> {
+    Ok(match tool {
+        "uv" => uv_lock::sdist_only(path, text)?,
+        _ => BTreeSet::new(),
+    })
+}
+
+/// The lock with its carried files pointing at `base_url` (`carried(sha256 hex)` names a carried
+/// file), and for a package pinned with an sdist only, the wheels built from it
+/// (`built(normalized name, version)`); `None` for a format not carried yet.
+pub fn rewrite_for_server(
+    tool: &str,
+    path: &str,
+    text: &str,
+    base_url: &str,
+    carried: &dyn Fn(&str) -> Option<String>,
+    built: &dyn Fn(&str, &str) -> Vec<BuiltWheel>,
+) -> Result<Option<String>> {
+    Ok(match tool {
+        "uv" => Some(uv_lock::rewrite_for_server_with_built(
+            path, text, base_url, carried, built,
+        )?),
+        _ => None,
+    })
+}
+
+/// What the networked side resolves for a lock: a hash-pinned requirements file of its index
+/// distributions (pip then picks the image's wheels, `--no-deps`: the lock is complete), and
+/// warnings naming what is not carried.
+#[derive(Debug, Default)]
+pub struct LockRequirements {
+    /// `None` when the lock pins nothing offpack can fetch.
+    pub requirements: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The requirements and warnings for `path` (read by `tool`); `None` for a format not carried yet.
+pub fn requirements(tool: &str, path: &str, text: &str) -> Result<Option<LockRequirements>> {
+    let Some(locked) = parse(tool, path, text)? else {
+        return Ok(None);
+    };
+    let mut out = LockRequirements::default();
+    let mut fetch = Vec::new();
+    for dist in locked {
+        match &dist.source {
+            LockedSource::Project => {}
+            LockedSource::NotCarried(why) => out.warnings.push(format!(
+                "{path}:{}: {}=={} comes from {why}; offpack carries packages from an index only, \
+                 so `{tool}` behind the gap cannot install it",
+                dist.line, dist.name, dist.version
+            )),
+            LockedSource::Index => fetch.push(dist),
+        }
+    }
+    if !fetch.is_empty() {
+        out.requirements = Some(requirements_for_pip(&fetch));
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCK: &str = r#"version = 1
+
+[[package]]
+name = "app"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [{ name = "bottle" }, { name = "docopt" }, { name = "tool" }]
+
+[[package]]
+name = "bottle"
+version = "0.13.4"
+source = { registry = "https://pypi.org/simple" }
+wheels = [
+    { url = "https://files.pythonhosted.org/packages/83/bottle-0.13.4-py2.py3-none-any.whl", hash = "sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e" },
+]
+
+[[package]]
+name = "docopt"
+version = "0.6.2"
+source = { registry = "https://pypi.org/simple" }
+sdist = { url = "https://files.pythonhosted.org/packages/docopt-0.6.2.tar.gz", hash = "sha256:49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491" }
+
+[[package]]
+name = "tool"
+version = "1.0"
+source = { git = "https://example.invalid/tool.git#abc" }
+"#;
+
+    #[test]
+    fn a_uv_lock_becomes_pinned_requirements_and_names_what_is_not_carried() {
+        let got = requirements("uv", "app/uv.lock", LOCK).unwrap().unwrap();
+        // docopt's sdist is built into a wheel there, served behind the gap in its place.
+        assert_eq!(
+            got.requirements.as_deref(),
+            Some(
+                "bottle==0.13.4 --hash=sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e\n\
+                 docopt==0.6.2 --hash=sha256:49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491\n"
+            )
+        );
+        assert_eq!(got.warnings.len(), 1, "{:?}", got.warnings);
+        assert!(
+            got.warnings[0].starts_with("app/uv.lock:24: tool==1.0 comes from a git repository"),
+            "{:?}",
+            got.warnings
+        );
+        assert_eq!(
+            sdist_only("uv", "app/uv.lock", LOCK)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [("docopt".to_string(), "0.6.2".to_string())]
+        );
+    }
+
+    #[test]
+    fn pipenv_is_not_carried_yet() {
+        assert!(
+            requirements("pipenv", "Pipfile.lock", "{}")
+                .unwrap()
+                .is_none()
+        );
+        assert!(not_carried_yet("pipenv").is_some());
+        assert_eq!(tool_of_lock("a/uv.lock"), Some("uv"));
+        assert_eq!(tool_of_lock("Pipfile.lock"), Some("pipenv"));
+        assert_eq!(tool_of_lock("requirements.txt"), None);
+    }
+}
