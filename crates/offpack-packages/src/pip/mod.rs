@@ -3,4 +3,5 @@
 pub mod index;
 pub mod lockfile;
 pub mod names;
+pub mod pipfile_lock;
 pub mod requirements;
