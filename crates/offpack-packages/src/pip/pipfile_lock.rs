@@ -11,7 +11,8 @@
 use serde_json::{Map, Value};
 
 use crate::PackageError;
-use crate::pip::lockfile::{LockedDistribution, LockedSource};
+use crate::pip::lockfile::{LockedDistribution, LockedSource, requirements_for_pip};
+use crate::pip::requirements::Entry;
 
 /// The sections of distributions: `pipenv install` installs `default`, `--dev` also `develop`.
 const SECTIONS: [&str; 2] = ["default", "develop"];
@@ -120,6 +121,9 @@ fn distribution(
     line: usize,
 ) -> Result<LockedDistribution, PackageError> {
     let at = |message: String| PackageError::at(path, line, message);
+    if !is_project_name(name) {
+        return Err(at(format!("{name:?} is not a Python project name")));
+    }
     let entry = entry
         .as_object()
         .ok_or_else(|| at(format!("the entry of {name} is not an object")))?;
@@ -188,14 +192,81 @@ fn distribution(
         }
         (None, _) => String::new(),
     };
-    Ok(LockedDistribution {
+    let dist = LockedDistribution {
         name: name.to_string(),
         version,
         sha256,
         marker,
         line,
         source,
-    })
+    };
+    if dist.source == LockedSource::Index {
+        check_requirement_line(&dist).map_err(at)?;
+    }
+    Ok(dist)
+}
+
+/// A PEP 508 project name: letters and digits at both ends, `.`, `_`, `-` between.
+fn is_project_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// An index entry becomes one line of the requirements file pip resolves on the networked side
+/// (`requirements_for_pip`); the lock is input from anywhere, so that line must read back as
+/// exactly this pin: no second line, option or comment smuggled in through a version or marker.
+fn check_requirement_line(dist: &LockedDistribution) -> Result<(), String> {
+    let name = &dist.name;
+    let version_ok = dist
+        .version
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'!' | b'+' | b'_' | b'-'));
+    if !version_ok {
+        return Err(format!(
+            "{name} is pinned to {:?}, not a version",
+            dist.version
+        ));
+    }
+    if let Some(marker) = &dist.marker {
+        if marker
+            .chars()
+            .any(|c| c.is_control() || c == '#' || c == '\\')
+        {
+            return Err(format!(
+                "the markers of {name} are not a marker pip reads: {marker:?}"
+            ));
+        }
+    }
+    let line = requirements_for_pip(std::slice::from_ref(dist));
+    let read = crate::pip::requirements::parse("Pipfile.lock", &line).ok();
+    let same = read.as_ref().is_some_and(|file| {
+        let hashes: Vec<String> = dist.sha256.iter().map(|h| format!("sha256:{h}")).collect();
+        match file.entries.as_slice() {
+            [Entry::Requirement(r)] => {
+                r.name == *name
+                    && r.pinned_version() == Some(dist.version.as_str())
+                    && r.marker == dist.marker
+                    && r.hashes == hashes
+                    && r.extras.is_empty()
+                    && r.url.is_none()
+                    && !r.editable
+            }
+            _ => false,
+        }
+    });
+    if !same {
+        return Err(format!(
+            "{name} {} with markers {:?} does not make a requirement pip reads as that pin",
+            dist.version,
+            dist.marker.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(())
 }
 
 /// `path: "."` (usually with `editable: true`): the project the Pipfile belongs to, built from

