@@ -8,6 +8,8 @@
 //! sources name offpack's server still installs. Measured with pipenv 2026.10.3
 //! (tests/serve_pipenv.rs).
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::{Map, Value};
 
 use crate::PackageError;
@@ -30,8 +32,13 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<LockedDistribution>, PackageE
             "not a Pipfile.lock: none of \"_meta\", \"default\", \"develop\"",
         ));
     }
-    let lines = entry_lines(text);
+    // A key given twice: serde_json keeps the last value, so its line is the last one's.
+    let lines: HashMap<(&str, String), usize> = entry_lines(text)
+        .into_iter()
+        .map(|(section, key, line)| ((section, key), line))
+        .collect();
     let mut locked: Vec<LockedDistribution> = Vec::new();
+    let mut pins = HashSet::new();
     for section in SECTIONS {
         let Some(entries) = top.get(section) else {
             continue;
@@ -40,18 +47,14 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<LockedDistribution>, PackageE
             PackageError::file(path, format!("\"{section}\" is not an object of packages"))
         })?;
         for (name, entry) in entries {
-            let line = lines
-                .iter()
-                .rev()
-                .find(|(s, key, _)| *s == section && key == name)
-                .map_or(1, |(_, _, line)| *line);
+            let line = lines.get(&(section, name.clone())).copied().unwrap_or(1);
             let dist = distribution(path, name, entry, line)?;
-            let pinned_already = locked.iter().any(|d| {
-                d.normalized() == dist.normalized()
-                    && d.version == dist.version
-                    && d.source == dist.source
-            });
-            if !pinned_already {
+            let pin = (
+                dist.normalized(),
+                dist.version.clone(),
+                format!("{:?}", dist.source),
+            );
+            if pins.insert(pin) {
                 locked.push(dist);
             }
         }
@@ -160,7 +163,7 @@ fn distribution(
     }
 
     let source = if let Some(url) = text_field("git")? {
-        LockedSource::NotCarried(format!("a git repository ({url})"))
+        LockedSource::NotCarried(format!("a git repository ({})", without_userinfo(url)))
     } else if let Some(local) = text_field("path")? {
         if is_project_itself(local) {
             LockedSource::Project
@@ -171,26 +174,30 @@ fn distribution(
         if is_project_itself(url) {
             LockedSource::Project
         } else {
-            LockedSource::NotCarried(format!("a direct URL ({url})"))
+            LockedSource::NotCarried(format!("a direct URL ({})", without_userinfo(url)))
         }
     } else {
         LockedSource::Index
     };
-    let version = match (version, &source) {
-        (Some(v), _) => v
-            .trim()
-            .strip_prefix("===")
-            .or_else(|| v.trim().strip_prefix("=="))
+    let pinned = version.and_then(|v| {
+        let v = v.trim();
+        v.strip_prefix("===")
+            .or_else(|| v.strip_prefix("=="))
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| at(format!("{name} is pinned as {v:?}, not \"==VERSION\"")))?
-            .to_string(),
-        (None, LockedSource::Index) => {
+    });
+    let version = match (pinned, version, &source) {
+        (Some(pinned), _, _) => pinned.to_string(),
+        (None, Some(v), LockedSource::Index) => {
+            return Err(at(format!("{name} is pinned as {v:?}, not \"==VERSION\"")));
+        }
+        (None, None, LockedSource::Index) => {
             return Err(at(format!(
                 "{name} has no pinned version (\"version\": \"==…\")"
             )));
         }
-        (None, _) => String::new(),
+        // Named, not carried: the version is only for the message.
+        (None, _, _) => String::new(),
     };
     let dist = LockedDistribution {
         name: name.to_string(),
@@ -204,6 +211,18 @@ fn distribution(
         check_requirement_line(&dist).map_err(at)?;
     }
     Ok(dist)
+}
+
+/// `url` without the `user:password@` it may carry (a token in a git URL), for messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// A PEP 508 project name: letters and digits at both ends, `.`, `_`, `-` between.

@@ -131,10 +131,14 @@ fn a_develop_pin_other_than_defaults_is_kept() {
 
 #[test]
 fn lines_are_found_for_escaped_and_repeated_keys() {
-    let text = "{\"default\": {\n\"a\\u0062\": {\"version\": \"==1\"},\n\"x\": {\"markers\": \"\\\"default\\\": {\", \"version\": \"==2\"},\n\"y\": {\"version\": \"==3\"}}}";
+    let text = "{\"default\": {\n\"a\\u0062\": {\"version\": \"==1\"},\n\"x\": {\"markers\": \"\\\"default\\\": {\", \"version\": \"==2\"},\n\"y\": {\"version\": \"==3\"},\n\"y\": {\"version\": \"==4\"}}}";
     let locked = parse("Pipfile.lock", text).unwrap();
-    let lines: Vec<(&str, usize)> = locked.iter().map(|d| (d.name.as_str(), d.line)).collect();
-    assert_eq!(lines, [("ab", 2), ("x", 3), ("y", 4)]);
+    let lines: Vec<(&str, &str, usize)> = locked
+        .iter()
+        .map(|d| (d.name.as_str(), d.version.as_str(), d.line))
+        .collect();
+    // A key given twice is read as JSON readers do: the last one.
+    assert_eq!(lines, [("ab", "1", 2), ("x", "2", 3), ("y", "4", 5)]);
 }
 
 #[test]
@@ -229,6 +233,31 @@ fn a_lock_cannot_smuggle_anything_into_the_requirements_pip_resolves() {
         assert_eq!(err.line, Some(2), "{text}: {err}");
         assert!(err.message.contains(message), "{text}: {err}");
     }
+}
+
+#[test]
+fn a_url_named_in_a_reason_leaves_its_credentials_out() {
+    let text = r#"{"default": {
+        "a": {"git": "https://user:t0ken@git.example/a.git", "ref": "abc"},
+        "b": {"file": "https://t0ken@files.example/b-1.0.tar.gz?x=@y", "version": ">=1"},
+        "c": {"git": "git+ssh://git@git.example:org/c.git"}
+    }}"#;
+    let reasons: Vec<String> = parse("Pipfile.lock", text)
+        .unwrap()
+        .into_iter()
+        .map(|d| match d.source {
+            LockedSource::NotCarried(why) => why,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "a git repository (https://git.example/a.git)",
+            "a direct URL (https://files.example/b-1.0.tar.gz?x=@y)",
+            "a git repository (git+ssh://git.example:org/c.git)",
+        ]
+    );
 }
 
 #[test]
