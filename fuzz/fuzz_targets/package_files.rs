@@ -1,6 +1,7 @@
-//! Any text is read as a requirements file (and rewritten for an index), a uv.lock (and
-//! rewritten for offpack's server), a package-lock.json, a yarn.lock and a package request; the lock entries are filtered for a platform and their
-//! `resolved` URLs rewritten. Errors are fine, panics are not.
+//! Any text is read as a requirements file (and rewritten for an index), a uv.lock and a
+//! Pipfile.lock (each rewritten for offpack's server), a package-lock.json, a yarn.lock and a
+//! package request; the lock entries are filtered for a platform and their `resolved` URLs
+//! rewritten. Errors are fine, panics are not.
 #![no_main]
 
 mod small_stack;
@@ -9,7 +10,8 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use offpack_packages::npm::{lock, platform::NpmTarget, rewrite};
-use offpack_packages::pip::{lockfile, requirements, uv_lock};
+use offpack_packages::pip::lockfile::requirements_for_pip;
+use offpack_packages::pip::{pipfile_lock, requirements, uv_lock};
 use offpack_packages::request::PackageRequest;
 
 fuzz_target!(|data: &[u8]| {
@@ -36,7 +38,7 @@ fn read_all_ways(text: &str) {
         requirements::parse("requirements.txt", &rewritten).expect("a rewritten file parses");
     }
     if let Ok(locked) = uv_lock::parse("uv.lock", text) {
-        let pinned = lockfile::requirements_for_pip(&locked);
+        let pinned = requirements_for_pip(&locked);
         // What the networked side gives pip must be a requirements file.
         requirements::parse("uv.lock.requirements.txt", &pinned)
             .expect("pinned requirements parse");
@@ -73,6 +75,27 @@ fn read_all_ways(text: &str) {
             })
             .collect();
         let _ = rewrite::rewrite_resolved(text, &urls);
+    }
+    if let Ok(locked) = pipfile_lock::parse("Pipfile.lock", text) {
+        // What the networked side resolves must be a requirements file pip reads.
+        requirements::parse("requirements.txt", &requirements_for_pip(&locked))
+            .expect("the requirements of a Pipfile.lock parse");
+    }
+    if let Ok(rewritten) =
+        pipfile_lock::rewrite_for_server("Pipfile.lock", text, "http://172.17.0.1:3149/simple/")
+    {
+        // What offpack sends must still be a lock with the same pins.
+        let pins = |t: &str| {
+            pipfile_lock::parse("Pipfile.lock", t).map(|locked| {
+                locked
+                    .into_iter()
+                    .map(|d| (d.name, d.version, d.sha256, d.marker, d.source))
+                    .collect::<Vec<_>>()
+            })
+        };
+        if let Ok(before) = pins(text) {
+            assert_eq!(pins(&rewritten).expect("a rewritten lock parses"), before);
+        }
     }
     let _ = PackageRequest::from_json("offpack-request.json", text);
 }

@@ -3,5 +3,6 @@
 pub mod index;
 pub mod lockfile;
 pub mod names;
+pub mod pipfile_lock;
 pub mod requirements;
 pub mod uv_lock;
