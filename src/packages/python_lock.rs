@@ -1,5 +1,5 @@
 //! The Python lock formats offpack carries, by the tool that installs from them (`uv sync` from
-//! `uv.lock`; `pipenv install|sync` from `Pipfile.lock`, not carried yet). Each format's parsing
+//! `uv.lock`; `pipenv install|sync` from `Pipfile.lock`). Each format's parsing
 //! and rewriting lives in `offpack_packages::pip`; this is the one place that picks it, so the
 //! bundle side, the rebuild side and `--packages-for` treat every format alike.
 
@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use offpack_packages::pip::lockfile::{LockedDistribution, LockedSource, requirements_for_pip};
+use offpack_packages::pip::pipfile_lock;
 use offpack_packages::pip::uv_lock::{self, BuiltWheel};
 
 /// The tool that installs from a lock file of this name (`app/uv.lock` → `uv`).
@@ -21,9 +22,10 @@ pub fn tool_of_lock(path: &str) -> Option<&'static str> {
 /// Why offpack does not carry this tool's lock yet; `None` when it does.
 pub fn not_carried_yet(tool: &str) -> Option<String> {
     match tool {
-        "uv" => None,
+        "uv" | "pipenv" => None,
         other => Some(format!(
-            "offpack does not carry the packages of `{other}` lock files yet (it carries uv.lock)"
+            "offpack does not carry the packages of `{other}` lock files (it carries uv.lock and \
+             Pipfile.lock)"
         )),
     }
 }
@@ -32,16 +34,25 @@ pub fn not_carried_yet(tool: &str) -> Option<String> {
 pub fn parse(tool: &str, path: &str, text: &str) -> Result<Option<Vec<LockedDistribution>>> {
     Ok(match tool {
         "uv" => Some(uv_lock::parse(path, text)?),
+        "pipenv" => Some(pipfile_lock::parse(path, text)?),
         _ => None,
     })
 }
 
-/// Packages (normalized name, version) the lock pins with an sdist only: the tool would build
-/// them behind the gap (with a build backend from the index); offpack serves the wheel it built
-/// from the sdist on the networked side instead, added to the lock it sends.
+/// Packages (normalized name, version) for which a carried wheel of the same version is served
+/// even when the lock does not pin its hash, added to the lock offpack sends. For uv.lock, those
+/// pinned with an sdist only: uv would build them behind the gap (with a build backend from the
+/// index), so offpack serves the wheel it built from the sdist on the networked side. A
+/// Pipfile.lock lists hashes without file names, so every index entry: pipenv has pip check the
+/// hashes, and a built wheel's hash is added to the entry's.
 pub fn sdist_only(tool: &str, path: &str, text: &str) -> Result<BTreeSet<(String, String)>> {
     Ok(match tool {
         "uv" => uv_lock::sdist_only(path, text)?,
+        "pipenv" => pipfile_lock::parse(path, text)?
+            .into_iter()
+            .filter(|d| d.source == LockedSource::Index)
+            .map(|d| (d.normalized(), d.version))
+            .collect(),
         _ => BTreeSet::new(),
     })
 }
@@ -60,6 +71,18 @@ pub fn rewrite_for_server(
     Ok(match tool {
         "uv" => Some(uv_lock::rewrite_for_server_with_built(
             path, text, base_url, carried, built,
+        )?),
+        // pipenv reads the index from the lock's sources: the simple index of the server.
+        "pipenv" => Some(pipfile_lock::rewrite_for_server_with_hashes(
+            path,
+            text,
+            &format!("{}/simple/", base_url.trim_end_matches('/')),
+            &|name, version| {
+                built(name, version)
+                    .into_iter()
+                    .map(|wheel| wheel.sha256)
+                    .collect()
+            },
         )?),
         _ => None,
     })
@@ -158,13 +181,32 @@ source = { git = "https://example.invalid/tool.git#abc" }
     }
 
     #[test]
-    fn pipenv_is_not_carried_yet() {
+    fn a_pipfile_lock_is_read_and_pointed_at_the_simple_index() {
+        let lock = include_str!("../../tests/fixtures/packages/pipenv/Pipfile.lock");
+        let got = requirements("pipenv", "Pipfile.lock", lock)
+            .unwrap()
+            .unwrap();
+        let text = got.requirements.expect("pins");
         assert!(
-            requirements("pipenv", "Pipfile.lock", "{}")
-                .unwrap()
-                .is_none()
+            text.starts_with("bottle==0.13.4 ") && text.contains("\nsix==1.16.0 "),
+            "{text}"
         );
-        assert!(not_carried_yet("pipenv").is_some());
+        assert!(not_carried_yet("pipenv").is_none());
+        assert!(not_carried_yet("poetry").is_some());
+        let rewritten = rewrite_for_server(
+            "pipenv",
+            "Pipfile.lock",
+            lock,
+            "http://172.17.0.1:3149",
+            &|_| None,
+            &|_, _| Vec::new(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(
+            rewritten.contains("\"url\": \"http://172.17.0.1:3149/simple/\""),
+            "{rewritten}"
+        );
         assert_eq!(tool_of_lock("a/uv.lock"), Some("uv"));
         assert_eq!(tool_of_lock("Pipfile.lock"), Some("pipenv"));
         assert_eq!(tool_of_lock("requirements.txt"), None);

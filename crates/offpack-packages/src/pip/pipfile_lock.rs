@@ -71,7 +71,57 @@ pub fn rewrite_for_server(
     text: &str,
     simple_url: &str,
 ) -> Result<String, PackageError> {
+    rewrite_for_server_with_hashes(path, text, simple_url, &|_, _| Vec::new())
+}
+
+/// [`rewrite_for_server`], and each index entry also allows the files
+/// `extra(normalized name, version)` names (SHA-256 hex): pipenv has pip check every download
+/// against the entry's hashes, and a wheel the networked side built from a pinned sdist has a hash
+/// of its own.
+pub fn rewrite_for_server_with_hashes(
+    path: &str,
+    text: &str,
+    simple_url: &str,
+    extra: &dyn Fn(&str, &str) -> Vec<String>,
+) -> Result<String, PackageError> {
     let mut lock = read_json(path, text)?;
+    for section in SECTIONS {
+        let Some(entries) = lock.get_mut(section).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (name, entry) in entries.iter_mut() {
+            let Some(entry) = entry.as_object_mut() else {
+                continue;
+            };
+            let Some(version) = entry
+                .get("version")
+                .and_then(Value::as_str)
+                .and_then(|v| v.trim().strip_prefix("=="))
+                .map(|v| v.trim_start_matches('=').trim().to_string())
+            else {
+                continue;
+            };
+            if ["git", "path", "file"]
+                .iter()
+                .any(|k| entry.contains_key(*k))
+            {
+                continue;
+            }
+            let added = extra(&crate::pip::names::normalize(name), &version);
+            if added.is_empty() {
+                continue;
+            }
+            let Some(Value::Array(hashes)) = entry.get_mut("hashes") else {
+                continue;
+            };
+            for hex in added {
+                let hash = Value::String(format!("sha256:{hex}"));
+                if !hashes.contains(&hash) {
+                    hashes.push(hash);
+                }
+            }
+        }
+    }
     let top = lock
         .as_object_mut()
         .ok_or_else(|| PackageError::file(path, "not a Pipfile.lock: the JSON is not an object"))?;

@@ -394,3 +394,33 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_built_wheel_is_allowed_next_to_the_hashes_the_lock_pins() {
+    let built = "ab".repeat(32);
+    let rewritten = rewrite_for_server_with_hashes(
+        "Pipfile.lock",
+        LOCK,
+        "http://s/simple/",
+        &|name, version| {
+            if (name, version) == ("bottle", "0.13.4") {
+                vec![built.clone(), BOTTLE_WHEEL.to_string()]
+            } else {
+                Vec::new()
+            }
+        },
+    )
+    .unwrap();
+    let locked = parse("Pipfile.lock", &rewritten).unwrap();
+    let bottle = find(&locked, "bottle");
+    assert!(bottle.sha256.contains(&built), "{bottle:?}");
+    // A hash the entry has already is not repeated; other entries keep theirs.
+    assert_eq!(
+        bottle.sha256.iter().filter(|h| *h == BOTTLE_WHEEL).count(),
+        1
+    );
+    assert_eq!(
+        find(&locked, "six").sha256,
+        find(&parse("Pipfile.lock", LOCK).unwrap(), "six").sha256
+    );
+}
