@@ -384,7 +384,8 @@ fn analyze_words(words: &[String], out: &mut RunAnalysis) {
         {
             network(format!("composer {sub_name}"), "")
         }
-        "poetry" if matches!(sub_name, "install" | "add" | "update" | "lock") => {
+        "poetry" if sub_name == "install" => network("poetry install".into(), HINT_POETRY),
+        "poetry" if matches!(sub_name, "add" | "update" | "lock") => {
             network(format!("poetry {sub_name}"), HINT_PYTHON_TOOLS)
         }
         "pipenv" if matches!(sub_name, "install" | "update") => {
@@ -422,6 +423,11 @@ const HINT_GO: &str = "vendor the modules (`go mod vendor`) and build with `-mod
 const HINT_CARGO: &str = "vendor the crates (`cargo vendor`) and build with `--offline`";
 const HINT_PYTHON_TOOLS: &str =
     "export a requirements.txt and use `pip install -r`, which offpack serves";
+/// poetry asks its sources for the locked files, and a source written into pyproject.toml changes
+/// the lock's content-hash (docs/decisions/0087).
+const HINT_POETRY: &str = "offpack does not carry poetry.lock: `poetry export -f requirements.txt \
+     -o requirements.txt` on the networked side and `pip install -r requirements.txt`, which \
+     offpack serves";
 const HINT_NPX: &str =
     "add the package to package.json so `npm ci` installs it, which offpack serves";
 
