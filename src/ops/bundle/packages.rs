@@ -571,8 +571,15 @@ source = { registry = "https://pypi.org/simple" }
 wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-any.whl", hash = "sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e" }]
 "#;
 
+    const PIPFILE_LOCK: &str = include_str!("../../../tests/fixtures/packages/pipenv/Pipfile.lock");
+
     fn uv_service(service: &str, tool: &str) -> ServiceNeeds {
         let (lock, manifest) = crate::packages::needs::python_lock_files(tool);
+        let content = if tool == "pipenv" {
+            PIPFILE_LOCK
+        } else {
+            UV_LOCK
+        };
         ServiceNeeds {
             service: service.into(),
             platform: "linux/amd64".into(),
@@ -587,7 +594,7 @@ wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-a
                     },
                 }],
                 files: [
-                    (lock.to_string(), UV_LOCK.as_bytes().to_vec()),
+                    (lock.to_string(), content.as_bytes().to_vec()),
                     (manifest.to_string(), Vec::new()),
                 ]
                 .into(),
@@ -602,11 +609,15 @@ wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-a
         let planned = dir.path().join("uv.lock");
         fs_err::write(&planned, UV_LOCK.replace("0.13.4", "0.13.3")).unwrap();
         let work = plan_package_work(
-            &[uv_service("api", "uv"), uv_service("old", "pipenv")],
+            &[
+                uv_service("api", "uv"),
+                uv_service("old", "pipenv"),
+                uv_service("legacy", "poetry"),
+            ],
             &[planned],
         )
         .unwrap();
-        assert_eq!(work.pip.len(), 2, "{:?}", work.pip);
+        assert_eq!(work.pip.len(), 3, "{:?}", work.pip);
         let (job, services) = &work.pip[0];
         assert!(job.no_deps);
         assert_eq!(services, &["api"]);
@@ -616,9 +627,19 @@ wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-a
             "{:?}",
             job.files
         );
-        assert!(String::from_utf8_lossy(&work.pip[1].0.files[0].1).starts_with("bottle==0.13.3"));
+        // A Pipfile.lock the same way: its pins, hash-checked, no dependencies.
+        let (job, services) = &work.pip[1];
+        assert!(job.no_deps);
+        assert_eq!(services, &["old"]);
+        let pinned = String::from_utf8_lossy(&job.files[0].1).to_string();
         assert!(
-            work.warnings[0].contains("does not carry the packages of `pipenv` lock files yet"),
+            pinned.starts_with("bottle==0.13.4 --hash=sha256:")
+                && pinned.contains("\nsix==1.16.0 "),
+            "{pinned}"
+        );
+        assert!(String::from_utf8_lossy(&work.pip[2].0.files[0].1).starts_with("bottle==0.13.3"));
+        assert!(
+            work.warnings[0].contains("does not carry the packages of `poetry` lock files"),
             "{:?}",
             work.warnings
         );
