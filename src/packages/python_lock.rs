@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use offpack_packages::pip::lockfile::{LockedDistribution, LockedSource, requirements_for_pip};
+use offpack_packages::pip::markers::MarkerEnvironment;
 use offpack_packages::pip::pipfile_lock;
 use offpack_packages::pip::uv_lock::{self, BuiltWheel};
 
@@ -55,6 +56,18 @@ pub fn sdist_only(tool: &str, path: &str, text: &str) -> Result<BTreeSet<(String
             .collect(),
         _ => BTreeSet::new(),
     })
+}
+
+/// What is known, without running the image, of the environment `tool` installs `text` into on
+/// `platform`: the platform's markers, and for a Pipfile.lock the Python version it was made for
+/// (its markers are mostly `python_version` ones, from each package's `Requires-Python`). A
+/// marker this cannot decide is left to the tool.
+pub fn marker_environment(tool: &str, text: &str, platform: &str) -> MarkerEnvironment {
+    let python = match tool {
+        "pipenv" => pipfile_lock::required_python_version(text),
+        _ => None,
+    };
+    MarkerEnvironment::for_platform(platform, python.as_deref())
 }
 
 /// The lock with its carried files pointing at `base_url` (`carried(sha256 hex)` names a carried

@@ -157,6 +157,7 @@ fn plan_python_lock(
         return Ok(());
     };
     let sdists = python_lock::sdist_only(tool, lock, &text)?;
+    let environment = python_lock::marker_environment(tool, &text, platform);
     let carried: BTreeMap<&str, &str> = store
         .iter()
         .filter(|p| p.ecosystem == "pypi")
@@ -180,9 +181,16 @@ fn plan_python_lock(
             {
                 continue;
             }
-            // Its marker may exclude it from this image (offpack does not evaluate markers);
-            // when it does not, uv names it.
-            LockedSource::Index if dist.marker.is_some() => continue,
+            // Excluded from this image by its marker, or a marker only the tool can decide
+            // (it then names the package itself).
+            LockedSource::Index
+                if dist
+                    .marker
+                    .as_deref()
+                    .is_some_and(|m| pip::markers::evaluate(m, &environment) != Some(true)) =>
+            {
+                continue;
+            }
             LockedSource::Index => None,
         };
         missing_here.push(MissingPackage {
@@ -743,6 +751,49 @@ wheels = [
         assert_eq!(request.requirement_files, ["uv.lock"]);
         assert_eq!(request.files[0].content, uv_lock());
         assert_eq!(request.image_id, "sha256:ab");
+    }
+
+    #[test]
+    fn a_changed_pipfile_lock_names_what_its_markers_install_on_the_image() {
+        let lock = format!(
+            r#"{{
+    "_meta": {{
+        "requires": {{"python_version": "3.11"}},
+        "sources": [{{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": true}}]
+    }},
+    "default": {{
+        "bottle": {{"hashes": ["sha256:{BOTTLE_WHEEL}"], "version": "==0.13.4"}},
+        "colorama": {{"hashes": ["sha256:{c}"], "markers": "sys_platform == 'win32'", "version": "==0.4.6"}},
+        "idna": {{"hashes": ["sha256:{c}"], "markers": "python_version >= '3.5'", "version": "==3.7"}},
+        "tomli": {{"hashes": ["sha256:{c}"], "markers": "python_version < '3.11'", "version": "==2.0.1"}},
+        "zipp": {{"hashes": ["sha256:{c}"], "markers": "implementation_name == 'pypy'", "version": "==3.20.0"}}
+    }},
+    "develop": {{}}
+}}
+"#,
+            c = "c".repeat(64)
+        );
+        let mut packages = uv_packages(&lock);
+        packages.needs[0].installer = Installer::PythonLock {
+            tool: "pipenv".into(),
+            lock: Some("Pipfile.lock".into()),
+            manifest: Some("Pipfile".into()),
+        };
+        packages.files = [
+            ("Pipfile.lock".to_string(), lock.clone().into_bytes()),
+            ("Pipfile".to_string(), Vec::new()),
+        ]
+        .into();
+        let plan = plan(&packages, &["Pipfile.lock"], &[bottle_wheel()]);
+        let sent = String::from_utf8(plan.overrides["Pipfile.lock"].clone()).unwrap();
+        assert!(
+            sent.contains(&format!("\"url\": \"http://{SERVER}/simple/\"")),
+            "{sent}"
+        );
+        // The lock is for Python 3.11 on linux/amd64: idna's marker holds there, colorama's and
+        // tomli's do not, and zipp's is left to pipenv.
+        let named: Vec<String> = plan.missing.iter().map(|m| m.to_string()).collect();
+        assert_eq!(named, ["Python package idna==3.7 (Pipfile.lock:9)"]);
     }
 
     fn npm_packages(lock: &str) -> ServicePackages {

@@ -550,3 +550,188 @@ fn uv_lock_change_rebuilds_offline_from_carried_wheels() {
     assert!(printed.contains("idna 3.7"), "{printed}");
     drop(cut);
 }
+
+/// `app/Dockerfile` from `app/Dockerfile.in` with a run ID (see the fixture's `Dockerfile.in`).
+fn write_dockerfile_with_run_id(case: &Case) {
+    let run_id = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos()
+        .to_string();
+    let template =
+        std::fs::read_to_string(case.path().join("app/Dockerfile.in")).expect("read Dockerfile.in");
+    std::fs::write(
+        case.path().join("app/Dockerfile"),
+        template.replace("@RUN_ID@", &run_id),
+    )
+    .expect("write Dockerfile");
+}
+
+/// The project of `from` (`planned`, `later`) copied into `app/`: the Pipfile with a per-run
+/// change (a TOML comment, which pipenv's hash of the Pipfile ignores, so the lock's `_meta.hash`
+/// still matches under `--deploy`), the lock as pipenv wrote it (JSON has no comments).
+fn use_pipenv_project(case: &Case, from: &str) {
+    let pipfile = std::fs::read_to_string(case.path().join(from).join("Pipfile")).expect("read");
+    case.change("app/Pipfile", pipfile.trim_end());
+    std::fs::copy(
+        case.path().join(from).join("Pipfile.lock"),
+        case.path().join("app/Pipfile.lock"),
+    )
+    .expect("copy Pipfile.lock");
+}
+
+#[test]
+fn pipenv_lock_change_rebuilds_offline_from_carried_wheels() {
+    let mut case = Case::new("pipenv-packages", "pipenv-packages");
+    write_dockerfile_with_run_id(&case);
+    let manifest = case.bundle_with(&["--packages", "planned/Pipfile.lock"]);
+
+    // The lock's wheels for the image's Python (cp311, manylinux x86_64), each once, with the
+    // planned lock's six; the files are ones Pipfile.lock pins (pip checks their hashes).
+    let packages = packages_of(&case, &case.bundle);
+    let planned_lock =
+        std::fs::read_to_string(case.path().join("planned/Pipfile.lock")).expect("lock");
+    for wanted in ["bottle", "markupsafe", "six"] {
+        let found: Vec<&Value> = packages
+            .iter()
+            .filter(|p| field(p, "name").eq_ignore_ascii_case(wanted))
+            .collect();
+        assert_eq!(found.len(), 1, "{wanted} carried once: {packages:?}");
+        let hex = field(found[0], "digest").trim_start_matches("sha256:");
+        assert!(
+            planned_lock.contains(&format!("sha256:{hex}")),
+            "{wanted}'s file is one Pipfile.lock pins: {}",
+            found[0]
+        );
+    }
+    let markupsafe = packages
+        .iter()
+        .find(|p| field(p, "name").eq_ignore_ascii_case("markupsafe"))
+        .unwrap();
+    assert!(
+        field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
+        "{markupsafe}"
+    );
+    // docopt: the lock pins its sdist only; the wheel built from it is carried.
+    let docopt = packages
+        .iter()
+        .find(|p| field(p, "name") == "docopt")
+        .unwrap();
+    assert!(field(docopt, "filename").ends_with(".whl"), "{docopt}");
+    let docopt_hex = field(docopt, "digest")
+        .trim_start_matches("sha256:")
+        .to_string();
+    assert!(
+        !planned_lock.contains(&docopt_hex),
+        "the built wheel's hash is not one the lock pins"
+    );
+
+    let app = case.image_of("app");
+    let cut = case.far_side(&manifest);
+
+    // An app code change: `pipenv install` stays cached.
+    append(&case, "app/app.py", "print('code change')\n");
+    let reports = case.rebuild(&["app"]);
+    only(&reports, "app").assert_ran_exactly(&["COPY app.py ."]);
+
+    // The planned project: `pipenv install` runs again, from offpack, and installs six and docopt.
+    use_pipenv_project(&case, "planned");
+    let reports = case.rebuild(&["app"]);
+    let report = only(&reports, "app");
+    assert!(
+        report.ran().iter().any(|s| s.contains("pipenv install")),
+        "the pipenv step ran: {:?}",
+        report.steps
+    );
+    let printed = run_image(&case, &app);
+    for line in [
+        "bottle 0.13.4",
+        "MarkupSafe 3.0.2",
+        "six 1.17.0",
+        "docopt 0.6.2",
+    ] {
+        assert!(printed.contains(line), "{line} in {printed}");
+    }
+    // The lock the image holds is the one sent (docs/packages.md): its source is the server's
+    // simple index, and docopt's entry also allows the built wheel.
+    let lock_in_image = stdout(&case.docker(&["run", "--rm", &app, "cat", "Pipfile.lock"]));
+    assert!(
+        lock_in_image.contains(&format!(":{PACKAGE_PORT}/simple/\"")),
+        "{lock_in_image}"
+    );
+    assert!(
+        lock_in_image.contains("\"verify_ssl\": false"),
+        "{lock_in_image}"
+    );
+    assert!(
+        lock_in_image.contains(&format!("\"sha256:{docopt_hex}\"")),
+        "the built wheel's hash is added to docopt's entry: {lock_in_image}"
+    );
+    assert!(!lock_in_image.contains("pypi.org"), "{lock_in_image}");
+    // Again with nothing changed: the rewritten lock is the same, every step is cached.
+    let reports = case.rebuild(&["app"]);
+    only(&reports, "app").assert_all_cached();
+
+    // A lock naming a package no bundle carried (`later/`: idna added): named with its line,
+    // before anything is built, and asked for in the request file.
+    use_pipenv_project(&case, "later");
+    let idna_line = std::fs::read_to_string(case.path().join("app/Pipfile.lock"))
+        .expect("lock")
+        .lines()
+        .position(|l| l.trim() == "\"idna\": {")
+        .expect("idna's entry")
+        + 1;
+    let mut cmd = case.offpack();
+    cmd.args(["rebuild", "app"]);
+    let out = case.run(&mut cmd);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing package exits 2: {err}"
+    );
+    assert!(
+        err.contains(&format!("idna==3.7 (Pipfile.lock:{idna_line})")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("six"),
+        "only the missing package is named: {err}"
+    );
+    let request = case.path().join("offpack-request.json");
+    assert!(request.is_file(), "the request file is written");
+    drop(cut);
+
+    // Networked side: the request's lock resolved in the image; far side: loaded, rebuilt.
+    let more = case.path().join("more.offpack");
+    {
+        let _net = build_network();
+        let mut cmd = case.offpack();
+        cmd.args(["bundle", "--packages-for"])
+            .arg(&request)
+            .arg("-o")
+            .arg(&more);
+        case.ok(&mut cmd);
+    }
+    assert!(
+        packages_of(&case, &more)
+            .iter()
+            .any(|p| field(p, "name") == "idna"),
+        "the package bundle carries idna"
+    );
+    let cut = cut_build_network();
+    cut.allow_host_port(PACKAGE_PORT);
+    let mut cmd = case.offpack();
+    cmd.arg("load").arg(&more);
+    case.ok(&mut cmd);
+    let reports = case.rebuild(&["app"]);
+    assert!(
+        only(&reports, "app")
+            .ran()
+            .iter()
+            .any(|s| s.contains("pipenv install"))
+    );
+    let printed = run_image(&case, &app);
+    assert!(printed.contains("idna 3.7"), "{printed}");
+    drop(cut);
+}

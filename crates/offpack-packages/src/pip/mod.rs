@@ -2,6 +2,7 @@
 
 pub mod index;
 pub mod lockfile;
+pub mod markers;
 pub mod names;
 pub mod pipfile_lock;
 pub mod requirements;

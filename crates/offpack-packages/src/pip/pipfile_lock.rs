@@ -62,6 +62,28 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<LockedDistribution>, PackageE
     Ok(locked)
 }
 
+/// The Python `major.minor` the lock was made for (`_meta.requires.python_version`, or the first
+/// two parts of `python_full_version`), if it says. `pipenv install --deploy` refuses an
+/// interpreter of another version (it checks the Pipfile's, whose hash the lock holds), so the
+/// lock's markers can be read against it.
+pub fn required_python_version(text: &str) -> Option<String> {
+    let lock: Value = serde_json::from_str(text).ok()?;
+    let requires = lock.get("_meta")?.get("requires")?;
+    let version = match requires.get("python_version").and_then(Value::as_str) {
+        Some(version) => version.trim().to_string(),
+        None => {
+            let full = requires.get("python_full_version")?.as_str()?.trim();
+            full.split('.').take(2).collect::<Vec<_>>().join(".")
+        }
+    };
+    let parts: Vec<&str> = version.split('.').collect();
+    (parts.len() == 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+    .then_some(version)
+}
+
 /// `text` (a `Pipfile.lock` labelled `path`) with every source of `_meta.sources` pointing at
 /// `simple_url` with `verify_ssl: false` (so pipenv gives pip `--trusted-host`: offpack serves plain
 /// HTTP); a lock without sources gets one named `pypi`, which pipenv then prefers to the

@@ -424,3 +424,18 @@ fn a_built_wheel_is_allowed_next_to_the_hashes_the_lock_pins() {
         find(&parse("Pipfile.lock", LOCK).unwrap(), "six").sha256
     );
 }
+
+#[test]
+fn the_python_version_the_lock_was_made_for() {
+    assert_eq!(required_python_version(LOCK).as_deref(), Some("3.11"));
+    let full = r#"{"_meta": {"requires": {"python_full_version": "3.12.4"}}, "default": {}}"#;
+    assert_eq!(required_python_version(full).as_deref(), Some("3.12"));
+    for none in [
+        r#"{"_meta": {"requires": {}}, "default": {}}"#,
+        r#"{"_meta": {"requires": {"python_version": ">=3.8"}}}"#,
+        r#"{"_meta": {"requires": {"python_version": 3.11}}}"#,
+        "not json",
+    ] {
+        assert_eq!(required_python_version(none), None, "{none}");
+    }
+}
