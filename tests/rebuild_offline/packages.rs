@@ -125,57 +125,15 @@ fn python_requirements_change_rebuilds_offline_from_carried_wheels() {
 
     // A package no bundle carried: named before anything is built, with a request for it.
     append(&case, "api/requirements.txt", IDNA);
-    let mut cmd = case.offpack();
-    cmd.args(["rebuild", "api"]);
-    let out = case.run(&mut cmd);
-    assert_eq!(out.status.code(), Some(2), "a missing package exits 2");
-    let err = stderr(&out);
-    assert!(err.contains("idna==3.7"), "{err}");
-    assert!(
-        err.contains("requirements.txt:"),
-        "names the file and line: {err}"
+    let cut = missing_package_loop(
+        &mut case,
+        cut,
+        "api",
+        "idna==3.7 (requirements.txt:",
+        "bottle",
+        "pip install",
+        &api,
     );
-    assert!(err.contains("offpack-request.json"), "{err}");
-    assert!(
-        !err.contains("bottle"),
-        "only the missing package is named: {err}"
-    );
-    let request = case.path().join("offpack-request.json");
-    assert!(request.is_file(), "the request file is written");
-    drop(cut);
-
-    // Networked side: a package bundle from the request alone.
-    let more = case.path().join("more.offpack");
-    {
-        let _net = build_network();
-        let mut cmd = case.offpack();
-        cmd.args(["bundle", "--packages-for"])
-            .arg(&request)
-            .arg("-o")
-            .arg(&more);
-        case.ok(&mut cmd);
-    }
-    let more_packages = packages_of(&case, &more);
-    assert!(
-        more_packages.iter().any(|p| field(p, "name") == "idna"),
-        "{more_packages:?}"
-    );
-
-    // Far side again: load it, and the same rebuild now succeeds.
-    let cut = cut_build_network();
-    cut.allow_host_port(PACKAGE_PORT);
-    let mut cmd = case.offpack();
-    cmd.arg("load").arg(&more);
-    case.ok(&mut cmd);
-    let reports = case.rebuild(&["api"]);
-    assert!(
-        only(&reports, "api")
-            .ran()
-            .iter()
-            .any(|s| s.contains("pip install"))
-    );
-    let printed = run_image(&case, &api);
-    assert!(printed.contains("idna 3.7"), "{printed}");
 
     // A package file changed in the far side's store is named before anything is built.
     let index: Value = serde_json::from_str(
@@ -500,54 +458,15 @@ fn uv_lock_change_rebuilds_offline_from_carried_wheels() {
         .position(|l| l == "name = \"idna\"")
         .expect("idna's block")
         + 1;
-    let mut cmd = case.offpack();
-    cmd.args(["rebuild", "app"]);
-    let out = case.run(&mut cmd);
-    assert_eq!(out.status.code(), Some(2), "a missing package exits 2");
-    let err = stderr(&out);
-    assert!(
-        err.contains(&format!("idna==3.7 (uv.lock:{idna_line})")),
-        "{err}"
+    let cut = missing_package_loop(
+        &mut case,
+        cut,
+        "app",
+        &format!("idna==3.7 (uv.lock:{idna_line})"),
+        "six",
+        "uv sync",
+        &app,
     );
-    assert!(
-        !err.contains("six"),
-        "only the missing package is named: {err}"
-    );
-    let request = case.path().join("offpack-request.json");
-    assert!(request.is_file(), "the request file is written");
-    drop(cut);
-
-    // Networked side: the request's lock resolved in the image; far side: loaded, rebuilt.
-    let more = case.path().join("more.offpack");
-    {
-        let _net = build_network();
-        let mut cmd = case.offpack();
-        cmd.args(["bundle", "--packages-for"])
-            .arg(&request)
-            .arg("-o")
-            .arg(&more);
-        case.ok(&mut cmd);
-    }
-    assert!(
-        packages_of(&case, &more)
-            .iter()
-            .any(|p| field(p, "name") == "idna"),
-        "the package bundle carries idna"
-    );
-    let cut = cut_build_network();
-    cut.allow_host_port(PACKAGE_PORT);
-    let mut cmd = case.offpack();
-    cmd.arg("load").arg(&more);
-    case.ok(&mut cmd);
-    let reports = case.rebuild(&["app"]);
-    assert!(
-        only(&reports, "app")
-            .ran()
-            .iter()
-            .any(|s| s.contains("uv sync"))
-    );
-    let printed = run_image(&case, &app);
-    assert!(printed.contains("idna 3.7"), "{printed}");
     drop(cut);
 }
 
@@ -681,8 +600,34 @@ fn pipenv_lock_change_rebuilds_offline_from_carried_wheels() {
         .position(|l| l.trim() == "\"idna\": {")
         .expect("idna's entry")
         + 1;
+    let cut = missing_package_loop(
+        &mut case,
+        cut,
+        "app",
+        &format!("idna==3.7 (Pipfile.lock:{idna_line})"),
+        "six",
+        "pipenv install",
+        &app,
+    );
+    drop(cut);
+}
+
+/// The far side's loop for a package file naming a package no bundle carried (idna 3.7): `rebuild
+/// SERVICE` exits 2 naming `expected` (package, file and line) and not `carried` (one it has), and
+/// writes the request file; on the networked side `bundle --packages-for` makes a package bundle
+/// carrying idna; behind the cut again, `load` adds it, `rebuild` runs the step named `step` and
+/// `image` imports idna. `cut` is the far side's cut, held on entry; the new one is returned.
+fn missing_package_loop(
+    case: &mut Case,
+    cut: NetworkCut,
+    service: &str,
+    expected: &str,
+    carried: &str,
+    step: &str,
+    image: &str,
+) -> NetworkCut {
     let mut cmd = case.offpack();
-    cmd.args(["rebuild", "app"]);
+    cmd.args(["rebuild", service]);
     let out = case.run(&mut cmd);
     let err = stderr(&out);
     assert_eq!(
@@ -690,12 +635,10 @@ fn pipenv_lock_change_rebuilds_offline_from_carried_wheels() {
         Some(2),
         "a missing package exits 2: {err}"
     );
+    assert!(err.contains(expected), "{err}");
+    assert!(err.contains("offpack-request.json"), "{err}");
     assert!(
-        err.contains(&format!("idna==3.7 (Pipfile.lock:{idna_line})")),
-        "{err}"
-    );
-    assert!(
-        !err.contains("six"),
+        !err.contains(carried),
         "only the missing package is named: {err}"
     );
     let request = case.path().join("offpack-request.json");
@@ -714,7 +657,7 @@ fn pipenv_lock_change_rebuilds_offline_from_carried_wheels() {
         case.ok(&mut cmd);
     }
     assert!(
-        packages_of(&case, &more)
+        packages_of(case, &more)
             .iter()
             .any(|p| field(p, "name") == "idna"),
         "the package bundle carries idna"
@@ -724,14 +667,15 @@ fn pipenv_lock_change_rebuilds_offline_from_carried_wheels() {
     let mut cmd = case.offpack();
     cmd.arg("load").arg(&more);
     case.ok(&mut cmd);
-    let reports = case.rebuild(&["app"]);
+    let reports = case.rebuild(&[service]);
     assert!(
-        only(&reports, "app")
+        only(&reports, service)
             .ran()
             .iter()
-            .any(|s| s.contains("pipenv install"))
+            .any(|s| s.contains(step)),
+        "{step} ran: {reports:?}"
     );
-    let printed = run_image(&case, &app);
+    let printed = run_image(case, image);
     assert!(printed.contains("idna 3.7"), "{printed}");
-    drop(cut);
+    cut
 }
