@@ -368,37 +368,8 @@ fn uv_lock_change_rebuilds_offline_from_carried_wheels() {
     .expect("write Dockerfile");
     let manifest = case.bundle_with(&["--packages", "planned/uv.lock"]);
 
-    // The lock's wheels for the image's Python (cp311, manylinux x86_64), each once, with the
-    // planned lock's six; the files are the very ones uv.lock pins (uv checks their hashes).
-    let packages = packages_of(&case, &case.bundle);
-    let planned_lock = std::fs::read_to_string(case.path().join("planned/uv.lock")).expect("lock");
-    for wanted in ["bottle", "markupsafe", "six"] {
-        let found: Vec<&Value> = packages
-            .iter()
-            .filter(|p| field(p, "name").eq_ignore_ascii_case(wanted))
-            .collect();
-        assert_eq!(found.len(), 1, "{wanted} carried once: {packages:?}");
-        let hex = field(found[0], "digest").trim_start_matches("sha256:");
-        assert!(
-            planned_lock.contains(&format!("sha256:{hex}")),
-            "{wanted}'s file is one uv.lock pins: {}",
-            found[0]
-        );
-    }
-    let markupsafe = packages
-        .iter()
-        .find(|p| field(p, "name").eq_ignore_ascii_case("markupsafe"))
-        .unwrap();
-    assert!(
-        field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
-        "{markupsafe}"
-    );
-    // docopt: the lock pins its sdist only; the wheel built from it is carried.
-    let docopt = packages
-        .iter()
-        .find(|p| field(p, "name") == "docopt")
-        .unwrap();
-    assert!(field(docopt, "filename").ends_with(".whl"), "{docopt}");
+    let docopt = assert_carried_from_lock(&case, "planned/uv.lock");
+    let docopt = &docopt;
 
     let app = case.image_of("app");
     let cut = case.far_side(&manifest);
@@ -505,39 +476,10 @@ fn pipenv_lock_change_rebuilds_offline_from_carried_wheels() {
     write_dockerfile_with_run_id(&case);
     let manifest = case.bundle_with(&["--packages", "planned/Pipfile.lock"]);
 
-    // The lock's wheels for the image's Python (cp311, manylinux x86_64), each once, with the
-    // planned lock's six; the files are ones Pipfile.lock pins (pip checks their hashes).
-    let packages = packages_of(&case, &case.bundle);
+    let docopt = assert_carried_from_lock(&case, "planned/Pipfile.lock");
     let planned_lock =
         std::fs::read_to_string(case.path().join("planned/Pipfile.lock")).expect("lock");
-    for wanted in ["bottle", "markupsafe", "six"] {
-        let found: Vec<&Value> = packages
-            .iter()
-            .filter(|p| field(p, "name").eq_ignore_ascii_case(wanted))
-            .collect();
-        assert_eq!(found.len(), 1, "{wanted} carried once: {packages:?}");
-        let hex = field(found[0], "digest").trim_start_matches("sha256:");
-        assert!(
-            planned_lock.contains(&format!("sha256:{hex}")),
-            "{wanted}'s file is one Pipfile.lock pins: {}",
-            found[0]
-        );
-    }
-    let markupsafe = packages
-        .iter()
-        .find(|p| field(p, "name").eq_ignore_ascii_case("markupsafe"))
-        .unwrap();
-    assert!(
-        field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
-        "{markupsafe}"
-    );
-    // docopt: the lock pins its sdist only; the wheel built from it is carried.
-    let docopt = packages
-        .iter()
-        .find(|p| field(p, "name") == "docopt")
-        .unwrap();
-    assert!(field(docopt, "filename").ends_with(".whl"), "{docopt}");
-    let docopt_hex = field(docopt, "digest")
+    let docopt_hex = field(&docopt, "digest")
         .trim_start_matches("sha256:")
         .to_string();
     assert!(
@@ -678,4 +620,41 @@ fn missing_package_loop(
     let printed = run_image(case, image);
     assert!(printed.contains("idna 3.7"), "{printed}");
     cut
+}
+
+/// The bundle's packages for a lock fixture (bottle, MarkupSafe, six, docopt): the lock's wheels
+/// for the image's Python (cp311, manylinux x86_64), each once, the very files the lock `planned`
+/// pins (the installer checks their hashes), and for docopt, which the lock pins as an sdist only,
+/// the wheel built from it. Returns docopt's entry.
+fn assert_carried_from_lock(case: &Case, planned: &str) -> Value {
+    let packages = packages_of(case, &case.bundle);
+    let planned_lock = std::fs::read_to_string(case.path().join(planned)).expect("lock");
+    for wanted in ["bottle", "markupsafe", "six"] {
+        let found: Vec<&Value> = packages
+            .iter()
+            .filter(|p| field(p, "name").eq_ignore_ascii_case(wanted))
+            .collect();
+        assert_eq!(found.len(), 1, "{wanted} carried once: {packages:?}");
+        let hex = field(found[0], "digest").trim_start_matches("sha256:");
+        assert!(
+            planned_lock.contains(&format!("sha256:{hex}")),
+            "{wanted}'s file is one {planned} pins: {}",
+            found[0]
+        );
+    }
+    let markupsafe = packages
+        .iter()
+        .find(|p| field(p, "name").eq_ignore_ascii_case("markupsafe"))
+        .expect("markupsafe");
+    assert!(
+        field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
+        "{markupsafe}"
+    );
+    let docopt = packages
+        .iter()
+        .find(|p| field(p, "name") == "docopt")
+        .expect("docopt")
+        .clone();
+    assert!(field(&docopt, "filename").ends_with(".whl"), "{docopt}");
+    docopt
 }
