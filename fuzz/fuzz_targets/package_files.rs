@@ -1,7 +1,7 @@
 //! Any text is read as a requirements file (and rewritten for an index), a uv.lock and a
 //! Pipfile.lock (each rewritten for offpack's server), a package-lock.json, a yarn.lock and a
-//! package request; the lock entries are filtered for a platform and their `resolved` URLs
-//! rewritten. Errors are fine, panics are not.
+//! package request, and as an environment marker; the lock entries are filtered for a platform
+//! and their `resolved` URLs rewritten. Errors are fine, panics are not.
 #![no_main]
 
 mod small_stack;
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use libfuzzer_sys::fuzz_target;
 use offpack_packages::npm::{lock, platform::NpmTarget, rewrite};
 use offpack_packages::pip::lockfile::requirements_for_pip;
+use offpack_packages::pip::markers::{MarkerEnvironment, evaluate};
 use offpack_packages::pip::{pipfile_lock, requirements, uv_lock};
 use offpack_packages::request::PackageRequest;
 
@@ -23,6 +24,11 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn read_all_ways(text: &str) {
+    // A lock's markers are evaluated on the far side: any text, on a small stack.
+    let _ = evaluate(
+        text,
+        &MarkerEnvironment::for_platform("linux/amd64", Some("3.11")),
+    );
     if let Ok(parsed) = requirements::parse("requirements.txt", text) {
         let hashes: BTreeMap<String, Vec<String>> = parsed
             .requirements()

@@ -61,6 +61,7 @@ pub fn evaluate(marker: &str, env: &MarkerEnvironment) -> Option<bool> {
         tokens: &tokens,
         at: 0,
         env,
+        depth: 0,
     };
     let value = parser.or_expression()?;
     if parser.at != tokens.len() {
@@ -123,7 +124,14 @@ struct Parser<'a> {
     tokens: &'a [Token],
     at: usize,
     env: &'a MarkerEnvironment,
+    /// Parentheses open around the current atom: bounded, since a marker comes from a lock file
+    /// and each level is a few stack frames.
+    depth: usize,
 }
+
+/// Deeper parentheses are not read (the marker counts as unknown). uv.lock markers, combined
+/// along a dependency chain, nest one level per edge.
+const MAX_DEPTH: usize = 128;
 
 impl Parser<'_> {
     fn peek_word(&self, word: &str) -> bool {
@@ -160,8 +168,13 @@ impl Parser<'_> {
 
     fn atom(&mut self) -> Option<Option<bool>> {
         if self.tokens.get(self.at) == Some(&Token::Open) {
+            if self.depth >= MAX_DEPTH {
+                return None;
+            }
             self.at += 1;
+            self.depth += 1;
             let value = self.or_expression()?;
+            self.depth -= 1;
             if self.tokens.get(self.at) != Some(&Token::Close) {
                 return None;
             }
@@ -369,5 +382,15 @@ mod tests {
         ] {
             assert_eq!(evaluate(marker, &env), None, "{marker:?}");
         }
+    }
+
+    #[test]
+    fn deep_parentheses_are_unknown_not_a_crash() {
+        let env = MarkerEnvironment::for_platform("linux/amd64", Some("3.11"));
+        let nested =
+            |n: usize| format!("{}sys_platform == 'linux'{}", "(".repeat(n), ")".repeat(n));
+        assert_eq!(evaluate(&nested(MAX_DEPTH), &env), Some(true));
+        assert_eq!(evaluate(&nested(MAX_DEPTH + 1), &env), None);
+        assert_eq!(evaluate(&nested(1_000_000), &env), None);
     }
 }
