@@ -201,17 +201,29 @@ fn plan_python_lock(
             reason,
         });
     }
+    let manifest = match &need.installer {
+        Installer::PythonLock {
+            manifest: Some(manifest),
+            ..
+        } => Some((manifest.as_str(), text_of(packages, manifest)?)),
+        _ => None,
+    };
     let rewritten = python_lock::rewrite_for_server(
         tool,
         lock,
         &text,
+        manifest.as_ref().map(|(path, text)| (*path, text.as_str())),
         &server.base(),
         &|hex| carried.get(hex).map(|f| f.to_string()),
         &|name, version| built_wheels(store, name, version),
     )?;
     if let Some(rewritten) = rewritten {
         plan.overrides
-            .insert(lock.to_string(), rewritten.into_bytes());
+            .insert(lock.to_string(), rewritten.lock.into_bytes());
+        // poetry's sources are in the project file, sent rewritten beside the lock.
+        if let (Some(text), Some((path, _))) = (rewritten.manifest, &manifest) {
+            plan.overrides.insert(path.to_string(), text.into_bytes());
+        }
     }
     // Only what a networked side can fetch is asked for: the lock itself, resolved there.
     if missing_here.iter().any(|m| m.reason.is_none()) {

@@ -315,44 +315,23 @@ pub fn content_hash(pyproject: &toml::Table, scheme: HashScheme) -> Result<Strin
             .unwrap_or(&empty)
             .get("poetry"),
     );
-    let mut relevant_poetry = toml::Table::new();
-    let put = |out: &mut toml::Table, key: &str, value: Option<&toml::Value>| match value {
-        Some(v) => {
-            out.insert(key.to_string(), v.clone());
-        }
-        None => {}
+    // poetry 1 reads [tool.poetry] only.
+    let project = match scheme {
+        HashScheme::Poetry1 => toml::Table::new(),
+        _ => table(pyproject.get("project")),
     };
-    if scheme == HashScheme::Poetry1 {
-        let mut json = String::from("{");
-        let mut keys: Vec<&str> = LEGACY_KEYS.iter().copied().collect();
-        if poetry.contains_key("group") {
-            keys.push("group");
-        }
-        keys.sort_unstable();
-        for (i, key) in keys.iter().enumerate() {
-            if i > 0 {
-                json.push_str(", ");
-            }
-            write_json_string(&mut json, key);
-            json.push_str(": ");
-            match poetry.get(*key) {
-                Some(v) => write_json(&mut json, v)?,
-                None => json.push_str("null"),
-            }
-        }
-        json.push('}');
-        return Ok(sha256_hex_of(json.as_bytes()));
-    }
-    let project = table(pyproject.get("project"));
     let mut relevant_project = toml::Table::new();
     for key in PROJECT_KEYS {
-        put(&mut relevant_project, key, project.get(key));
+        if let Some(value) = project.get(key) {
+            relevant_project.insert(key.to_string(), value.clone());
+        }
     }
     let groups = match scheme {
         HashScheme::Poetry23 => table(pyproject.get("dependency-groups")),
         _ => toml::Table::new(),
     };
     let nested = !relevant_project.is_empty() || !groups.is_empty();
+    let mut relevant_poetry = toml::Table::new();
     let mut legacy_nulls = Vec::new();
     for key in LEGACY_KEYS.iter().chain(&["group"]) {
         match poetry.get(*key) {
