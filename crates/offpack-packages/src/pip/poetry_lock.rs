@@ -76,11 +76,19 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<LockedDistribution>, PackageE
     for package in doc.package {
         let line = line_of(text, package.name.span().start);
         let name = package.name.into_inner();
-        if name.trim().is_empty() || package.version.trim().is_empty() {
+        // What goes into the requirements file the networked side gives pip: PEP 508 there.
+        if !is_name(&name) {
             return Err(PackageError::at(
                 path,
                 line,
-                "a [[package]] without a name or a version",
+                format!("{name:?} is not a package name"),
+            ));
+        }
+        if !is_version(&package.version) {
+            return Err(PackageError::at(
+                path,
+                line,
+                format!("{name}: {:?} is not a version", package.version),
             ));
         }
         let source = match package.source.as_ref().map(|s| s.kind.as_str()) {
@@ -103,7 +111,16 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<LockedDistribution>, PackageE
             }
         }
         let marker = match package.markers {
-            Some(toml::Value::String(m)) if !m.trim().is_empty() => Some(m),
+            Some(toml::Value::String(m)) if !m.trim().is_empty() => {
+                if !is_marker(&m) {
+                    return Err(PackageError::at(
+                        path,
+                        line,
+                        format!("{name}: {m:?} is not a PEP 508 marker"),
+                    ));
+                }
+                Some(m)
+            }
             _ => None,
         };
         locked.push(LockedDistribution {
@@ -116,6 +133,28 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<LockedDistribution>, PackageE
         });
     }
     Ok(locked)
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_version(version: &str) -> bool {
+    !version.is_empty()
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+!*".contains(&b))
+}
+
+/// A word starting with `-` would read as an option of the requirements line.
+fn is_marker(marker: &str) -> bool {
+    !marker.contains(|c: char| c.is_control() || c == '#' || c == '\\')
+        && !marker.split_whitespace().any(|w| w.starts_with('-'))
 }
 
 /// Packages (normalized name, version) locked with no wheel among their files: the networked side
