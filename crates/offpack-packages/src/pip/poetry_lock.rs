@@ -561,6 +561,10 @@ mod tests {
     const LOCK_2: &str =
         include_str!("../../../../tests/fixtures/rebuild/poetry-packages/planned/poetry.lock");
 
+    /// Locked by poetry 2.5.1 from a `[project]` project with `[dependency-groups]`.
+    const PYPROJECT_25: &str = include_str!("poetry_lock/poetry25/pyproject.toml");
+    const LOCK_25: &str = include_str!("poetry_lock/poetry25/poetry.lock");
+
     fn table(text: &str) -> toml::Table {
         toml::from_str(text).unwrap()
     }
@@ -594,6 +598,16 @@ mod tests {
         assert_ne!(
             content_hash(&table(PYPROJECT_2), HashScheme::Poetry1).unwrap(),
             hash_2
+        );
+        // Since 2.3 [dependency-groups] counts.
+        let hash_25 = lock_hash(LOCK_25);
+        assert_eq!(
+            content_hash(&table(PYPROJECT_25), HashScheme::Poetry23).unwrap(),
+            hash_25
+        );
+        assert_ne!(
+            content_hash(&table(PYPROJECT_25), HashScheme::Poetry20).unwrap(),
+            hash_25
         );
     }
 
