@@ -1,7 +1,8 @@
-//! Any text is read as a requirements file (and rewritten for an index), a uv.lock and a
-//! Pipfile.lock (each rewritten for offpack's server), a package-lock.json, a yarn.lock and a
-//! package request, and as an environment marker; the lock entries are filtered for a platform
-//! and their `resolved` URLs rewritten. Errors are fine, panics are not.
+//! Any text is read as a requirements file (and rewritten for an index), a uv.lock, a
+//! Pipfile.lock and a poetry.lock with its pyproject.toml (each rewritten for offpack's server), a
+//! package-lock.json, a yarn.lock, a package request and an environment marker; the lock entries
+//! are filtered for a platform and their `resolved` URLs rewritten. Errors are fine, panics are
+//! not.
 #![no_main]
 
 mod small_stack;
@@ -12,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use offpack_packages::npm::{lock, platform::NpmTarget, rewrite};
 use offpack_packages::pip::lockfile::requirements_for_pip;
 use offpack_packages::pip::markers::{MarkerEnvironment, evaluate};
-use offpack_packages::pip::{pipfile_lock, requirements, uv_lock};
+use offpack_packages::pip::{pipfile_lock, poetry_lock, requirements, uv_lock};
 use offpack_packages::request::PackageRequest;
 
 fuzz_target!(|data: &[u8]| {
@@ -62,6 +63,33 @@ fn read_all_ways(text: &str) {
         )
         .expect("a lock that parsed rewrites");
         uv_lock::parse("uv.lock", &rewritten).expect("a rewritten lock parses");
+    }
+    if let Ok(locked) = poetry_lock::parse("poetry.lock", text) {
+        let pinned = requirements_for_pip(&locked);
+        requirements::parse("poetry.lock.requirements.txt", &pinned)
+            .expect("pinned requirements parse");
+        let _ = poetry_lock::sdist_only("poetry.lock", text).expect("a lock that parsed reads");
+    }
+    // The text as a project file (its rewrite checks that it still parses), and the lock rewritten
+    // for it (the text again, as a lock) parses as one.
+    if let Ok(project) =
+        poetry_lock::rewrite_pyproject_for_server("pyproject.toml", text, "http://x:1/simple/")
+    {
+        if let Ok(lock) = poetry_lock::rewrite_lock_for_server(
+            "poetry.lock",
+            text,
+            text,
+            &project,
+            &|name, version| {
+                vec![uv_lock::BuiltWheel {
+                    sha256: "0".repeat(64),
+                    filename: format!("{name}-{version}-py3-none-any.whl"),
+                }]
+            },
+        ) && poetry_lock::parse("poetry.lock", text).is_ok()
+        {
+            poetry_lock::parse("poetry.lock", &lock).expect("a rewritten lock parses");
+        }
     }
     let target = NpmTarget::from_platform("linux/amd64", Some("glibc"));
     for entries in [

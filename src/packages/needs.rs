@@ -68,6 +68,7 @@ pub enum Installer {
 pub fn python_lock_files(tool: &str) -> (&'static str, &'static str) {
     match tool {
         "pipenv" => ("Pipfile.lock", "Pipfile"),
+        "poetry" => ("poetry.lock", "pyproject.toml"),
         _ => ("uv.lock", "pyproject.toml"),
     }
 }

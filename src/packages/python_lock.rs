@@ -1,5 +1,5 @@
 //! The Python lock formats offpack carries, by the tool that installs from them (`uv sync` from
-//! `uv.lock`; `pipenv install|sync` from `Pipfile.lock`). Each format's parsing
+//! `uv.lock`; `pipenv install|sync` from `Pipfile.lock`; `poetry install` from `poetry.lock`). Each format's parsing
 //! and rewriting lives in `offpack_packages::pip`; this is the one place that picks it, so the
 //! bundle side, the rebuild side and `--packages-for` treat every format alike.
 
@@ -9,6 +9,7 @@ use anyhow::Result;
 use offpack_packages::pip::lockfile::{LockedDistribution, LockedSource, requirements_for_pip};
 use offpack_packages::pip::markers::MarkerEnvironment;
 use offpack_packages::pip::pipfile_lock;
+use offpack_packages::pip::poetry_lock;
 use offpack_packages::pip::uv_lock::{self, BuiltWheel};
 
 /// The tool that installs from a lock file of this name (`app/uv.lock` → `uv`).
@@ -16,6 +17,7 @@ pub fn tool_of_lock(path: &str) -> Option<&'static str> {
     match path.rsplit('/').next().unwrap_or(path) {
         "uv.lock" => Some("uv"),
         "Pipfile.lock" => Some("pipenv"),
+        "poetry.lock" => Some("poetry"),
         _ => None,
     }
 }
@@ -23,10 +25,10 @@ pub fn tool_of_lock(path: &str) -> Option<&'static str> {
 /// Why offpack does not carry this tool's lock yet; `None` when it does.
 pub fn not_carried_yet(tool: &str) -> Option<String> {
     match tool {
-        "uv" | "pipenv" => None,
+        "uv" | "pipenv" | "poetry" => None,
         other => Some(format!(
-            "offpack does not carry the packages of `{other}` lock files (it carries uv.lock and \
-             Pipfile.lock)"
+            "offpack does not carry the packages of `{other}` lock files (it carries uv.lock, \
+             Pipfile.lock and poetry.lock)"
         )),
     }
 }
@@ -36,6 +38,7 @@ pub fn parse(tool: &str, path: &str, text: &str) -> Result<Option<Vec<LockedDist
     Ok(match tool {
         "uv" => Some(uv_lock::parse(path, text)?),
         "pipenv" => Some(pipfile_lock::parse(path, text)?),
+        "poetry" => Some(poetry_lock::parse(path, text)?),
         _ => None,
     })
 }
@@ -45,7 +48,8 @@ pub fn parse(tool: &str, path: &str, text: &str) -> Result<Option<Vec<LockedDist
 /// pinned with an sdist only: uv would build them behind the gap (with a build backend from the
 /// index), so offpack serves the wheel it built from the sdist on the networked side. A
 /// Pipfile.lock lists hashes without file names, so every index entry: pipenv has pip check the
-/// hashes, and a built wheel's hash is added to the entry's.
+/// hashes, and a built wheel's hash is added to the entry's. For poetry.lock, those whose files
+/// hold no wheel: poetry installs only a file the lock lists, so the built wheel is added.
 pub fn sdist_only(tool: &str, path: &str, text: &str) -> Result<BTreeSet<(String, String)>> {
     Ok(match tool {
         "uv" => uv_lock::sdist_only(path, text)?,
@@ -54,6 +58,7 @@ pub fn sdist_only(tool: &str, path: &str, text: &str) -> Result<BTreeSet<(String
             .filter(|d| d.source == LockedSource::Index)
             .map(|d| (d.normalized(), d.version))
             .collect(),
+        "poetry" => poetry_lock::sdist_only(path, text)?,
         _ => BTreeSet::new(),
     })
 }
@@ -70,35 +75,62 @@ pub fn marker_environment(tool: &str, text: &str, platform: &str) -> MarkerEnvir
     MarkerEnvironment::for_platform(platform, python.as_deref())
 }
 
+/// What offpack sends in place of a lock and, for poetry, of its project file.
+#[derive(Debug)]
+pub struct Rewritten {
+    pub lock: String,
+    /// The project file (`pyproject.toml`) rewritten too: poetry reads its sources there.
+    pub manifest: Option<String>,
+}
+
 /// The lock with its carried files pointing at `base_url` (`carried(sha256 hex)` names a carried
 /// file), and for a package pinned with an sdist only, the wheels built from it
-/// (`built(normalized name, version)`); `None` for a format not carried yet.
+/// (`built(normalized name, version)`); `None` for a format not carried yet. `manifest` is the
+/// project file beside the lock (path, text), which poetry's rewrite needs.
 pub fn rewrite_for_server(
     tool: &str,
     path: &str,
     text: &str,
+    manifest: Option<(&str, &str)>,
     base_url: &str,
     carried: &dyn Fn(&str) -> Option<String>,
     built: &dyn Fn(&str, &str) -> Vec<BuiltWheel>,
-) -> Result<Option<String>> {
-    Ok(match tool {
-        "uv" => Some(uv_lock::rewrite_for_server_with_built(
-            path, text, base_url, carried, built,
-        )?),
+) -> Result<Option<Rewritten>> {
+    let simple = format!("{}/simple/", base_url.trim_end_matches('/'));
+    let lock = match tool {
+        "uv" => uv_lock::rewrite_for_server_with_built(path, text, base_url, carried, built)?,
         // pipenv reads the index from the lock's sources: the simple index of the server.
-        "pipenv" => Some(pipfile_lock::rewrite_for_server_with_hashes(
-            path,
-            text,
-            &format!("{}/simple/", base_url.trim_end_matches('/')),
-            &|name, version| {
+        "pipenv" => {
+            pipfile_lock::rewrite_for_server_with_hashes(path, text, &simple, &|name, version| {
                 built(name, version)
                     .into_iter()
                     .map(|wheel| wheel.sha256)
                     .collect()
-            },
-        )?),
-        _ => None,
-    })
+            })?
+        }
+        // poetry reads its sources from pyproject.toml, whose hash the lock holds.
+        "poetry" => {
+            let Some((manifest_path, manifest_text)) = manifest else {
+                anyhow::bail!(
+                    "{path}: poetry installs it with the pyproject.toml beside it, which the build \
+                     context does not hold"
+                );
+            };
+            let project =
+                poetry_lock::rewrite_pyproject_for_server(manifest_path, manifest_text, &simple)?;
+            let lock =
+                poetry_lock::rewrite_lock_for_server(path, text, manifest_text, &project, built)?;
+            return Ok(Some(Rewritten {
+                lock,
+                manifest: Some(project),
+            }));
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Rewritten {
+        lock,
+        manifest: None,
+    }))
 }
 
 /// What the networked side resolves for a lock: a hash-pinned requirements file of its index
@@ -205,23 +237,27 @@ source = { git = "https://example.invalid/tool.git#abc" }
             "{text}"
         );
         assert!(not_carried_yet("pipenv").is_none());
-        assert!(not_carried_yet("poetry").is_some());
+        assert!(not_carried_yet("poetry").is_none());
+        assert!(not_carried_yet("pdm").is_some());
         let rewritten = rewrite_for_server(
             "pipenv",
             "Pipfile.lock",
             lock,
+            None,
             "http://172.17.0.1:3149",
             &|_| None,
             &|_, _| Vec::new(),
         )
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .lock;
         assert!(
             rewritten.contains("\"url\": \"http://172.17.0.1:3149/simple/\""),
             "{rewritten}"
         );
         assert_eq!(tool_of_lock("a/uv.lock"), Some("uv"));
         assert_eq!(tool_of_lock("Pipfile.lock"), Some("pipenv"));
+        assert_eq!(tool_of_lock("app/poetry.lock"), Some("poetry"));
         assert_eq!(tool_of_lock("requirements.txt"), None);
     }
 }

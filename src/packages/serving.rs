@@ -201,17 +201,29 @@ fn plan_python_lock(
             reason,
         });
     }
+    let manifest = match &need.installer {
+        Installer::PythonLock {
+            manifest: Some(manifest),
+            ..
+        } => Some((manifest.as_str(), text_of(packages, manifest)?)),
+        _ => None,
+    };
     let rewritten = python_lock::rewrite_for_server(
         tool,
         lock,
         &text,
+        manifest.as_ref().map(|(path, text)| (*path, text.as_str())),
         &server.base(),
         &|hex| carried.get(hex).map(|f| f.to_string()),
         &|name, version| built_wheels(store, name, version),
     )?;
     if let Some(rewritten) = rewritten {
         plan.overrides
-            .insert(lock.to_string(), rewritten.into_bytes());
+            .insert(lock.to_string(), rewritten.lock.into_bytes());
+        // poetry's sources are in the project file, sent rewritten beside the lock.
+        if let (Some(text), Some((path, _))) = (rewritten.manifest, &manifest) {
+            plan.overrides.insert(path.to_string(), text.into_bytes());
+        }
     }
     // Only what a networked side can fetch is asked for: the lock itself, resolved there.
     if missing_here.iter().any(|m| m.reason.is_none()) {
@@ -794,6 +806,47 @@ wheels = [
         // tomli's do not, and zipp's is left to pipenv.
         let named: Vec<String> = plan.missing.iter().map(|m| m.to_string()).collect();
         assert_eq!(named, ["Python package idna==3.7 (Pipfile.lock:9)"]);
+    }
+
+    #[test]
+    fn a_changed_poetry_project_sends_its_pyproject_with_offpacks_source_beside_the_lock() {
+        let project = "[tool.poetry]\npackage-mode = false\n\n[tool.poetry.dependencies]\npython = \"^3.11\"\nbottle = \"0.13.4\"\nsix = \"1.17.0\"\n";
+        let lock = format!(
+            "[[package]]\nname = \"bottle\"\nversion = \"0.13.4\"\nfiles = [\n    {{file = \"bottle-0.13.4-py2.py3-none-any.whl\", hash = \"sha256:{BOTTLE_WHEEL}\"}},\n]\n\n[[package]]\nname = \"six\"\nversion = \"1.17.0\"\nfiles = [\n    {{file = \"six-1.17.0.tar.gz\", hash = \"sha256:{c}\"}},\n]\n\n[metadata]\nlock-version = \"2.0\"\ncontent-hash = \"{hash}\"\n",
+            c = "c".repeat(64),
+            // python3: sha256 of json.dumps of [tool.poetry]'s legacy keys, sort_keys=True.
+            hash = "093350b36d0020888aa83073e0b7be5c6d7df9180a09f77dcc9dcdb5abd79dc6"
+        );
+        let mut packages = uv_packages(&lock);
+        packages.needs[0].installer = Installer::PythonLock {
+            tool: "poetry".into(),
+            lock: Some("poetry.lock".into()),
+            manifest: Some("pyproject.toml".into()),
+        };
+        packages.files = [
+            ("poetry.lock".to_string(), lock.clone().into_bytes()),
+            ("pyproject.toml".to_string(), project.as_bytes().to_vec()),
+        ]
+        .into();
+        let plan = plan(&packages, &["pyproject.toml"], &[bottle_wheel()]);
+        let sent_project = String::from_utf8(plan.overrides["pyproject.toml"].clone()).unwrap();
+        assert!(
+            sent_project.ends_with(&format!(
+                "[[tool.poetry.source]]\nname = \"offpack\"\nurl = \"http://{SERVER}/simple/\"\npriority = \"primary\"\n"
+            )),
+            "{sent_project}"
+        );
+        let sent_lock = String::from_utf8(plan.overrides["poetry.lock"].clone()).unwrap();
+        // The same, computed by python3 for the project with offpack's source.
+        assert!(
+            sent_lock.contains(
+                "content-hash = \"221cdae62f975206dae1173fcb0f81579643e4d0ef44621f81310d8c0fde7888\""
+            ),
+            "{sent_lock}"
+        );
+        let named: Vec<String> = plan.missing.iter().map(|m| m.to_string()).collect();
+        assert_eq!(named, ["Python package six==1.17.0 (poetry.lock:9)"]);
+        assert_eq!(plan.python_requests[0].requirement_files, ["poetry.lock"]);
     }
 
     fn npm_packages(lock: &str) -> ServicePackages {

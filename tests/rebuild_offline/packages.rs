@@ -658,3 +658,182 @@ fn assert_carried_from_lock(case: &Case, planned: &str) -> Value {
     assert!(field(&docopt, "filename").ends_with(".whl"), "{docopt}");
     docopt
 }
+
+/// The project of `from` (`planned`, `later`) copied into `app/`: the pyproject.toml with a
+/// per-run change (a TOML comment, which poetry's content-hash ignores, so the lock still matches
+/// it), the lock as poetry wrote it.
+fn use_poetry_project(case: &Case, from: &str) {
+    let project =
+        std::fs::read_to_string(case.path().join(from).join("pyproject.toml")).expect("read");
+    case.change("app/pyproject.toml", project.trim_end());
+    std::fs::copy(
+        case.path().join(from).join("poetry.lock"),
+        case.path().join("app/poetry.lock"),
+    )
+    .expect("copy poetry.lock");
+}
+
+#[test]
+fn poetry_lock_change_rebuilds_offline_from_carried_wheels() {
+    let mut case = Case::new("poetry-packages", "poetry-packages");
+    write_dockerfile_with_run_id(&case);
+    let manifest = case.bundle_with(&["--packages", "planned/poetry.lock"]);
+
+    // The lock's wheels for the image's Python (cp311, manylinux x86_64), each once, with the
+    // planned lock's six; the files are ones poetry.lock lists (poetry checks their hashes).
+    let packages = packages_of(&case, &case.bundle);
+    let planned_lock =
+        std::fs::read_to_string(case.path().join("planned/poetry.lock")).expect("lock");
+    for wanted in ["bottle", "markupsafe", "six"] {
+        let found: Vec<&Value> = packages
+            .iter()
+            .filter(|p| field(p, "name").eq_ignore_ascii_case(wanted))
+            .collect();
+        assert_eq!(found.len(), 1, "{wanted} carried once: {packages:?}");
+        let hex = field(found[0], "digest").trim_start_matches("sha256:");
+        assert!(
+            planned_lock.contains(&format!("sha256:{hex}")),
+            "{wanted}'s file is one poetry.lock lists: {}",
+            found[0]
+        );
+    }
+    let markupsafe = packages
+        .iter()
+        .find(|p| field(p, "name").eq_ignore_ascii_case("markupsafe"))
+        .unwrap();
+    assert!(
+        field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
+        "{markupsafe}"
+    );
+    // docopt: the lock lists its sdist only; the wheel built from it is carried.
+    let docopt = packages
+        .iter()
+        .find(|p| field(p, "name") == "docopt")
+        .unwrap();
+    assert!(field(docopt, "filename").ends_with(".whl"), "{docopt}");
+    let docopt_hex = field(docopt, "digest")
+        .trim_start_matches("sha256:")
+        .to_string();
+    assert!(
+        !planned_lock.contains(&docopt_hex),
+        "the built wheel's hash is not one the lock lists"
+    );
+
+    let app = case.image_of("app");
+    let cut = case.far_side(&manifest);
+
+    // An app code change: `poetry install` stays cached.
+    append(&case, "app/app.py", "print('code change')\n");
+    let reports = case.rebuild(&["app"]);
+    only(&reports, "app").assert_ran_exactly(&["COPY app.py ."]);
+
+    // The planned project: `poetry install` runs again, from offpack, and installs six and docopt.
+    use_poetry_project(&case, "planned");
+    let reports = case.rebuild(&["app"]);
+    let report = only(&reports, "app");
+    assert!(
+        report.ran().iter().any(|s| s.contains("poetry install")),
+        "the poetry step ran: {:?}",
+        report.steps
+    );
+    let printed = run_image(&case, &app);
+    for line in [
+        "bottle 0.13.4",
+        "MarkupSafe 3.0.2",
+        "six 1.17.0",
+        "docopt 0.6.2",
+    ] {
+        assert!(printed.contains(line), "{line} in {printed}");
+    }
+    // The files the image holds are the ones sent (docs/packages.md): pyproject.toml with
+    // offpack's primary source, and a lock whose content-hash poetry accepted for it, docopt's
+    // entry also listing the built wheel.
+    let project_in_image = stdout(&case.docker(&["run", "--rm", &app, "cat", "pyproject.toml"]));
+    assert!(
+        project_in_image.contains("[[tool.poetry.source]]\nname = \"offpack\"\nurl = \"http://")
+            && project_in_image.contains(&format!(
+                ":{PACKAGE_PORT}/simple/\"\npriority = \"primary\""
+            )),
+        "{project_in_image}"
+    );
+    let lock_in_image = stdout(&case.docker(&["run", "--rm", &app, "cat", "poetry.lock"]));
+    assert!(
+        lock_in_image.contains(&format!(
+            "{{file = \"{}\", hash = \"sha256:{docopt_hex}\"}}",
+            field(docopt, "filename")
+        )),
+        "the built wheel is added to docopt's files: {lock_in_image}"
+    );
+    assert!(
+        !lock_in_image.contains(
+            "content-hash = \"7078830d328cf7263e38a92b71176981b96f4d3740271a6965f7d268fb0272a7\""
+        ),
+        "the content-hash is the rewritten project's: {lock_in_image}"
+    );
+    // Again with nothing changed: the rewritten files are the same, every step is cached.
+    let reports = case.rebuild(&["app"]);
+    only(&reports, "app").assert_all_cached();
+
+    // A lock naming a package no bundle carried (`later/`: idna added): named with its line,
+    // before anything is built, and asked for in the request file.
+    use_poetry_project(&case, "later");
+    let idna_line = std::fs::read_to_string(case.path().join("app/poetry.lock"))
+        .expect("lock")
+        .lines()
+        .position(|l| l.trim() == "name = \"idna\"")
+        .expect("idna's entry")
+        + 1;
+    let mut cmd = case.offpack();
+    cmd.args(["rebuild", "app"]);
+    let out = case.run(&mut cmd);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing package exits 2: {err}"
+    );
+    assert!(
+        err.contains(&format!("idna==3.7 (poetry.lock:{idna_line})")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("six"),
+        "only the missing package is named: {err}"
+    );
+    let request = case.path().join("offpack-request.json");
+    assert!(request.is_file(), "the request file is written");
+    drop(cut);
+
+    // Networked side: the request's lock resolved in the image; far side: loaded, rebuilt.
+    let more = case.path().join("more.offpack");
+    {
+        let _net = build_network();
+        let mut cmd = case.offpack();
+        cmd.args(["bundle", "--packages-for"])
+            .arg(&request)
+            .arg("-o")
+            .arg(&more);
+        case.ok(&mut cmd);
+    }
+    assert!(
+        packages_of(&case, &more)
+            .iter()
+            .any(|p| field(p, "name") == "idna"),
+        "the package bundle carries idna"
+    );
+    let cut = cut_build_network();
+    cut.allow_host_port(PACKAGE_PORT);
+    let mut cmd = case.offpack();
+    cmd.arg("load").arg(&more);
+    case.ok(&mut cmd);
+    let reports = case.rebuild(&["app"]);
+    assert!(
+        only(&reports, "app")
+            .ran()
+            .iter()
+            .any(|s| s.contains("poetry install"))
+    );
+    let printed = run_image(&case, &app);
+    assert!(printed.contains("idna 3.7"), "{printed}");
+    drop(cut);
+}

@@ -266,6 +266,10 @@ fn analyze_words(words: &[String], out: &mut RunAnalysis) {
         }
         "uv" if sub_name == "sync" => out.installs.push(python_lock("uv", "sync")),
         "pipenv" if sub_name == "sync" => out.installs.push(python_lock("pipenv", "sync")),
+        // Both install what poetry.lock pins (`sync` also removes what it does not).
+        "poetry" if matches!(sub_name, "install" | "sync") => {
+            out.installs.push(python_lock("poetry", sub_name))
+        }
         // Without package names it installs the lock; with them it resolves and locks anew.
         "pipenv"
             if sub_name == "install"
@@ -384,7 +388,6 @@ fn analyze_words(words: &[String], out: &mut RunAnalysis) {
         {
             network(format!("composer {sub_name}"), "")
         }
-        "poetry" if sub_name == "install" => network("poetry install".into(), HINT_POETRY),
         "poetry" if matches!(sub_name, "add" | "update" | "lock") => {
             network(format!("poetry {sub_name}"), HINT_PYTHON_TOOLS)
         }
@@ -423,11 +426,6 @@ const HINT_GO: &str = "vendor the modules (`go mod vendor`) and build with `-mod
 const HINT_CARGO: &str = "vendor the crates (`cargo vendor`) and build with `--offline`";
 const HINT_PYTHON_TOOLS: &str =
     "export a requirements.txt and use `pip install -r`, which offpack serves";
-/// poetry asks its sources for the locked files, and a source written into pyproject.toml changes
-/// the lock's content-hash (docs/decisions/0087).
-const HINT_POETRY: &str = "offpack does not carry poetry.lock: `poetry export -f requirements.txt \
-     -o requirements.txt` on the networked side and `pip install -r requirements.txt`, which \
-     offpack serves";
 const HINT_NPX: &str =
     "add the package to package.json so `npm ci` installs it, which offpack serves";
 
@@ -613,10 +611,22 @@ mod tests {
             ]
         );
         assert!(a.network.is_empty(), "{:?}", a.network);
-        // Adding a package or locking anew needs the index; poetry is not carried.
+        let a = analyze_script("poetry install --no-root --only main && poetry sync");
         assert_eq!(
-            network("pipenv install flask && uv lock && uv add six && poetry install"),
-            ["pipenv install", "uv lock", "uv add", "poetry install"]
+            a.installs,
+            [lock("poetry", "install"), lock("poetry", "sync")]
+        );
+        assert!(a.network.is_empty(), "{:?}", a.network);
+        // Adding a package or locking anew needs the index.
+        assert_eq!(
+            network("pipenv install flask && uv lock && uv add six && poetry lock && poetry add x"),
+            [
+                "pipenv install",
+                "uv lock",
+                "uv add",
+                "poetry lock",
+                "poetry add"
+            ]
         );
         assert!(analyze_script("pipenv install flask").installs.is_empty());
     }

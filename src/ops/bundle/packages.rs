@@ -573,12 +573,19 @@ wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-a
 
     const PIPFILE_LOCK: &str = include_str!("../../../tests/fixtures/packages/pipenv/Pipfile.lock");
 
+    const POETRY_LOCK: &str = r#"
+[[package]]
+name = "bottle"
+version = "0.13.4"
+files = [{file = "bottle-0.13.4-py2.py3-none-any.whl", hash = "sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e"}]
+"#;
+
     fn uv_service(service: &str, tool: &str) -> ServiceNeeds {
         let (lock, manifest) = crate::packages::needs::python_lock_files(tool);
-        let content = if tool == "pipenv" {
-            PIPFILE_LOCK
-        } else {
-            UV_LOCK
+        let content = match tool {
+            "pipenv" => PIPFILE_LOCK,
+            "poetry" => POETRY_LOCK,
+            _ => UV_LOCK,
         };
         ServiceNeeds {
             service: service.into(),
@@ -617,7 +624,7 @@ wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-a
             &[planned],
         )
         .unwrap();
-        assert_eq!(work.pip.len(), 3, "{:?}", work.pip);
+        assert_eq!(work.pip.len(), 4, "{:?}", work.pip);
         let (job, services) = &work.pip[0];
         assert!(job.no_deps);
         assert_eq!(services, &["api"]);
@@ -637,12 +644,16 @@ wheels = [{ url = "https://files.pythonhosted.org/b/bottle-0.13.4-py2.py3-none-a
                 && pinned.contains("\nsix==1.16.0 "),
             "{pinned}"
         );
-        assert!(String::from_utf8_lossy(&work.pip[2].0.files[0].1).starts_with("bottle==0.13.3"));
-        assert!(
-            work.warnings[0].contains("does not carry the packages of `poetry` lock files"),
-            "{:?}",
-            work.warnings
+        // A poetry.lock too: its files' hashes.
+        let (job, services) = &work.pip[2];
+        assert!(job.no_deps);
+        assert_eq!(services, &["legacy"]);
+        assert_eq!(
+            String::from_utf8_lossy(&job.files[0].1),
+            "bottle==0.13.4 --hash=sha256:045684fbd2764eac9cdeb824861d1551d113e8b683d8d26e296898d3dd99a12e\n"
         );
+        assert!(String::from_utf8_lossy(&work.pip[3].0.files[0].1).starts_with("bottle==0.13.3"));
+        assert!(work.warnings.is_empty(), "{:?}", work.warnings);
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod lockfile;
 pub mod markers;
 pub mod names;
 pub mod pipfile_lock;
+pub mod poetry_lock;
 pub mod requirements;
 pub mod uv_lock;
