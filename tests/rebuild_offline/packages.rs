@@ -679,38 +679,10 @@ fn poetry_lock_change_rebuilds_offline_from_carried_wheels() {
     write_dockerfile_with_run_id(&case);
     let manifest = case.bundle_with(&["--packages", "planned/poetry.lock"]);
 
-    // The lock's wheels for the image's Python (cp311, manylinux x86_64), each once, with the
-    // planned lock's six; the files are ones poetry.lock lists (poetry checks their hashes).
-    let packages = packages_of(&case, &case.bundle);
+    let docopt = assert_carried_from_lock(&case, "planned/poetry.lock");
+    let docopt = &docopt;
     let planned_lock =
         std::fs::read_to_string(case.path().join("planned/poetry.lock")).expect("lock");
-    for wanted in ["bottle", "markupsafe", "six"] {
-        let found: Vec<&Value> = packages
-            .iter()
-            .filter(|p| field(p, "name").eq_ignore_ascii_case(wanted))
-            .collect();
-        assert_eq!(found.len(), 1, "{wanted} carried once: {packages:?}");
-        let hex = field(found[0], "digest").trim_start_matches("sha256:");
-        assert!(
-            planned_lock.contains(&format!("sha256:{hex}")),
-            "{wanted}'s file is one poetry.lock lists: {}",
-            found[0]
-        );
-    }
-    let markupsafe = packages
-        .iter()
-        .find(|p| field(p, "name").eq_ignore_ascii_case("markupsafe"))
-        .unwrap();
-    assert!(
-        field(markupsafe, "filename").contains("cp311-cp311-manylinux"),
-        "{markupsafe}"
-    );
-    // docopt: the lock lists its sdist only; the wheel built from it is carried.
-    let docopt = packages
-        .iter()
-        .find(|p| field(p, "name") == "docopt")
-        .unwrap();
-    assert!(field(docopt, "filename").ends_with(".whl"), "{docopt}");
     let docopt_hex = field(docopt, "digest")
         .trim_start_matches("sha256:")
         .to_string();
@@ -783,57 +755,14 @@ fn poetry_lock_change_rebuilds_offline_from_carried_wheels() {
         .position(|l| l.trim() == "name = \"idna\"")
         .expect("idna's entry")
         + 1;
-    let mut cmd = case.offpack();
-    cmd.args(["rebuild", "app"]);
-    let out = case.run(&mut cmd);
-    let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a missing package exits 2: {err}"
+    let cut = missing_package_loop(
+        &mut case,
+        cut,
+        "app",
+        &format!("idna==3.7 (poetry.lock:{idna_line})"),
+        "six",
+        "poetry install",
+        &app,
     );
-    assert!(
-        err.contains(&format!("idna==3.7 (poetry.lock:{idna_line})")),
-        "{err}"
-    );
-    assert!(
-        !err.contains("six"),
-        "only the missing package is named: {err}"
-    );
-    let request = case.path().join("offpack-request.json");
-    assert!(request.is_file(), "the request file is written");
-    drop(cut);
-
-    // Networked side: the request's lock resolved in the image; far side: loaded, rebuilt.
-    let more = case.path().join("more.offpack");
-    {
-        let _net = build_network();
-        let mut cmd = case.offpack();
-        cmd.args(["bundle", "--packages-for"])
-            .arg(&request)
-            .arg("-o")
-            .arg(&more);
-        case.ok(&mut cmd);
-    }
-    assert!(
-        packages_of(&case, &more)
-            .iter()
-            .any(|p| field(p, "name") == "idna"),
-        "the package bundle carries idna"
-    );
-    let cut = cut_build_network();
-    cut.allow_host_port(PACKAGE_PORT);
-    let mut cmd = case.offpack();
-    cmd.arg("load").arg(&more);
-    case.ok(&mut cmd);
-    let reports = case.rebuild(&["app"]);
-    assert!(
-        only(&reports, "app")
-            .ran()
-            .iter()
-            .any(|s| s.contains("poetry install"))
-    );
-    let printed = run_image(&case, &app);
-    assert!(printed.contains("idna 3.7"), "{printed}");
     drop(cut);
 }
