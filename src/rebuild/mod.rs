@@ -401,9 +401,10 @@ pub struct ServiceBuild {
 }
 
 /// Builds a prepared service: the final image first (so its report shows every step that ran,
-/// the build stages' included), then its stage carriers, which then come from the local cache.
-/// The cache sources are the carriers, the service's own names and its compose `cache_from`,
-/// each only if the engine holds it (`no_cache`: none).
+/// the build stages' included), then its stage carriers, which then come from the local cache
+/// that build just wrote (also with `no_cache`: a carrier must hold the very results the final
+/// image was built from). The cache sources are the carriers, the service's own names and its
+/// compose `cache_from`, each only if the engine holds it (`no_cache`: none).
 pub async fn build_prepared(
     engine: &Engine,
     prepared: &PreparedBuild,
@@ -445,7 +446,10 @@ pub async fn build_prepared(
             ));
             continue;
         }
-        let stage_outcome = build_carrier(engine, prepared, &request, stage, tag, reporter).await?;
+        let mut carrier_request = request.clone();
+        carrier_request.no_cache = false;
+        let stage_outcome =
+            build_carrier(engine, prepared, &carrier_request, stage, tag, reporter).await?;
         carriers.push((tag.clone(), stage_outcome));
     }
     Ok(ServiceBuild { outcome, carriers })

@@ -102,8 +102,11 @@ pub async fn collect_images(
                 {
                     set_package_files_label(&mut prepared, &needs.packages.label());
                 }
+                // Without the engine's cache (decision 0088): a build answered from a cache
+                // BuildKit imported from an image writes inline cache metadata that lacks those
+                // steps, and the far side would run them again, network and all.
                 let built =
-                    build_prepared(engine, &prepared, false, Carriers::Build, reporter).await?;
+                    build_prepared(engine, &prepared, true, Carriers::Build, reporter).await?;
                 for (tag, outcome) in &built.carriers {
                     contents.add_stage(
                         &service_plan.name,
