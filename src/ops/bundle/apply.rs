@@ -84,8 +84,9 @@ pub async fn collect_images(
             .collect::<Result<Vec<_>>>()?;
         let existing = engine.image(&tags[0]).await?;
         // BuildKit's cache travels only in images it built with inline cache: an image built by
-        // another tool is a cache source, never the image carried.
-        let always_build = options.build || builder == Builder::BuildKit;
+        // another tool is a cache source, never the image carried. `--no-build` says never build:
+        // the image the engine has is carried as it is.
+        let always_build = options.build || (builder == Builder::BuildKit && !options.no_build);
         let decision = decide_build(existing.as_ref(), always_build, options.no_build);
         if decision == BuildDecision::LeaveOut {
             reporter.warn(&left_out_warning(&service_plan.name, &tags[0]));
