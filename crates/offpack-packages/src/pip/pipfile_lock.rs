@@ -13,7 +13,9 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use crate::PackageError;
-use crate::pip::lockfile::{LockedDistribution, LockedSource, requirements_for_pip};
+use crate::pip::lockfile::{
+    LockedDistribution, LockedSource, requirements_for_pip, write_python_json_string,
+};
 use crate::pip::requirements::Entry;
 
 /// The sections of distributions: `pipenv install` installs `default`, `--dev` also `develop`.
@@ -431,7 +433,7 @@ fn write_pipenv_json(out: &mut String, value: &Value, depth: usize) {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => write_python_string(out, s),
+        Value::String(s) => write_python_json_string(out, s),
         Value::Array(items) if items.is_empty() => out.push_str("[]"),
         Value::Array(items) => {
             out.push('[');
@@ -453,7 +455,7 @@ fn write_pipenv_json(out: &mut String, value: &Value, depth: usize) {
             for (n, key) in keys.into_iter().enumerate() {
                 out.push_str(if n == 0 { "\n" } else { ",\n" });
                 indent(out, depth + 1);
-                write_python_string(out, key);
+                write_python_json_string(out, key);
                 out.push_str(": ");
                 write_pipenv_json(out, &map[key], depth + 1);
             }
@@ -468,30 +470,6 @@ fn indent(out: &mut String, depth: usize) {
     for _ in 0..depth {
         out.push_str("    ");
     }
-}
-
-/// A JSON string as Python's `json` module writes it with `ensure_ascii=True`.
-fn write_python_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

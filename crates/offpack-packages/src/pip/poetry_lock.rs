@@ -19,7 +19,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::PackageError;
-use crate::pip::lockfile::{LockedDistribution, LockedSource};
+use crate::pip::lockfile::{LockedDistribution, LockedSource, line_of, write_python_json_string};
 use crate::pip::names::normalize;
 use crate::pip::uv_lock::BuiltWheel;
 
@@ -407,7 +407,7 @@ pub fn content_hash(pyproject: &toml::Table, scheme: HashScheme) -> Result<Strin
             if i > 0 {
                 json.push_str(", ");
             }
-            write_json_string(&mut json, key);
+            write_python_json_string(&mut json, key);
             json.push_str(": ");
             match value {
                 Some(v) => write_json(&mut json, v)?,
@@ -424,7 +424,7 @@ pub fn content_hash(pyproject: &toml::Table, scheme: HashScheme) -> Result<Strin
 /// U+FFFF).
 fn write_json(out: &mut String, value: &toml::Value) -> Result<(), String> {
     match value {
-        toml::Value::String(s) => write_json_string(out, s),
+        toml::Value::String(s) => write_python_json_string(out, s),
         toml::Value::Integer(i) => {
             let _ = write!(out, "{i}");
         }
@@ -465,7 +465,7 @@ fn write_json(out: &mut String, value: &toml::Value) -> Result<(), String> {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_json_string(out, key);
+                write_python_json_string(out, key);
                 out.push_str(": ");
                 write_json(out, &table[key.as_str()])?;
             }
@@ -473,29 +473,6 @@ fn write_json(out: &mut String, value: &toml::Value) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn write_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
 }
 
 fn sha256_hex_of(bytes: &[u8]) -> String {
@@ -527,15 +504,6 @@ fn read<T: serde::de::DeserializeOwned>(path: &str, text: &str) -> Result<T, Pac
             None => PackageError::file(path, message),
         }
     })
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 /// The hex digest of `sha256:HEX`, lower case; `None` for another algorithm or a malformed one.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::PackageError;
-use crate::pip::lockfile::{LockedDistribution, LockedSource};
+use crate::pip::lockfile::{LockedDistribution, LockedSource, line_of};
 use crate::pip::names::normalize;
 
 /// A marker longer than this counts as "always": the lock is a superset, and pip would only
@@ -430,16 +430,6 @@ fn basic_string(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// The 1-based line of byte `offset`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]
