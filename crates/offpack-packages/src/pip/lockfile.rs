@@ -72,6 +72,16 @@ pub fn requirements_for_pip(locked: &[LockedDistribution]) -> String {
     out
 }
 
+/// The hex digest of `sha256:HEX`, lower case; `None` for another algorithm or a malformed one.
+pub(crate) fn sha256_hex(hash: &str) -> Option<&str> {
+    let hex = hash.strip_prefix("sha256:")?;
+    (hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some(hex)
+}
+
 /// The 1-based line of byte `offset` of `text` (a TOML lock's span), for messages.
 pub(crate) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());

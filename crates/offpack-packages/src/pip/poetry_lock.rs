@@ -19,7 +19,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::PackageError;
-use crate::pip::lockfile::{LockedDistribution, LockedSource, line_of, write_python_json_string};
+use crate::pip::lockfile::{
+    LockedDistribution, LockedSource, line_of, sha256_hex, write_python_json_string,
+};
 use crate::pip::names::normalize;
 use crate::pip::uv_lock::BuiltWheel;
 
@@ -504,16 +506,6 @@ fn read<T: serde::de::DeserializeOwned>(path: &str, text: &str) -> Result<T, Pac
             None => PackageError::file(path, message),
         }
     })
-}
-
-/// The hex digest of `sha256:HEX`, lower case; `None` for another algorithm or a malformed one.
-fn sha256_hex(hash: &str) -> Option<&str> {
-    let hex = hash.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(hex)
 }
 
 #[cfg(test)]

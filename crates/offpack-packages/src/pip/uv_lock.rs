@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::PackageError;
-use crate::pip::lockfile::{LockedDistribution, LockedSource, line_of};
+use crate::pip::lockfile::{LockedDistribution, LockedSource, line_of, sha256_hex};
 use crate::pip::names::normalize;
 
 /// A marker longer than this counts as "always": the lock is a superset, and pip would only
@@ -286,16 +286,6 @@ fn files_of(package: &LockPackage) -> impl Iterator<Item = &LockFile> {
         .iter()
         .map(|s| s.get_ref())
         .chain(package.wheels.iter().flatten())
-}
-
-/// The hex digest of `sha256:HEX`, lower case; `None` for another algorithm or a malformed one.
-fn sha256_hex(hash: &str) -> Option<&str> {
-    let hex = hash.strip_prefix("sha256:")?;
-    (hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-    .then_some(hex)
 }
 
 fn source_of(package: &LockPackage) -> LockedSource {
