@@ -49,9 +49,16 @@ pub fn plan_refs(target: &Target, images: &[Image]) -> Result<Vec<Vec<RefPlan>>>
             let rewritten = target.rewrite(&parsed)?;
             let repository = target.repository(&parsed);
             let mut tags: Vec<String> = parsed.tag.iter().cloned().collect();
+            let mut old_digest = parsed.digest.clone();
+            let mut shown = original.clone();
             if let Some(digest) = &parsed.digest {
                 let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
                 tags.push(format!("{PIN_TAG_PREFIX}{hex}"));
+            } else if let Some(hex) = parsed.tag.as_deref().and_then(pinned_hex) {
+                // `bundle` records a digest-pinned name as its local pin tag (decision 0084):
+                // the name the project writes is `name@sha256:<hex>`.
+                old_digest = Some(format!("sha256:{hex}"));
+                shown = format!("{}@sha256:{hex}", parsed.familiar_name());
             }
             let name = parsed.name();
             match repo_owner.get(&repository) {
@@ -79,16 +86,22 @@ pub fn plan_refs(target: &Target, images: &[Image]) -> Result<Vec<Vec<RefPlan>>>
                 taken.insert(key, (original.clone(), image));
             }
             refs.push(RefPlan {
-                original: original.clone(),
+                original: shown,
                 upstream: parsed.domain.clone(),
                 repository,
                 tags,
-                old_digest: parsed.digest.clone(),
+                old_digest,
             });
         }
         plans.push(refs);
     }
     Ok(plans)
+}
+
+/// The digest hex a pin tag `offpack-pin-sha256-<64 hex>` stands for.
+fn pinned_hex(tag: &str) -> Option<&str> {
+    tag.strip_prefix(PIN_TAG_PREFIX)
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The repositories an image is pushed into (each needs all of its blobs).
@@ -168,6 +181,17 @@ mod tests {
         );
         assert_eq!(refs[1].old_digest.as_deref(), Some(pin.as_str()));
         assert_eq!(repositories(refs).len(), 2);
+    }
+
+    #[test]
+    fn a_pin_tag_the_bundle_recorded_is_the_pinned_name() {
+        let target = Target::parse("r.site").unwrap();
+        let tag = format!("offpack-pin-sha256-{}", "ef".repeat(32));
+        let plans = plan_refs(&target, &[image(1, &[&format!("redis:{tag}")])]).unwrap();
+        let r = &plans[0][0];
+        assert_eq!(r.original, format!("redis@sha256:{}", "ef".repeat(32)));
+        assert_eq!(r.old_digest, Some(format!("sha256:{}", "ef".repeat(32))));
+        assert_eq!(r.tags, [tag]);
     }
 
     #[test]
