@@ -286,7 +286,7 @@ impl OwnRegistry {
             ),
         )
         .unwrap();
-        let child = Command::new("docker-registry")
+        let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -303,6 +303,8 @@ impl OwnRegistry {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the registry on 127.0.0.1:{port} did not answer");
     }
 

@@ -627,9 +627,10 @@ impl Client {
         if status == 401 || status == 403 {
             return Err(Failure::Final(anyhow!(
                 "{}: the token service {realm} refused the login ({status}): check `docker login {}` \
-                 or ~/.docker/config.json",
+                 or {}",
                 self.host,
-                self.host
+                self.host,
+                config_file()
             )));
         }
         if !resp.status().is_success() {
@@ -721,8 +722,9 @@ impl Client {
         let err = match status {
             401 => anyhow!(
                 "{place}: {what}{object}: the registry refused the login (401){detail}: check \
-                 `docker login {}` or ~/.docker/config.json",
-                self.host
+                 `docker login {}` or {}",
+                self.host,
+                config_file()
             ),
             403 => anyhow!(
                 "{place}: {what}{object}: the login may not push here (403){detail}: check the \
@@ -770,6 +772,14 @@ fn registry_message(body: &str) -> String {
     } else {
         format!(" ({})", messages.join("; "))
     }
+}
+
+/// The Docker config file logins are read from, for messages.
+fn config_file() -> String {
+    credentials::config_path().map_or_else(
+        || "~/.docker/config.json".to_string(),
+        |p| p.display().to_string(),
+    )
 }
 
 fn header(resp: &Response<Body>, name: &str) -> Option<String> {
