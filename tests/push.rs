@@ -260,6 +260,33 @@ fn a_digest_pinned_name_gets_its_new_digest_and_a_pin_tag() {
     );
 }
 
+#[test]
+fn a_bundle_that_fails_its_checksum_tags_nothing() {
+    let f = Fixture::new("sidecar", &[100_000]);
+    std::fs::write(
+        f.path().join("b.offpack.sha256"),
+        format!("{}  b.offpack\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let prefix = unique("sidecar");
+    let out = run(&mut f.push(&[
+        "--registry",
+        &format!("127.0.0.1:5000/{prefix}"),
+        "--insecure",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "a check failed");
+    assert!(
+        stderr(&out).contains("b.offpack.sha256"),
+        "{}",
+        stderr(&out)
+    );
+    let tags = format!(
+        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
+        f.image.split(':').next().unwrap()
+    );
+    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+}
+
 /// Debian's distribution registry on a free loopback port of this test, with its storage in a
 /// temporary directory; killed when dropped.
 struct OwnRegistry {

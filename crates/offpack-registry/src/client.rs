@@ -558,13 +558,7 @@ impl Client {
         };
         match challenge {
             Challenge::Basic => {
-                let c = self.credentials.as_ref().ok_or_else(no_login)?;
-                use base64::Engine as _;
-                let value = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{}:{}", c.username, c.password))
-                );
+                let value = basic_auth(self.credentials.as_ref().ok_or_else(no_login)?);
                 self.remember("", &value);
                 Ok(value)
             }
@@ -609,15 +603,7 @@ impl Client {
             None => {
                 let mut req = self.agent.get(realm).query_pairs(query);
                 if let Some(c) = &self.credentials {
-                    use base64::Engine as _;
-                    req = req.header(
-                        "Authorization",
-                        format!(
-                            "Basic {}",
-                            base64::engine::general_purpose::STANDARD
-                                .encode(format!("{}:{}", c.username, c.password))
-                        ),
-                    );
+                    req = req.header("Authorization", basic_auth(c));
                 }
                 req.call()
             }
@@ -772,6 +758,16 @@ fn registry_message(body: &str) -> String {
     } else {
         format!(" ({})", messages.join("; "))
     }
+}
+
+/// `Basic <base64 user:password>`.
+fn basic_auth(c: &Credentials) -> String {
+    use base64::Engine as _;
+    let pair = format!("{}:{}", c.username, c.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 /// The Docker config file logins are read from, for messages.
