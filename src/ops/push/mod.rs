@@ -158,7 +158,19 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
     }
     let sidecar = SidecarGate::start(checked.sidecar);
     let bundle = checked.reader;
-    let images = bundle.manifest().images.clone();
+    // An image with no name (a build's stage the bundle carries by ID alone) has nowhere to go.
+    let (images, unnamed): (Vec<_>, Vec<_>) = bundle
+        .manifest()
+        .images
+        .iter()
+        .cloned()
+        .partition(|image| !image.refs.is_empty());
+    for image in &unnamed {
+        reporter.warn(&format!(
+            "image {} has no name in the bundle: not pushed",
+            image.id
+        ));
+    }
     let plans = plan::plan_refs(&target, &images)?;
 
     let client = Client::new(
