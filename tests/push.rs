@@ -260,6 +260,52 @@ fn a_digest_pinned_name_gets_its_new_digest_and_a_pin_tag() {
     );
 }
 
+/// `curl` of a registry path on 127.0.0.1:5000, with an `Accept` for OCI manifests.
+fn registry_get(path: &str) -> Vec<u8> {
+    let out = ok(Command::new("curl").args([
+        "-fsS",
+        "--noproxy",
+        "*",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://127.0.0.1:5000/v2/{path}"),
+    ]));
+    out.stdout
+}
+
+#[test]
+fn zstd_and_uncompressed_layers_when_asked() {
+    let f = Fixture::new("zstd", &[100_000]);
+    let repo_name = f.image.split(':').next().unwrap().to_string();
+    for (compression, media_type) in [
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("none", "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let prefix = unique(compression);
+        let registry = format!("127.0.0.1:5000/{prefix}");
+        ok(&mut f.push(&[
+            "--registry",
+            &registry,
+            "--insecure",
+            "--compression",
+            compression,
+        ]));
+        let repo = format!("{prefix}/library/{repo_name}");
+        let manifest: Value =
+            serde_json::from_slice(&registry_get(&format!("{repo}/manifests/1"))).unwrap();
+        let layer = &manifest["layers"][0];
+        assert_eq!(layer["mediaType"], media_type);
+        let blob = registry_get(&format!(
+            "{repo}/blobs/{}",
+            layer["digest"].as_str().unwrap()
+        ));
+        match compression {
+            "zstd" => assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame"),
+            _ => assert_eq!(&blob[257..262], b"ustar", "a tar as it is"),
+        }
+    }
+}
+
 #[test]
 fn a_bundle_that_fails_its_checksum_tags_nothing() {
     let f = Fixture::new("sidecar", &[100_000]);
