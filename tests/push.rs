@@ -333,6 +333,32 @@ fn a_bundle_that_fails_its_checksum_tags_nothing() {
     assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
 }
 
+#[test]
+fn a_corrupt_layer_in_the_bundle_is_a_failed_check_and_tags_nothing() {
+    let f = Fixture::new("corrupt", &[2 << 20]);
+    std::fs::remove_file(f.path().join("b.offpack.sha256")).unwrap();
+    // A byte in the middle of the bundle: inside the layer's data, which random bytes leave stored
+    // as they are.
+    let path = f.path().join("b.offpack");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let prefix = unique("corrupt");
+    let out = run(&mut f.push(&[
+        "--registry",
+        &format!("127.0.0.1:5000/{prefix}"),
+        "--insecure",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "a check failed");
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    let tags = format!(
+        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
+        f.image.split(':').next().unwrap()
+    );
+    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+}
+
 /// Debian's distribution registry on a free loopback port of this test, with its storage in a
 /// temporary directory; killed when dropped.
 struct OwnRegistry {

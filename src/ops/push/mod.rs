@@ -25,7 +25,7 @@ use serde::Serialize;
 use self::blobs::{BlobContext, BlobDone, BlobJob};
 use self::plan::{Descriptor, RefPlan};
 use crate::fetch::cache::PackageCache;
-use crate::ops::load::apply::{SidecarGate, wait_for_sidecar};
+use crate::ops::load::apply::{SidecarGate, corrupt_bundle, is_corrupt_data, wait_for_sidecar};
 use crate::ops::verify::open_checked;
 use crate::reporter::{ImageProgress, ImageTasks, Reporter};
 
@@ -202,7 +202,13 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
             progress: &progress,
             reporter,
         };
-        run_jobs(&cx, &jobs, &progress, reporter)?
+        run_jobs(&cx, &jobs, &progress, reporter).map_err(|e| {
+            if is_corrupt_data(&e) {
+                corrupt_bundle(e, "tagged (blobs may have been sent)")
+            } else {
+                e
+            }
+        })?
     };
 
     // Manifests make the images visible: only once the whole bundle matched its .sha256.
