@@ -227,7 +227,12 @@ fn a_digest_pinned_name_gets_its_new_digest_and_a_pin_tag() {
     ]));
     let pinned = stdout(&out).trim().to_string();
     let old_digest = pinned.split_once('@').unwrap().1.to_string();
-    let mut f = Fixture::bundle(pinned.clone(), vec![tagged.clone()]);
+    // `bundle` tags the image under its pin tag (decision 0084): removed with it.
+    let local_pin = format!(
+        "{source}:offpack-pin-sha256-{}",
+        old_digest.trim_start_matches("sha256:")
+    );
+    let mut f = Fixture::bundle(pinned.clone(), vec![tagged.clone(), local_pin]);
     let original_id = image_id(&tagged).unwrap();
 
     let registry = format!("127.0.0.1:5000/{}", unique("pin"));
