@@ -38,7 +38,7 @@ pub enum Compression {
     Gzip,
     /// zstd, level 3: smaller and faster, for sites whose every puller accepts it.
     Zstd,
-    /// The layer tar as the bundle holds it.
+    /// the layer tar as the bundle holds it: fastest to push, largest to store.
     None,
 }
 
