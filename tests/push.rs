@@ -47,6 +47,13 @@ impl Fixture {
         self.dir.path()
     }
 
+    /// The registry on 5000 has no tag of the image under `prefix`: nothing was pushed.
+    fn assert_no_tags(&self, prefix: &str) {
+        let repo = self.image.split(':').next().unwrap();
+        let tags = format!("http://127.0.0.1:5000/v2/{prefix}/library/{repo}/tags/list");
+        assert_eq!(http_get(&tags, 1), None, "no tag of {repo} was pushed");
+    }
+
     fn push(&self, args: &[&str]) -> Command {
         let mut cmd = offpack(self.path());
         cmd.args(["--json", "push", "b.offpack"]).args(args);
@@ -331,11 +338,7 @@ fn a_bundle_that_fails_its_checksum_tags_nothing() {
         "{}",
         stderr(&out)
     );
-    let tags = format!(
-        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
-        f.image.split(':').next().unwrap()
-    );
-    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+    f.assert_no_tags(&prefix);
 }
 
 #[test]
@@ -357,11 +360,7 @@ fn a_corrupt_layer_in_the_bundle_is_a_failed_check_and_tags_nothing() {
     ]));
     assert_eq!(out.status.code(), Some(1), "a check failed");
     assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
-    let tags = format!(
-        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
-        f.image.split(':').next().unwrap()
-    );
-    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+    f.assert_no_tags(&prefix);
 }
 
 #[test]
@@ -378,11 +377,7 @@ fn a_required_signer_is_checked_before_anything_is_sent() {
         Some(1),
         "another signer is a failed check"
     );
-    let tags = format!(
-        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
-        f.image.split(':').next().unwrap()
-    );
-    assert_eq!(http_get(&tags, 1), None, "nothing was pushed");
+    f.assert_no_tags(&prefix);
     let report = json(&ok(&mut f.push(&[
         "--registry",
         &registry,
