@@ -244,6 +244,21 @@ pub struct LoadArgs {
     /// Load only the images these services need (repeatable).
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
+    /// Load into containerd (a Kubernetes node's, or a standalone one) through its API instead
+    /// of the Docker Engine: the blobs into its content store, each image unpacked into the
+    /// snapshotter, a fully qualified name per tag (docker.io/library/redis:7) for the kubelet.
+    #[arg(long)]
+    pub containerd: bool,
+    /// containerd's socket [default: /run/containerd/containerd.sock].
+    #[arg(long, value_name = "SOCKET", requires = "containerd")]
+    pub address: Option<PathBuf>,
+    /// The containerd namespace the images go into [default: k8s.io, the kubelet's].
+    #[arg(long, value_name = "NAMESPACE", requires = "containerd")]
+    pub namespace: Option<String>,
+    /// The snapshotter the images are unpacked into: the one the node's runtime uses
+    /// [default: overlayfs].
+    #[arg(long, value_name = "SNAPSHOTTER", requires = "containerd")]
+    pub snapshotter: Option<String>,
 }
 
 #[derive(Debug, Args)]
