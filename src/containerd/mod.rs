@@ -56,7 +56,7 @@ impl Containerd {
         let unreachable = |e: &dyn std::fmt::Display| {
             anyhow!(
                 "cannot reach containerd at {}: {e}; is it running? use --address to name its \
-                 socket (default /run/containerd/containerd.sock, or CONTAINERD_ADDRESS)",
+                 socket (default /run/containerd/containerd.sock)",
                 socket.display()
             )
         };
