@@ -292,6 +292,7 @@ fn status_of(headers: &HeaderMap) -> Option<Result<(), CallError>> {
 mod tests {
     use super::*;
     use crate::containerd::proto::InfoRequest;
+    use prost::Message as _;
 
     #[test]
     fn messages_are_framed_and_split_back() {
