@@ -92,6 +92,20 @@ impl Containerd {
         }
     }
 
+    /// Calls lookup method `method`; `None` when containerd answers "not found".
+    async fn lookup<Q: prost::Message, R: prost::Message + Default>(
+        &self,
+        method: String,
+        request: &Q,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<R>> {
+        match self.channel.unary::<_, R>(&method, request).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(e) if e.code() == Some(Status::NOT_FOUND) => Ok(None),
+            Err(e) => Err(self.failed(what(), e)),
+        }
+    }
+
     fn failed(&self, what: String, err: CallError) -> anyhow::Error {
         anyhow::Error::new(err).context(format!(
             "containerd at {} (namespace {}): {what}",
@@ -131,15 +145,12 @@ impl Containerd {
         let request = InfoRequest {
             digest: digest.to_string(),
         };
-        match self
-            .channel
-            .unary::<_, InfoResponse>(&format!("{CONTENT}/Info"), &request)
-            .await
-        {
-            Ok(answer) => Ok(answer.info),
-            Err(e) if e.code() == Some(Status::NOT_FOUND) => Ok(None),
-            Err(e) => Err(self.failed(format!("looking up blob {digest}"), e)),
-        }
+        let answer: Option<InfoResponse> = self
+            .lookup(format!("{CONTENT}/Info"), &request, || {
+                format!("looking up blob {digest}")
+            })
+            .await?;
+        Ok(answer.and_then(|a| a.info))
     }
 
     /// Sets `labels` on blob `digest`, leaving its other labels as they are.
@@ -242,18 +253,12 @@ impl Containerd {
             snapshotter: snapshotter.to_string(),
             key: key.to_string(),
         };
-        match self
-            .channel
-            .unary::<_, StatSnapshotResponse>(&format!("{SNAPSHOTS}/Stat"), &request)
-            .await
-        {
-            Ok(answer) => Ok(answer.info),
-            Err(e) if e.code() == Some(Status::NOT_FOUND) => Ok(None),
-            Err(e) => Err(self.failed(
-                format!("looking up snapshot {key} in snapshotter {snapshotter}"),
-                e,
-            )),
-        }
+        let answer: Option<StatSnapshotResponse> = self
+            .lookup(format!("{SNAPSHOTS}/Stat"), &request, || {
+                format!("looking up snapshot {key} in snapshotter {snapshotter}")
+            })
+            .await?;
+        Ok(answer.and_then(|a| a.info))
     }
 
     /// An active snapshot `key` on `parent` (empty: none); how to mount it.
@@ -342,15 +347,12 @@ impl Containerd {
         let request = GetImageRequest {
             name: name.to_string(),
         };
-        match self
-            .channel
-            .unary::<_, GetImageResponse>(&format!("{IMAGES}/Get"), &request)
-            .await
-        {
-            Ok(answer) => Ok(answer.image),
-            Err(e) if e.code() == Some(Status::NOT_FOUND) => Ok(None),
-            Err(e) => Err(self.failed(format!("looking up image {name}"), e)),
-        }
+        let answer: Option<GetImageResponse> = self
+            .lookup(format!("{IMAGES}/Get"), &request, || {
+                format!("looking up image {name}")
+            })
+            .await?;
+        Ok(answer.and_then(|a| a.image))
     }
 
     /// Names `target` `name`: creates the image, or points the existing one at `target`.
