@@ -109,6 +109,11 @@ struct TestImage {
 
 impl TestImage {
     fn build(tag: &str) -> TestImage {
+        TestImage::build_with(tag, "")
+    }
+
+    /// The image under the same name with `extra` in its file: another image.
+    fn build_with(tag: &str, extra: &str) -> TestImage {
         require_engine();
         let tini = Path::new("/usr/bin/tini-static");
         assert!(
@@ -121,7 +126,7 @@ impl TestImage {
         let ctx = project.path().join("ctx");
         std::fs::create_dir(&ctx).unwrap();
         std::fs::copy(tini, ctx.join("tini")).unwrap();
-        std::fs::write(ctx.join("hello.txt"), format!("hello from {name}\n")).unwrap();
+        std::fs::write(ctx.join("hello.txt"), format!("hello from {name}\n{extra}")).unwrap();
         std::fs::write(
             ctx.join("Dockerfile"),
             // The file of this image's own first: the classic builder's cache then shares no
@@ -377,4 +382,73 @@ fn a_missing_socket_is_a_clear_error() {
             && text.contains("--address"),
         "{text}"
     );
+}
+
+#[test]
+fn a_newer_bundle_moves_the_name_to_its_image() {
+    let containerd = Containerd::start();
+    let first = TestImage::build("moved");
+    let old = first.bundle("old.offpack");
+    let (old_manifest, _, _) = bundle_image(&old);
+    report(&load(first.dir(), &containerd, &[], &old));
+    drop(first);
+
+    let second = TestImage::build_with("moved", "a newer build\n");
+    let new = second.bundle("new.offpack");
+    let (new_manifest, _, _) = bundle_image(&new);
+    assert_ne!(old_manifest, new_manifest);
+    let loaded = report(&load(second.dir(), &containerd, &[], &new));
+    assert_eq!(
+        loaded["containerd"]["images"],
+        serde_json::json!([{"name": second.qualified(), "digest": new_manifest, "change": "updated"}])
+    );
+    let images = containerd.ctr_text(&["images", "ls"]);
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with(&second.qualified()) && l.contains(&new_manifest)),
+        "{images}"
+    );
+}
+
+#[test]
+fn a_damaged_blob_stops_the_load_and_names_nothing() {
+    let image = TestImage::build("damaged");
+    let bundle = image.bundle("d.offpack");
+    // No .sha256: the damage is found as the blob streams, by its digest.
+    std::fs::remove_file(image.dir().join("d.offpack.sha256")).unwrap();
+    let index = offpack_bundle::testkit::index_of(&std::fs::read(&bundle).unwrap()).unwrap();
+    let largest = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|e| e["compressed_len"].as_u64().unwrap())
+        .unwrap()
+        .clone();
+    let middle =
+        largest["offset"].as_u64().unwrap() + largest["compressed_len"].as_u64().unwrap() / 2;
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes[middle as usize] ^= 0x55;
+    std::fs::write(&bundle, &bytes).unwrap();
+
+    let containerd = Containerd::start();
+    let out = load(image.dir(), &containerd, &[], &bundle);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed check: {}",
+        stderr(&out)
+    );
+    let text = stderr(&out);
+    assert!(
+        text.contains(
+            largest["path"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("blobs/sha256/")
+        ) && text.contains("Nothing was named in containerd"),
+        "{text}"
+    );
+    let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
+    assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
 }
