@@ -249,16 +249,30 @@ pub struct LoadArgs {
     /// snapshotter, a fully qualified name per tag (docker.io/library/redis:7) for the kubelet.
     #[arg(long)]
     pub containerd: bool,
-    /// containerd's socket [default: /run/containerd/containerd.sock].
-    #[arg(long, value_name = "SOCKET", requires = "containerd")]
-    pub address: Option<PathBuf>,
-    /// The containerd namespace the images go into [default: k8s.io, the kubelet's].
-    #[arg(long, value_name = "NAMESPACE", requires = "containerd")]
-    pub namespace: Option<String>,
-    /// The snapshotter the images are unpacked into: the one the node's runtime uses
-    /// [default: overlayfs].
-    #[arg(long, value_name = "SNAPSHOTTER", requires = "containerd")]
-    pub snapshotter: Option<String>,
+    /// containerd's socket.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        default_value = "/run/containerd/containerd.sock",
+        requires = "containerd"
+    )]
+    pub address: PathBuf,
+    /// The containerd namespace the images go into (k8s.io is the kubelet's).
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        default_value = "k8s.io",
+        requires = "containerd"
+    )]
+    pub namespace: String,
+    /// The snapshotter the images are unpacked into: the one the node's runtime uses.
+    #[arg(
+        long,
+        value_name = "SNAPSHOTTER",
+        default_value = "overlayfs",
+        requires = "containerd"
+    )]
+    pub snapshotter: String,
 }
 
 #[derive(Debug, Args)]

@@ -38,12 +38,10 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         bundle: args.bundle,
         key: args.key,
         services: args.services,
-        containerd: args.containerd.then(|| ContainerdTarget {
-            address: args
-                .address
-                .unwrap_or_else(|| "/run/containerd/containerd.sock".into()),
-            namespace: args.namespace.unwrap_or_else(|| "k8s.io".into()),
-            snapshotter: args.snapshotter.unwrap_or_else(|| "overlayfs".into()),
+        containerd: args.containerd.then_some(ContainerdTarget {
+            address: args.address,
+            namespace: args.namespace,
+            snapshotter: args.snapshotter,
         }),
     };
     let loaded = load(&request, reporter).await?;
