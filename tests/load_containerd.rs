@@ -452,3 +452,59 @@ fn a_damaged_blob_stops_the_load_and_names_nothing() {
     let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
     assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
 }
+
+#[test]
+fn an_interrupted_load_deletes_its_lease_and_names_nothing() {
+    require_engine();
+    let name = format!("offpack-test-ctd-{}-interrupted:1", std::process::id());
+    // Random bytes do not compress: writing them into containerd takes long enough to interrupt.
+    build_random_image(&name, &[128 << 20]);
+    struct Remove<'a>(&'a str);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("docker").args(["rmi", "-f", self.0]).output();
+        }
+    }
+    let _remove = Remove(&name);
+    let dir = project_running("app", &name);
+    ok(offpack(dir.path()).args(["bundle", "-o", "i.offpack"]));
+    let containerd = Containerd::start();
+
+    let mut child = offpack(dir.path())
+        .args([
+            "load",
+            "--containerd",
+            "--address",
+            containerd.address(),
+            "i.offpack",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start offpack load");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stderr.take().expect("stderr"),
+    ));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read stderr");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("write ") {
+            break;
+        }
+    }
+    ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    for line in lines {
+        seen.push_str(&line.expect("read stderr"));
+        seen.push('\n');
+    }
+    let status = child.wait().expect("wait for offpack");
+    eprintln!("{seen}");
+    assert!(!status.success());
+    assert!(
+        seen.contains("interrupted: the load's lease is deleted"),
+        "{seen}"
+    );
+    let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
+    assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
+}

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use offpack_bundle::{BundleReader, Digest, Image, Manifest, escape_controls};
 use offpack_ref::ImageRef;
 use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{SignalKind, signal};
 
 use super::apply::{SidecarGate, corrupt_bundle, is_corrupt_data, load_ledger, wait_for_sidecar};
 use crate::containerd::proto::{Descriptor, Mount};
@@ -289,16 +290,30 @@ pub async fn load_into_containerd(
         )
         .await?;
     let leased = client.under_lease(&lease);
-    let outcome = load_leased(
+    // Ctrl-C or SIGTERM ends the load here, so that the lease still goes at once.
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let load = load_leased(
         &leased, target, reporter, bundle, sidecar, &manifest, &plans,
-    )
-    .await;
+    );
+    let outcome = tokio::select! {
+        outcome = load => outcome,
+        _ = interrupt.recv() => Err(interrupted()),
+        _ = terminate.recv() => Err(interrupted()),
+    };
     // Deleted whatever happened: what a failed load wrote goes with it; a finished load's
     // images hold what they need.
     let deleted = client.delete_lease(&lease).await;
     let outcome = outcome?;
     deleted?;
     Ok(outcome)
+}
+
+fn interrupted() -> anyhow::Error {
+    anyhow::anyhow!(
+        "interrupted: the load's lease is deleted, so containerd drops what it wrote that no image \
+         name holds; run the same load again to finish it"
+    )
 }
 
 /// A lease ID no other load uses.
