@@ -508,3 +508,47 @@ fn an_interrupted_load_deletes_its_lease_and_names_nothing() {
     let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
     assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
 }
+
+#[test]
+fn the_native_snapshotter_gets_the_layers_when_asked() {
+    let image = TestImage::build("native");
+    let bundle = image.bundle("n.offpack");
+    let (_, config, layers) = bundle_image(&bundle);
+    let containerd = Containerd::start();
+    let out = run(offpack(image.dir())
+        .args(["load", "--containerd", "--address", containerd.address()])
+        .args(["--snapshotter", "native"])
+        .arg(&bundle));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top = chain_id(&layers);
+    let snapshots = containerd.ctr_text(&["snapshots", "--snapshotter", "native", "ls"]);
+    assert!(
+        snapshots.lines().any(|l| l.starts_with(&top)),
+        "{snapshots}"
+    );
+
+    // A snapshotter containerd does not have: said before anything is written.
+    let out = run(offpack(image.dir())
+        .args(["load", "--containerd", "--address", containerd.address()])
+        .args(["--snapshotter", "nope"])
+        .arg(&bundle));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("containerd has no snapshotter nope ready"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("write "), "{}", stderr(&out));
+    let overlay = containerd.ctr_text(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert_eq!(
+        overlay.lines().count(),
+        1,
+        "nothing in overlayfs: {overlay}"
+    );
+    let content = containerd.ctr_text(&["content", "ls"]);
+    assert!(
+        content.lines().any(|l| l.starts_with(&config)
+            && l.contains(&format!("containerd.io/gc.ref.snapshot.native={top}"))),
+        "{content}"
+    );
+}

@@ -274,6 +274,17 @@ pub async fn load_into_containerd(
         client.namespace(),
         target.snapshotter
     ));
+    // A snapshotter containerd lacks fails here, before anything is written.
+    client
+        .stat_snapshot(&target.snapshotter, "offpack-check")
+        .await
+        .with_context(|| {
+            format!(
+                "containerd has no snapshotter {} ready (`ctr plugins ls` lists them); name \
+                 another with --snapshotter",
+                escape_controls(&target.snapshotter)
+            )
+        })?;
     let lease = lease_id();
     let expires = SystemTime::now() + Duration::from_secs(3600);
     let expires = expires
