@@ -552,3 +552,62 @@ fn the_native_snapshotter_gets_the_layers_when_asked() {
         "{content}"
     );
 }
+
+#[test]
+fn a_delta_bundle_loads_once_containerd_has_its_base() {
+    require_engine();
+    let pid = std::process::id();
+    let base = format!("offpack-test-ctd-{pid}-base:1");
+    let app = format!("offpack-test-ctd-{pid}-app:1");
+    struct Remove(Vec<String>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            for name in &self.0 {
+                let _ = Command::new("docker").args(["rmi", "-f", name]).output();
+            }
+        }
+    }
+    let _remove = Remove(vec![app.clone(), base.clone()]);
+    build_random_image(&base, &[1_000_000]);
+    let base_project = project_running("base", &base);
+    let dir = base_project.path();
+    // The far side holds the base, not the app.
+    let have = ok(offpack(dir).arg("inventory"));
+    std::fs::write(dir.join("have.json"), &have.stdout).unwrap();
+    ok(offpack(dir).args(["bundle", "-o", "base.offpack"]));
+    let ctx = dir.join("app");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("app.txt"), format!("{app}\n")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nCOPY app.txt /app.txt\n"),
+    )
+    .unwrap();
+    ok(Command::new("docker")
+        .args(["build", "-q", "-t", &app])
+        .arg(&ctx));
+    let app_project = project_running("app", &app);
+    std::fs::copy(dir.join("have.json"), app_project.path().join("have.json")).unwrap();
+    ok(offpack(app_project.path()).args(["bundle", "--have", "have.json", "-o", "delta.offpack"]));
+    let delta = app_project.path().join("delta.offpack");
+    let (_, _, layers) = bundle_image(&delta);
+    let containerd = Containerd::start();
+
+    // containerd lacks the base layer the delta left out: refused, the blob named, nothing written.
+    let out = load(app_project.path(), &containerd, &[], &delta);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(
+        text.contains("delta bundle") && text.contains(&format!("lacks blob {}", layers[0])),
+        "{text}"
+    );
+    let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
+    assert!(empty(&["content", "ls"]) && empty(&["images", "ls"]));
+
+    // With the base loaded first, the delta loads.
+    report(&load(dir, &containerd, &[], &dir.join("base.offpack")));
+    let loaded = report(&load(app_project.path(), &containerd, &[], &delta));
+    assert_eq!(loaded["containerd"]["images"][0]["change"], "created");
+    assert_eq!(loaded["containerd"]["layers_present"], 1, "{loaded}");
+    assert_eq!(loaded["containerd"]["layers_unpacked"], 1, "{loaded}");
+}
