@@ -394,7 +394,7 @@ async fn load_leased(
     }
 
     // The blobs, each streamed from the bundle and checked by containerd at its commit.
-    let mut to_write: Vec<(String, u64, HashMap<String, String>)> = Vec::new();
+    let mut to_write: Vec<BlobWrite> = Vec::new();
     let mut ledger_images = Vec::new();
     for plan in plans {
         let mut blobs = Vec::new();
@@ -403,8 +403,13 @@ async fn load_leased(
                 continue;
             }
             blobs.push((digest.parse::<Digest>()?, *size));
-            if !to_write.iter().any(|(d, _, _)| d == digest) {
-                to_write.push((digest.clone(), *size, labels.clone()));
+            if !to_write.iter().any(|w| &w.digest == digest) {
+                to_write.push(BlobWrite {
+                    digest: digest.clone(),
+                    size: *size,
+                    labels: labels.clone(),
+                    image: plan.label.clone(),
+                });
             }
         }
         ledger_images.push((plan.label.clone(), blobs));
@@ -416,7 +421,7 @@ async fn load_leased(
     outcome.layer_blobs_present = present.iter().filter(|d| layer_digests.contains(d)).count();
     details.blobs_present = present.len();
     if !to_write.is_empty() {
-        let total: u64 = to_write.iter().map(|(_, size, _)| size).sum();
+        let total: u64 = to_write.iter().map(|w| w.size).sum();
         let ledger = load_ledger(&ledger_images, &HashSet::new());
         let label = format!("write {} blobs into containerd", to_write.len());
         let mut progress = ImageCopy::start(reporter, &label, Some(total), ledger, "written");
@@ -464,7 +469,9 @@ async fn load_leased(
                         target.snapshotter
                     ));
                 }
-                unpack_layer(client, &target.snapshotter, layer, &parent, &chain).await?;
+                unpack_layer(client, &target.snapshotter, layer, &parent, &chain)
+                    .await
+                    .with_context(|| format!("unpacking image {}", escape_controls(&plan.label)))?;
                 unpacked_here += 1;
                 details.layers_unpacked += 1;
             }
@@ -513,6 +520,14 @@ async fn load_leased(
     Ok(outcome)
 }
 
+/// A blob to write, with the first image that needs it (for errors).
+struct BlobWrite {
+    digest: String,
+    size: u64,
+    labels: HashMap<String, String>,
+    image: String,
+}
+
 #[derive(Debug, Default)]
 struct WrittenBlobs {
     written: usize,
@@ -524,10 +539,16 @@ async fn write_blobs(
     client: &Containerd,
     bundle: &Arc<BundleReader>,
     sink: &CopySink,
-    blobs: &[(String, u64, HashMap<String, String>)],
+    blobs: &[BlobWrite],
 ) -> Result<WrittenBlobs> {
     let mut done = WrittenBlobs::default();
-    for (digest, size, labels) in blobs {
+    for BlobWrite {
+        digest,
+        size,
+        labels,
+        image,
+    } in blobs
+    {
         let blob: Digest = digest.parse()?;
         let (writer, body) = channel_body();
         let copy = {
@@ -553,7 +574,9 @@ async fn write_blobs(
             }
             (_, Ok(Written::AlreadyPresent)) => done.present += 1,
             (Ok(()), Ok(Written::Written)) => done.written += 1,
-            (_, Err(e)) => return Err(e),
+            (_, Err(e)) => {
+                return Err(e.context(format!("loading image {}", escape_controls(image))));
+            }
             (Err(e), Ok(_)) => {
                 return Err(e.context(format!("streaming blob {digest} into containerd")));
             }
