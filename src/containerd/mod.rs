@@ -110,7 +110,7 @@ impl Containerd {
         anyhow::Error::new(err).context(format!(
             "containerd at {} (namespace {}): {what}",
             self.socket.display(),
-            self.namespace
+            offpack_bundle::escape_controls(&self.namespace)
         ))
     }
 

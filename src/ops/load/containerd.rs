@@ -269,10 +269,10 @@ pub async fn load_into_containerd(
     let client = Containerd::connect(&target.address, &target.namespace).await?;
     reporter.step(&format!(
         "containerd {} at {}, namespace {}, snapshotter {}",
-        client.version(),
+        escape_controls(client.version()),
         target.address.display(),
-        client.namespace(),
-        target.snapshotter
+        escape_controls(client.namespace()),
+        escape_controls(&target.snapshotter)
     ));
     // A snapshotter containerd lacks fails here, before anything is written.
     client
@@ -386,7 +386,7 @@ async fn load_leased(
                         .as_ref()
                         .map(|d| format!(" made against {}", escape_controls(&d.base)))
                         .unwrap_or_default(),
-                    client.namespace(),
+                    escape_controls(client.namespace()),
                     escape_controls(&plan.label)
                 );
             }
@@ -466,7 +466,7 @@ async fn load_leased(
                     reporter.step(&format!(
                         "{}: unpacking into {}",
                         escape_controls(&plan.label),
-                        target.snapshotter
+                        escape_controls(&target.snapshotter)
                     ));
                 }
                 unpack_layer(client, &target.snapshotter, layer, &parent, &chain)
