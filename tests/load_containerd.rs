@@ -453,60 +453,110 @@ fn a_damaged_blob_stops_the_load_and_names_nothing() {
     assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
 }
 
-#[test]
-fn an_interrupted_load_deletes_its_lease_and_names_nothing() {
-    require_engine();
-    let name = format!("offpack-test-ctd-{}-interrupted:1", std::process::id());
-    // Random bytes do not compress: writing them into containerd takes long enough to interrupt.
-    build_random_image(&name, &[128 << 20]);
-    struct Remove<'a>(&'a str);
-    impl Drop for Remove<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("docker").args(["rmi", "-f", self.0]).output();
-        }
-    }
-    let _remove = Remove(&name);
-    let dir = project_running("app", &name);
-    ok(offpack(dir.path()).args(["bundle", "-o", "i.offpack"]));
-    let containerd = Containerd::start();
+/// A bundle of one image of 128 MiB of random bytes (they do not compress: writing them into
+/// containerd takes long enough to break in), under a name of this test's own, removed from the
+/// engine when the guard drops.
+struct SlowBundle {
+    name: String,
+    project: tempfile::TempDir,
+}
 
-    let mut child = offpack(dir.path())
-        .args([
-            "load",
-            "--containerd",
-            "--address",
-            containerd.address(),
-            "i.offpack",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start offpack load");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-        child.stderr.take().expect("stderr"),
-    ));
-    let mut seen = String::new();
-    for line in lines.by_ref() {
-        let line = line.expect("read stderr");
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with("write ") {
-            break;
-        }
+impl SlowBundle {
+    fn make(tag: &str) -> SlowBundle {
+        require_engine();
+        let name = format!("offpack-test-ctd-{}-{tag}:1", std::process::id());
+        build_random_image(&name, &[128 << 20]);
+        let project = project_running("app", &name);
+        ok(offpack(project.path()).args(["bundle", "-o", "slow.offpack"]));
+        SlowBundle { name, project }
     }
-    ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+
+    /// Starts `offpack load --containerd` of it and returns once the blob writes began, with
+    /// the rest of its stderr to read and what it printed so far.
+    fn start_load(
+        &self,
+        containerd: &Containerd,
+    ) -> (
+        Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+        String,
+    ) {
+        let mut child = offpack(self.project.path())
+            .args(["load", "--containerd", "--address", containerd.address()])
+            .arg("slow.offpack")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start offpack load");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+            child.stderr.take().expect("stderr"),
+        ));
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("read stderr");
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("write ") {
+                break;
+            }
+        }
+        (child, lines, seen)
+    }
+}
+
+impl Drop for SlowBundle {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.name])
+            .output();
+    }
+}
+
+/// Waits for `child`, adding the rest of its stderr to `seen`; whether it succeeded.
+fn finish(
+    mut child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    seen: &mut String,
+) -> bool {
     for line in lines {
         seen.push_str(&line.expect("read stderr"));
         seen.push('\n');
     }
     let status = child.wait().expect("wait for offpack");
     eprintln!("{seen}");
-    assert!(!status.success());
+    status.success()
+}
+
+#[test]
+fn an_interrupted_load_deletes_its_lease_and_names_nothing() {
+    let bundle = SlowBundle::make("interrupted");
+    let containerd = Containerd::start();
+    let (child, lines, mut seen) = bundle.start_load(&containerd);
+    ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    assert!(!finish(child, lines, &mut seen));
     assert!(
         seen.contains("interrupted: the load's lease is deleted"),
         "{seen}"
     );
     let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
     assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
+}
+
+#[test]
+fn containerd_stopping_mid_load_is_said_plainly() {
+    let bundle = SlowBundle::make("stopped");
+    let mut containerd = Containerd::start();
+    let (child, lines, mut seen) = bundle.start_load(&containerd);
+    containerd.child.kill().expect("kill containerd");
+    assert!(!finish(child, lines, &mut seen));
+    assert!(
+        seen.contains(&format!(
+            "containerd at {} did not answer",
+            containerd.address()
+        )) && seen.contains("did it stop?")
+            && seen.contains("writing blob sha256:")
+            && seen.contains(&format!("loading image {}", bundle.name)),
+        "{seen}"
+    );
 }
 
 #[test]

@@ -177,6 +177,13 @@ impl Channel {
         mut on_message: impl FnMut(Bytes) -> Result<(), CallError>,
     ) -> Result<(), CallError> {
         let transport = |e: &dyn std::fmt::Display| CallError::Transport(format!("{path}: {e}"));
+        // The connection broke: containerd stopped or restarted, most likely.
+        let gone = |e: &dyn std::fmt::Display| {
+            CallError::Transport(format!(
+                "containerd at {} did not answer {path} ({e}): did it stop?",
+                self.socket.display()
+            ))
+        };
         let mut builder = hyper::Request::post(format!("http://containerd{path}"))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
@@ -186,18 +193,8 @@ impl Channel {
         }
         let request = builder.body(body).map_err(|e| transport(&e))?;
         let mut send = self.send.clone();
-        send.ready().await.map_err(|e| {
-            CallError::Transport(format!(
-                "the connection to containerd at {} closed: {e}",
-                self.socket.display()
-            ))
-        })?;
-        let response = send.send_request(request).await.map_err(|e| {
-            CallError::Transport(format!(
-                "containerd at {} did not answer {path}: {e}",
-                self.socket.display()
-            ))
-        })?;
+        send.ready().await.map_err(|e| gone(&e))?;
+        let response = send.send_request(request).await.map_err(|e| gone(&e))?;
         if !response.status().is_success() {
             return Err(transport(&format!(
                 "HTTP status {} (is {} containerd's gRPC socket?)",
@@ -213,7 +210,7 @@ impl Channel {
         let mut buffer = BytesMut::new();
         let mut status = None;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| transport(&e))?;
+            let frame = frame.map_err(|e| gone(&e))?;
             match frame.into_data() {
                 Ok(data) => {
                     buffer.extend_from_slice(&data);
