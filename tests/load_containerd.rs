@@ -417,19 +417,7 @@ fn a_damaged_blob_stops_the_load_and_names_nothing() {
     let bundle = image.bundle("d.offpack");
     // No .sha256: the damage is found as the blob streams, by its digest.
     std::fs::remove_file(image.dir().join("d.offpack.sha256")).unwrap();
-    let index = offpack_bundle::testkit::index_of(&std::fs::read(&bundle).unwrap()).unwrap();
-    let largest = index["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .max_by_key(|e| e["compressed_len"].as_u64().unwrap())
-        .unwrap()
-        .clone();
-    let middle =
-        largest["offset"].as_u64().unwrap() + largest["compressed_len"].as_u64().unwrap() / 2;
-    let mut bytes = std::fs::read(&bundle).unwrap();
-    bytes[middle as usize] ^= 0x55;
-    std::fs::write(&bundle, &bytes).unwrap();
+    let largest = damage_largest_entry(&bundle);
 
     let containerd = Containerd::start();
     let out = load(image.dir(), &containerd, &[], &bundle);
