@@ -493,7 +493,11 @@ async fn load_leased(
 
     // Names only once the whole bundle matched its checksum: until then nothing points at what
     // was written, and the lease's end takes it away.
-    wait_for_sidecar(sidecar, "named in containerd")?;
+    // On a thread of its own, so that Ctrl-C is heard while the hash runs.
+    let gate = sidecar.clone();
+    tokio::task::spawn_blocking(move || wait_for_sidecar(&gate, "named in containerd"))
+        .await
+        .context("the thread waiting for the .sha256 check stopped")??;
     for plan in plans {
         for name in &plan.names {
             let change = match client.image(name).await? {
