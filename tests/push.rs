@@ -426,6 +426,7 @@ fn an_image_under_two_repositories_is_sent_once_and_mounted() {
 struct OwnRegistry {
     child: Child,
     port: u16,
+    config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -447,26 +448,39 @@ impl OwnRegistry {
             ),
         )
         .unwrap();
+        let child = OwnRegistry::spawn(&config, port);
+        OwnRegistry {
+            child,
+            port,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// Runs the registry with `config` until it answers on `port`.
+    fn spawn(config: &Path, port: u16) -> Child {
         let mut child = Command::new("docker-registry")
             .arg("serve")
-            .arg(&config)
+            .arg(config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry (Debian's package) runs: run `scripts/test-env up`");
         for _ in 0..100 {
             if http_get(&format!("http://127.0.0.1:{port}/v2/"), 1).is_some() {
-                return OwnRegistry {
-                    child,
-                    port,
-                    _dir: dir,
-                };
+                return child;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let _ = child.kill();
         let _ = child.wait();
         panic!("the registry on 127.0.0.1:{port} did not answer");
+    }
+
+    /// Kills the registry and starts it again on the same port and storage.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = OwnRegistry::spawn(&self.config, self.port);
     }
 
     fn host(&self) -> String {
@@ -530,6 +544,34 @@ fn an_interrupted_push_resumes_sending_only_what_is_missing() {
     eprintln!("resumed push sent {sent} of {total} layer bytes");
     assert!(report["blobs_present"].as_u64().unwrap() >= 1, "{report}");
     assert!(sent < total, "the second run sent {sent} bytes of {total}");
+}
+
+#[test]
+fn a_registry_restarted_mid_push_is_waited_for() {
+    let f = Fixture::new("restart", &MANY_LAYERS);
+    let mut registry = OwnRegistry::start();
+    let target = format!("{}/{}", registry.host(), unique("restart"));
+    let cache = tempfile::tempdir().unwrap();
+
+    let child = start_until_a_layer_is_sent(
+        f.push(&["--registry", &target, "--insecure"])
+            .env("OFFPACK_CACHE", cache.path())
+            .stdout(Stdio::piped()),
+    );
+    // Down for less than the retries wait (0.5 + 1 + 2 + 4 s).
+    registry.restart();
+    let out = child.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "the push retried and finished: {report}"
+    );
+    assert_eq!(
+        report["images"][0]["refs"][0]["pushed"]
+            .as_str()
+            .map(|p| p.starts_with(&target)),
+        Some(true)
+    );
 }
 
 #[test]

@@ -292,7 +292,9 @@ impl Client {
             }
             let resp = result?;
             if !resp.status().is_success() {
-                return Err(self.status_error(resp, "sending", repository, expected));
+                return Err(session_lost(
+                    self.status_error(resp, "sending", repository, expected),
+                ));
             }
             let digest = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
             let size = hashing.size;
@@ -312,12 +314,12 @@ impl Client {
                     digest: digest.clone(),
                     size,
                 }),
-                _ => Err(self.status_error(
+                _ => Err(session_lost(self.status_error(
                     resp,
                     "finishing the upload of",
                     repository,
                     Some(&digest),
-                )),
+                ))),
             }
         })
     }
@@ -722,6 +724,15 @@ impl Client {
     }
 }
 
+/// An upload session the registry no longer knows (it restarted, or the session expired) is
+/// worth a new one: the blob is sent again from the start.
+fn session_lost(failure: Failure) -> Failure {
+    match failure {
+        Failure::Final(e) if format!("{e}").contains("BLOB_UPLOAD_") => Failure::Transient(e),
+        other => other,
+    }
+}
+
 /// 5xx and 429 are worth another try; any other status is final.
 fn classify(status: u16, err: anyhow::Error) -> Failure {
     if status >= 500 || status == 429 || status == 408 {
@@ -867,6 +878,24 @@ mod tests {
             " (DIGEST_INVALID: provided digest did not match uploaded content)"
         );
         assert_eq!(registry_message("<html>"), "");
+    }
+
+    #[test]
+    fn a_lost_upload_session_is_tried_again_a_bad_digest_is_not() {
+        let lost = anyhow!(
+            "r/x: sending: the registry answered 404 (BLOB_UPLOAD_UNKNOWN: blob upload unknown to registry)"
+        );
+        assert!(matches!(
+            session_lost(Failure::Final(lost)),
+            Failure::Transient(_)
+        ));
+        let bad = anyhow!(
+            "r/x: finishing: the registry answered 400 (DIGEST_INVALID: provided digest did not match uploaded content)"
+        );
+        assert!(matches!(
+            session_lost(Failure::Final(bad)),
+            Failure::Final(_)
+        ));
     }
 
     #[test]
