@@ -432,6 +432,11 @@ struct OwnRegistry {
 
 impl OwnRegistry {
     fn start() -> OwnRegistry {
+        OwnRegistry::start_with_auth("")
+    }
+
+    /// A registry whose config ends with `auth` (YAML, or empty for none).
+    fn start_with_auth(auth: &str) -> OwnRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -443,7 +448,7 @@ impl OwnRegistry {
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  \
-                 filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                 filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
                 dir.path().join("data").display()
             ),
         )
@@ -467,7 +472,22 @@ impl OwnRegistry {
             .spawn()
             .expect("docker-registry (Debian's package) runs: run `scripts/test-env up`");
         for _ in 0..100 {
-            if http_get(&format!("http://127.0.0.1:{port}/v2/"), 1).is_some() {
+            // 200, or 401 when it asks for a login: it is up.
+            let code = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "1",
+                ])
+                .arg(format!("http://127.0.0.1:{port}/v2/"))
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            if code == b"200" || code == b"401" {
                 return child;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
@@ -586,4 +606,160 @@ fn a_registry_that_goes_away_mid_push_is_a_clear_error() {
         err.contains(host) && err.contains("gave up after"),
         "the error names the registry and says it was retried: {err}"
     );
+}
+
+/// A token service for a registry with `auth: token` (what Docker Hub and Harbor speak): checks
+/// the Basic login, grants what the scope asks, signs the JWT with `openssl` and a test key
+/// whose certificate the registry trusts. Serves until the test process ends.
+struct TokenService {
+    port: u16,
+    cert: std::path::PathBuf,
+}
+
+impl TokenService {
+    fn start(dir: &Path) -> TokenService {
+        let key = dir.join("token.key");
+        let cert = dir.join("token.crt");
+        ok(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=offpack-test-token",
+                "-days",
+                "1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        let der = ok(Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert))
+        .stdout;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = answer_token_request(stream, &key, &der);
+            }
+        });
+        TokenService { port, cert }
+    }
+}
+
+fn answer_token_request(
+    mut stream: std::net::TcpStream,
+    key: &Path,
+    cert_der: &[u8],
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::{Read, Write};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let request = String::from_utf8_lossy(&request).into_owned();
+    let path = request
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let login = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let authorized = request
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l.ends_with(&login));
+    if !authorized {
+        return stream.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    let access: Vec<Value> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(|scope| {
+            let scope = scope.replace("%3A", ":").replace("%2F", "/").replace("%2C", ",");
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+            serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()})
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [base64::engine::general_purpose::STANDARD.encode(cert_der)]});
+    let claims = serde_json::json!({
+        "iss": "offpack-test-issuer", "sub": USER, "aud": "offpack-test-registry",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    openssl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = openssl.wait_with_output()?.stdout;
+    let body = serde_json::json!({"token": format!("{signing_input}.{}", b64.encode(signature))})
+        .to_string();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn a_registry_with_bearer_tokens() {
+    let f = Fixture::new("token", &[100_000]);
+    let tokens = TokenService::start(f.path());
+    let registry = OwnRegistry::start_with_auth(&format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: offpack-test-registry\n    \
+         issuer: offpack-test-issuer\n    rootcertbundle: {}\n",
+        tokens.port,
+        tokens.cert.display()
+    ));
+    let target = format!("{}/{}", registry.host(), unique("token"));
+
+    let wrong = docker_config(&registry.host(), "not-the-password");
+    let out = run(f
+        .push(&["--registry", &target, "--insecure"])
+        .env("DOCKER_CONFIG", wrong.path()));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("token service") && err.contains("docker login"),
+        "{err}"
+    );
+
+    let login = docker_config(&registry.host(), PASSWORD);
+    let report = json(&ok(f
+        .push(&["--registry", &target, "--insecure"])
+        .env("DOCKER_CONFIG", login.path())));
+    assert_eq!(report["blobs_sent"], 2, "{report}");
+    let again = json(&ok(f
+        .push(&["--registry", &target, "--insecure"])
+        .env("DOCKER_CONFIG", login.path())));
+    assert_eq!(again["blobs_present"], 2, "HEAD with a token: {again}");
 }
