@@ -20,6 +20,7 @@ pub mod pull_policy;
 pub mod rebuild;
 pub mod serve;
 pub mod serve_builds;
+pub mod serve_registry;
 pub mod verify;
 
 #[cfg(test)]
