@@ -512,6 +512,25 @@ fn a_damaged_bundle_is_refused_before_anything_is_served() {
     assert!(err.contains("images.offpack"), "{err}");
     assert!(err.contains("refused, nothing is served"), "{err}");
     assert!(err.contains("sha256"), "{err}");
+
+    // Without the `.sha256`, the server starts, and the damaged layer's response ends short of
+    // its length: the client never gets other bytes as the blob.
+    std::fs::remove_file(bundle.path.with_extension("offpack.sha256")).unwrap();
+    let registry = Registry::start(&bundle.path);
+    assert_eq!(registry.listing["sha256_file"], Value::Null);
+    let url = registry.url(&format!(
+        "/v2/library/{}/blobs/{}",
+        unique("damaged"),
+        bundle.images[0].layers[0].digest
+    ));
+    let response = agent().get(&url).call().unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let read = response
+        .into_body()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec();
+    assert!(read.is_err(), "a damaged layer was served whole");
 }
 
 /// A containerd of the test's own (socket, root and state in a temporary directory), killed and

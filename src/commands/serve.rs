@@ -93,6 +93,8 @@ struct RegistryListening {
     /// What is not served, and why.
     skipped: Vec<String>,
     signed_by: Option<String>,
+    /// The `.sha256` file the whole bundle was checked against before serving (`null`: none).
+    sha256_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -117,11 +119,18 @@ fn print_registry(serving: &RegistryServing, output: Output) {
             .collect(),
         skipped: serving.skipped.clone(),
         signed_by: serving.signed_by.clone(),
+        sha256_file: serving.sidecar.as_ref().map(|p| p.display().to_string()),
     };
     if serving.exposed() && !output.json {
         eprintln!(
             "warning: listening on {}: every host that reaches this address can pull the bundle's images (plain HTTP, no authentication)",
             listening.address
+        );
+    }
+    if serving.sidecar.is_none() && !output.json {
+        eprintln!(
+            "warning: no .sha256 file beside {}: each layer is checked only as it is read (a damaged one fails that pull)",
+            listening.bundle
         );
     }
     for skipped in &listening.skipped {

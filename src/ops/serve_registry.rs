@@ -44,6 +44,9 @@ pub struct RegistryServing {
     pub skipped: Vec<String>,
     /// Fingerprint of the key whose valid signature the bundle carries.
     pub signed_by: Option<String>,
+    /// The `.sha256` file the whole bundle was checked against; `None`: there is none, and each
+    /// layer is checked only as it is read (a damaged one ends its response short).
+    pub sidecar: Option<PathBuf>,
 }
 
 impl RegistryServing {
@@ -64,6 +67,7 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
     let path = &request.bundle;
     let checked = open_checked(path, request.key.as_deref())?;
     let signed_by = checked.signed_by.as_ref().map(|k| k.fingerprint());
+    let mut checked_against = None;
     if let Some(sidecar) = checked.sidecar {
         // Layers are checked only as a client reads them; the sidecar covers every byte, so a
         // bundle damaged after it was written is refused before anything is served.
@@ -75,7 +79,7 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
             ),
             None,
         );
-        sidecar
+        let sidecar = sidecar
             .run()
             .map_err(|e| {
                 let refused = format!("{}: refused, nothing is served", path.display());
@@ -83,6 +87,7 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
             })
             .inspect_err(|_| reporter.finish(task, "failed"))?;
         reporter.finish(task, "ok");
+        checked_against = Some(sidecar);
     }
     let reader = Arc::new(checked.reader);
     let catalog = Catalog::build(
@@ -106,6 +111,7 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
         images,
         skipped,
         signed_by,
+        sidecar: checked_against,
     })
 }
 
