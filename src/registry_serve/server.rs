@@ -277,17 +277,18 @@ async fn blob_response(
         let reader = state.reader.clone();
         let blob = digest.clone();
         let streamed = stream_blocking(move |sink| {
-            let mut data = reader.blob(&blob).map_err(io::Error::other)?;
             if start > 0 {
-                // The bundle's index gives where an entry's frames start; the bytes before the
-                // range are decompressed and dropped.
-                io::copy(&mut (&mut data).take(start), &mut io::sink())?;
+                // From the frame that holds the range's first byte; a part is not checked
+                // against the digest (the client checks the blob it assembles).
+                let data = reader.blob_from(&blob, start).map_err(io::Error::other)?;
+                return sink.copy_from(&mut data.take(end - start));
             }
+            let mut data = reader.blob(&blob).map_err(io::Error::other)?;
             if end == size {
                 // Read to the end, so that the reader checks the blob's digest.
                 sink.copy_from(&mut data)
             } else {
-                sink.copy_from(&mut data.take(end - start))
+                sink.copy_from(&mut data.take(end))
             }
         })
         .await;

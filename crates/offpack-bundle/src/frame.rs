@@ -125,6 +125,83 @@ pub(crate) fn read_trailer(src: &Source) -> Result<(Vec<u8>, u64), BundleError> 
     Ok((index_json, trailer_start))
 }
 
+/// Steps over whole zstd frames from file offset `pos` (before `end`) while they end at or before
+/// decompressed position `target` (counted from `pos`), reading only their headers and block
+/// headers. Returns the offset of the frame to decompress from and the decompressed position it
+/// starts at. Stops early (a frame is decompressed from there instead) at a frame that does not
+/// declare its content size, or at anything that is not an ordinary frame.
+pub(crate) fn step_to(src: &Source, mut pos: u64, end: u64, target: u64) -> io::Result<(u64, u64)> {
+    let mut out = 0u64;
+    while pos < end {
+        let Some((content, len)) = frame_extent(src, pos, end)? else {
+            break;
+        };
+        if out + content > target {
+            break;
+        }
+        pos += len;
+        out += content;
+    }
+    Ok((pos, out))
+}
+
+/// The content size and the compressed length of the frame at `pos`, when it is an ordinary frame
+/// that declares its content size and lies before `end`.
+fn frame_extent(src: &Source, pos: u64, end: u64) -> io::Result<Option<(u64, u64)>> {
+    let mut head = [0u8; 18];
+    let avail = (end - pos).min(head.len() as u64) as usize;
+    src.read_exact_at(&mut head[..avail], pos)?;
+    if avail < 6 || head[..4] != ZSTD_MAGIC {
+        return Ok(None);
+    }
+    let descriptor = head[4];
+    let fcs_flag = descriptor >> 6;
+    let single_segment = descriptor & 0x20 != 0;
+    let checksum = descriptor & 0x04 != 0;
+    let dict_len = [0usize, 1, 2, 4][(descriptor & 0x03) as usize];
+    let fcs_len = match (fcs_flag, single_segment) {
+        (0, false) => return Ok(None),
+        (0, true) => 1,
+        (1, _) => 2,
+        (2, _) => 4,
+        _ => 8,
+    };
+    let at = 5 + usize::from(!single_segment) + dict_len;
+    if at + fcs_len > avail {
+        return Ok(None);
+    }
+    let mut fcs = [0u8; 8];
+    fcs[..fcs_len].copy_from_slice(&head[at..at + fcs_len]);
+    let mut content = u64::from_le_bytes(fcs);
+    if fcs_len == 2 {
+        content += 256;
+    }
+    let mut block = pos + (at + fcs_len) as u64;
+    loop {
+        if block + 3 > end {
+            return Ok(None);
+        }
+        let mut header = [0u8; 4];
+        src.read_exact_at(&mut header[..3], block)?;
+        let header = u32::from_le_bytes(header);
+        let last = header & 1 != 0;
+        let size = u64::from(header >> 3);
+        let data = match (header >> 1) & 3 {
+            0 | 2 => size,
+            1 => 1,
+            _ => return Ok(None),
+        };
+        block += 3 + data;
+        if last {
+            break;
+        }
+    }
+    if checksum {
+        block += 4;
+    }
+    Ok((block <= end).then_some((content, block - pos)))
+}
+
 fn is_skippable_magic(m: [u8; 4]) -> bool {
     let v = u32::from_le_bytes(m);
     v & 0xFFFF_FFF0 == 0x184D_2A50

@@ -92,6 +92,47 @@ impl BundleReader {
         self.entry_reader(&self.index.entries[i])
     }
 
+    /// Streams blob `d` from byte `start` to its end. Decompression begins at the last of the
+    /// entry's frames that starts at or before `start` (frames that declare their content size are
+    /// stepped over by their block headers, without decompressing them), so a range near the end of
+    /// a large layer costs one frame, not the whole layer. Only a read of the whole blob can check
+    /// its digest ([`blob`](Self::blob)): this one is not checked.
+    pub fn blob_from(&self, d: &Digest, start: u64) -> Result<impl Read + Send + '_, BundleError> {
+        let i = *self
+            .by_digest
+            .get(d)
+            .ok_or_else(|| BundleError::NotFound(d.to_string()))?;
+        let e = &self.index.entries[i];
+        if start > e.size {
+            return Err(BundleError::InvalidInput(format!(
+                "byte {start} is past the end of `{}` ({} bytes)",
+                e.path, e.size
+            )));
+        }
+        // Decompressed positions count from the entry's tar header.
+        let target = tarhdr::BLOCK + start;
+        let (pos, out) = frame::step_to(&self.src, e.offset, e.offset + e.compressed_len, target)
+            .map_err(|err| self.src.io_err(e.offset, err))?;
+        let range = RangeReader {
+            src: &self.src,
+            pos,
+            end: e.offset + e.compressed_len,
+        };
+        let mut decoder =
+            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 16, range))
+                .map_err(|err| self.src.io_err(pos, err))?;
+        let skip = target - out;
+        let skipped = io::copy(&mut (&mut decoder).take(skip), &mut io::sink())
+            .map_err(|err| self.src.io_err(pos, err))?;
+        if skipped != skip {
+            return Err(BundleError::Truncated {
+                offset: e.offset,
+                context: format!("the frames of `{}`", e.path),
+            });
+        }
+        Ok(decoder.take(e.size - start))
+    }
+
     /// Streams any entry by path (`offpack.json`, `manifest.json`, `index.json`, `oci-layout`, blobs), with
     /// the same checks as [`blob`](Self::blob).
     pub fn entry(&self, path: &str) -> Result<impl Read + '_, BundleError> {
@@ -301,5 +342,79 @@ impl Read for EntryReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.checked_read(buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BundleWriter, Manifest, WriteOptions};
+
+    /// Bytes that compress a little and differ at every position.
+    fn data(len: usize) -> Vec<u8> {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 3 == 0 { 0 } else { x as u8 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_blob_read_from_a_byte_steps_over_earlier_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.offpack");
+        let blob = data(20 << 20);
+        let small = b"small blob".to_vec();
+        let mut writer = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+        let digest = writer.add_blob_bytes(&blob).unwrap();
+        // Streamed with an unknown digest: a raw header frame, then the data's frames.
+        let streamed = writer.add_blob(small.len() as u64, &small[..]).unwrap();
+        writer.finish(Manifest::new("0.1.0", "t")).unwrap();
+        let reader = BundleReader::open(&path).unwrap();
+
+        let chunk = crate::writer::CHUNK;
+        for start in [
+            0,
+            1,
+            chunk - 513,
+            chunk - 512,
+            chunk - 511,
+            chunk,
+            2 * chunk - 512,
+            blob.len() - 1,
+            blob.len(),
+        ] {
+            let mut got = Vec::new();
+            reader
+                .blob_from(&digest, start as u64)
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            assert!(got == blob[start..], "from byte {start}");
+        }
+        let mut got = Vec::new();
+        reader
+            .blob_from(&streamed, 3)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        assert_eq!(got, small[3..]);
+        assert!(reader.blob_from(&digest, blob.len() as u64 + 1).is_err());
+
+        // The frames before the byte are stepped over, not decompressed.
+        let e = reader.index.entry(&digest.blob_path()).unwrap();
+        let end = e.offset + e.compressed_len;
+        let (pos, out) =
+            frame::step_to(&reader.src, e.offset, end, 512 + 2 * chunk as u64).unwrap();
+        assert!(pos > e.offset, "no frame stepped over");
+        assert_eq!(out, 512 + 2 * chunk as u64 - 512, "two whole frames");
+        assert_eq!(
+            frame::step_to(&reader.src, e.offset, end, 0).unwrap(),
+            (e.offset, 0)
+        );
     }
 }
