@@ -185,7 +185,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
             return response;
         }
     };
-    let response = match route(request.uri().path()) {
+    match route(request.uri().path()) {
         Route::Home => text(
             StatusCode::OK,
             "offpack package server: pip index at /simple/, npm registry at /\n".into(),
@@ -236,8 +236,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body>
                 None => not_carried(&state, "npm", &name, head),
             }
         }
-    };
-    response
+    }
 }
 
 fn content_type_of(filename: &str) -> &'static str {

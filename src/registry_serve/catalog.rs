@@ -51,11 +51,8 @@ pub struct Catalog {
     pub images: usize,
 }
 
-/// An image as the catalog takes it: the bundle's record and its OCI manifest's bytes.
-pub struct ServedImage<'a> {
-    pub image: &'a Image,
-    pub manifest: Vec<u8>,
-}
+/// A manifest a tag names: its digest, its size, its image.
+type Tagged<'a> = (Digest, u64, &'a Image);
 
 impl Catalog {
     /// Builds the catalog. `present` tells whether the bundle holds a blob (a delta bundle leaves
@@ -68,7 +65,7 @@ impl Catalog {
     ) -> Result<Catalog> {
         let mut catalog = Catalog::default();
         // (repository, tag) → manifests, in bundle order: several platforms make an index.
-        let mut tagged: BTreeMap<(String, String), Vec<(Digest, u64, &Image)>> = BTreeMap::new();
+        let mut tagged: BTreeMap<(String, String), Vec<Tagged>> = BTreeMap::new();
         for image in images {
             let label = image_label(image);
             let missing = std::iter::once(&image.config)
@@ -254,7 +251,7 @@ fn check_manifest(image: &Image, bytes: &[u8]) -> Result<(), String> {
 
 /// An OCI index over one tag's images of several platforms. Made from the bundle's data alone,
 /// in bundle order, so its digest is the same at every start.
-fn index_document(manifests: &[(Digest, u64, &Image)]) -> Vec<u8> {
+fn index_document(manifests: &[Tagged]) -> Vec<u8> {
     let entries: Vec<Value> = manifests
         .iter()
         .map(|(digest, size, image)| {
