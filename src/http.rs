@@ -233,6 +233,21 @@ pub fn empty() -> Body {
         .boxed_unsync()
 }
 
+/// A body of these bytes.
+pub fn body_of(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A JSON document, 200.
+pub fn json_ok(
+    value: &serde_json::Value,
+    content_type: &'static str,
+    head: bool,
+) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    full(StatusCode::OK, content_type, body, head)
+}
+
 /// A whole response body; HEAD gets the same headers and no body.
 pub fn full(
     status: StatusCode,
@@ -242,11 +257,7 @@ pub fn full(
 ) -> Response<Body> {
     let body: Bytes = body.into();
     let len = body.len();
-    let body = if head {
-        empty()
-    } else {
-        Full::new(body).map_err(|e| match e {}).boxed_unsync()
-    };
+    let body = if head { empty() } else { body_of(body) };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();

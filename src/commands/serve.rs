@@ -138,11 +138,8 @@ fn print_registry(serving: &RegistryServing, output: Output) {
             eprintln!("warning: {}", offpack_bundle::escape_controls(skipped));
         }
     }
-    let mut stdout = std::io::stdout().lock();
     if output.json {
-        let _ = serde_json::to_writer(&mut stdout, &listening);
-        let _ = writeln!(stdout);
-        let _ = stdout.flush();
+        print_json_line(&listening);
         return;
     }
     let mut human = format!(
@@ -150,10 +147,7 @@ fn print_registry(serving: &RegistryServing, output: Output) {
         listening.images,
         listening.bundle,
         listening.registry,
-        match &listening.signed_by {
-            Some(key) => format!(", signed by key {key}"),
-            None => String::new(),
-        },
+        signed_by_note(&listening.signed_by),
     );
     for repository in &listening.repositories {
         for tag in &repository.tags {
@@ -168,8 +162,24 @@ fn print_registry(serving: &RegistryServing, output: Output) {
         listening.registry
     ));
     let human = offpack_bundle::escape_controls_in_lines(&human).into_owned();
+    let mut stdout = std::io::stdout().lock();
     let _ = write!(stdout, "{human}");
     let _ = stdout.flush();
+}
+
+/// One line, so a script can read it while the server runs.
+fn print_json_line(value: &impl Serialize) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut stdout, value);
+    let _ = writeln!(stdout);
+    let _ = stdout.flush();
+}
+
+fn signed_by_note(signed_by: &Option<String>) -> String {
+    match signed_by {
+        Some(key) => format!(", signed by key {key}"),
+        None => String::new(),
+    }
 }
 
 fn print_listening(serving: &Serving, print_env: bool, output: Output) {
@@ -185,14 +195,11 @@ fn print_listening(serving: &Serving, print_env: bool, output: Output) {
         npm: serving.npm,
         signed_by: serving.signed_by.clone(),
     };
-    let mut stdout = std::io::stdout().lock();
     if output.json {
-        // One line, so a script can read it while the server runs.
-        let _ = serde_json::to_writer(&mut stdout, &listening);
-        let _ = writeln!(stdout);
-        let _ = stdout.flush();
+        print_json_line(&listening);
         return;
     }
+    let mut stdout = std::io::stdout().lock();
     let what = if serving.bundle {
         "bundle"
     } else {
@@ -204,10 +211,7 @@ fn print_listening(serving: &Serving, print_env: bool, output: Output) {
         listening.pypi,
         listening.npm,
         listening.source,
-        match &listening.signed_by {
-            Some(key) => format!(", signed by key {key}"),
-            None => String::new(),
-        },
+        signed_by_note(&listening.signed_by),
         listening.pip_index_url,
         listening.npm_registry,
     );

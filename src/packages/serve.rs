@@ -20,7 +20,7 @@ use offpack_bundle::{Digest, Package};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256, Sha512};
 
-use crate::http::{Body, HttpServer, base_url_of, empty, full, stream_blocking, text};
+use crate::http::{Body, HttpServer, base_url_of, empty, full, json_ok, stream_blocking, text};
 
 use super::source::PackageSource;
 use offpack_packages::npm::Integrity;
@@ -309,7 +309,7 @@ fn simple_root(state: &State, json: bool, head: bool) -> Response<Body> {
         .map(|p| p.name.as_str())
         .collect();
     if json {
-        json_response(
+        json_ok(
             &index::render_root_json(&names),
             index::JSON_MEDIA_TYPE,
             head,
@@ -342,7 +342,7 @@ fn simple_project(state: &State, normalized: &str, json: bool, head: bool) -> Re
     files.sort_by(|a, b| a.filename.cmp(&b.filename));
     files.dedup_by(|a, b| a.filename == b.filename);
     if json {
-        json_response(
+        json_ok(
             &index::render_project_json(normalized, &files),
             index::JSON_MEDIA_TYPE,
             head,
@@ -395,7 +395,7 @@ async fn packument(state: &Arc<State>, name: &str, base: &str, head: bool) -> Re
             shasum: None,
         });
     }
-    json_response(
+    json_ok(
         &registry::render_packument(name, &versions),
         "application/json",
         head,
@@ -548,11 +548,6 @@ fn html(body: String, head: bool) -> Response<Body> {
         body.into_bytes(),
         head,
     )
-}
-
-fn json_response(value: &Value, content_type: &'static str, head: bool) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    full(StatusCode::OK, content_type, body, head)
 }
 
 fn redirect(location: &str, head: bool) -> Response<Body> {

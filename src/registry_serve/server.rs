@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Result;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,7 +15,9 @@ use offpack_bundle::{BundleReader, Digest, escape_controls};
 use serde_json::json;
 
 use super::catalog::{Catalog, page};
-use crate::http::{Body, HttpServer, RangeRequest, empty, full, parse_range, stream_blocking};
+use crate::http::{
+    Body, HttpServer, RangeRequest, body_of, empty, full, json_ok, parse_range, stream_blocking,
+};
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -134,7 +135,7 @@ async fn answer(state: &Arc<State>, request: &Request<Incoming>) -> Response<Bod
                 paging(&query),
                 query.get("last").map(String::as_str),
             );
-            let mut response = json_ok(&json!({ "repositories": names }), head);
+            let mut response = json_ok(&json!({ "repositories": names }), "application/json", head);
             if more && let Some(last) = names.last() {
                 link_next(&mut response, "/v2/_catalog", last, &query);
             }
@@ -148,7 +149,11 @@ async fn answer(state: &Arc<State>, request: &Request<Incoming>) -> Response<Bod
                     paging(&query),
                     query.get("last").map(String::as_str),
                 );
-                let mut response = json_ok(&json!({ "name": name, "tags": tags }), head);
+                let mut response = json_ok(
+                    &json!({ "name": name, "tags": tags }),
+                    "application/json",
+                    head,
+                );
                 if more && let Some(last) = tags.last() {
                     link_next(
                         &mut response,
@@ -177,7 +182,7 @@ async fn answer(state: &Arc<State>, request: &Request<Incoming>) -> Response<Bod
                     let mut response = Response::new(if head {
                         empty()
                     } else {
-                        full_body(document.bytes.clone())
+                        body_of(document.bytes.clone())
                     });
                     let headers = response.headers_mut();
                     if let Ok(value) = HeaderValue::from_str(&document.media_type) {
@@ -272,7 +277,7 @@ async fn blob_response(
     let body = if head {
         empty()
     } else if let Some(document) = state.catalog.documents.get(&digest) {
-        full_body(document.bytes.slice(start as usize..end as usize))
+        body_of(document.bytes.slice(start as usize..end as usize))
     } else {
         let reader = state.reader.clone();
         let blob = digest.clone();
@@ -329,18 +334,6 @@ fn digest_headers(headers: &mut hyper::HeaderMap, digest: &Digest) {
     if let Ok(value) = HeaderValue::from_str(&format!("\"{digest}\"")) {
         headers.insert(header::ETAG, value);
     }
-}
-
-fn full_body(bytes: Bytes) -> Body {
-    use http_body_util::BodyExt;
-    http_body_util::Full::new(bytes)
-        .map_err(|e| match e {})
-        .boxed_unsync()
-}
-
-fn json_ok(value: &serde_json::Value, head: bool) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    full(StatusCode::OK, "application/json", body, head)
 }
 
 /// An error in the distribution spec's form: `{"errors":[{"code","message","detail"}]}`.
