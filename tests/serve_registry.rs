@@ -637,3 +637,44 @@ fn containerd_pulls_the_docker_hub_names_through_the_server_as_a_mirror() {
     let check = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.contains("complete"), "{check}");
 }
+
+#[test]
+fn beyond_loopback_it_warns_and_it_prints_the_names_to_pull() {
+    let name = unique("exposed");
+    let bundle = write_bundle(&[(&[format!("{name}:1").as_str()], "linux/amd64", &[1000])]);
+    let mut child = common::offpack(bundle.dir.path())
+        .args(["serve", "--registry", "--addr", "0.0.0.0:0"])
+        .arg(&bundle.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut printed = String::new();
+    while !printed.contains("stop with Ctrl-C") {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        printed.push_str(&line);
+    }
+    ok(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "exited {status}: {err}");
+    assert!(
+        printed.contains("docker pull 127.0.0.1:")
+            && printed.contains(&format!("/library/{name}:1\n")),
+        "{printed}"
+    );
+    assert!(
+        err.contains("warning: listening on 0.0.0.0:") && err.contains("every host"),
+        "{err}"
+    );
+}

@@ -121,23 +121,6 @@ fn print_registry(serving: &RegistryServing, output: Output) {
         signed_by: serving.signed_by.clone(),
         sha256_file: serving.sidecar.as_ref().map(|p| p.display().to_string()),
     };
-    if serving.exposed() && !output.json {
-        eprintln!(
-            "warning: listening on {}: every host that reaches this address can pull the bundle's images (plain HTTP, no authentication)",
-            listening.address
-        );
-    }
-    if serving.sidecar.is_none() && !output.json {
-        eprintln!(
-            "warning: no .sha256 file beside {}: each layer is checked only as it is read (a damaged one fails that pull)",
-            listening.bundle
-        );
-    }
-    for skipped in &listening.skipped {
-        if !output.json {
-            eprintln!("warning: {}", offpack_bundle::escape_controls(skipped));
-        }
-    }
     if output.json {
         print_json_line(&listening);
         return;

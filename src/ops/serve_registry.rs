@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use offpack_bundle::{BundleReader, Image};
+use offpack_bundle::{BundleReader, Image, escape_controls};
 
 use crate::http::HttpServer;
 use crate::ops::serve::open_checked;
@@ -54,11 +54,6 @@ impl RegistryServing {
     pub fn registry(&self) -> String {
         crate::http::client_addr_of(self.server.addr()).to_string()
     }
-
-    /// Whether clients on other hosts may reach it (it listens beyond loopback).
-    pub fn exposed(&self) -> bool {
-        !self.server.addr().ip().is_loopback()
-    }
 }
 
 /// Opens and checks the bundle (its structure, metadata, configs and manifests; and the whole
@@ -104,6 +99,21 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
     let images = catalog.images;
     let skipped = catalog.skipped.clone();
     let server = server::start(reader, catalog, request.addr)?;
+    if checked_against.is_none() {
+        reporter.warn(&format!(
+            "no .sha256 file beside {}: each layer is checked only as it is read (a damaged one fails that pull)",
+            path.display()
+        ));
+    }
+    for skipped in &skipped {
+        reporter.warn(&escape_controls(skipped));
+    }
+    if !server.addr().ip().is_loopback() {
+        reporter.warn(&format!(
+            "listening on {}: every host that reaches this address can pull the bundle's images (plain HTTP, no authentication)",
+            server.addr()
+        ));
+    }
     Ok(RegistryServing {
         server,
         bundle: path.clone(),
