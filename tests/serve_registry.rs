@@ -678,3 +678,48 @@ fn beyond_loopback_it_warns_and_it_prints_the_names_to_pull() {
         "{err}"
     );
 }
+
+#[test]
+fn a_tag_of_several_platforms_is_an_index_the_engine_picks_its_own_from() {
+    require_engine();
+    let name = format!("{}:1", unique("multi"));
+    let bundle = write_bundle(&[
+        (&[name.as_str()], "linux/amd64", &[100_000]),
+        (&[name.as_str()], "linux/arm64", &[100_000]),
+    ]);
+    let registry = Registry::start(&bundle.path);
+    let (repo, tag) = name.split_once(':').unwrap();
+    let (status, heads, body) = get(&registry.url(&format!("/v2/library/{repo}/manifests/{tag}")));
+    assert_eq!(status, 200);
+    assert_eq!(
+        heads["content-type"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let index: Value = serde_json::from_slice(&body).unwrap();
+    let platforms: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+    // The same index at every start: its digest comes from the bundle alone.
+    let digest = heads["docker-content-digest"].clone();
+    drop(registry);
+    let registry = Registry::start(&bundle.path);
+    let (_, again, _) = request(
+        "HEAD",
+        &registry.url(&format!("/v2/library/{repo}/manifests/{tag}")),
+        &[],
+    );
+    assert_eq!(again["docker-content-digest"], digest);
+
+    let reference = format!("{}/library/{name}", registry.addr);
+    let _pulled = Pulled(vec![reference.clone()]);
+    ok(Command::new("docker").args(["pull", &reference]));
+    assert_eq!(
+        image_id(&reference).as_deref(),
+        Some(bundle.images[0].id.to_string().as_str()),
+        "the engine took the amd64 image"
+    );
+}
