@@ -436,6 +436,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn step_to_steps_over_frames_that_end_before_the_target() {
+        use std::io::Write as _;
+        let sized = |len: usize, fill: u8| zstd::bulk::compress(&vec![fill; len], 3).unwrap();
+        let a = sized(1000, 1);
+        let b = raw_header_frame(&[2u8; 512]);
+        let c = sized(3000, 3);
+        // A streamed frame does not declare its content size: stepping stops there.
+        let mut encoder = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.write_all(&[4u8; 500]).unwrap();
+        let d = encoder.finish().unwrap();
+        let e = sized(100, 5);
+        let file: Vec<u8> = [&a[..], &b[..], &c[..], &d[..], &e[..]].concat();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames");
+        std::fs::write(&path, &file).unwrap();
+        let src = Source::open(&path).unwrap();
+        let end = file.len() as u64;
+        let (a_len, b_len, c_len) = (a.len() as u64, b.len() as u64, c.len() as u64);
+        assert_eq!(step_to(&src, 0, end, 0).unwrap(), (0, 0));
+        assert_eq!(step_to(&src, 0, end, 999).unwrap(), (0, 0));
+        assert_eq!(step_to(&src, 0, end, 1000).unwrap(), (a_len, 1000));
+        assert_eq!(step_to(&src, 0, end, 1511).unwrap(), (a_len, 1000));
+        assert_eq!(step_to(&src, 0, end, 1512).unwrap(), (a_len + b_len, 1512));
+        let before_d = a_len + b_len + c_len;
+        assert_eq!(step_to(&src, 0, end, 4512).unwrap(), (before_d, 4512));
+        assert_eq!(step_to(&src, 0, end, 1 << 20).unwrap(), (before_d, 4512));
+        // A frame cut short by `end` is not stepped over.
+        assert_eq!(step_to(&src, 0, a_len - 1, 5000).unwrap(), (0, 0));
+    }
+
+    #[test]
     fn raw_header_frame_decompresses_to_the_header() {
         let header = [7u8; 512];
         let frame = raw_header_frame(&header);
