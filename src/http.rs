@@ -62,9 +62,7 @@ impl HttpServer {
     ) -> Result<HttpServer> {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             let hint = match e.kind() {
-                io::ErrorKind::AddrInUse => {
-                    " (another program listens there; choose another port)"
-                }
+                io::ErrorKind::AddrInUse => " (another program listens there; choose another port)",
                 io::ErrorKind::AddrNotAvailable => {
                     " (no network interface of this machine has that address)"
                 }

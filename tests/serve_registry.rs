@@ -46,11 +46,18 @@ fn layer(name: &str, size: usize) -> Vec<u8> {
     builder.into_inner().unwrap()
 }
 
-/// Writes a bundle of `images`: each (refs, platform, layer sizes).
-fn write_bundle(images: &[(&[&str], &str, &[usize])]) -> Bundle {
+/// One image to write: refs, platform, layer sizes.
+type Spec<'a> = (&'a [&'a str], &'a str, &'a [usize]);
+
+/// Writes a bundle of `images`.
+fn write_bundle(images: &[Spec]) -> Bundle {
+    write_bundle_with(WriteOptions::default(), images)
+}
+
+fn write_bundle_with(options: WriteOptions, images: &[Spec]) -> Bundle {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("images.offpack");
-    let mut writer = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+    let mut writer = BundleWriter::create(&path, options).unwrap();
     let mut manifest = Manifest::new("0.1.0", "serve-registry");
     for (n, (refs, platform, sizes)) in images.iter().enumerate() {
         let mut layers = Vec::new();
@@ -722,4 +729,28 @@ fn a_tag_of_several_platforms_is_an_index_the_engine_picks_its_own_from() {
         Some(bundle.images[0].id.to_string().as_str()),
         "the engine took the amd64 image"
     );
+}
+
+#[test]
+fn a_split_bundle_is_served_across_its_parts() {
+    let name = format!("{}:1", unique("split"));
+    let options = WriteOptions {
+        split: Some(1 << 20),
+        ..WriteOptions::default()
+    };
+    let bundle = write_bundle_with(options, &[(&[name.as_str()], "linux/amd64", &[3 << 20])]);
+    assert!(
+        bundle.dir.path().join("images.offpack.003").is_file(),
+        "not split"
+    );
+    let registry = Registry::start(&bundle.dir.path().join("images.offpack.001"));
+    let (repo, _) = name.split_once(':').unwrap();
+    let layer = &bundle.images[0].layers[0];
+    let url = registry.url(&format!("/v2/library/{repo}/blobs/{}", layer.digest));
+    let (status, _, whole) = get(&url);
+    assert_eq!(status, 200);
+    assert_eq!(Digest::of_bytes(&whole), layer.digest);
+    let (status, _, part) = request("GET", &url, &[("Range", "bytes=1000000-2100000")]);
+    assert_eq!(status, 206);
+    assert_eq!(part, &whole[1_000_000..=2_100_000]);
 }
