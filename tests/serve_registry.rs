@@ -754,3 +754,48 @@ fn a_split_bundle_is_served_across_its_parts() {
     assert_eq!(status, 206);
     assert_eq!(part, &whole[1_000_000..=2_100_000]);
 }
+
+#[test]
+fn with_key_only_a_bundle_signed_by_it_is_served() {
+    let name = format!("{}:1", unique("signed"));
+    let (signing, verifying) = offpack_bundle::generate_keypair().unwrap();
+    let (_, other) = offpack_bundle::generate_keypair().unwrap();
+    let options = WriteOptions {
+        sign: Some(signing),
+        ..WriteOptions::default()
+    };
+    let bundle = write_bundle_with(options, &[(&[name.as_str()], "linux/amd64", &[1000])]);
+    let key = bundle.dir.path().join("k.pub");
+    let wrong = bundle.dir.path().join("other.pub");
+    std::fs::write(&key, verifying.to_text()).unwrap();
+    std::fs::write(&wrong, other.to_text()).unwrap();
+
+    let mut cmd = common::offpack(bundle.dir.path());
+    cmd.args([
+        "--json",
+        "serve",
+        "--registry",
+        "--addr",
+        "127.0.0.1:0",
+        "--key",
+    ])
+    .arg(&key)
+    .arg(&bundle.path)
+    .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let listing: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(listing["signed_by"], json!(verifying.fingerprint()));
+
+    let out = run(common::offpack(bundle.dir.path())
+        .args(["serve", "--registry", "--addr", "127.0.0.1:0", "--key"])
+        .arg(&wrong)
+        .arg(&bundle.path));
+    assert!(!out.status.success(), "served with another key");
+    assert!(stderr(&out).contains("images.offpack"), "{}", stderr(&out));
+}
