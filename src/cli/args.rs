@@ -65,7 +65,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Serve a bundle's Python wheels and npm tarballs (or, without BUNDLE, those `load` put in
     /// the package store) as a pip index and an npm registry over plain HTTP, until stopped
-    /// (Ctrl-C, SIGTERM). Read-only.
+    /// (Ctrl-C, SIGTERM). Read-only. With --registry: the bundle's images, as a registry
+    /// (`docker pull 127.0.0.1:5000/library/python:3.11-slim`, or a registry mirror).
     Serve(ServeArgs),
 }
 
