@@ -7,6 +7,7 @@ use crate::ops::bundle::BundleRequest;
 use crate::ops::pull_policy::PullPolicy;
 use crate::ops::push::{Compression, PushRequest};
 use crate::ops::rebuild::RebuildRequest;
+use crate::ops::serve_registry::RegistryServeRequest;
 use crate::project::ProjectOptions;
 
 /// Carry a Docker Compose project across an air gap and keep it rebuildable there.
@@ -65,7 +66,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Serve a bundle's Python wheels and npm tarballs (or, without BUNDLE, those `load` put in
     /// the package store) as a pip index and an npm registry over plain HTTP, until stopped
-    /// (Ctrl-C, SIGTERM). Read-only.
+    /// (Ctrl-C, SIGTERM). Read-only. With --registry: the bundle's images, as a registry
+    /// (`docker pull 127.0.0.1:5000/library/python:3.11-slim`, or a registry mirror).
     Serve(ServeArgs),
     /// Push a bundle's images into a registry (e.g. the site's, behind the gap), blob by blob
     /// from the bundle, no engine needed: names are rewritten under HOST[:PORT][/PREFIX], the
@@ -351,6 +353,26 @@ pub struct ServeArgs {
     /// Serve only a bundle validly signed by this public key (from `offpack keygen`).
     #[arg(long, value_name = "PUBLIC_KEY_FILE", env = "OFFPACK_KEY")]
     pub key: Option<PathBuf>,
+    /// Serve the bundle's images instead, read-only, as a registry (the OCI distribution API)
+    /// that engines, containerd and skopeo pull from or use as a mirror.
+    #[arg(long, requires = "bundle", conflicts_with_all = ["host", "port", "print_env"])]
+    pub registry: bool,
+    /// With --registry: the address to listen on (port 0: any free port). An address other than
+    /// loopback lets every host that reaches it pull the bundle's images.
+    #[arg(long, value_name = "HOST:PORT", requires = "registry", default_value = crate::ops::serve_registry::DEFAULT_ADDR)]
+    pub addr: std::net::SocketAddr,
+}
+
+impl ServeArgs {
+    /// The request of `serve --registry`; `None` without `--registry`.
+    pub fn registry_request(&self) -> Option<RegistryServeRequest> {
+        let bundle = self.bundle.clone().filter(|_| self.registry)?;
+        Some(RegistryServeRequest {
+            bundle,
+            key: self.key.clone(),
+            addr: self.addr,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

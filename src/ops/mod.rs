@@ -21,6 +21,7 @@ pub mod push;
 pub mod rebuild;
 pub mod serve;
 pub mod serve_builds;
+pub mod serve_registry;
 pub mod verify;
 
 #[cfg(test)]

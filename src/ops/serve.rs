@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use offpack_bundle::{BundleReader, Package, escape_controls};
+use offpack_bundle::{BundleReader, CheckedBundle, Package, escape_controls};
 
 use crate::error::CheckFailed;
 use crate::ops::verify::read_public_key;
@@ -105,15 +105,7 @@ fn open_bundle(
     key: Option<&Path>,
     reporter: &dyn Reporter,
 ) -> Result<(BundleSource, Option<String>)> {
-    let key = key.map(read_public_key).transpose()?;
-    let refused = |e: offpack_bundle::BundleError| {
-        if e.is_corruption() {
-            anyhow::Error::new(e).context(format!("{}: refused, nothing is served", path.display()))
-        } else {
-            e.into()
-        }
-    };
-    let checked = BundleReader::open_checked(path, key.as_ref()).map_err(refused)?;
+    let checked = open_checked(path, key)?;
     let signed_by = checked.signed_by.as_ref().map(|k| k.fingerprint());
     let reader = checked.reader;
     let packages = reader.manifest().packages.clone();
@@ -141,6 +133,19 @@ fn open_bundle(
     }
     reporter.finish(task, &format!("{} packages ok", packages.len()));
     Ok((BundleSource::new(reader), signed_by))
+}
+
+/// Opens `path` with [`BundleReader::open_checked`] (and `key`, when given): a bundle that
+/// fails is refused, naming the bundle.
+pub(crate) fn open_checked(path: &Path, key: Option<&Path>) -> Result<CheckedBundle> {
+    let key = key.map(read_public_key).transpose()?;
+    BundleReader::open_checked(path, key.as_ref()).map_err(|e| {
+        if e.is_corruption() {
+            anyhow::Error::new(e).context(format!("{}: refused, nothing is served", path.display()))
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// Reads a package's blob to its end: the reader checks size and digest there.

@@ -8,26 +8,19 @@
 //! `/@scope/name/-/<file>.tgz` (npm tarballs). Only GET and HEAD.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use anyhow::Result;
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use offpack_bundle::{Digest, Package};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256, Sha512};
-use tokio::sync::{mpsc, oneshot};
+
+use crate::http::{Body, HttpServer, base_url_of, empty, full, json_ok, stream_blocking, text};
 
 use super::source::PackageSource;
 use offpack_packages::npm::Integrity;
@@ -37,26 +30,11 @@ use offpack_packages::pip::names::normalize;
 
 /// Largest `package.json` read from an npm tarball; a larger one gives a minimal manifest.
 const MAX_PACKAGE_JSON: u64 = 1 << 20;
-/// Bytes per chunk of a streamed file.
-const CHUNK: usize = 64 << 10;
-
-type Body = UnsyncBoxBody<Bytes, io::Error>;
-
 /// A running package server. [`stop`](Self::stop), or dropping it, stops it and waits for its
 /// thread.
+#[derive(Debug)]
 pub struct PackageServer {
-    addr: SocketAddr,
-    requests: Arc<AtomicU64>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for PackageServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PackageServer")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
+    server: HttpServer,
 }
 
 impl PackageServer {
@@ -64,128 +42,47 @@ impl PackageServer {
     /// with its own async runtime, so it runs alongside whatever the caller does. Fails at once
     /// when the address cannot be bound.
     pub fn start(source: Arc<dyn PackageSource>, addr: SocketAddr) -> Result<PackageServer> {
-        let listener = std::net::TcpListener::bind(addr).map_err(|e| {
-            let hint = match e.kind() {
-                io::ErrorKind::AddrInUse => {
-                    " (another program listens there; choose another --port)"
-                }
-                io::ErrorKind::AddrNotAvailable => {
-                    " (no network interface of this machine has that address)"
-                }
-                io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-                _ => "",
-            };
-            anyhow!("cannot listen on {addr}: {e}{hint}")
+        let server = HttpServer::start("the package server", addr, |bound| {
+            let state = Arc::new(State {
+                source,
+                bound,
+                tarballs: Mutex::new(HashMap::new()),
+            });
+            Arc::new(move |request| Box::pin(handle(state.clone(), request)))
         })?;
-        listener
-            .set_nonblocking(true)
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let bound = listener
-            .local_addr()
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        let requests = Arc::new(AtomicU64::new(0));
-        let state = Arc::new(State {
-            source,
-            bound,
-            requests: requests.clone(),
-            tarballs: Mutex::new(HashMap::new()),
-        });
-        let (stop_tx, stop_rx) = oneshot::channel();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
-        // The runtime is made and dropped on the server's thread: dropping a runtime inside
-        // another one's async context (the caller's) panics.
-        let thread = std::thread::Builder::new()
-            .name("offpack-serve".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .thread_name("offpack-serve")
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                runtime.block_on(accept_loop(listener, state, stop_rx, ready_tx));
-                // Connections still open and files still streaming are cut off.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })
-            .context("cannot start the package server's thread")?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(anyhow!("cannot start the package server on {bound}: {e}"));
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(anyhow!(
-                    "the package server on {bound} stopped while starting"
-                ));
-            }
-        }
-        Ok(PackageServer {
-            addr: bound,
-            requests,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
+        Ok(PackageServer { server })
     }
 
     /// The address it listens on (with the port chosen for port 0).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://HOST:PORT` without a trailing slash; a server listening on every interface
     /// (`0.0.0.0`, `::`) is named by the loopback address.
     pub fn base_url(&self) -> String {
-        base_url_of(self.addr)
+        self.server.base_url()
     }
 
     /// How many requests it has answered or is answering.
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.server.requests()
     }
 
     /// Stops listening, cuts open connections and waits for the server's thread.
-    pub fn stop(mut self) {
-        self.shutdown();
+    pub fn stop(self) {
+        self.server.stop();
     }
 
-    fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    /// The HTTP server underneath.
+    pub fn into_http(self) -> HttpServer {
+        self.server
     }
-}
-
-impl Drop for PackageServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// `http://HOST:PORT` for a listening address.
-pub fn base_url_of(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 struct State {
     source: Arc<dyn PackageSource>,
     bound: SocketAddr,
-    requests: Arc<AtomicU64>,
     /// What each npm tarball says of itself, read once.
     tarballs: Mutex<HashMap<Digest, Arc<TarballInfo>>>,
 }
@@ -195,48 +92,6 @@ struct State {
 struct TarballInfo {
     manifest: Value,
     integrity: String,
-}
-
-async fn accept_loop(
-    listener: std::net::TcpListener,
-    state: Arc<State>,
-    mut stop: oneshot::Receiver<()>,
-    ready: std::sync::mpsc::Sender<io::Result<()>>,
-) {
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(_) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                // A response is written in pieces (the headers, then the file's chunks as they are
-                // read): with Nagle's algorithm each piece after the first waits for the client's
-                // delayed ACK, up to 40 ms a request, most of a small tarball's time.
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| handle(state.clone(), request));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        }
-    }
 }
 
 /// What a request path asks for.
@@ -314,11 +169,7 @@ fn route(path: &str) -> Route {
     }
 }
 
-async fn handle(
-    state: Arc<State>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    state.requests.fetch_add(1, Ordering::Relaxed);
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
     let head = match *request.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -331,10 +182,10 @@ async fn handle(
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Ok(response);
+            return response;
         }
     };
-    let response = match route(request.uri().path()) {
+    match route(request.uri().path()) {
         Route::Home => text(
             StatusCode::OK,
             "offpack package server: pip index at /simple/, npm registry at /\n".into(),
@@ -385,8 +236,7 @@ async fn handle(
                 None => not_carried(&state, "npm", &name, head),
             }
         }
-    };
-    Ok(response)
+    }
 }
 
 fn content_type_of(filename: &str) -> &'static str {
@@ -459,7 +309,7 @@ fn simple_root(state: &State, json: bool, head: bool) -> Response<Body> {
         .map(|p| p.name.as_str())
         .collect();
     if json {
-        json_response(
+        json_ok(
             &index::render_root_json(&names),
             index::JSON_MEDIA_TYPE,
             head,
@@ -492,7 +342,7 @@ fn simple_project(state: &State, normalized: &str, json: bool, head: bool) -> Re
     files.sort_by(|a, b| a.filename.cmp(&b.filename));
     files.dedup_by(|a, b| a.filename == b.filename);
     if json {
-        json_response(
+        json_ok(
             &index::render_project_json(normalized, &files),
             index::JSON_MEDIA_TYPE,
             head,
@@ -545,7 +395,7 @@ async fn packument(state: &Arc<State>, name: &str, base: &str, head: bool) -> Re
             shasum: None,
         });
     }
-    json_response(
+    json_ok(
         &registry::render_packument(name, &versions),
         "application/json",
         head,
@@ -664,47 +514,16 @@ async fn blob_response(
     let mut response = if head {
         Response::new(empty())
     } else {
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-        let (opened_tx, opened_rx) = oneshot::channel::<io::Result<()>>();
         let source = state.source.clone();
         let digest = package.digest.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut reader = match source.open(&digest) {
-                Ok(reader) => {
-                    let _ = opened_tx.send(Ok(()));
-                    reader
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                    return;
-                }
-            };
-            let mut buf = vec![0u8; CHUNK];
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        // The client went away.
-                        if tx
-                            .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        // Ends the response short of its length: the client sees a failed
-                        // download, never other bytes.
-                        let _ = tx.blocking_send(Err(e));
-                        break;
-                    }
-                }
-            }
-        });
-        match opened_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        let body = stream_blocking(move |sink| {
+            let mut reader = source.open(&digest)?;
+            sink.copy_from(&mut reader)
+        })
+        .await;
+        match body {
+            Ok(body) => Response::new(body),
+            Err(e) => {
                 return text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!(
@@ -714,56 +533,12 @@ async fn blob_response(
                     false,
                 );
             }
-            Err(_) => {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "offpack: the read stopped\n".into(),
-                    false,
-                );
-            }
         }
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item.map(Frame::data), rx))
-        });
-        Response::new(StreamBody::new(stream).boxed_unsync())
     };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(package.size));
     response
-}
-
-fn empty() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|e| match e {})
-        .boxed_unsync()
-}
-
-/// A whole response body; HEAD gets the same headers and no body.
-fn full(
-    status: StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-    head: bool,
-) -> Response<Body> {
-    let len = body.len();
-    let body = if head {
-        empty()
-    } else {
-        Full::new(Bytes::from(body))
-            .map_err(|e| match e {})
-            .boxed_unsync()
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    response
-}
-
-fn text(status: StatusCode, body: String, head: bool) -> Response<Body> {
-    full(status, "text/plain; charset=utf-8", body.into_bytes(), head)
 }
 
 fn html(body: String, head: bool) -> Response<Body> {
@@ -773,11 +548,6 @@ fn html(body: String, head: bool) -> Response<Body> {
         body.into_bytes(),
         head,
     )
-}
-
-fn json_response(value: &Value, content_type: &'static str, head: bool) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    full(StatusCode::OK, content_type, body, head)
 }
 
 fn redirect(location: &str, head: bool) -> Response<Body> {
@@ -813,6 +583,7 @@ fn not_carried(state: &State, ecosystem: &str, name: &str, head: bool) -> Respon
 mod tests {
     use super::*;
     use base64::Engine as _;
+    use std::time::Duration;
 
     #[test]
     fn routes_pip_npm_and_files() {

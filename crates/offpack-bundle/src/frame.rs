@@ -125,6 +125,83 @@ pub(crate) fn read_trailer(src: &Source) -> Result<(Vec<u8>, u64), BundleError> 
     Ok((index_json, trailer_start))
 }
 
+/// Steps over whole zstd frames from file offset `pos` (before `end`) while they end at or before
+/// decompressed position `target` (counted from `pos`), reading only their headers and block
+/// headers. Returns the offset of the frame to decompress from and the decompressed position it
+/// starts at. Stops early (a frame is decompressed from there instead) at a frame that does not
+/// declare its content size, or at anything that is not an ordinary frame.
+pub(crate) fn step_to(src: &Source, mut pos: u64, end: u64, target: u64) -> io::Result<(u64, u64)> {
+    let mut out = 0u64;
+    while pos < end {
+        let Some((content, len)) = frame_extent(src, pos, end)? else {
+            break;
+        };
+        if out + content > target {
+            break;
+        }
+        pos += len;
+        out += content;
+    }
+    Ok((pos, out))
+}
+
+/// The content size and the compressed length of the frame at `pos`, when it is an ordinary frame
+/// that declares its content size and lies before `end`.
+fn frame_extent(src: &Source, pos: u64, end: u64) -> io::Result<Option<(u64, u64)>> {
+    let mut head = [0u8; 18];
+    let avail = (end - pos).min(head.len() as u64) as usize;
+    src.read_exact_at(&mut head[..avail], pos)?;
+    if avail < 6 || head[..4] != ZSTD_MAGIC {
+        return Ok(None);
+    }
+    let descriptor = head[4];
+    let fcs_flag = descriptor >> 6;
+    let single_segment = descriptor & 0x20 != 0;
+    let checksum = descriptor & 0x04 != 0;
+    let dict_len = [0usize, 1, 2, 4][(descriptor & 0x03) as usize];
+    let fcs_len = match (fcs_flag, single_segment) {
+        (0, false) => return Ok(None),
+        (0, true) => 1,
+        (1, _) => 2,
+        (2, _) => 4,
+        _ => 8,
+    };
+    let at = 5 + usize::from(!single_segment) + dict_len;
+    if at + fcs_len > avail {
+        return Ok(None);
+    }
+    let mut fcs = [0u8; 8];
+    fcs[..fcs_len].copy_from_slice(&head[at..at + fcs_len]);
+    let mut content = u64::from_le_bytes(fcs);
+    if fcs_len == 2 {
+        content += 256;
+    }
+    let mut block = pos + (at + fcs_len) as u64;
+    loop {
+        if block + 3 > end {
+            return Ok(None);
+        }
+        let mut header = [0u8; 4];
+        src.read_exact_at(&mut header[..3], block)?;
+        let header = u32::from_le_bytes(header);
+        let last = header & 1 != 0;
+        let size = u64::from(header >> 3);
+        let data = match (header >> 1) & 3 {
+            0 | 2 => size,
+            1 => 1,
+            _ => return Ok(None),
+        };
+        block += 3 + data;
+        if last {
+            break;
+        }
+    }
+    if checksum {
+        block += 4;
+    }
+    Ok((block <= end).then_some((content, block - pos)))
+}
+
 fn is_skippable_magic(m: [u8; 4]) -> bool {
     let v = u32::from_le_bytes(m);
     v & 0xFFFF_FFF0 == 0x184D_2A50
@@ -357,6 +434,37 @@ impl<R: Read> FrameStream<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_to_steps_over_frames_that_end_before_the_target() {
+        use std::io::Write as _;
+        let sized = |len: usize, fill: u8| zstd::bulk::compress(&vec![fill; len], 3).unwrap();
+        let a = sized(1000, 1);
+        let b = raw_header_frame(&[2u8; 512]);
+        let c = sized(3000, 3);
+        // A streamed frame does not declare its content size: stepping stops there.
+        let mut encoder = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.write_all(&[4u8; 500]).unwrap();
+        let d = encoder.finish().unwrap();
+        let e = sized(100, 5);
+        let file: Vec<u8> = [&a[..], &b[..], &c[..], &d[..], &e[..]].concat();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames");
+        std::fs::write(&path, &file).unwrap();
+        let src = Source::open(&path).unwrap();
+        let end = file.len() as u64;
+        let (a_len, b_len, c_len) = (a.len() as u64, b.len() as u64, c.len() as u64);
+        assert_eq!(step_to(&src, 0, end, 0).unwrap(), (0, 0));
+        assert_eq!(step_to(&src, 0, end, 999).unwrap(), (0, 0));
+        assert_eq!(step_to(&src, 0, end, 1000).unwrap(), (a_len, 1000));
+        assert_eq!(step_to(&src, 0, end, 1511).unwrap(), (a_len, 1000));
+        assert_eq!(step_to(&src, 0, end, 1512).unwrap(), (a_len + b_len, 1512));
+        let before_d = a_len + b_len + c_len;
+        assert_eq!(step_to(&src, 0, end, 4512).unwrap(), (before_d, 4512));
+        assert_eq!(step_to(&src, 0, end, 1 << 20).unwrap(), (before_d, 4512));
+        // A frame cut short by `end` is not stepped over.
+        assert_eq!(step_to(&src, 0, a_len - 1, 5000).unwrap(), (0, 0));
+    }
 
     #[test]
     fn raw_header_frame_decompresses_to_the_header() {

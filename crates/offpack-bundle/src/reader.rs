@@ -92,6 +92,47 @@ impl BundleReader {
         self.entry_reader(&self.index.entries[i])
     }
 
+    /// Streams blob `d` from byte `start` to its end. Decompression begins at the last of the
+    /// entry's frames that starts at or before `start` (frames that declare their content size are
+    /// stepped over by their block headers, without decompressing them), so a range near the end of
+    /// a large layer costs one frame, not the whole layer. Only a read of the whole blob can check
+    /// its digest ([`blob`](Self::blob)): this one is not checked.
+    pub fn blob_from(&self, d: &Digest, start: u64) -> Result<impl Read + Send + '_, BundleError> {
+        let i = *self
+            .by_digest
+            .get(d)
+            .ok_or_else(|| BundleError::NotFound(d.to_string()))?;
+        let e = &self.index.entries[i];
+        if start > e.size {
+            return Err(BundleError::InvalidInput(format!(
+                "byte {start} is past the end of `{}` ({} bytes)",
+                e.path, e.size
+            )));
+        }
+        // Decompressed positions count from the entry's tar header.
+        let target = tarhdr::BLOCK + start;
+        let (pos, out) = frame::step_to(&self.src, e.offset, e.offset + e.compressed_len, target)
+            .map_err(|err| self.src.io_err(e.offset, err))?;
+        let range = RangeReader {
+            src: &self.src,
+            pos,
+            end: e.offset + e.compressed_len,
+        };
+        let mut decoder =
+            zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(1 << 16, range))
+                .map_err(|err| self.src.io_err(pos, err))?;
+        let skip = target - out;
+        let skipped = io::copy(&mut (&mut decoder).take(skip), &mut io::sink())
+            .map_err(|err| self.src.io_err(pos, err))?;
+        if skipped != skip {
+            return Err(BundleError::Truncated {
+                offset: e.offset,
+                context: format!("the frames of `{}`", e.path),
+            });
+        }
+        Ok(decoder.take(e.size - start))
+    }
+
     /// Streams any entry by path (`offpack.json`, `manifest.json`, `index.json`, `oci-layout`, blobs), with
     /// the same checks as [`blob`](Self::blob).
     pub fn entry(&self, path: &str) -> Result<impl Read + '_, BundleError> {
