@@ -608,7 +608,7 @@ fn containerd_pulls_the_docker_hub_names_through_the_server_as_a_mirror() {
     let bundle = write_bundle(&[(&[format!("{name}:1").as_str()], "linux/amd64", &[500_000])]);
     let registry = Registry::start(&bundle.path);
     let containerd = Containerd::start();
-    // The hosts.toml that docs/fleet-serve.md shows, for docker.io.
+    // The hosts.toml that docs/fleet.md shows, for docker.io.
     let hosts = bundle.dir.path().join("certs.d");
     std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
     std::fs::write(
