@@ -481,6 +481,7 @@ fn write_sample_with(
                 },
             ],
             oci_manifest: None,
+            registry: None,
         });
     }
     w.finish(manifest)?;

@@ -205,6 +205,7 @@ mod tests {
                 })
                 .collect(),
             oci_manifest: None,
+            registry: None,
         }
     }
 
