@@ -71,6 +71,7 @@ pub async fn decide_load(
         decision.to_load.push(LoadImage {
             config: image.config.digest.clone(),
             layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
+            diff_ids: image.diff_ids(),
             names,
         });
         decision.load_blobs.push((
@@ -85,8 +86,8 @@ pub async fn decide_load(
     Ok(decision)
 }
 
-/// Layers of `images` the store already holds on the same chain. Only the classic store skips
-/// them on load; with the containerd image store every layer is sent.
+/// Layer blobs of `images` the store already holds on the same chain. Only the classic store
+/// skips them on load; with the containerd image store every layer is sent.
 pub async fn layers_the_engine_has(
     store: &impl ImageStore,
     containerd_image_store: bool,
@@ -97,8 +98,15 @@ pub async fn layers_the_engine_has(
     }
     let have = store.images().await?;
     let present = chain::present_chains(have.iter().map(|i| i.layers.as_slice()));
-    let wanted: Vec<&[Digest]> = images.iter().map(|i| i.layers.as_slice()).collect();
-    Ok(chain::layers_to_omit(&wanted, &present))
+    let wanted: Vec<&[Digest]> = images.iter().map(|i| i.diff_ids.as_slice()).collect();
+    let omit = chain::layers_to_omit(&wanted, &present);
+    // Chains are made of diff IDs; the stream sends blobs, which differ for compressed layers.
+    Ok(images
+        .iter()
+        .flat_map(|i| i.layers.iter().zip(&i.diff_ids))
+        .filter(|(_, diff_id)| omit.contains(*diff_id))
+        .map(|(blob, _)| blob.clone())
+        .collect())
 }
 
 /// A delta bundle leaves out layers the far side was said to hold: each one an image to load
