@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::ops::builder::BuilderChoice;
 use crate::ops::bundle::BundleRequest;
 use crate::ops::pull_policy::PullPolicy;
+use crate::ops::push::{Compression, PushRequest};
 use crate::ops::rebuild::RebuildRequest;
 use crate::project::ProjectOptions;
 
@@ -66,6 +67,11 @@ pub enum Command {
     /// the package store) as a pip index and an npm registry over plain HTTP, until stopped
     /// (Ctrl-C, SIGTERM). Read-only.
     Serve(ServeArgs),
+    /// Push a bundle's images into a registry (e.g. the site's, behind the gap), blob by blob
+    /// from the bundle, no engine needed: names are rewritten under HOST[:PORT][/PREFIX], the
+    /// mapping and the registry-mirror / hosts.toml settings are printed. A second run sends
+    /// only what the registry lacks.
+    Push(PushArgs),
 }
 
 /// Where the compose project is, with the same options as `docker compose`.
@@ -316,6 +322,47 @@ pub struct ServeArgs {
     /// Serve only a bundle validly signed by this public key (from `offpack keygen`).
     #[arg(long, value_name = "PUBLIC_KEY_FILE", env = "OFFPACK_KEY")]
     pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The bundle file (a split bundle: its base name or its first part).
+    pub bundle: PathBuf,
+    /// The registry and an optional repository prefix: `HOST[:PORT][/PREFIX]`
+    /// (`python:3.11-slim` goes to `HOST/PREFIX/library/python:3.11-slim`).
+    #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
+    pub registry: String,
+    /// Trust this PEM CA certificate for the registry (instead of the system's CAs).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (no TLS).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Layer compression in the registry: gzip (every engine pulls it), zstd (smaller; only
+    /// when every puller accepts it), none.
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    pub compression: Compression,
+    /// Also write the mapping (original name → pushed name and digest, mirror settings) to
+    /// this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+    /// Push only a bundle validly signed by this public key (from `offpack keygen`).
+    #[arg(long, value_name = "PUBLIC_KEY_FILE", env = "OFFPACK_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl From<PushArgs> for PushRequest {
+    fn from(args: PushArgs) -> PushRequest {
+        PushRequest {
+            bundle: args.bundle,
+            key: args.key,
+            registry: args.registry,
+            ca_file: args.ca_file,
+            insecure: args.insecure,
+            compression: args.compression,
+            mapping: args.mapping,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod args;
 mod progress;
 
+pub use args::PushArgs;
 pub use args::{
     BundleArgs, Cli, Command, DoctorArgs, InspectArgs, InventoryArgs, KeygenArgs, LoadArgs,
     PlanArgs, ProjectArgs, RebuildArgs, ServeArgs, VerifyArgs,

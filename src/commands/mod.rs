@@ -9,6 +9,7 @@ mod inventory;
 mod keygen;
 mod load;
 mod plan;
+mod push;
 mod rebuild;
 mod serve;
 mod verify;
@@ -35,6 +36,7 @@ pub async fn run(command: Command, output: Output, reporter: &dyn Reporter) -> R
         Command::Keygen(args) => keygen::run(args, output),
         Command::Doctor(args) => doctor::run(args, output).await,
         Command::Serve(args) => serve::run(args, output, reporter).await,
+        Command::Push(args) => push::run(args, output, reporter),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod keygen;
 pub mod load;
 pub mod meta;
 pub mod pull_policy;
+pub mod push;
 pub mod rebuild;
 pub mod serve;
 pub mod serve_builds;
@@ -73,4 +74,24 @@ pub async fn name_state(
         Some(current) if current.id == *id => NameState::Here,
         Some(_) => NameState::Elsewhere,
     })
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then renamed over
+/// it, so a reader sees the old file or the new one, never half of one.
+pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use anyhow::Context as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut temp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut temp, bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

@@ -186,18 +186,5 @@ fn start_server(
 
 /// Writes the request file atomically.
 fn write_request(path: &Path, request: &PackageRequest) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let mut temp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut temp, request.to_json().as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.as_file()
-        .sync_all()
-        .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    super::write_file_atomically(path, request.to_json().as_bytes())
 }

@@ -1,0 +1,393 @@
+//! `offpack push` against real registries (Debian's distribution registry: test-env's on 5000
+//! plain, 5001 with htpasswd, 5002 with TLS from a test CA, and registries a test starts on a
+//! port of its own), checked with the real engine pulling the pushed images back.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const USER: &str = "offpack";
+const PASSWORD: &str = "offpack-test";
+const TLS_CA: &str = "/var/lib/offpack-test/registry-5002/ca.crt";
+
+/// An image of random layers under a unique name, bundled; removed (with what the test pulls)
+/// when dropped.
+struct Fixture {
+    dir: tempfile::TempDir,
+    image: String,
+    remove: Vec<String>,
+}
+
+impl Fixture {
+    fn new(what: &str, layer_sizes: &[usize]) -> Fixture {
+        require_engine();
+        let image = format!("offpack-push-{what}-{}:1", std::process::id());
+        build_random_image(&image, layer_sizes);
+        Fixture::bundle(image.clone(), vec![image])
+    }
+
+    /// Bundles a project whose one service runs `reference`.
+    fn bundle(reference: String, remove: Vec<String>) -> Fixture {
+        let dir = project_running("app", &reference);
+        let fixture = Fixture {
+            dir,
+            image: reference,
+            remove,
+        };
+        ok(offpack(fixture.path()).args(["bundle", "-o", "b.offpack"]));
+        fixture
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn push(&self, args: &[&str]) -> Command {
+        let mut cmd = offpack(self.path());
+        cmd.args(["--json", "push", "b.offpack"]).args(args);
+        cmd
+    }
+
+    /// Pulls `reference` with the engine (after removing any local copy) and returns its ID.
+    fn pull(&mut self, reference: &str, docker_config: Option<&Path>) -> String {
+        let _ = docker(&["rmi", reference]);
+        let mut cmd = Command::new("docker");
+        if let Some(dir) = docker_config {
+            cmd.arg("--config").arg(dir);
+        }
+        ok(cmd.args(["pull", reference]));
+        self.remove.push(reference.to_string());
+        image_id(reference).expect("the pulled image is there")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for name in &self.remove {
+            let _ = Command::new("docker").args(["rmi", name]).output();
+        }
+    }
+}
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("push --json printed no JSON ({e}): {}", stdout(out)))
+}
+
+fn pushed_name(report: &Value) -> String {
+    report["images"][0]["refs"][0]["pushed"]
+        .as_str()
+        .expect("a pushed name")
+        .to_string()
+}
+
+/// A Docker config dir holding `password` for `registry`.
+fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    dir
+}
+
+fn unique(what: &str) -> String {
+    format!("push-{what}-{}", std::process::id())
+}
+
+#[test]
+fn plain_registry_push_pull_back_and_a_second_push_sends_nothing() {
+    let mut f = Fixture::new("plain", &[300_000, 200_000]);
+    let original_id = image_id(&f.image).unwrap();
+    let prefix = unique("plain");
+    let registry = format!("127.0.0.1:5000/{prefix}");
+    let mapping = f.path().join("mapping.json");
+    let out = ok(f
+        .push(&["--registry", &registry, "--insecure", "--mapping"])
+        .arg(&mapping));
+    let report = json(&out);
+    let name = pushed_name(&report);
+    assert_eq!(name, format!("127.0.0.1:5000/{prefix}/library/{}", f.image));
+    assert_eq!(report["blobs_sent"], 3, "config and two layers");
+    let written: Value = serde_json::from_slice(&std::fs::read(&mapping).unwrap()).unwrap();
+    assert_eq!(
+        written["images"], report["images"],
+        "--mapping writes the mapping"
+    );
+    let hosts = &written["settings"]["containerd"][0];
+    assert_eq!(
+        hosts["path"],
+        "/etc/containerd/certs.d/docker.io/hosts.toml"
+    );
+    assert!(
+        hosts["content"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("[host.\"http://127.0.0.1:5000/v2/{prefix}\"]")),
+        "{hosts}"
+    );
+
+    assert_eq!(
+        f.pull(&name, None),
+        original_id,
+        "the engine pulls the same image"
+    );
+
+    let again = json(&ok(&mut f.push(&["--registry", &registry, "--insecure"])));
+    assert_eq!(again["blobs_sent"], 0, "nothing is sent twice");
+    assert_eq!(again["bytes_sent"], 0);
+    assert_eq!(again["blobs_present"], 3, "every blob was HEAD-skipped");
+    assert_eq!(
+        again["images"][0]["manifest_digest"], report["images"][0]["manifest_digest"],
+        "the same bundle gives the same manifest"
+    );
+}
+
+#[test]
+fn registry_with_login_from_the_docker_config_and_wrong_credentials() {
+    let mut f = Fixture::new("login", &[100_000]);
+    let original_id = image_id(&f.image).unwrap();
+    let registry = format!("127.0.0.1:5001/{}", unique("login"));
+
+    let wrong = docker_config("127.0.0.1:5001", "not-the-password");
+    let out = run(f
+        .push(&["--registry", &registry, "--insecure"])
+        .env("DOCKER_CONFIG", wrong.path()));
+    assert_eq!(out.status.code(), Some(2), "a refused login fails");
+    let err = stderr(&out);
+    assert!(
+        err.contains("127.0.0.1:5001") && err.contains("401") && err.contains("docker login"),
+        "the error names the registry and what to do: {err}"
+    );
+
+    let login = docker_config("127.0.0.1:5001", PASSWORD);
+    let report = json(&ok(f
+        .push(&["--registry", &registry, "--insecure"])
+        .env("DOCKER_CONFIG", login.path())));
+    let name = pushed_name(&report);
+    assert_eq!(f.pull(&name, Some(login.path())), original_id);
+}
+
+#[test]
+fn tls_registry_with_its_ca_file() {
+    let mut f = Fixture::new("tls", &[100_000]);
+    let original_id = image_id(&f.image).unwrap();
+    let registry = format!("127.0.0.1:5002/{}", unique("tls"));
+    let login = docker_config("127.0.0.1:5002", PASSWORD);
+    assert!(
+        Path::new(TLS_CA).is_file(),
+        "{TLS_CA} is missing: run `scripts/test-env up`"
+    );
+
+    let out = run(f
+        .push(&["--registry", &registry])
+        .env("DOCKER_CONFIG", login.path()));
+    assert!(
+        !out.status.success(),
+        "a certificate from an unknown CA is refused"
+    );
+    assert!(stderr(&out).contains("--ca-file"), "{}", stderr(&out));
+
+    let report = json(&ok(f
+        .push(&["--registry", &registry, "--ca-file", TLS_CA])
+        .env("DOCKER_CONFIG", login.path())));
+    let hosts = report["settings"]["containerd"][0]["content"]
+        .as_str()
+        .unwrap();
+    assert!(
+        hosts.contains("ca = \"/etc/containerd/certs.d/127.0.0.1:5002/ca.crt\""),
+        "{hosts}"
+    );
+    let name = pushed_name(&report);
+    assert_eq!(f.pull(&name, Some(login.path())), original_id);
+}
+
+#[test]
+fn a_digest_pinned_name_gets_its_new_digest_and_a_pin_tag() {
+    require_engine();
+    // An image the engine knows by repository digest, as after a pull by digest.
+    let source = format!("127.0.0.1:5000/{}", unique("pinsrc"));
+    let tagged = format!("{source}:1");
+    build_random_image(&tagged, &[50_000]);
+    ok(Command::new("docker").args(["push", &tagged]));
+    let out = ok(Command::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{index .RepoDigests 0}}",
+        &tagged,
+    ]));
+    let pinned = stdout(&out).trim().to_string();
+    let old_digest = pinned.split_once('@').unwrap().1.to_string();
+    let mut f = Fixture::bundle(pinned.clone(), vec![tagged.clone()]);
+    let original_id = image_id(&tagged).unwrap();
+
+    let registry = format!("127.0.0.1:5000/{}", unique("pin"));
+    let report = json(&ok(&mut f.push(&["--registry", &registry, "--insecure"])));
+    let refs = report["images"][0]["refs"].as_array().unwrap();
+    let r = refs
+        .iter()
+        .find(|r| r["original"].as_str() == Some(pinned.as_str()))
+        .unwrap_or_else(|| panic!("{pinned} is in the mapping: {refs:?}"));
+    assert_eq!(r["old_digest"], old_digest.as_str());
+    let new_digest = report["images"][0]["manifest_digest"].as_str().unwrap();
+    assert_ne!(new_digest, old_digest, "a pushed image has a new manifest");
+    assert_eq!(
+        r["pushed"].as_str().unwrap(),
+        format!(
+            "{registry}/{}@{new_digest}",
+            source.split_once('/').unwrap().1
+        )
+    );
+    let pin_tag = format!(
+        "offpack-pin-sha256-{}",
+        old_digest.trim_start_matches("sha256:")
+    );
+    assert_eq!(r["pin_tag"], pin_tag.as_str());
+    let by_pin = format!("{registry}/{}:{pin_tag}", source.split_once('/').unwrap().1);
+    assert_eq!(
+        f.pull(&by_pin, None),
+        original_id,
+        "the pin tag names the image"
+    );
+}
+
+/// Debian's distribution registry on a free loopback port of this test, with its storage in a
+/// temporary directory; killed when dropped.
+struct OwnRegistry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRegistry {
+    fn start() -> OwnRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  \
+                 filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian's package) runs: run `scripts/test-env up`");
+        for _ in 0..100 {
+            if http_get(&format!("http://127.0.0.1:{port}/v2/"), 1).is_some() {
+                return OwnRegistry {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the registry on 127.0.0.1:{port} did not answer");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRegistry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `cmd` and waits until its `--json` progress on stderr reports two blobs sent (the
+/// config, which goes first, and a layer).
+fn start_until_a_layer_is_sent(cmd: &mut Command) -> Child {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut sent = 0;
+    while sent < 2 {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("\"step\"") && line.contains(" sent to ") => sent += 1,
+            Some(Ok(_)) => {}
+            _ => panic!("the push ended before it sent a layer"),
+        }
+    }
+    // Keep reading so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+/// Many layers, so that stopping after the first leaves most of them to send.
+const MANY_LAYERS: [usize; 8] = [4 << 20; 8];
+
+#[test]
+fn an_interrupted_push_resumes_sending_only_what_is_missing() {
+    let f = Fixture::new("resume", &MANY_LAYERS);
+    let registry = OwnRegistry::start();
+    let target = format!("{}/{}", registry.host(), unique("resume"));
+    let cache = tempfile::tempdir().unwrap();
+
+    let mut first = start_until_a_layer_is_sent(
+        f.push(&["--registry", &target, "--insecure"])
+            .env("OFFPACK_CACHE", cache.path())
+            .stdout(Stdio::null()),
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let report = json(&ok(f
+        .push(&["--registry", &target, "--insecure"])
+        .env("OFFPACK_CACHE", cache.path())));
+    let total: u64 = MANY_LAYERS.iter().map(|s| *s as u64).sum();
+    let sent = report["bytes_sent"].as_u64().unwrap();
+    eprintln!("resumed push sent {sent} of {total} layer bytes");
+    assert!(report["blobs_present"].as_u64().unwrap() >= 1, "{report}");
+    assert!(sent < total, "the second run sent {sent} bytes of {total}");
+}
+
+#[test]
+fn a_registry_that_goes_away_mid_push_is_a_clear_error() {
+    let f = Fixture::new("gone", &MANY_LAYERS);
+    let mut registry = OwnRegistry::start();
+    let target = format!("{}/{}", registry.host(), unique("gone"));
+    let cache = tempfile::tempdir().unwrap();
+
+    let child = start_until_a_layer_is_sent(
+        f.push(&["--registry", &target, "--insecure"])
+            .env("OFFPACK_CACHE", cache.path())
+            .stdout(Stdio::piped()),
+    );
+    registry.kill();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "the push fails");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let err = report["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        err.contains(&registry.host()) && err.contains("gave up after"),
+        "the error names the registry and says it was retried: {err}"
+    );
+}
