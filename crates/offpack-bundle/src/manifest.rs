@@ -8,7 +8,7 @@ use offpack_ref::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::registry::{MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST, RegistryImage};
+use crate::registry::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, RegistryImage};
 use crate::{BundleError, Digest};
 
 /// The format version this crate writes.
@@ -385,7 +385,8 @@ impl Image {
             return Ok(());
         };
         let name = self.display_name();
-        let bad = |why: String| BundleError::BadManifest(format!("offpack.json: image {name}: {why}"));
+        let bad =
+            |why: String| BundleError::BadManifest(format!("offpack.json: image {name}: {why}"));
         if r.layers.len() != self.layers.len() {
             return Err(bad(format!(
                 "registry.layers has {} entries for {} layers",
@@ -418,7 +419,9 @@ impl Image {
         }
         let manifest_digest = self.oci_manifest.as_ref().map(|m| &m.digest);
         for rd in &r.repo_digests {
-            let digest = rd.rsplit_once('@').and_then(|(_, d)| d.parse::<Digest>().ok());
+            let digest = rd
+                .rsplit_once('@')
+                .and_then(|(_, d)| d.parse::<Digest>().ok());
             let names_ours = digest.as_ref().is_some_and(|d| {
                 Some(d) == manifest_digest || r.index.as_ref().is_some_and(|i| i.digest == *d)
             });

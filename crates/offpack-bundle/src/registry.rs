@@ -209,7 +209,10 @@ impl DiffHasher {
     pub fn finish(self) -> Result<(Digest, u64), String> {
         let out = match self.state {
             State::Gzip(d) => d.finish().map_err(|e| e.to_string()),
-            State::Zstd(mut d) => d.flush().map(|()| d.into_inner()).map_err(|e| e.to_string()),
+            State::Zstd(mut d) => d
+                .flush()
+                .map(|()| d.into_inner())
+                .map_err(|e| e.to_string()),
             State::Sniffing(_) | State::Done(None) => {
                 return Err("it is neither gzip nor zstd".into());
             }

@@ -201,9 +201,9 @@ pub fn add_registry_image(
     for layer in layers {
         let (bytes, media_type) = match layer.compression {
             crate::Compression::Gzip => {
-                let mut e =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                e.write_all(layer.tar).map_err(|e| BundleError::io("gzip", e))?;
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(layer.tar)
+                    .map_err(|e| BundleError::io("gzip", e))?;
                 let bytes = e.finish().map_err(|e| BundleError::io("gzip", e))?;
                 (bytes, "application/vnd.docker.image.rootfs.diff.tar.gzip")
             }

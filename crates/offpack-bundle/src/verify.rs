@@ -824,7 +824,10 @@ pub(crate) fn check_metadata(
             Some(registry) => {
                 check_registry_manifest(image, registry, &stored)?;
                 if let Some(index) = &registry.index {
-                    check_blob(&index.blob(), &format!("the registry index of image {name}"))?;
+                    check_blob(
+                        &index.blob(),
+                        &format!("the registry index of image {name}"),
+                    )?;
                     let index_json: Value = parse_json(
                         retained_json(retained, &index.digest, &name)?,
                         "an image index",
@@ -905,7 +908,9 @@ fn check_registry_manifest(
         (
             v.get("digest").and_then(Value::as_str).map(str::to_owned),
             v.get("size").and_then(Value::as_u64),
-            v.get("mediaType").and_then(Value::as_str).map(str::to_owned),
+            v.get("mediaType")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         )
     };
     let (config_digest, config_size, _) = descriptor(&stored["config"]);

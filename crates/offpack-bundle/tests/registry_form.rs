@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use offpack_bundle::testkit::{RegistryLayerInput, add_image, add_registry_image};
 use offpack_bundle::{
-    BlobRef, BundleReader, BundleWriter, Compression, Digest, Image, Manifest, WriteOptions,
-    verify,
+    BlobRef, BundleReader, BundleWriter, Compression, Digest, Image, Manifest, WriteOptions, verify,
 };
 use serde_json::Value;
 
@@ -71,7 +70,10 @@ fn write(dir: &Path, diff_ids: Option<Vec<Digest>>) -> (PathBuf, Manifest) {
     let mut m = Manifest::new("test", "shop");
     m.images = vec![reg, engine];
     let written = w.finish(m).unwrap();
-    let read = BundleReader::open(&written.path).unwrap().manifest().clone();
+    let read = BundleReader::open(&written.path)
+        .unwrap()
+        .manifest()
+        .clone();
     (written.path, read)
 }
 
@@ -91,10 +93,12 @@ fn registry_form_keeps_the_registry_blobs_and_verifies() {
     let oci = reg.oci_manifest.as_ref().unwrap();
     assert!(registry.repo_digests[0].ends_with(&oci.digest.to_string()));
     assert!(
-        registry.repo_digests[1]
-            .ends_with(&registry.index.as_ref().unwrap().digest.to_string())
+        registry.repo_digests[1].ends_with(&registry.index.as_ref().unwrap().digest.to_string())
     );
-    assert_ne!(reg.layers[0].digest, registry.layers[0].diff_id, "compressed");
+    assert_ne!(
+        reg.layers[0].digest, registry.layers[0].diff_id,
+        "compressed"
+    );
     assert_eq!(reg.diff_ids().len(), 2);
 
     // index.json points at the registry's manifest, by its own media type; manifest.json at the
@@ -155,8 +159,15 @@ fn a_registry_manifest_that_disagrees_with_offpack_json_is_refused() {
         tar: &a,
         compression: Compression::Gzip,
     }];
-    let mut image =
-        add_registry_image(&mut w, "reg.local/app", "1", &layers, &["linux/amd64"], None).unwrap();
+    let mut image = add_registry_image(
+        &mut w,
+        "reg.local/app",
+        "1",
+        &layers,
+        &["linux/amd64"],
+        None,
+    )
+    .unwrap();
     // offpack.json claims zstd where the registry's manifest says gzip.
     image.registry.as_mut().unwrap().layers[0].media_type =
         "application/vnd.oci.image.layer.v1.tar+zstd".into();
@@ -178,8 +189,15 @@ fn a_repository_digest_must_name_the_manifest_or_the_index() {
         tar: &a,
         compression: Compression::Gzip,
     }];
-    let mut image =
-        add_registry_image(&mut w, "reg.local/app", "1", &layers, &["linux/amd64"], None).unwrap();
+    let mut image = add_registry_image(
+        &mut w,
+        "reg.local/app",
+        "1",
+        &layers,
+        &["linux/amd64"],
+        None,
+    )
+    .unwrap();
     image.registry.as_mut().unwrap().repo_digests =
         vec![format!("reg.local/app@{}", Digest::of_bytes(b"x"))];
     let mut m = Manifest::new("test", "shop");

@@ -43,7 +43,15 @@ pub async fn decide_load(
     wanted: &BTreeSet<Digest>,
 ) -> Result<LoadDecision> {
     let mut decision = LoadDecision::default();
-    for image in manifest.images.iter().filter(|i| wanted.contains(&i.id)) {
+    // A registry-form image without a name is another platform's image of a multi-platform
+    // index (format 1.4): kept for registries and containerd, not loaded into this engine.
+    let for_engine = |i: &&offpack_bundle::Image| i.registry.is_none() || !i.refs.is_empty();
+    for image in manifest
+        .images
+        .iter()
+        .filter(|i| wanted.contains(&i.id))
+        .filter(for_engine)
+    {
         let id = &image.id;
         let label = image
             .refs

@@ -1,0 +1,207 @@
+//! `offpack bundle --from-registry` against Debian's distribution registry on 127.0.0.1:5000
+//! (test-env): the registry's manifests, index and compressed layers are carried as they are, so
+//! the repository digests stay valid; verify passes and the engine loads the image with its ID,
+//! the digest-pinned reference resolving through its pin tag.
+
+mod common;
+
+use std::process::Command;
+
+use common::{build_random_image, docker, image_id, offpack, ok, require_engine, run, stderr};
+use offpack_bundle::BundleReader;
+use serde_json::{Value, json};
+
+const REGISTRY: &str = "127.0.0.1:5000";
+const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// Removes the test's images from the engine at the end, even when an assertion failed.
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", name]).output();
+        }
+    }
+}
+
+fn get_manifest(repo: &str, reference: &str) -> Vec<u8> {
+    let url = format!("http://{REGISTRY}/v2/{repo}/manifests/{reference}");
+    let mut resp = ureq::get(&url)
+        .header("Accept", DOCKER_V2)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e} (is `scripts/test-env up` done?)"));
+    resp.body_mut().read_to_vec().unwrap()
+}
+
+fn put_manifest(repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+    let url = format!("http://{REGISTRY}/v2/{repo}/manifests/{reference}");
+    let resp = ureq::put(&url)
+        .header("Content-Type", media_type)
+        .send(bytes)
+        .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
+    assert!(resp.status().is_success(), "PUT {url}: {}", resp.status());
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    offpack_bundle::Digest::of_bytes(bytes).to_string()
+}
+
+#[test]
+fn bundle_from_registry_keeps_registry_digests_and_loads() {
+    require_engine();
+    let repo = format!("offpack-bfr-{}", std::process::id());
+    let tagged = format!("{REGISTRY}/{repo}/app:1");
+    let mut cleanup = Cleanup(vec![tagged.clone()]);
+    build_random_image(&tagged, &[200_000, 3_000]);
+    let id = image_id(&tagged).unwrap();
+    ok(Command::new("docker").args(["push", &tagged]));
+
+    // The registry's manifest as docker push wrote it (gzip layers), and a small multi-platform
+    // index made by hand: a second manifest of the same blobs (other bytes, so another digest)
+    // stands for an arm64 build.
+    let path = format!("{repo}/app");
+    let m1 = get_manifest(&path, "1");
+    let m1_digest = sha256(&m1);
+    let m2 = serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&m1).unwrap()).unwrap();
+    let m2_digest = sha256(&m2);
+    put_manifest(&path, &m2_digest, DOCKER_V2, &m2);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": DOCKER_V2, "digest": m1_digest, "size": m1.len(),
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": DOCKER_V2, "digest": m2_digest, "size": m2.len(),
+             "platform": {"os": "linux", "architecture": "arm64"}},
+        ],
+    }))
+    .unwrap();
+    let index_digest = sha256(&index);
+    put_manifest(
+        &path,
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    );
+
+    // A project that names the image by tag, by digest and through the index.
+    let dir = tempfile::tempdir().unwrap();
+    let pinned = format!("{REGISTRY}/{path}@{m1_digest}");
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        format!(
+            "services:\n  web:\n    image: {tagged}\n  pinned:\n    image: {pinned}\n  multi:\n    image: {REGISTRY}/{path}:multi\n"
+        ),
+    )
+    .unwrap();
+    // The engine is not asked for these images: remove the local copy first.
+    docker(&["rmi", "-f", &tagged]);
+    ok(offpack(dir.path()).args([
+        "bundle",
+        "--from-registry",
+        "--insecure-registry",
+        REGISTRY,
+        "--platform",
+        "linux/amd64",
+        "--platform",
+        "linux/arm64",
+        "-o",
+        "b.offpack",
+    ]));
+    assert!(
+        image_id(&tagged).is_none(),
+        "nothing was pulled into the engine"
+    );
+    let bundle = dir.path().join("b.offpack");
+
+    let reader = BundleReader::open(&bundle).unwrap();
+    let manifest = reader.manifest();
+    assert_eq!(manifest.format_version, "1.4");
+    let named = manifest
+        .images
+        .iter()
+        .find(|i| i.refs.contains(&tagged))
+        .expect("the tagged image");
+    assert_eq!(
+        named.id.to_string(),
+        id,
+        "the image ID is the registry's config"
+    );
+    assert_eq!(
+        named.oci_manifest.as_ref().unwrap().digest.to_string(),
+        m1_digest,
+        "the registry's manifest is carried, byte for byte"
+    );
+    let registry = named.registry.as_ref().unwrap();
+    assert_eq!(
+        registry.index.as_ref().unwrap().digest.to_string(),
+        index_digest
+    );
+    for digest in [&m1_digest, &index_digest] {
+        let rd = format!("{REGISTRY}/{path}@{digest}");
+        assert!(registry.repo_digests.contains(&rd), "{rd}: {registry:?}");
+    }
+    let pin_tag = format!(
+        "{REGISTRY}/{path}:offpack-pin-sha256-{}",
+        m1_digest.trim_start_matches("sha256:")
+    );
+    assert!(named.refs.contains(&pin_tag), "{:?}", named.refs);
+    assert!(
+        registry
+            .layers
+            .iter()
+            .all(|l| l.media_type.ends_with("gzip")),
+        "{registry:?}"
+    );
+    let other = manifest
+        .images
+        .iter()
+        .find(|i| i.oci_manifest.as_ref().unwrap().digest.to_string() == m2_digest)
+        .expect("the index's second platform is carried too");
+    assert!(other.refs.is_empty());
+    assert_eq!(other.layers, named.layers, "its layers are the same blobs");
+    let mut index_json = Vec::new();
+    std::io::Read::read_to_end(&mut reader.entry("index.json").unwrap(), &mut index_json).unwrap();
+    let index_json: Value = serde_json::from_slice(&index_json).unwrap();
+    assert!(
+        index_json["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["digest"] == m1_digest.as_str() && d["mediaType"] == DOCKER_V2),
+        "{index_json}"
+    );
+    drop(reader);
+
+    ok(offpack(dir.path()).args(["verify", "b.offpack"]));
+
+    // Behind the gap: the engine loads it with the registry's image ID, and the digest-pinned
+    // reference resolves through its pin tag (the name offpack's rebuild sends the engine).
+    cleanup.0.push(pin_tag.clone());
+    cleanup.0.push(format!("{REGISTRY}/{path}:multi"));
+    ok(offpack(dir.path()).args(["load", "b.offpack"]));
+    assert_eq!(image_id(&tagged).as_deref(), Some(id.as_str()));
+    assert_eq!(image_id(&pin_tag).as_deref(), Some(id.as_str()));
+}
+
+#[test]
+fn a_registry_that_does_not_answer_is_named_and_no_bundle_is_written() {
+    require_engine();
+    let dir = common::project_running("web", "127.0.0.1:1/offpack-nowhere/app:1");
+    let out = run(offpack(dir.path()).args([
+        "bundle",
+        "--from-registry",
+        "--insecure-registry",
+        "127.0.0.1:1",
+        "-o",
+        "b.offpack",
+    ]));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("127.0.0.1:1/offpack-nowhere/app:1") && err.contains("registry"),
+        "{err}"
+    );
+    assert!(!dir.path().join("b.offpack").exists());
+}
