@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use offpack_bundle::testkit::{self, RawEntry};
 use offpack_bundle::{
-    BlobRef, BundleWriter, Delta, Digest, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, Image, IndexEntry,
+    BlobRef, BundleWriter, Compression, Delta, Digest, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, Image, IndexEntry,
     Manifest, Package, SigningKey, WriteOptions,
 };
 
@@ -308,6 +308,16 @@ fn main() -> Result<()> {
 
     let plain = zstd::encode_all(&b"not a bundle"[..], 3)?;
     v.write("not-a-bundle", &plain, "not-a-bundle")?;
+
+    // Format 1.4: an image in its registry form (gzip and zstd layers, a Docker manifest from a
+    // two-platform index, one platform carried), and one whose zstd layer is not its diff ID.
+    write_registry_sample(&v.path("ok-registry-form"), None)?;
+    v.expect("ok-registry-form", "ok")?;
+    write_registry_sample(
+        &v.path("registry-bad-diff-id"),
+        Some(Digest::of_bytes(b"another layer")),
+    )?;
+    v.expect("registry-bad-diff-id", "bad-layer")?;
     println!("vectors written to {}", dir.display());
     Ok(())
 }
@@ -484,6 +494,43 @@ fn write_sample_with(
             registry: None,
         });
     }
+    w.finish(manifest)?;
+    Ok(())
+}
+
+/// [`testkit::add_registry_image`] with two layers; `second_diff_id` replaces the second's.
+fn write_registry_sample(path: &Path, second_diff_id: Option<Digest>) -> Result<()> {
+    let opts = WriteOptions {
+        level: 3,
+        threads: 1,
+        ..WriteOptions::default()
+    };
+    let mut w = BundleWriter::create(path, opts)?;
+    let layer1 = layer_tar("app/main.py", b"print('hello')\n")?;
+    let layer2 = layer_tar("etc/motd", b"offline\n")?;
+    let layers = [
+        testkit::RegistryLayerInput {
+            tar: &layer1,
+            compression: Compression::Gzip,
+        },
+        testkit::RegistryLayerInput {
+            tar: &layer2,
+            compression: Compression::Zstd,
+        },
+    ];
+    let diff_ids = second_diff_id.map(|d| vec![Digest::of_bytes(&layer1), d]);
+    let image = testkit::add_registry_image(
+        &mut w,
+        "registry.example/team/app",
+        "1.0",
+        &layers,
+        &["linux/amd64", "linux/arm64"],
+        diff_ids,
+    )?;
+    let mut manifest = Manifest::new("0.1.0", "shop");
+    manifest.created = "2026-01-01T00:00:00Z".into();
+    manifest.platforms = vec!["linux/amd64".into()];
+    manifest.images.push(image);
     w.finish(manifest)?;
     Ok(())
 }
