@@ -205,3 +205,55 @@ fn a_registry_that_does_not_answer_is_named_and_no_bundle_is_written() {
     );
     assert!(!dir.path().join("b.offpack").exists());
 }
+
+/// Docker 20.10's `docker load` reads gzip layer files but not zstd ones (measured: "unexpected
+/// EOF"): `offpack load` sends a registry-form image's zstd layers decompressed.
+#[test]
+fn registry_form_gzip_and_zstd_layers_load_into_the_engine() {
+    use offpack_bundle::testkit::{RegistryLayerInput, add_registry_image};
+    use offpack_bundle::{BundleWriter, Compression, Manifest, WriteOptions};
+    require_engine();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("z.offpack");
+    let mut w = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+    let tar_of = |name: &str, body: &[u8]| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, body).unwrap();
+        b.into_inner().unwrap()
+    };
+    let (a, b) = (
+        tar_of("a.txt", b"gzip layer\n"),
+        tar_of("b.txt", b"zstd layer\n"),
+    );
+    let repo = format!("offpack-bfr-zstd-{}", std::process::id());
+    let layers = [
+        RegistryLayerInput {
+            tar: &a,
+            compression: Compression::Gzip,
+        },
+        RegistryLayerInput {
+            tar: &b,
+            compression: Compression::Zstd,
+        },
+    ];
+    let image = add_registry_image(
+        &mut w,
+        &format!("registry.example/{repo}"),
+        "1",
+        &layers,
+        &["linux/amd64"],
+        None,
+    )
+    .unwrap();
+    let (id, name) = (image.id.to_string(), image.refs[0].clone());
+    let _cleanup = Cleanup(vec![name.clone()]);
+    let mut m = Manifest::new("test", "z");
+    m.images.push(image);
+    w.finish(m).unwrap();
+    ok(offpack(dir.path()).args(["load", "z.offpack"]));
+    assert_eq!(image_id(&name).as_deref(), Some(id.as_str()));
+}

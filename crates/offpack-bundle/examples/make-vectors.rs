@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use offpack_bundle::testkit::{self, RawEntry};
 use offpack_bundle::{
-    BlobRef, BundleWriter, Compression, Delta, Digest, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, Image, IndexEntry,
-    Manifest, Package, SigningKey, WriteOptions,
+    BlobRef, BundleWriter, Compression, Delta, Digest, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, Image,
+    IndexEntry, Manifest, Package, SigningKey, WriteOptions,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;

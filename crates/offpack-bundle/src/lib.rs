@@ -79,7 +79,7 @@ pub use manifest::{
 pub use reader::BundleReader;
 pub use registry::{
     Compression, DiffHasher, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX,
-    MEDIA_OCI_MANIFEST, RegistryImage, RegistryIndex, RegistryLayer,
+    MEDIA_OCI_MANIFEST, RegistryImage, RegistryIndex, RegistryLayer, zstd_layer_reader,
 };
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};
 pub use source::bundle_len;

@@ -80,6 +80,16 @@ pub async fn decide_load(
             config: image.config.digest.clone(),
             layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
             diff_ids: image.diff_ids(),
+            unzstd: image
+                .registry
+                .iter()
+                .flat_map(|r| image.layers.iter().zip(&r.layers))
+                .filter(|(_, l)| {
+                    offpack_bundle::Compression::of_media_type(&l.media_type)
+                        == Some(offpack_bundle::Compression::Zstd)
+                })
+                .map(|(blob, l)| (blob.digest.clone(), l.diff_size))
+                .collect(),
             names,
         });
         decision.load_blobs.push((
