@@ -257,3 +257,73 @@ fn registry_form_gzip_and_zstd_layers_load_into_the_engine() {
     ok(offpack(dir.path()).args(["load", "z.offpack"]));
     assert_eq!(image_id(&name).as_deref(), Some(id.as_str()));
 }
+
+const TLS_CA: &str = "/var/lib/offpack-test/registry-5002/ca.crt";
+
+/// A Docker config holding the login `offpack:<password>` for `registry`.
+fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("offpack:{password}"));
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    dir
+}
+
+/// The TLS registry on 5002 (test CA, htpasswd): the login comes from the Docker config, the CA
+/// from --registry-ca-file; a wrong password and an unknown CA are named.
+#[test]
+fn from_a_tls_registry_with_a_login_and_its_ca_file() {
+    require_engine();
+    assert!(
+        std::path::Path::new(TLS_CA).is_file(),
+        "{TLS_CA} is missing: run `scripts/test-env up`"
+    );
+    let registry = "127.0.0.1:5002";
+    let image = format!("{registry}/offpack-bfr-tls-{}/app:1", std::process::id());
+    let _cleanup = Cleanup(vec![image.clone()]);
+    build_random_image(&image, &[50_000]);
+    let id = image_id(&image).unwrap();
+    let login = docker_config(registry, "offpack-test");
+    let push = ok(Command::new("docker")
+        .arg("--config")
+        .arg(login.path())
+        .args(["push", &image]));
+    let pushed = String::from_utf8_lossy(&push.stdout).into_owned();
+    let dir = common::project_running("web", &image);
+    let bundle = |config: &std::path::Path, ca: bool| {
+        let mut cmd = offpack(dir.path());
+        cmd.args(["bundle", "--from-registry", "-o", "b.offpack"])
+            .env("DOCKER_CONFIG", config);
+        if ca {
+            cmd.args(["--registry-ca-file", TLS_CA]);
+        }
+        run(&mut cmd)
+    };
+
+    let out = bundle(login.path(), false);
+    assert!(!out.status.success(), "an unknown CA is refused");
+    assert!(stderr(&out).contains(registry), "{}", stderr(&out));
+
+    let wrong = docker_config(registry, "not-the-password");
+    let out = bundle(wrong.path(), true);
+    assert!(!out.status.success(), "a refused login fails");
+    let err = stderr(&out);
+    assert!(err.contains(registry) && err.contains("401"), "{err}");
+    assert!(!dir.path().join("b.offpack").exists());
+
+    let out = bundle(login.path(), true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader = BundleReader::open(&dir.path().join("b.offpack")).unwrap();
+    let carried = &reader.manifest().images[0];
+    assert_eq!(carried.id.to_string(), id);
+    let digest = carried.oci_manifest.as_ref().unwrap().digest.to_string();
+    assert!(
+        pushed.contains(&digest),
+        "the digest docker push printed is the one carried: {pushed}"
+    );
+    ok(offpack(dir.path()).args(["verify", "b.offpack"]));
+}
