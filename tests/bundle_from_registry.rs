@@ -183,6 +183,30 @@ fn bundle_from_registry_keeps_registry_digests_and_loads() {
     ok(offpack(dir.path()).args(["load", "b.offpack"]));
     assert_eq!(image_id(&tagged).as_deref(), Some(id.as_str()));
     assert_eq!(image_id(&pin_tag).as_deref(), Some(id.as_str()));
+
+    // Pushed on into another registry (the site's), the registry's blobs and manifest go as they
+    // are: the digest the project pins is the pushed image's digest too.
+    let site = format!("{REGISTRY}/{repo}-site");
+    let out = ok(offpack(dir.path()).args([
+        "--json",
+        "push",
+        "b.offpack",
+        "--registry",
+        &site,
+        "--insecure",
+    ]));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pushed: Vec<&Value> = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["manifest_digest"] == m1_digest.as_str())
+        .collect();
+    assert_eq!(pushed.len(), 1, "{report}");
+    let pushed_name = pushed[0]["refs"][0]["pushed"].as_str().unwrap().to_string();
+    cleanup.0.push(pushed_name.clone());
+    ok(Command::new("docker").args(["pull", &pushed_name]));
+    assert_eq!(image_id(&pushed_name).as_deref(), Some(id.as_str()));
 }
 
 #[test]
