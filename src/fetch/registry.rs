@@ -72,6 +72,11 @@ pub fn fetch_image(
         .get_manifest(repository, &asked)
         .with_context(|| format!("taking image {} from its registry", wanted.reference))?;
     let name = reference.name();
+    let repo = Repository {
+        client: &client,
+        path: repository,
+        name: &name,
+    };
     let mut images = Vec::new();
     if [MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST].contains(&top.media_type.as_str()) {
         let index: Value = serde_json::from_slice(&top.bytes)
@@ -88,9 +93,7 @@ pub fn fetch_image(
                 )
             })?;
             let manifest = client.get_manifest(repository, &digest)?;
-            let mut image = fetch_manifest(
-                writer, &client, repository, &name, &manifest, platform, known, on_blob,
-            )?;
+            let mut image = fetch_manifest(writer, &repo, &manifest, platform, known, on_blob)?;
             let registry = image.registry.as_mut().expect("set by fetch_manifest");
             registry.index = Some(RegistryIndex {
                 digest: index_digest.clone(),
@@ -105,9 +108,7 @@ pub fn fetch_image(
         }
     } else {
         let platform = platforms.first().map_or("linux/amd64", String::as_str);
-        let mut image = fetch_manifest(
-            writer, &client, repository, &name, &top, platform, known, on_blob,
-        )?;
+        let mut image = fetch_manifest(writer, &repo, &top, platform, known, on_blob)?;
         if image.platform != *platform && !platform.starts_with(&format!("{}/", image.platform)) {
             bail!(
                 "{}: the registry serves one image, for {}, not an index; it is not for {platform}",
@@ -123,16 +124,27 @@ pub fn fetch_image(
 
 /// One image manifest and everything it names, streamed into the bundle; its layers are checked
 /// against the config's diff IDs as they pass.
+/// Where an image's blobs are fetched from: a registry, a repository in it, and the repository's
+/// fully qualified name for messages and repository digests.
+struct Repository<'a> {
+    client: &'a Client,
+    path: &'a str,
+    name: &'a str,
+}
+
 fn fetch_manifest(
     writer: &mut BundleWriter,
-    client: &Client,
-    repository: &str,
-    name: &str,
+    repo: &Repository<'_>,
     manifest: &offpack_registry::PulledManifest,
     platform: &str,
     known: &mut Known,
     on_blob: &mut dyn FnMut(&str, u64),
 ) -> Result<Image> {
+    let Repository {
+        client,
+        path: repository,
+        name,
+    } = *repo;
     let shown = format!("{name}@{}", manifest.digest);
     let doc: Value = serde_json::from_slice(&manifest.bytes)
         .with_context(|| format!("{shown}: the manifest is not JSON"))?;
