@@ -227,7 +227,12 @@ fn a_digest_pinned_name_gets_its_new_digest_and_a_pin_tag() {
     ]));
     let pinned = stdout(&out).trim().to_string();
     let old_digest = pinned.split_once('@').unwrap().1.to_string();
-    let mut f = Fixture::bundle(pinned.clone(), vec![tagged.clone()]);
+    // `bundle` tags the image under its pin tag (decision 0084): removed with it.
+    let local_pin = format!(
+        "{source}:offpack-pin-sha256-{}",
+        old_digest.trim_start_matches("sha256:")
+    );
+    let mut f = Fixture::bundle(pinned.clone(), vec![tagged.clone(), local_pin]);
     let original_id = image_id(&tagged).unwrap();
 
     let registry = format!("127.0.0.1:5000/{}", unique("pin"));
@@ -260,6 +265,105 @@ fn a_digest_pinned_name_gets_its_new_digest_and_a_pin_tag() {
     );
 }
 
+/// `curl` of a registry path on 127.0.0.1:5000, with an `Accept` for OCI manifests.
+fn registry_get(path: &str) -> Vec<u8> {
+    let out = ok(Command::new("curl").args([
+        "-fsS",
+        "--noproxy",
+        "*",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://127.0.0.1:5000/v2/{path}"),
+    ]));
+    out.stdout
+}
+
+#[test]
+fn zstd_and_uncompressed_layers_when_asked() {
+    let f = Fixture::new("zstd", &[100_000]);
+    let repo_name = f.image.split(':').next().unwrap().to_string();
+    for (compression, media_type) in [
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("none", "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let prefix = unique(compression);
+        let registry = format!("127.0.0.1:5000/{prefix}");
+        ok(&mut f.push(&[
+            "--registry",
+            &registry,
+            "--insecure",
+            "--compression",
+            compression,
+        ]));
+        let repo = format!("{prefix}/library/{repo_name}");
+        let manifest: Value =
+            serde_json::from_slice(&registry_get(&format!("{repo}/manifests/1"))).unwrap();
+        let layer = &manifest["layers"][0];
+        assert_eq!(layer["mediaType"], media_type);
+        let blob = registry_get(&format!(
+            "{repo}/blobs/{}",
+            layer["digest"].as_str().unwrap()
+        ));
+        match compression {
+            "zstd" => assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame"),
+            _ => assert_eq!(&blob[257..262], b"ustar", "a tar as it is"),
+        }
+    }
+}
+
+#[test]
+fn a_bundle_that_fails_its_checksum_tags_nothing() {
+    let f = Fixture::new("sidecar", &[100_000]);
+    std::fs::write(
+        f.path().join("b.offpack.sha256"),
+        format!("{}  b.offpack\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let prefix = unique("sidecar");
+    let out = run(&mut f.push(&[
+        "--registry",
+        &format!("127.0.0.1:5000/{prefix}"),
+        "--insecure",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "a check failed");
+    assert!(
+        stderr(&out).contains("b.offpack.sha256"),
+        "{}",
+        stderr(&out)
+    );
+    let tags = format!(
+        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
+        f.image.split(':').next().unwrap()
+    );
+    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+}
+
+#[test]
+fn a_corrupt_layer_in_the_bundle_is_a_failed_check_and_tags_nothing() {
+    let f = Fixture::new("corrupt", &[2 << 20]);
+    std::fs::remove_file(f.path().join("b.offpack.sha256")).unwrap();
+    // A byte in the middle of the bundle: inside the layer's data, which random bytes leave stored
+    // as they are.
+    let path = f.path().join("b.offpack");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let prefix = unique("corrupt");
+    let out = run(&mut f.push(&[
+        "--registry",
+        &format!("127.0.0.1:5000/{prefix}"),
+        "--insecure",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "a check failed");
+    assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
+    let tags = format!(
+        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
+        f.image.split(':').next().unwrap()
+    );
+    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+}
+
 /// Debian's distribution registry on a free loopback port of this test, with its storage in a
 /// temporary directory; killed when dropped.
 struct OwnRegistry {
@@ -286,7 +390,7 @@ impl OwnRegistry {
             ),
         )
         .unwrap();
-        let child = Command::new("docker-registry")
+        let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -303,6 +407,8 @@ impl OwnRegistry {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("the registry on 127.0.0.1:{port} did not answer");
     }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use offpack_bundle::{VerifyReport, VerifyingKey};
+use offpack_bundle::{BundleReader, CheckedBundle, VerifyReport, VerifyingKey};
 
 use crate::reporter::Reporter;
 
@@ -23,6 +23,23 @@ pub fn verify(bundle: &Path, key: Option<&Path>, reporter: &dyn Reporter) -> Res
     };
     reporter.finish(task, "ok");
     Ok(report)
+}
+
+/// Opens `bundle` with everything but its blob data checked ([`BundleReader::open_checked`]),
+/// signed by the key in the file `key` when given: what `load` and `push` do before they act on
+/// any name in it. A corrupt bundle's error says nothing was `undone` (`loaded`, `pushed`).
+pub fn open_checked(bundle: &Path, key: Option<&Path>, undone: &str) -> Result<CheckedBundle> {
+    let key = key.map(read_public_key).transpose()?;
+    BundleReader::open_checked(bundle, key.as_ref()).map_err(|e| {
+        if e.is_corruption() {
+            anyhow::Error::new(e).context(format!(
+                "{}: refused, nothing was {undone}",
+                bundle.display()
+            ))
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// A public key file from `offpack keygen` (`--key`, `OFFPACK_KEY`).

@@ -558,13 +558,7 @@ impl Client {
         };
         match challenge {
             Challenge::Basic => {
-                let c = self.credentials.as_ref().ok_or_else(no_login)?;
-                use base64::Engine as _;
-                let value = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD
-                        .encode(format!("{}:{}", c.username, c.password))
-                );
+                let value = basic_auth(self.credentials.as_ref().ok_or_else(no_login)?);
                 self.remember("", &value);
                 Ok(value)
             }
@@ -609,15 +603,7 @@ impl Client {
             None => {
                 let mut req = self.agent.get(realm).query_pairs(query);
                 if let Some(c) = &self.credentials {
-                    use base64::Engine as _;
-                    req = req.header(
-                        "Authorization",
-                        format!(
-                            "Basic {}",
-                            base64::engine::general_purpose::STANDARD
-                                .encode(format!("{}:{}", c.username, c.password))
-                        ),
-                    );
+                    req = req.header("Authorization", basic_auth(c));
                 }
                 req.call()
             }
@@ -627,9 +613,10 @@ impl Client {
         if status == 401 || status == 403 {
             return Err(Failure::Final(anyhow!(
                 "{}: the token service {realm} refused the login ({status}): check `docker login {}` \
-                 or ~/.docker/config.json",
+                 or {}",
                 self.host,
-                self.host
+                self.host,
+                config_file()
             )));
         }
         if !resp.status().is_success() {
@@ -721,8 +708,9 @@ impl Client {
         let err = match status {
             401 => anyhow!(
                 "{place}: {what}{object}: the registry refused the login (401){detail}: check \
-                 `docker login {}` or ~/.docker/config.json",
-                self.host
+                 `docker login {}` or {}",
+                self.host,
+                config_file()
             ),
             403 => anyhow!(
                 "{place}: {what}{object}: the login may not push here (403){detail}: check the \
@@ -770,6 +758,24 @@ fn registry_message(body: &str) -> String {
     } else {
         format!(" ({})", messages.join("; "))
     }
+}
+
+/// `Basic <base64 user:password>`.
+fn basic_auth(c: &Credentials) -> String {
+    use base64::Engine as _;
+    let pair = format!("{}:{}", c.username, c.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
+}
+
+/// The Docker config file logins are read from, for messages.
+fn config_file() -> String {
+    credentials::config_path().map_or_else(
+        || "~/.docker/config.json".to_string(),
+        |p| p.display().to_string(),
+    )
 }
 
 fn header(resp: &Response<Body>, name: &str) -> Option<String> {

@@ -196,7 +196,7 @@ pub fn wait_for_sidecar(sidecar: &SidecarGate, undone: &str) -> Result<()> {
 }
 
 /// A failed check of the bundle's data, as the user sees it: nothing was `undone`, and what to do.
-pub(super) fn corrupt_bundle(err: anyhow::Error, undone: &str) -> anyhow::Error {
+pub(crate) fn corrupt_bundle(err: anyhow::Error, undone: &str) -> anyhow::Error {
     anyhow::Error::new(CheckFailed(format!(
         "{err:#}\nNothing was {undone}: the bundle is corrupt. Copy it again and run `offpack verify`."
     )))
@@ -318,7 +318,7 @@ fn explain_engine_load_error(err: anyhow::Error) -> anyhow::Error {
 }
 
 /// A blob whose bytes do not match its digest surfaces as an `InvalidData` I/O error.
-pub(super) fn is_corrupt_data(err: &anyhow::Error) -> bool {
+pub(crate) fn is_corrupt_data(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
             .downcast_ref::<std::io::Error>()

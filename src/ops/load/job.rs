@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use offpack_bundle::{BundleReader, escape_controls};
+use offpack_bundle::escape_controls;
 
 use super::apply::{SidecarGate, load_images, restore_names, wait_for_sidecar};
 use super::packages::store_packages;
 use super::{LoadDecision, decide_load};
 use crate::engine::Engine;
 use crate::error::CheckFailed;
-use crate::ops::verify::read_public_key;
+use crate::ops::verify::open_checked;
 use crate::packages::store::PackageStore;
 use crate::reporter::Reporter;
 
@@ -51,22 +51,9 @@ pub struct Loaded {
 
 /// Loads the bundle `request` names into the engine.
 pub async fn load(request: &LoadRequest, reporter: &dyn Reporter) -> Result<Loaded> {
-    let key = match &request.key {
-        Some(path) => Some(read_public_key(path)?),
-        None => None,
-    };
     // Everything but the blob data is checked before the engine hears of the bundle, not even a
     // name to look up: a bundle changed after signing, or whose metadata lies, changes nothing.
-    let checked = BundleReader::open_checked(&request.bundle, key.as_ref()).map_err(|e| {
-        if e.is_corruption() {
-            anyhow::Error::new(e).context(format!(
-                "{}: refused, nothing was loaded",
-                request.bundle.display()
-            ))
-        } else {
-            e.into()
-        }
-    })?;
+    let checked = open_checked(&request.bundle, request.key.as_deref(), "loaded")?;
     let checked_signer = checked.signed_by.as_ref().map(|k| k.fingerprint());
     if let Some(signer) = &checked_signer {
         reporter.step(&format!("signed by key {signer}"));

@@ -182,7 +182,7 @@ impl BlobContext<'_> {
             if !job.layer {
                 return Ok(Box::new(counted));
             }
-            Ok(self.compression.reader(counted)?)
+            self.compression.reader(counted)
         };
         let expected =
             (!job.layer || self.compression == Compression::None).then(|| job.digest.to_string());

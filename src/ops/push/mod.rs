@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use offpack_bundle::{BundleReader, Digest};
+use offpack_bundle::Digest;
 use offpack_registry::mirror::MirrorSettings;
 use offpack_registry::{
     Client, ClientOptions, MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD,
@@ -25,8 +25,8 @@ use serde::Serialize;
 use self::blobs::{BlobContext, BlobDone, BlobJob};
 use self::plan::{Descriptor, RefPlan};
 use crate::fetch::cache::PackageCache;
-use crate::ops::load::apply::{SidecarGate, wait_for_sidecar};
-use crate::ops::verify::read_public_key;
+use crate::ops::load::apply::{SidecarGate, corrupt_bundle, is_corrupt_data, wait_for_sidecar};
+use crate::ops::verify::open_checked;
 use crate::reporter::{ImageProgress, ImageTasks, Reporter};
 
 /// How layers are compressed for the registry (decision 0089).
@@ -151,27 +151,26 @@ pub struct Pushed {
 /// Pushes the bundle `request` names into its registry. Blocking (HTTP and a few threads).
 pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
     let target = Target::parse(&request.registry)?;
-    let key = match &request.key {
-        Some(path) => Some(read_public_key(path)?),
-        None => None,
-    };
-    let checked = BundleReader::open_checked(&request.bundle, key.as_ref()).map_err(|e| {
-        if e.is_corruption() {
-            anyhow::Error::new(e).context(format!(
-                "{}: refused, nothing was pushed",
-                request.bundle.display()
-            ))
-        } else {
-            e.into()
-        }
-    })?;
+    let checked = open_checked(&request.bundle, request.key.as_deref(), "pushed")?;
     let signed_by = checked.signed_by.as_ref().map(|k| k.fingerprint());
     if let Some(signer) = &signed_by {
         reporter.step(&format!("signed by key {signer}"));
     }
     let sidecar = SidecarGate::start(checked.sidecar);
     let bundle = checked.reader;
-    let images = bundle.manifest().images.clone();
+    // An image with no name (a build's stage the bundle carries by ID alone) has nowhere to go.
+    let (images, unnamed): (Vec<_>, Vec<_>) = bundle
+        .manifest()
+        .images
+        .iter()
+        .cloned()
+        .partition(|image| !image.refs.is_empty());
+    for image in &unnamed {
+        reporter.warn(&format!(
+            "image {} has no name in the bundle: not pushed",
+            image.id
+        ));
+    }
     let plans = plan::plan_refs(&target, &images)?;
 
     let client = Client::new(
@@ -203,7 +202,13 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
             progress: &progress,
             reporter,
         };
-        run_jobs(&cx, &jobs, &progress, reporter)?
+        run_jobs(&cx, &jobs, &progress, reporter).map_err(|e| {
+            if is_corrupt_data(&e) {
+                corrupt_bundle(e, "tagged (blobs may have been sent)")
+            } else {
+                e
+            }
+        })?
     };
 
     // Manifests make the images visible: only once the whole bundle matched its .sha256.
