@@ -8,7 +8,9 @@ use offpack_ref::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::registry::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, RegistryImage};
+use crate::registry::{
+    MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, RegistryImage, RegistryIndex,
+};
 use crate::{BundleError, Digest};
 
 /// The format version this crate writes.
@@ -358,6 +360,16 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+}
+
+impl RegistryIndex {
+    /// The index blob.
+    pub fn blob(&self) -> BlobRef {
+        BlobRef {
+            digest: self.digest.clone(),
+            size: self.size,
+        }
     }
 }
 

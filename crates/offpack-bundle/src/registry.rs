@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::{BlobRef, Digest};
+use crate::Digest;
 
 /// OCI image manifest.
 pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -101,16 +101,6 @@ pub struct RegistryIndex {
     pub size: u64,
     /// [`MEDIA_OCI_INDEX`] or [`MEDIA_DOCKER_LIST`].
     pub media_type: String,
-}
-
-impl RegistryIndex {
-    /// The blob.
-    pub fn blob(&self) -> BlobRef {
-        BlobRef {
-            digest: self.digest.clone(),
-            size: self.size,
-        }
-    }
 }
 
 /// What a compressed blob decompressed to, or why it did not.
