@@ -7,7 +7,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{build_random_image, docker, image_id, offpack, ok, require_engine, run, stderr};
+use common::{
+    build_random_image, docker, docker_config, image_id, offpack, ok, require_engine, run, stderr,
+};
 use offpack_bundle::BundleReader;
 use serde_json::{Value, json};
 
@@ -234,36 +236,16 @@ fn a_registry_that_does_not_answer_is_named_and_no_bundle_is_written() {
 /// EOF"): `offpack load` sends a registry-form image's zstd layers decompressed.
 #[test]
 fn registry_form_gzip_and_zstd_layers_load_into_the_engine() {
-    use offpack_bundle::testkit::{RegistryLayerInput, add_registry_image};
-    use offpack_bundle::{BundleWriter, Compression, Manifest, WriteOptions};
+    use offpack_bundle::testkit::{add_registry_image, gzip_then_zstd};
+    use offpack_bundle::{BundleWriter, Manifest, WriteOptions};
     require_engine();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("z.offpack");
     let mut w = BundleWriter::create(&path, WriteOptions::default()).unwrap();
-    let tar_of = |name: &str, body: &[u8]| {
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_ustar();
-        h.set_size(body.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append_data(&mut h, name, body).unwrap();
-        b.into_inner().unwrap()
-    };
-    let (a, b) = (
-        tar_of("a.txt", b"gzip layer\n"),
-        tar_of("b.txt", b"zstd layer\n"),
-    );
+    let a = offpack_bundle::testkit::layer_tar("a.txt", b"gzip layer\n");
+    let b = offpack_bundle::testkit::layer_tar("b.txt", b"zstd layer\n");
     let repo = format!("offpack-bfr-zstd-{}", std::process::id());
-    let layers = [
-        RegistryLayerInput {
-            tar: &a,
-            compression: Compression::Gzip,
-        },
-        RegistryLayerInput {
-            tar: &b,
-            compression: Compression::Zstd,
-        },
-    ];
+    let layers = gzip_then_zstd(&a, &b);
     let image = add_registry_image(
         &mut w,
         &format!("registry.example/{repo}"),
@@ -283,19 +265,6 @@ fn registry_form_gzip_and_zstd_layers_load_into_the_engine() {
 }
 
 const TLS_CA: &str = "/var/lib/offpack-test/registry-5002/ca.crt";
-
-/// A Docker config holding the login `offpack:<password>` for `registry`.
-fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
-    use base64::Engine as _;
-    let dir = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("offpack:{password}"));
-    std::fs::write(
-        dir.path().join("config.json"),
-        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    dir
-}
 
 /// The TLS registry on 5002 (test CA, htpasswd): the login comes from the Docker config, the CA
 /// from --registry-ca-file; a wrong password and an unknown CA are named.

@@ -215,3 +215,17 @@ pub async fn engine_with_image(image: &str) -> offpack::engine::Engine {
         .await
         .expect("connect to the engine")
 }
+
+/// A Docker config directory holding the login `offpack:<password>` for `registry` (the user of
+/// test-env's htpasswd registries on 5001 and 5002), for `DOCKER_CONFIG`.
+pub fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("offpack:{password}"));
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    dir
+}

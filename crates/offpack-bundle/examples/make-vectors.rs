@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use offpack_bundle::testkit::{self, RawEntry};
 use offpack_bundle::{
-    BlobRef, BundleWriter, Compression, Delta, Digest, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, Image,
-    IndexEntry, Manifest, Package, SigningKey, WriteOptions,
+    BlobRef, BundleWriter, Delta, Digest, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, Image, IndexEntry,
+    Manifest, Package, SigningKey, WriteOptions,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -508,16 +508,7 @@ fn write_registry_sample(path: &Path, second_diff_id: Option<Digest>) -> Result<
     let mut w = BundleWriter::create(path, opts)?;
     let layer1 = layer_tar("app/main.py", b"print('hello')\n")?;
     let layer2 = layer_tar("etc/motd", b"offline\n")?;
-    let layers = [
-        testkit::RegistryLayerInput {
-            tar: &layer1,
-            compression: Compression::Gzip,
-        },
-        testkit::RegistryLayerInput {
-            tar: &layer2,
-            compression: Compression::Zstd,
-        },
-    ];
+    let layers = testkit::gzip_then_zstd(&layer1, &layer2);
     let diff_ids = second_diff_id.map(|d| vec![Digest::of_bytes(&layer1), d]);
     let image = testkit::add_registry_image(
         &mut w,
@@ -536,12 +527,5 @@ fn write_registry_sample(path: &Path, second_diff_id: Option<Digest>) -> Result<
 }
 
 fn layer_tar(name: &str, content: &[u8]) -> Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_cksum();
-    b.append_data(&mut h, name, content)?;
-    Ok(b.into_inner()?)
+    Ok(testkit::layer_tar(name, content))
 }

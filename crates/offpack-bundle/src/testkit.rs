@@ -174,12 +174,39 @@ fn index_span(bytes: &[u8]) -> Result<(usize, usize), BundleError> {
     Ok((start, len_pos))
 }
 
+/// A layer tar holding one file `name` with `content`.
+pub fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, name, content)
+        .and_then(|()| b.into_inner())
+        .unwrap_or_default()
+}
+
 /// A layer of [`add_registry_image`]: the uncompressed tar and how the registry compressed it.
 pub struct RegistryLayerInput<'a> {
     /// The uncompressed layer tar.
     pub tar: &'a [u8],
     /// How the registry stores it.
     pub compression: crate::Compression,
+}
+
+/// Two layers as a registry may hold them: `a` gzip-compressed, `b` zstd-compressed.
+pub fn gzip_then_zstd<'a>(a: &'a [u8], b: &'a [u8]) -> [RegistryLayerInput<'a>; 2] {
+    [
+        RegistryLayerInput {
+            tar: a,
+            compression: crate::Compression::Gzip,
+        },
+        RegistryLayerInput {
+            tar: b,
+            compression: crate::Compression::Zstd,
+        },
+    ]
 }
 
 /// Adds an image in its registry form (format 1.4) the way a registry serves it: compressed layer

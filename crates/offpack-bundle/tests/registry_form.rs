@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use offpack_bundle::testkit::{RegistryLayerInput, add_image, add_registry_image};
+use offpack_bundle::testkit::{
+    self, RegistryLayerInput, add_image, add_registry_image, gzip_then_zstd,
+};
 use offpack_bundle::{
     BlobRef, BundleReader, BundleWriter, Compression, Digest, Image, Manifest, WriteOptions, verify,
 };
@@ -18,15 +20,8 @@ fn opts() -> WriteOptions {
 }
 
 fn tar_of(seed: u8, len: usize) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
     let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
-    let mut h = tar::Header::new_ustar();
-    h.set_size(data.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append_data(&mut h, format!("file-{seed}"), &data[..])
-        .unwrap();
-    b.into_inner().unwrap()
+    testkit::layer_tar(&format!("file-{seed}"), &data)
 }
 
 /// A bundle with a registry image (gzip + zstd layers, from a two-platform index) and an engine
@@ -35,16 +30,7 @@ fn write(dir: &Path, diff_ids: Option<Vec<Digest>>) -> (PathBuf, Manifest) {
     let path = dir.join("r.offpack");
     let mut w = BundleWriter::create(&path, opts()).unwrap();
     let (a, b) = (tar_of(3, 200_000), tar_of(5, 3000));
-    let layers = [
-        RegistryLayerInput {
-            tar: &a,
-            compression: Compression::Gzip,
-        },
-        RegistryLayerInput {
-            tar: &b,
-            compression: Compression::Zstd,
-        },
-    ];
+    let layers = gzip_then_zstd(&a, &b);
     let reg = add_registry_image(
         &mut w,
         "127.0.0.1:5000/team/app",
@@ -149,17 +135,15 @@ fn a_layer_that_does_not_decompress_to_its_diff_id_fails_naming_image_and_layer(
     assert!(err.is_corruption());
 }
 
-#[test]
-fn a_registry_manifest_that_disagrees_with_offpack_json_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("r.offpack");
-    let mut w = BundleWriter::create(&path, opts()).unwrap();
+/// A writer holding one registry-form image of one gzip layer, and that image.
+fn one_gzip_layer_image(path: &Path) -> (BundleWriter, Image) {
+    let mut w = BundleWriter::create(path, opts()).unwrap();
     let a = tar_of(3, 1000);
     let layers = [RegistryLayerInput {
         tar: &a,
         compression: Compression::Gzip,
     }];
-    let mut image = add_registry_image(
+    let image = add_registry_image(
         &mut w,
         "reg.local/app",
         "1",
@@ -168,6 +152,13 @@ fn a_registry_manifest_that_disagrees_with_offpack_json_is_refused() {
         None,
     )
     .unwrap();
+    (w, image)
+}
+
+#[test]
+fn a_registry_manifest_that_disagrees_with_offpack_json_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, mut image) = one_gzip_layer_image(&dir.path().join("r.offpack"));
     // offpack.json claims zstd where the registry's manifest says gzip.
     image.registry.as_mut().unwrap().layers[0].media_type =
         "application/vnd.oci.image.layer.v1.tar+zstd".into();
@@ -182,22 +173,7 @@ fn a_registry_manifest_that_disagrees_with_offpack_json_is_refused() {
 #[test]
 fn a_repository_digest_must_name_the_manifest_or_the_index() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("r.offpack");
-    let mut w = BundleWriter::create(&path, opts()).unwrap();
-    let a = tar_of(3, 1000);
-    let layers = [RegistryLayerInput {
-        tar: &a,
-        compression: Compression::Gzip,
-    }];
-    let mut image = add_registry_image(
-        &mut w,
-        "reg.local/app",
-        "1",
-        &layers,
-        &["linux/amd64"],
-        None,
-    )
-    .unwrap();
+    let (w, mut image) = one_gzip_layer_image(&dir.path().join("r.offpack"));
     image.registry.as_mut().unwrap().repo_digests =
         vec![format!("reg.local/app@{}", Digest::of_bytes(b"x"))];
     let mut m = Manifest::new("test", "shop");
