@@ -87,16 +87,25 @@ fn bundle_from_registry_keeps_registry_digests_and_loads() {
         &index,
     );
 
-    // A project that names the image by tag, by digest and through the index.
+    // A project that names the image by tag, by digest and through the index, and builds one
+    // service (whose image comes from the engine).
     let dir = tempfile::tempdir().unwrap();
     let pinned = format!("{REGISTRY}/{path}@{m1_digest}");
     std::fs::write(
         dir.path().join("compose.yaml"),
         format!(
-            "services:\n  web:\n    image: {tagged}\n  pinned:\n    image: {pinned}\n  multi:\n    image: {REGISTRY}/{path}:multi\n"
+            "name: {repo}\nservices:\n  web:\n    image: {tagged}\n  pinned:\n    image: {pinned}\n  multi:\n    image: {REGISTRY}/{path}:multi\n  app:\n    build: .\n"
         ),
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY hello /hello\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hello"), "hello\n").unwrap();
+    cleanup.0.push(format!("{repo}-app:latest"));
+    cleanup.0.push(format!("{repo}_app:latest"));
     // The engine is not asked for these images: remove the local copy first.
     docker(&["rmi", "-f", &tagged]);
     ok(offpack(dir.path()).args([
@@ -162,6 +171,15 @@ fn bundle_from_registry_keeps_registry_digests_and_loads() {
         .find(|i| i.oci_manifest.as_ref().unwrap().digest.to_string() == m2_digest)
         .expect("the index's second platform is carried too");
     assert!(other.refs.is_empty());
+    let built = manifest
+        .images
+        .iter()
+        .find(|i| i.refs.contains(&format!("{repo}-app:latest")))
+        .expect("the built image");
+    assert!(
+        built.registry.is_none(),
+        "a built image comes from the engine"
+    );
     assert_eq!(other.layers, named.layers, "its layers are the same blobs");
     let mut index_json = Vec::new();
     std::io::Read::read_to_end(&mut reader.entry("index.json").unwrap(), &mut index_json).unwrap();
