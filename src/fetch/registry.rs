@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow, bail};
 use offpack_bundle::{
@@ -49,7 +50,7 @@ pub fn fetch_image(
     wanted: &Wanted,
     platforms: &[String],
     known: &mut Known,
-    on_blob: &mut dyn FnMut(&str, u64),
+    cancel: &AtomicBool,
 ) -> Result<Vec<Image>> {
     let reference = ImageRef::parse(&wanted.reference)?;
     let host = api_host(&reference.domain);
@@ -68,9 +69,7 @@ pub fn fetch_image(
         .clone()
         .or_else(|| reference.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let top = client
-        .get_manifest(repository, &asked)
-        .with_context(|| format!("taking image {} from its registry", wanted.reference))?;
+    let top = client.get_manifest(repository, &asked)?;
     let name = reference.name();
     let repo = Repository {
         client: &client,
@@ -93,7 +92,7 @@ pub fn fetch_image(
                 )
             })?;
             let manifest = client.get_manifest(repository, &digest)?;
-            let mut image = fetch_manifest(writer, &repo, &manifest, platform, known, on_blob)?;
+            let mut image = fetch_manifest(writer, &repo, &manifest, platform, known, cancel)?;
             let registry = image.registry.as_mut().expect("set by fetch_manifest");
             registry.index = Some(RegistryIndex {
                 digest: index_digest.clone(),
@@ -108,7 +107,7 @@ pub fn fetch_image(
         }
     } else {
         let platform = platforms.first().map_or("linux/amd64", String::as_str);
-        let mut image = fetch_manifest(writer, &repo, &top, platform, known, on_blob)?;
+        let mut image = fetch_manifest(writer, &repo, &top, platform, known, cancel)?;
         if image.platform != *platform && !platform.starts_with(&format!("{}/", image.platform)) {
             bail!(
                 "{}: the registry serves one image, for {}, not an index; it is not for {platform}",
@@ -122,8 +121,6 @@ pub fn fetch_image(
     Ok(images)
 }
 
-/// One image manifest and everything it names, streamed into the bundle; its layers are checked
-/// against the config's diff IDs as they pass.
 /// Where an image's blobs are fetched from: a registry, a repository in it, and the repository's
 /// fully qualified name for messages and repository digests.
 struct Repository<'a> {
@@ -132,13 +129,15 @@ struct Repository<'a> {
     name: &'a str,
 }
 
+/// One image manifest and everything it names, streamed into the bundle; its layers are checked
+/// against the config's diff IDs as they pass.
 fn fetch_manifest(
     writer: &mut BundleWriter,
     repo: &Repository<'_>,
     manifest: &offpack_registry::PulledManifest,
     platform: &str,
     known: &mut Known,
-    on_blob: &mut dyn FnMut(&str, u64),
+    cancel: &AtomicBool,
 ) -> Result<Image> {
     let Repository {
         client,
@@ -219,8 +218,7 @@ fn fetch_manifest(
         let tee = Tee {
             inner: body,
             hasher: &mut hasher,
-            passed: 0,
-            report: &mut |n| on_blob(&digest.to_string(), n),
+            cancel,
         };
         writer
             .add_blob_with_digest(&digest, size, tee)
@@ -315,20 +313,21 @@ fn index_platforms(index: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Passes a blob through to the bundle writer while its decompressed digest is computed.
+/// Passes a blob through to the bundle writer while its decompressed digest is computed; fails
+/// once `cancel` is set (a signal), so that the writer drops the blob and the run ends cleanly.
 struct Tee<'a, R> {
     inner: R,
     hasher: &'a mut DiffHasher,
-    passed: u64,
-    report: &'a mut dyn FnMut(u64),
+    cancel: &'a AtomicBool,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("interrupted"));
+        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
-        self.passed += n as u64;
-        (self.report)(self.passed);
         Ok(n)
     }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -214,6 +216,7 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     .context("adding the packages stopped")??;
     let mut from_registry = Vec::new();
     let mut known = crate::fetch::registry::Known::new();
+    let cancel = Arc::new(AtomicBool::new(false));
     for (wanted, used_by) in &contents.from_registry {
         reporter.step(&format!(
             "taking {} from its registry ({})",
@@ -222,19 +225,29 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
         ));
         let access = request.from_registry.clone().unwrap_or_default();
         let (wanted_c, platforms) = (wanted.clone(), registry_platforms.clone());
-        let (w, k, images) = tokio::task::spawn_blocking(move || {
+        let cancel_c = cancel.clone();
+        let mut fetch = tokio::task::spawn_blocking(move || {
             let images = crate::fetch::registry::fetch_image(
                 &mut writer,
                 &access,
                 &wanted_c,
                 &platforms,
                 &mut known,
-                &mut |_, _| {},
-            );
+                &cancel_c,
+            )
+            .with_context(|| format!("taking image {} from its registry", wanted_c.reference));
             (writer, known, images)
-        })
-        .await
-        .context("taking an image from its registry stopped")?;
+        });
+        let (w, k, images) = tokio::select! {
+            done = &mut fetch => done.context("taking an image from its registry stopped")?,
+            _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
+                // The fetch fails at its next read; the writer it hands back is dropped here,
+                // which removes the temporary file.
+                cancel.store(true, Ordering::Relaxed);
+                let _ = fetch.await;
+                bail!("interrupted: no bundle was written at {}", request.output.display());
+            }
+        };
         (writer, known) = (w, k);
         from_registry.push((images?, used_by));
     }
