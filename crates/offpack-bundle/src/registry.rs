@@ -103,6 +103,11 @@ pub struct RegistryIndex {
     pub media_type: String,
 }
 
+/// The largest zstd window a layer may need (128 MiB, what `zstd -d` accepts without `--long`
+/// and what the bundle's own frames may use, SPEC 3.3): memory is never allocated from a size a
+/// blob declares. Layers of common tools use far less (BuildKit's and containerd's: 8 MiB).
+const MAX_WINDOW_LOG: u32 = 27;
+
 /// What a compressed blob decompressed to, or why it did not.
 pub(crate) type Decompressed = Result<(Digest, u64), String>;
 
@@ -154,8 +159,7 @@ impl DiffHasher {
             ))),
             Compression::Zstd => {
                 let mut d = zstd::stream::write::Decoder::new(HashCount::default())?;
-                // Registries serve layers other tools wrote; allow the largest window zstd has.
-                d.window_log_max(31)?;
+                d.window_log_max(MAX_WINDOW_LOG)?;
                 State::Zstd(Box::new(d))
             }
             Compression::None => State::Done(None),
@@ -217,7 +221,7 @@ impl DiffHasher {
 /// and fails with "unexpected EOF", measured on 20.10.24).
 pub fn zstd_layer_reader<'a, R: io::Read + 'a>(blob: R) -> io::Result<Box<dyn io::Read + 'a>> {
     let mut d = zstd::stream::read::Decoder::new(blob)?;
-    d.window_log_max(31)?;
+    d.window_log_max(MAX_WINDOW_LOG)?;
     Ok(Box::new(d))
 }
 
@@ -277,6 +281,19 @@ mod tests {
         broken.truncate(n - 3);
         let mut h = DiffHasher::sniffing();
         h.update(&broken);
+        assert!(h.finish().is_err());
+    }
+
+    #[test]
+    fn a_zstd_window_beyond_128_mib_is_refused_not_allocated() {
+        let data = vec![7u8; 1000];
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.set_parameter(zstd::zstd_safe::CParameter::WindowLog(28))
+            .unwrap();
+        e.write_all(&data).unwrap();
+        let blob = e.finish().unwrap();
+        let mut h = DiffHasher::new(Compression::Zstd).unwrap();
+        h.update(&blob);
         assert!(h.finish().is_err());
     }
 

@@ -166,48 +166,47 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     // against the engine's size of the image, an estimate (the layers' contents without their tar
     // framing); the total counts the stream's bytes against an estimate from those sizes (a shared
     // layer once), raised when the bytes pass it and set to the stream's size at its end.
-    if !export_names.is_empty() {
+    // With --from-registry every image may come from a registry: then the engine exports nothing.
+    let (mut writer, exported, streamed) = if export_names.is_empty() {
+        (writer, Vec::new(), 0)
+    } else {
         reporter.step(&format!(
             "exporting {} images (the engine prepares the whole export before it sends the first byte)",
             export_names.len()
         ));
-    }
-    let ledger = export_ledger(&contents.refs, &infos);
-    let estimate = Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0);
-    let label = format!("export {} images", export_names.len());
-    let mut progress = ImageCopy::start(reporter, &label, estimate, ledger, "exported");
-    let stream = engine.export(&export_names);
-    let leave_out_for_copy = leave_out.clone();
-    let nothing_to_export = export_names.is_empty();
-    let mut copy = progress.spawn(move |sink| {
-        if nothing_to_export {
-            // Every image comes from a registry (--from-registry).
-            return Ok((writer, Vec::new()));
-        }
-        let reader = sink.reader(SyncIoBridge::new(StreamReader::new(stream)));
-        let images = copy_export(
-            reader,
-            &mut writer,
-            &leave_out_for_copy,
-            &mut |digest, size| sink.blob_done(digest, size),
-        )?;
-        Ok((writer, images))
-    });
-    let sink = progress.sink();
-    let copied = tokio::select! {
-        copied = &mut copy => copied,
-        never = progress.report() => match never {},
-        _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
-            // Let the copy fail at its next read so that the writer is dropped, which removes
-            // the temporary file, before the process ends.
-            sink.cancel();
-            let _ = copy.await;
-            bail!("interrupted: no bundle was written at {}", request.output.display());
-        }
+        let ledger = export_ledger(&contents.refs, &infos);
+        let estimate = Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0);
+        let label = format!("export {} images", export_names.len());
+        let mut progress = ImageCopy::start(reporter, &label, estimate, ledger, "exported");
+        let stream = engine.export(&export_names);
+        let leave_out_for_copy = leave_out.clone();
+        let mut copy = progress.spawn(move |sink| {
+            let reader = sink.reader(SyncIoBridge::new(StreamReader::new(stream)));
+            let images = copy_export(
+                reader,
+                &mut writer,
+                &leave_out_for_copy,
+                &mut |digest, size| sink.blob_done(digest, size),
+            )?;
+            Ok((writer, images))
+        });
+        let sink = progress.sink();
+        let copied = tokio::select! {
+            copied = &mut copy => copied,
+            never = progress.report() => match never {},
+            _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
+                // Let the copy fail at its next read so that the writer is dropped, which removes
+                // the temporary file, before the process ends.
+                sink.cancel();
+                let _ = copy.await;
+                bail!("interrupted: no bundle was written at {}", request.output.display());
+            }
+        };
+        let (writer, exported) = copied.context("the export copy stopped")??;
+        let streamed = sink.bytes();
+        progress.finish(streamed);
+        (writer, exported, streamed)
     };
-    let (mut writer, exported) = copied.context("the export copy stopped")??;
-    let streamed = sink.bytes();
-    progress.finish(streamed);
     let (mut writer, packages) = tokio::task::spawn_blocking(move || {
         let packages = add_packages(&mut writer, &fetched)?;
         anyhow::Ok((writer, packages))
