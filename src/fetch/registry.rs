@@ -38,8 +38,17 @@ pub struct Wanted {
 /// Layers already in the bundle, by blob digest, with what they decompress to.
 pub type Known = std::collections::HashMap<Digest, RegistryLayer>;
 
-/// Configs larger than this are refused: a verifier keeps them in memory (spec 8).
-const MAX_CONFIG: u64 = 1 << 20;
+/// Configs, manifests and indexes larger than this are refused: a verifier keeps them in memory
+/// (spec 8).
+const MAX_JSON: u64 = 1 << 20;
+
+/// Refuses a manifest or index a bundle cannot hold.
+fn check_json_size(what: &str, len: usize) -> Result<()> {
+    if len as u64 > MAX_JSON {
+        bail!("{what} is {len} bytes, more than a bundle holds (1 MiB)");
+    }
+    Ok(())
+}
 
 /// Fetches `wanted` for each of `platforms` (`os/arch[/variant]`) into `writer`: one bundle image
 /// per platform, the first platform's carrying the names (a Docker engine holds one platform per
@@ -70,6 +79,7 @@ pub fn fetch_image(
         .or_else(|| reference.tag.clone())
         .unwrap_or_else(|| "latest".into());
     let top = client.get_manifest(repository, &asked)?;
+    check_json_size(&format!("{}@{}", reference.name(), top.digest), top.bytes.len())?;
     let name = reference.name();
     let repo = Repository {
         client: &client,
@@ -145,6 +155,7 @@ fn fetch_manifest(
         name,
     } = *repo;
     let shown = format!("{name}@{}", manifest.digest);
+    check_json_size(&shown, manifest.bytes.len())?;
     let doc: Value = serde_json::from_slice(&manifest.bytes)
         .with_context(|| format!("{shown}: the manifest is not JSON"))?;
     let descriptor = |v: &Value, what: &str| -> Result<(Digest, u64, String)> {
@@ -166,7 +177,7 @@ fn fetch_manifest(
         Ok((digest, size, media_type))
     };
     let (config_digest, config_size, _) = descriptor(&doc["config"], "the config")?;
-    if config_size > MAX_CONFIG {
+    if config_size > MAX_JSON {
         bail!("{shown}: its config is {config_size} bytes, more than a bundle holds (1 MiB)");
     }
     let mut config = Vec::new();
