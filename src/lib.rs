@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod containerd;
 pub mod engine;
 pub mod error;
 pub mod fetch;

@@ -315,18 +315,7 @@ fn corruption_in_a_blob_load_does_not_stream_is_found_by_the_sidecar() {
 
     // One byte in the middle of the layer's data: the engine holds that layer, so the load would
     // not stream it; only the .sha256 beside the bundle can tell.
-    let index = testkit::index_of(&std::fs::read(&bundle).unwrap()).unwrap();
-    let layer = index["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .max_by_key(|e| e["compressed_len"].as_u64().unwrap())
-        .unwrap()
-        .clone();
-    let middle = layer["offset"].as_u64().unwrap() + layer["compressed_len"].as_u64().unwrap() / 2;
-    let mut bytes = std::fs::read(&bundle).unwrap();
-    bytes[middle as usize] ^= 0x55;
-    std::fs::write(&bundle, &bytes).unwrap();
+    damage_largest_entry(&bundle);
 
     let out = run(offpack(dir.path()).args(["load", "c.offpack"]));
     assert_refused(&out, &["c.offpack.sha256", "retagged"]);

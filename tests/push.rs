@@ -46,6 +46,13 @@ impl Fixture {
         self.dir.path()
     }
 
+    /// The registry on 5000 has no tag of the image under `prefix`: nothing was pushed.
+    fn assert_no_tags(&self, prefix: &str) {
+        let repo = self.image.split(':').next().unwrap();
+        let tags = format!("http://127.0.0.1:5000/v2/{prefix}/library/{repo}/tags/list");
+        assert_eq!(http_get(&tags, 1), None, "no tag of {repo} was pushed");
+    }
+
     fn push(&self, args: &[&str]) -> Command {
         let mut cmd = offpack(self.path());
         cmd.args(["--json", "push", "b.offpack"]).args(args);
@@ -317,11 +324,7 @@ fn a_bundle_that_fails_its_checksum_tags_nothing() {
         "{}",
         stderr(&out)
     );
-    let tags = format!(
-        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
-        f.image.split(':').next().unwrap()
-    );
-    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+    f.assert_no_tags(&prefix);
 }
 
 #[test]
@@ -343,11 +346,65 @@ fn a_corrupt_layer_in_the_bundle_is_a_failed_check_and_tags_nothing() {
     ]));
     assert_eq!(out.status.code(), Some(1), "a check failed");
     assert!(stderr(&out).contains("corrupt"), "{}", stderr(&out));
-    let tags = format!(
-        "http://127.0.0.1:5000/v2/{prefix}/library/{}/tags/list",
-        f.image.split(':').next().unwrap()
+    f.assert_no_tags(&prefix);
+}
+
+#[test]
+fn a_required_signer_is_checked_before_anything_is_sent() {
+    let f = Fixture::new("signed", &[100_000]);
+    ok(offpack(f.path()).args(["keygen", "-o", "site"]));
+    ok(offpack(f.path()).args(["keygen", "-o", "other"]));
+    ok(offpack(f.path()).args(["bundle", "--sign", "site.key", "-o", "b.offpack"]));
+    let prefix = unique("signed");
+    let registry = format!("127.0.0.1:5000/{prefix}");
+    let out = run(&mut f.push(&["--registry", &registry, "--insecure", "--key", "other.pub"]));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "another signer is a failed check"
     );
-    assert_eq!(http_get(&tags, 1), None, "no tag was pushed");
+    f.assert_no_tags(&prefix);
+    let report = json(&ok(&mut f.push(&[
+        "--registry",
+        &registry,
+        "--insecure",
+        "--key",
+        "site.pub",
+    ])));
+    assert!(report["signed_by"].is_string(), "{report}");
+}
+
+#[test]
+fn an_image_under_two_repositories_is_sent_once_and_mounted() {
+    require_engine();
+    let first = format!("offpack-push-mount-a-{}:1", std::process::id());
+    let second = format!("offpack-push-mount-b-{}:1", std::process::id());
+    build_random_image(&first, &[200_000]);
+    ok(Command::new("docker").args(["tag", &first, &second]));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        format!("services:\n  a:\n    image: {first}\n  b:\n    image: {second}\n"),
+    )
+    .unwrap();
+    let f = Fixture {
+        dir,
+        image: first.clone(),
+        remove: vec![first, second],
+    };
+    ok(offpack(f.path()).args(["bundle", "-o", "b.offpack"]));
+    let registry = format!("127.0.0.1:5000/{}", unique("mount"));
+    let report = json(&ok(&mut f.push(&["--registry", &registry, "--insecure"])));
+    assert_eq!(
+        report["images"][0]["refs"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    assert_eq!(report["blobs_sent"], 2, "config and layer once: {report}");
+    assert_eq!(
+        report["blobs_mounted"], 2,
+        "then mounted into the other repository: {report}"
+    );
 }
 
 /// Debian's distribution registry on a free loopback port of this test, with its storage in a

@@ -268,6 +268,35 @@ pub struct LoadArgs {
     /// Load only the images these services need (repeatable).
     #[arg(long = "service", value_name = "SERVICE")]
     pub services: Vec<String>,
+    /// Load into containerd (a Kubernetes node's, or a standalone one) through its API instead
+    /// of the Docker Engine: the blobs into its content store, each image unpacked into the
+    /// snapshotter, a fully qualified name per tag (docker.io/library/redis:7) for the kubelet.
+    #[arg(long)]
+    pub containerd: bool,
+    /// containerd's socket.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        default_value = "/run/containerd/containerd.sock",
+        requires = "containerd"
+    )]
+    pub address: PathBuf,
+    /// The containerd namespace the images go into (k8s.io is the kubelet's).
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        default_value = "k8s.io",
+        requires = "containerd"
+    )]
+    pub namespace: String,
+    /// The snapshotter the images are unpacked into: the one the node's runtime uses.
+    #[arg(
+        long,
+        value_name = "SNAPSHOTTER",
+        default_value = "overlayfs",
+        requires = "containerd"
+    )]
+    pub snapshotter: String,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ use offpack_bundle::escape_controls;
 use serde::Serialize;
 
 use crate::cli::{LoadArgs, Output};
+use crate::ops::load::containerd::{ContainerdLoaded, ContainerdTarget, describe_names};
 use crate::ops::load::job::{LoadRequest, load};
 use crate::reporter::{Reporter, human_bytes};
 
@@ -27,6 +28,9 @@ struct LoadReport {
     packages_added: usize,
     /// Packages of the bundle the store listed already.
     packages_present: usize,
+    /// With --containerd: where the images went, the names given and what was unpacked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    containerd: Option<ContainerdLoaded>,
 }
 
 pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Result<ExitCode> {
@@ -34,6 +38,11 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         bundle: args.bundle,
         key: args.key,
         services: args.services,
+        containerd: args.containerd.then_some(ContainerdTarget {
+            address: args.address,
+            namespace: args.namespace,
+            snapshotter: args.snapshotter,
+        }),
     };
     let loaded = load(&request, reporter).await?;
     let report = LoadReport {
@@ -47,6 +56,7 @@ pub async fn run(args: LoadArgs, output: Output, reporter: &dyn Reporter) -> Res
         sidecar: loaded.sidecar,
         packages_added: loaded.packages_added,
         packages_present: loaded.packages_present,
+        containerd: loaded.containerd,
     };
     output.result(&report, || summary(&report));
     Ok(ExitCode::SUCCESS)
@@ -70,6 +80,9 @@ fn summary(report: &LoadReport) -> String {
                 format!(", retagged {}", names.join(", "))
             }
         ));
+    }
+    if let Some(containerd) = &report.containerd {
+        parts.push(describe_names(containerd));
     }
     if has_packages {
         parts.push(format!(

@@ -11,6 +11,12 @@ use offpack_bundle::Digest;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ChainId(Digest);
 
+impl std::fmt::Display for ChainId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Chain IDs of each prefix of `diff_ids`, in order:
 /// `chain(L0) = L0`, `chain(L0..Ln) = sha256(chain(L0..Ln-1) + " " + Ln)`.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<ChainId> {

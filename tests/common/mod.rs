@@ -216,6 +216,25 @@ pub async fn engine_with_image(image: &str) -> offpack::engine::Engine {
         .expect("connect to the engine")
 }
 
+/// Flips one byte in the middle of the compressed data of `bundle`'s largest entry (a layer)
+/// and returns that entry of the bundle's index.
+pub fn damage_largest_entry(bundle: &Path) -> serde_json::Value {
+    let mut bytes = std::fs::read(bundle).expect("read bundle");
+    let index = offpack_bundle::testkit::index_of(&bytes).expect("bundle index");
+    let largest = index["entries"]
+        .as_array()
+        .expect("index entries")
+        .iter()
+        .max_by_key(|e| e["compressed_len"].as_u64().unwrap_or(0))
+        .expect("an entry")
+        .clone();
+    let middle =
+        largest["offset"].as_u64().unwrap() + largest["compressed_len"].as_u64().unwrap() / 2;
+    bytes[middle as usize] ^= 0x55;
+    std::fs::write(bundle, &bytes).expect("write bundle");
+    largest
+}
+
 /// A Docker config directory holding the login `offpack:<password>` for `registry` (the user of
 /// test-env's htpasswd registries on 5001 and 5002), for `DOCKER_CONFIG`.
 pub fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {

@@ -74,7 +74,7 @@ pub use loadcheck::{CheckedBundle, SidecarCheck};
 pub use manifest::{
     BlobRef, Delta, ECOSYSTEM_NPM, ECOSYSTEM_PYPI, FORMAT_MAJOR, FORMAT_VERSION, Image,
     MAX_PACKAGE_FILENAME, Manifest, Package, Project, ProjectFile, Rebuild, RebuildService,
-    check_package_filename, rfc3339_utc_now,
+    check_package_filename, rfc3339_from_unix, rfc3339_utc_now,
 };
 pub use reader::BundleReader;
 pub use registry::{

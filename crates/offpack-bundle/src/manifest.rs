@@ -479,7 +479,8 @@ pub fn rfc3339_utc_now() -> String {
     rfc3339_from_unix(secs)
 }
 
-pub(crate) fn rfc3339_from_unix(secs: u64) -> String {
+/// `secs` since the Unix epoch as RFC 3339 UTC with seconds precision.
+pub fn rfc3339_from_unix(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.

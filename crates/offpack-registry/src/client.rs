@@ -152,8 +152,8 @@ impl Client {
             .http_status_as_error(false)
             .user_agent(format!("offpack/{}", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
-            // Registries answer uploads with 201/202 and a Location; redirects are followed
-            // by hand where the API has them (blob GETs to storage).
+            // A blob GET may be redirected to the registry's storage; the login is not sent
+            // there (ureq drops Authorization on redirects).
             .max_redirects(5)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(300)))

@@ -204,7 +204,10 @@ pub(crate) fn corrupt_bundle(err: anyhow::Error, undone: &str) -> anyhow::Error 
 
 /// The load's progress per image: the blobs of it the stream carries (not those the engine
 /// holds), whose sizes the bundle knows.
-fn load_ledger(images: &[(String, Vec<(Digest, u64)>)], omit: &HashSet<Digest>) -> ImageProgress {
+pub(super) fn load_ledger(
+    images: &[(String, Vec<(Digest, u64)>)],
+    omit: &HashSet<Digest>,
+) -> ImageProgress {
     let mut ledger = ImageProgress::new();
     for (label, blobs) in images {
         let mut sent: Vec<(Digest, u64)> = Vec::new();

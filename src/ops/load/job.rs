@@ -8,6 +8,7 @@ use anyhow::Result;
 use offpack_bundle::escape_controls;
 
 use super::apply::{SidecarGate, load_images, restore_names, wait_for_sidecar};
+use super::containerd::{ContainerdLoaded, ContainerdTarget, load_into_containerd};
 use super::packages::store_packages;
 use super::{LoadDecision, decide_load};
 use crate::engine::Engine;
@@ -25,6 +26,8 @@ pub struct LoadRequest {
     pub key: Option<PathBuf>,
     /// Load only the images these services need; empty: every image.
     pub services: Vec<String>,
+    /// Load into this containerd instead of the Docker Engine.
+    pub containerd: Option<ContainerdTarget>,
 }
 
 /// What a load did, for the command to render.
@@ -47,6 +50,8 @@ pub struct Loaded {
     pub packages_added: usize,
     /// Packages the store listed already.
     pub packages_present: usize,
+    /// What a load into containerd did (`--containerd`).
+    pub containerd: Option<ContainerdLoaded>,
 }
 
 /// Loads the bundle `request` names into the engine.
@@ -86,9 +91,18 @@ pub async fn load(request: &LoadRequest, reporter: &dyn Reporter) -> Result<Load
         sidecar: None,
         packages_added: 0,
         packages_present: 0,
+        containerd: None,
     };
+    if let (Some(target), false) = (&request.containerd, wanted.is_empty()) {
+        let outcome = load_into_containerd(target, reporter, &bundle, &sidecar, &wanted).await?;
+        report.loaded = outcome.loaded;
+        report.already_present = outcome.already_present;
+        report.layers_skipped = outcome.layer_blobs_present;
+        report.bytes_streamed = outcome.bytes_written;
+        report.containerd = outcome.details;
+    }
     // A bundle of packages alone (or services that need no image) never needs the engine.
-    if !wanted.is_empty() {
+    if request.containerd.is_none() && !wanted.is_empty() {
         let engine = Engine::connect().await?;
         let LoadDecision {
             to_load,

@@ -7,6 +7,7 @@
 //! every check).
 
 pub mod apply;
+pub mod containerd;
 pub mod job;
 pub mod packages;
 

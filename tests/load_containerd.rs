@@ -1,0 +1,651 @@
+//! `offpack load --containerd` into a containerd this test starts itself (`/usr/bin/containerd`
+//! with its root, state and socket in a temporary directory, the CRI plugin off), checked with
+//! the real `ctr`: the names and the bundle's manifest digests, the blobs with their garbage
+//! collection labels, the committed snapshots, and a container run from the loaded image.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest as _, Sha256};
+
+/// A containerd of the test's own, killed when dropped (also when the test panics).
+struct Containerd {
+    child: Child,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        for tool in ["/usr/bin/containerd", "/usr/bin/ctr"] {
+            assert!(
+                Path::new(tool).exists(),
+                "{tool} is missing: run `scripts/test-env up` (it installs containerd)"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        let socket = root.join("containerd.sock");
+        let config = root.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n\
+                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{root}/opt\"\n",
+                root = root.display(),
+                sock = socket.display()
+            ),
+        )
+        .expect("write config.toml");
+        let log = std::fs::File::create(root.join("containerd.log")).expect("log file");
+        let child = Command::new("/usr/bin/containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let containerd = Containerd { child, socket, dir };
+        let since = Instant::now();
+        loop {
+            let up = Command::new("ctr")
+                .arg("-a")
+                .arg(&containerd.socket)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if up {
+                return containerd;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "containerd did not answer within 30 s; its log:\n{}",
+                std::fs::read_to_string(containerd.dir.path().join("containerd.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `ctr` on this containerd, namespace k8s.io.
+    fn ctr(&self, args: &[&str]) -> Output {
+        ok(Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io"])
+            .args(args))
+    }
+
+    fn ctr_text(&self, args: &[&str]) -> String {
+        stdout(&self.ctr(args))
+    }
+
+    fn address(&self) -> &str {
+        self.socket.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A two-layer image FROM scratch whose second layer is a static `tini` (so that a container
+/// of it runs), under a name of this test's own, and a compose project using it; removed from the
+/// engine when dropped.
+struct TestImage {
+    name: String,
+    project: tempfile::TempDir,
+}
+
+impl TestImage {
+    fn build(tag: &str) -> TestImage {
+        TestImage::build_with(tag, "")
+    }
+
+    /// The image under the same name with `extra` in its file: another image.
+    fn build_with(tag: &str, extra: &str) -> TestImage {
+        require_engine();
+        let tini = Path::new("/usr/bin/tini-static");
+        assert!(
+            tini.exists(),
+            "{} is missing: run `scripts/test-env up` (it installs tini)",
+            tini.display()
+        );
+        let name = format!("offpack-test-ctd-{}-{tag}:1", std::process::id());
+        let project = tempfile::tempdir().expect("tempdir");
+        let ctx = project.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::copy(tini, ctx.join("tini")).unwrap();
+        std::fs::write(ctx.join("hello.txt"), format!("hello from {name}\n{extra}")).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            // The file of this image's own first: the classic builder's cache then shares no
+            // step with another test's image, whose removal would take the step away.
+            "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY tini /tini\n",
+        )
+        .unwrap();
+        ok(Command::new("docker")
+            .args(["build", "-q", "-t", &name])
+            .arg(&ctx));
+        std::fs::write(
+            project.path().join("compose.yaml"),
+            format!("services:\n  app:\n    image: {name}\n"),
+        )
+        .unwrap();
+        TestImage { name, project }
+    }
+
+    fn dir(&self) -> &Path {
+        self.project.path()
+    }
+
+    /// The fully qualified name containerd gets.
+    fn qualified(&self) -> String {
+        format!("docker.io/library/{}", self.name)
+    }
+
+    fn bundle(&self, file: &str) -> PathBuf {
+        ok(offpack(self.dir()).args(["bundle", "-o", file]));
+        self.dir().join(file)
+    }
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.name])
+            .output();
+    }
+}
+
+/// The manifest digest, config digest and layer digests of the bundle's only image, as its
+/// `index.json` and OCI manifest say.
+fn bundle_image(bundle: &Path) -> (String, String, Vec<String>) {
+    let reader = offpack_bundle::BundleReader::open(bundle).expect("open bundle");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut reader.entry("index.json").unwrap(), &mut text).unwrap();
+    let index: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{index}");
+    let digest = manifests[0]["digest"].as_str().unwrap().to_string();
+    let manifest: offpack_bundle::Digest = digest.parse().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut reader.blob(&manifest).unwrap(), &mut text).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let layers = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    (digest, config, layers)
+}
+
+/// The chain ID of `diff_ids`, computed here as the OCI image spec defines it.
+fn chain_id(diff_ids: &[String]) -> String {
+    let mut chain = diff_ids[0].clone();
+    for diff in &diff_ids[1..] {
+        chain = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(format!("{chain} {diff}").as_bytes()))
+        );
+    }
+    chain
+}
+
+fn load(dir: &Path, containerd: &Containerd, extra: &[&str], bundle: &Path) -> Output {
+    run(offpack(dir)
+        .args([
+            "load",
+            "--json",
+            "--containerd",
+            "--address",
+            containerd.address(),
+            "--namespace",
+            "k8s.io",
+            "--snapshotter",
+            "overlayfs",
+        ])
+        .args(extra)
+        .arg(bundle))
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "load failed: {}", stderr(out));
+    serde_json::from_slice(&out.stdout).expect("load --json")
+}
+
+#[test]
+fn a_loaded_image_is_named_labelled_unpacked_and_runs_and_a_second_load_sends_nothing() {
+    let image = TestImage::build("run");
+    let bundle = image.bundle("b.offpack");
+    let (manifest, config, layers) = bundle_image(&bundle);
+    assert_eq!(layers.len(), 2);
+    let containerd = Containerd::start();
+
+    let first = report(&load(image.dir(), &containerd, &[], &bundle));
+    assert_eq!(first["loaded"], serde_json::json!([image.name]));
+    let details = &first["containerd"];
+    assert_eq!(details["blobs_written"], 4, "two layers, config, manifest");
+    assert_eq!(details["layers_unpacked"], 2);
+    assert_eq!(
+        details["images"],
+        serde_json::json!([{"name": image.qualified(), "digest": manifest, "change": "created"}])
+    );
+
+    // The name, with the bundle's manifest digest.
+    let images = containerd.ctr_text(&["images", "ls"]);
+    let line = images
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", image.qualified())))
+        .unwrap_or_else(|| panic!("no image {} in:\n{images}", image.qualified()));
+    assert!(line.contains(&manifest), "{line}");
+    // Complete and unpacked, as containerd itself sees it.
+    let check = containerd.ctr_text(&["images", "check"]);
+    assert!(
+        check.lines().any(|l| l.starts_with(&image.qualified())
+            && l.contains("complete (3/3)")
+            && l.trim_end().ends_with("true")),
+        "{check}"
+    );
+
+    // Every blob, with the labels that keep it.
+    let content = containerd.ctr_text(&["content", "ls"]);
+    let labels_of = |digest: &str| -> String {
+        content
+            .lines()
+            .find(|l| l.starts_with(digest))
+            .unwrap_or_else(|| panic!("no blob {digest} in:\n{content}"))
+            .to_string()
+    };
+    let top = chain_id(&layers);
+    assert!(
+        labels_of(&manifest).contains(&format!("containerd.io/gc.ref.content.config={config}"))
+    );
+    assert!(
+        labels_of(&manifest).contains(&format!("containerd.io/gc.ref.content.l.1={}", layers[1]))
+    );
+    assert!(labels_of(&config).contains(&format!("containerd.io/gc.ref.snapshot.overlayfs={top}")));
+    for layer in &layers {
+        assert!(labels_of(layer).contains(&format!("containerd.io/uncompressed={layer}")));
+    }
+
+    // Both chain IDs committed; the lease gone.
+    let snapshots = containerd.ctr_text(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    for (chain, parent) in [(&layers[0], ""), (&top, layers[0].as_str())] {
+        assert!(
+            snapshots.lines().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.first() == Some(&chain.as_str())
+                    && fields.last() == Some(&"Committed")
+                    && (parent.is_empty() || fields.get(1) == Some(&parent))
+            }),
+            "no committed snapshot {chain} in:\n{snapshots}"
+        );
+    }
+    assert_eq!(
+        containerd.ctr_text(&["leases", "ls"]).lines().count(),
+        1,
+        "only the header: the load's lease is gone"
+    );
+
+    // A container of the image runs (runc, overlayfs): the unpacked root holds /tini.
+    let id = format!("offpack-test-{}", std::process::id());
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        &image.qualified(),
+        &id,
+        "/tini",
+        "--version",
+    ]);
+    assert!(stdout(&out).contains("tini version"), "{}", stdout(&out));
+
+    // A second load finds everything and changes nothing.
+    let second = report(&load(image.dir(), &containerd, &[], &bundle));
+    assert_eq!(second["loaded"], serde_json::json!([]));
+    assert_eq!(second["already_present"], serde_json::json!([image.name]));
+    assert_eq!(second["bytes_streamed"], 0);
+    let details = &second["containerd"];
+    assert_eq!(details["blobs_written"], 0);
+    assert_eq!(details["blobs_present"], 4);
+    assert_eq!(details["layers_unpacked"], 0);
+    assert_eq!(details["images"][0]["change"], "unchanged");
+}
+
+#[test]
+fn a_bundle_that_fails_its_checks_names_nothing_and_leaves_nothing() {
+    let image = TestImage::build("refused");
+    let bundle = image.bundle("b.offpack");
+    let containerd = Containerd::start();
+    let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
+
+    // Not signed by the required key: refused before containerd hears of it.
+    ok(offpack(image.dir()).args(["keygen", "-o", "team"]));
+    let out = load(image.dir(), &containerd, &["--key", "team.pub"], &bundle);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not signed"), "{}", stderr(&out));
+    assert!(empty(&["content", "ls"]) && empty(&["leases", "ls"]));
+    assert!(empty(&["images", "ls"]));
+
+    // A .sha256 that does not match: what was written is never named, and goes with the lease.
+    let sidecar = image.dir().join("b.offpack.sha256");
+    std::fs::write(&sidecar, format!("{}  b.offpack\n", "0".repeat(64))).unwrap();
+    let out = load(image.dir(), &containerd, &[], &bundle);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(
+        text.contains("Nothing was named in containerd") && text.contains("b.offpack.sha256"),
+        "{text}"
+    );
+    assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
+    // containerd's garbage collector runs shortly after the lease went.
+    let since = Instant::now();
+    while !(empty(&["content", "ls"]) && empty(&["snapshots", "--snapshotter", "overlayfs", "ls"]))
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "containerd kept what the refused load wrote"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_missing_socket_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = TestImage::build("nosocket");
+    let bundle = image.bundle("b.offpack");
+    let socket = dir.path().join("containerd.sock");
+    let out = run(offpack(image.dir())
+        .args(["load", "--containerd", "--address"])
+        .arg(&socket)
+        .arg(&bundle));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(
+        text.contains(&format!("cannot reach containerd at {}", socket.display()))
+            && text.contains("is it running?")
+            && text.contains("--address"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_newer_bundle_moves_the_name_to_its_image() {
+    let containerd = Containerd::start();
+    let first = TestImage::build("moved");
+    let old = first.bundle("old.offpack");
+    let (old_manifest, _, _) = bundle_image(&old);
+    report(&load(first.dir(), &containerd, &[], &old));
+    drop(first);
+
+    let second = TestImage::build_with("moved", "a newer build\n");
+    let new = second.bundle("new.offpack");
+    let (new_manifest, _, _) = bundle_image(&new);
+    assert_ne!(old_manifest, new_manifest);
+    let loaded = report(&load(second.dir(), &containerd, &[], &new));
+    assert_eq!(
+        loaded["containerd"]["images"],
+        serde_json::json!([{"name": second.qualified(), "digest": new_manifest, "change": "updated"}])
+    );
+    let images = containerd.ctr_text(&["images", "ls"]);
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with(&second.qualified()) && l.contains(&new_manifest)),
+        "{images}"
+    );
+}
+
+#[test]
+fn a_damaged_blob_stops_the_load_and_names_nothing() {
+    let image = TestImage::build("damaged");
+    let bundle = image.bundle("d.offpack");
+    // No .sha256: the damage is found as the blob streams, by its digest.
+    std::fs::remove_file(image.dir().join("d.offpack.sha256")).unwrap();
+    let largest = damage_largest_entry(&bundle);
+
+    let containerd = Containerd::start();
+    let out = load(image.dir(), &containerd, &[], &bundle);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed check: {}",
+        stderr(&out)
+    );
+    let text = stderr(&out);
+    assert!(
+        text.contains(
+            largest["path"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("blobs/sha256/")
+        ) && text.contains("Nothing was named in containerd"),
+        "{text}"
+    );
+    let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
+    assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
+}
+
+/// A bundle of one image of 128 MiB of random bytes (they do not compress: writing them into
+/// containerd takes long enough to break in), under a name of this test's own, removed from the
+/// engine when the guard drops.
+struct SlowBundle {
+    name: String,
+    project: tempfile::TempDir,
+}
+
+impl SlowBundle {
+    fn make(tag: &str) -> SlowBundle {
+        require_engine();
+        let name = format!("offpack-test-ctd-{}-{tag}:1", std::process::id());
+        build_random_image(&name, &[128 << 20]);
+        let project = project_running("app", &name);
+        ok(offpack(project.path()).args(["bundle", "-o", "slow.offpack"]));
+        SlowBundle { name, project }
+    }
+
+    /// Starts `offpack load --containerd` of it and returns once the blob writes began, with
+    /// the rest of its stderr to read and what it printed so far.
+    fn start_load(
+        &self,
+        containerd: &Containerd,
+    ) -> (
+        Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+        String,
+    ) {
+        let mut child = offpack(self.project.path())
+            .args(["load", "--containerd", "--address", containerd.address()])
+            .arg("slow.offpack")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start offpack load");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+            child.stderr.take().expect("stderr"),
+        ));
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("read stderr");
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.starts_with("write ") {
+                break;
+            }
+        }
+        (child, lines, seen)
+    }
+}
+
+impl Drop for SlowBundle {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.name])
+            .output();
+    }
+}
+
+/// Waits for `child`, adding the rest of its stderr to `seen`; whether it succeeded.
+fn finish(
+    mut child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    seen: &mut String,
+) -> bool {
+    for line in lines {
+        seen.push_str(&line.expect("read stderr"));
+        seen.push('\n');
+    }
+    let status = child.wait().expect("wait for offpack");
+    eprintln!("{seen}");
+    status.success()
+}
+
+#[test]
+fn an_interrupted_load_deletes_its_lease_and_names_nothing() {
+    let bundle = SlowBundle::make("interrupted");
+    let containerd = Containerd::start();
+    let (child, lines, mut seen) = bundle.start_load(&containerd);
+    ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
+    assert!(!finish(child, lines, &mut seen));
+    assert!(
+        seen.contains("interrupted: the load's lease is deleted"),
+        "{seen}"
+    );
+    let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
+    assert!(empty(&["images", "ls"]) && empty(&["leases", "ls"]));
+}
+
+#[test]
+fn containerd_stopping_mid_load_is_said_plainly() {
+    let bundle = SlowBundle::make("stopped");
+    let mut containerd = Containerd::start();
+    let (child, lines, mut seen) = bundle.start_load(&containerd);
+    containerd.child.kill().expect("kill containerd");
+    assert!(!finish(child, lines, &mut seen));
+    assert!(
+        seen.contains(&format!(
+            "containerd at {} did not answer",
+            containerd.address()
+        )) && seen.contains("did it stop?")
+            && seen.contains("writing blob sha256:")
+            && seen.contains(&format!("loading image {}", bundle.name)),
+        "{seen}"
+    );
+}
+
+#[test]
+fn the_native_snapshotter_gets_the_layers_when_asked() {
+    let image = TestImage::build("native");
+    let bundle = image.bundle("n.offpack");
+    let (_, config, layers) = bundle_image(&bundle);
+    let containerd = Containerd::start();
+    let out = run(offpack(image.dir())
+        .args(["load", "--containerd", "--address", containerd.address()])
+        .args(["--snapshotter", "native"])
+        .arg(&bundle));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let top = chain_id(&layers);
+    let snapshots = containerd.ctr_text(&["snapshots", "--snapshotter", "native", "ls"]);
+    assert!(
+        snapshots.lines().any(|l| l.starts_with(&top)),
+        "{snapshots}"
+    );
+
+    // A snapshotter containerd does not have: said before anything is written.
+    let out = run(offpack(image.dir())
+        .args(["load", "--containerd", "--address", containerd.address()])
+        .args(["--snapshotter", "nope"])
+        .arg(&bundle));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("containerd has no snapshotter nope ready"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("write "), "{}", stderr(&out));
+    let overlay = containerd.ctr_text(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert_eq!(
+        overlay.lines().count(),
+        1,
+        "nothing in overlayfs: {overlay}"
+    );
+    let content = containerd.ctr_text(&["content", "ls"]);
+    assert!(
+        content.lines().any(|l| l.starts_with(&config)
+            && l.contains(&format!("containerd.io/gc.ref.snapshot.native={top}"))),
+        "{content}"
+    );
+}
+
+#[test]
+fn a_delta_bundle_loads_once_containerd_has_its_base() {
+    require_engine();
+    let pid = std::process::id();
+    let base = format!("offpack-test-ctd-{pid}-base:1");
+    let app = format!("offpack-test-ctd-{pid}-app:1");
+    struct Remove(Vec<String>);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            for name in &self.0 {
+                let _ = Command::new("docker").args(["rmi", "-f", name]).output();
+            }
+        }
+    }
+    let _remove = Remove(vec![app.clone(), base.clone()]);
+    build_random_image(&base, &[1_000_000]);
+    let base_project = project_running("base", &base);
+    let dir = base_project.path();
+    // The far side holds the base, not the app.
+    let have = ok(offpack(dir).arg("inventory"));
+    std::fs::write(dir.join("have.json"), &have.stdout).unwrap();
+    ok(offpack(dir).args(["bundle", "-o", "base.offpack"]));
+    let ctx = dir.join("app");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("app.txt"), format!("{app}\n")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base}\nCOPY app.txt /app.txt\n"),
+    )
+    .unwrap();
+    ok(Command::new("docker")
+        .args(["build", "-q", "-t", &app])
+        .arg(&ctx));
+    let app_project = project_running("app", &app);
+    std::fs::copy(dir.join("have.json"), app_project.path().join("have.json")).unwrap();
+    ok(offpack(app_project.path()).args(["bundle", "--have", "have.json", "-o", "delta.offpack"]));
+    let delta = app_project.path().join("delta.offpack");
+    let (_, _, layers) = bundle_image(&delta);
+    let containerd = Containerd::start();
+
+    // containerd lacks the base layer the delta left out: refused, the blob named, nothing written.
+    let out = load(app_project.path(), &containerd, &[], &delta);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(
+        text.contains("delta bundle") && text.contains(&format!("lacks blob {}", layers[0])),
+        "{text}"
+    );
+    let empty = |what: &[&str]| containerd.ctr_text(what).lines().count() <= 1;
+    assert!(empty(&["content", "ls"]) && empty(&["images", "ls"]));
+
+    // With the base loaded first, the delta loads.
+    report(&load(dir, &containerd, &[], &dir.join("base.offpack")));
+    let loaded = report(&load(app_project.path(), &containerd, &[], &delta));
+    assert_eq!(loaded["containerd"]["images"][0]["change"], "created");
+    assert_eq!(loaded["containerd"]["layers_present"], 1, "{loaded}");
+    assert_eq!(loaded["containerd"]["layers_unpacked"], 1, "{loaded}");
+}
