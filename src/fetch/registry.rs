@@ -79,7 +79,10 @@ pub fn fetch_image(
         .or_else(|| reference.tag.clone())
         .unwrap_or_else(|| "latest".into());
     let top = client.get_manifest(repository, &asked)?;
-    check_json_size(&format!("{}@{}", reference.name(), top.digest), top.bytes.len())?;
+    check_json_size(
+        &format!("{}@{}", reference.name(), top.digest),
+        top.bytes.len(),
+    )?;
     let name = reference.name();
     let repo = Repository {
         client: &client,
