@@ -11,7 +11,7 @@ pub mod containerd;
 pub mod job;
 pub mod packages;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::{Result, bail};
 use offpack_bundle::{Digest, Manifest, escape_controls};
@@ -77,29 +77,31 @@ pub async fn decide_load(
                 _ => names.push(reference.clone()),
             }
         }
-        decision.to_load.push(LoadImage {
-            config: image.config.digest.clone(),
-            layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
-            diff_ids: image.diff_ids(),
-            unzstd: image
-                .registry
-                .iter()
-                .flat_map(|r| image.layers.iter().zip(&r.layers))
-                .filter(|(_, l)| {
-                    offpack_bundle::Compression::of_media_type(&l.media_type)
-                        == Some(offpack_bundle::Compression::Zstd)
-                })
-                .map(|(blob, l)| (blob.digest.clone(), l.diff_size))
-                .collect(),
-            names,
-        });
+        let unzstd: HashMap<Digest, u64> = image
+            .registry
+            .iter()
+            .flat_map(|r| image.layers.iter().zip(&r.layers))
+            .filter(|(_, l)| {
+                offpack_bundle::Compression::of_media_type(&l.media_type)
+                    == Some(offpack_bundle::Compression::Zstd)
+            })
+            .map(|(blob, l)| (blob.digest.clone(), l.diff_size))
+            .collect();
+        // What the stream carries of each blob: a zstd layer goes decompressed.
         decision.load_blobs.push((
             label.clone(),
             std::iter::once(&image.config)
                 .chain(image.layers.iter())
-                .map(|b| (b.digest.clone(), b.size))
+                .map(|b| (b.digest.clone(), *unzstd.get(&b.digest).unwrap_or(&b.size)))
                 .collect(),
         ));
+        decision.to_load.push(LoadImage {
+            config: image.config.digest.clone(),
+            layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
+            diff_ids: image.diff_ids(),
+            unzstd,
+            names,
+        });
         decision.loaded.push(label);
     }
     Ok(decision)
@@ -168,13 +170,17 @@ pub fn check_delta_base(
 /// engine holds.
 pub fn stream_bytes(manifest: &Manifest, to_load: &[LoadImage], omit: &HashSet<Digest>) -> u64 {
     let mut unique: BTreeSet<Digest> = omit.iter().cloned().collect();
+    let unzstd: HashMap<&Digest, u64> = to_load
+        .iter()
+        .flat_map(|l| l.unzstd.iter().map(|(d, size)| (d, *size)))
+        .collect();
     manifest
         .images
         .iter()
         .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
         .flat_map(|i| std::iter::once(&i.config).chain(i.layers.iter()))
         .filter(|b| unique.insert(b.digest.clone()))
-        .map(|b| b.size)
+        .map(|b| unzstd.get(&b.digest).copied().unwrap_or(b.size))
         .sum()
 }
 
