@@ -425,6 +425,75 @@ fn project_files(project: &offpack_compose::Project) -> Result<Vec<offpack_bundl
 mod tests {
     use super::*;
 
+    /// A registry-form image of manifest `m`, named `refs`, from index `index` when given.
+    fn registry_image(m: &str, refs: &[&str], index: Option<&str>) -> offpack_bundle::Image {
+        let d = |s: &str| Digest::of_bytes(s.as_bytes());
+        let mut repo_digests = vec![format!("r.example/app@{}", d(m))];
+        let index = index.map(|i| {
+            repo_digests.push(format!("r.example/app@{}", d(i)));
+            offpack_bundle::RegistryIndex {
+                digest: d(i),
+                size: 1,
+                media_type: offpack_bundle::MEDIA_OCI_INDEX.into(),
+            }
+        });
+        offpack_bundle::Image {
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+            id: d("config"),
+            platform: "linux/amd64".into(),
+            config: offpack_bundle::BlobRef {
+                digest: d("config"),
+                size: 1,
+            },
+            layers: Vec::new(),
+            oci_manifest: Some(offpack_bundle::BlobRef {
+                digest: d(m),
+                size: 1,
+            }),
+            registry: Some(offpack_bundle::RegistryImage {
+                media_type: offpack_bundle::MEDIA_DOCKER_MANIFEST.into(),
+                repo_digests,
+                layers: Vec::new(),
+                index,
+            }),
+        }
+    }
+
+    #[test]
+    fn one_manifest_named_by_a_tag_and_through_an_index_is_one_image_with_both_names() {
+        let web: BTreeSet<String> = ["web".to_string()].into();
+        let multi: BTreeSet<String> = ["multi".to_string()].into();
+        let mut manifest = Manifest::new("test", "p");
+        add_registry_images(
+            &mut manifest,
+            vec![
+                (vec![registry_image("m1", &["r.example/app:1"], None)], &web),
+                (
+                    vec![registry_image("m1", &["r.example/app:multi"], Some("idx"))],
+                    &multi,
+                ),
+            ],
+        );
+        assert_eq!(manifest.images.len(), 1);
+        let image = &manifest.images[0];
+        assert_eq!(image.refs, ["r.example/app:1", "r.example/app:multi"]);
+        let registry = image.registry.as_ref().unwrap();
+        assert!(
+            registry.index.is_some(),
+            "the index of the second name is kept"
+        );
+        assert_eq!(registry.repo_digests.len(), 2, "{registry:?}");
+        manifest.validate().unwrap();
+        for service in ["web", "multi"] {
+            assert!(
+                manifest.rebuild.services[service]
+                    .images
+                    .contains(&image.id)
+            );
+        }
+        assert_eq!(manifest.platforms, ["linux/amd64"]);
+    }
+
     #[test]
     fn export_progress_follows_the_engines_layers() {
         let d = |s: &str| Digest::of_bytes(s.as_bytes()).to_string();
