@@ -259,8 +259,16 @@ fn fetch_manifest(
     }
     let manifest_digest: Digest = manifest.digest.parse()?;
     writer.add_blob_bytes(&manifest.bytes)?;
-    let os = config_json["os"].as_str().unwrap_or("linux");
-    let arch = config_json["architecture"].as_str().unwrap_or(platform);
+    // The config says what the image is; the platform asked for fills what it leaves out.
+    let mut asked = platform.split('/');
+    let os = config_json["os"]
+        .as_str()
+        .or(asked.next())
+        .unwrap_or("linux");
+    let arch = config_json["architecture"]
+        .as_str()
+        .or(asked.next())
+        .unwrap_or("amd64");
     let image_platform = match config_json["variant"].as_str() {
         Some(v) => format!("{os}/{arch}/{v}"),
         None => format!("{os}/{arch}"),
