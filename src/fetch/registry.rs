@@ -310,9 +310,11 @@ fn pick_platform(index: &Value, platform: &str) -> Option<String> {
     let (os, arch, variant) = (want.next()?, want.next()?, want.next());
     index["manifests"].as_array()?.iter().find_map(|m| {
         let p = &m["platform"];
+        // arm64's variant is v8 when an index leaves it out (containerd's platform matching).
+        let listed = p["variant"].as_str().or((arch == "arm64").then_some("v8"));
         let matches = p["os"].as_str() == Some(os)
             && p["architecture"].as_str() == Some(arch)
-            && variant.is_none_or(|v| p["variant"].as_str() == Some(v));
+            && variant.is_none_or(|v| listed == Some(v));
         matches
             .then(|| m["digest"].as_str().map(str::to_string))
             .flatten()
@@ -369,6 +371,13 @@ mod tests {
         assert_eq!(pick_platform(&index, "linux/arm64").unwrap(), "sha256:b");
         assert_eq!(pick_platform(&index, "linux/arm64/v8").unwrap(), "sha256:b");
         assert_eq!(pick_platform(&index, "linux/arm64/v7"), None);
+        let no_variant = json!({"manifests": [
+            {"digest": "sha256:c", "platform": {"os": "linux", "architecture": "arm64"}},
+        ]});
+        assert_eq!(
+            pick_platform(&no_variant, "linux/arm64/v8").unwrap(),
+            "sha256:c"
+        );
         assert_eq!(pick_platform(&index, "windows/amd64"), None);
         assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
