@@ -649,3 +649,56 @@ fn a_delta_bundle_loads_once_containerd_has_its_base() {
     assert_eq!(loaded["containerd"]["layers_present"], 1, "{loaded}");
     assert_eq!(loaded["containerd"]["layers_unpacked"], 1, "{loaded}");
 }
+
+/// Format 1.4: an image in its registry form (a gzip and a zstd layer, the registry's Docker
+/// manifest) goes into containerd with its blobs as carried, unpacked by its diff IDs, and named
+/// by its repository digest too, so that a digest-pinned reference finds it.
+#[test]
+fn a_registry_form_image_is_unpacked_by_its_diff_ids_and_named_by_its_digest() {
+    use offpack_bundle::testkit::{add_registry_image, gzip_then_zstd, layer_tar};
+    use offpack_bundle::{BundleWriter, Manifest, WriteOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("r.offpack");
+    let mut w = BundleWriter::create(&bundle, WriteOptions::default()).unwrap();
+    let a = layer_tar("a.txt", b"gzip layer\n");
+    let b = layer_tar("b.txt", b"zstd layer\n");
+    let repo = format!(
+        "registry.example/offpack-test-ctd-{}/app",
+        std::process::id()
+    );
+    let image = add_registry_image(
+        &mut w,
+        &repo,
+        "1",
+        &gzip_then_zstd(&a, &b),
+        &["linux/amd64"],
+        None,
+    )
+    .unwrap();
+    let manifest = image.oci_manifest.clone().unwrap().digest.to_string();
+    let diff_ids: Vec<String> = image.diff_ids().iter().map(|d| d.to_string()).collect();
+    let mut m = Manifest::new("test", "r");
+    m.images.push(image);
+    w.finish(m).unwrap();
+    let containerd = Containerd::start();
+
+    let loaded = report(&load(dir.path(), &containerd, &[], &bundle));
+    assert_eq!(loaded["containerd"]["layers_unpacked"], 2, "{loaded}");
+    let images = containerd.ctr_text(&["images", "ls"]);
+    for name in [format!("{repo}:1"), format!("{repo}@{manifest}")] {
+        let line = images
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no image {name} in:\n{images}"));
+        assert!(line.contains(&manifest), "{line}");
+    }
+    let check = containerd.ctr_text(&["images", "check"]);
+    assert!(
+        check
+            .lines()
+            .any(|l| l.starts_with(&format!("{repo}:1")) && l.trim_end().ends_with("true")),
+        "{check}"
+    );
+    let snapshots = containerd.ctr_text(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert!(snapshots.contains(&chain_id(&diff_ids)), "{snapshots}");
+}

@@ -95,6 +95,7 @@ fn write_bundle(
             },
             layers,
             oci_manifest: None,
+            registry: None,
         });
         ids.push(config_digest);
     }

@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use common::*;
 use serde_json::Value;
 
-const USER: &str = "offpack";
 const PASSWORD: &str = "offpack-test";
 const TLS_CA: &str = "/var/lib/offpack-test/registry-5002/ca.crt";
 
@@ -91,19 +90,6 @@ fn pushed_name(report: &Value) -> String {
         .as_str()
         .expect("a pushed name")
         .to_string()
-}
-
-/// A Docker config dir holding `password` for `registry`.
-fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
-    use base64::Engine as _;
-    let dir = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
-    std::fs::write(
-        dir.path().join("config.json"),
-        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    dir
 }
 
 fn unique(what: &str) -> String {

@@ -178,6 +178,18 @@ pub struct BundleArgs {
     /// adds them on the far side.
     #[arg(long, value_name = "REQUEST", conflicts_with_all = ["packages", "have", "build", "no_build", "no_proof"])]
     pub packages_for: Option<PathBuf>,
+    /// Take the images services run from their registries, not from the engine: the registry's
+    /// manifests, index and compressed layers are carried byte for byte, so repository digests
+    /// (and `x@sha256:…` references) stay valid behind the gap. Images builds use, and built
+    /// images, still come from the engine. Credentials come from the Docker config.
+    #[arg(long, conflicts_with = "have")]
+    pub from_registry: bool,
+    /// With --from-registry: trust the CA certificates of this PEM file for the registries.
+    #[arg(long, value_name = "PEM", requires = "from_registry")]
+    pub registry_ca_file: Option<PathBuf>,
+    /// With --from-registry: speak plain HTTP to this registry (HOST[:PORT]; repeatable).
+    #[arg(long, value_name = "HOST", requires = "from_registry")]
+    pub insecure_registry: Vec<String>,
 }
 
 impl BundleArgs {
@@ -197,6 +209,12 @@ impl BundleArgs {
             builder: self.builder,
             no_proof: self.no_proof,
             packages: self.packages.clone(),
+            from_registry: self
+                .from_registry
+                .then(|| crate::fetch::registry::RegistryAccess {
+                    ca_file: self.registry_ca_file.clone(),
+                    insecure: self.insecure_registry.iter().cloned().collect(),
+                }),
         }
     }
 }

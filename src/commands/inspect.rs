@@ -34,6 +34,20 @@ pub fn run(args: InspectArgs, output: Output) -> Result<ExitCode> {
                 human_bytes(size),
                 refs.join(", ")
             );
+            // Format 1.4: the registry's digests, which the bundle keeps valid.
+            if let Some(registry) = &image.registry {
+                let digests: Vec<_> = registry
+                    .repo_digests
+                    .iter()
+                    .map(|d| escape_controls(d))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  {:<23}  as its registry has it: {}",
+                    "",
+                    digests.join(", ")
+                );
+            }
         }
         write_packages(&mut s, &manifest.packages);
         s

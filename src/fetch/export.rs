@@ -41,6 +41,7 @@ impl ExportedImage {
             config: blob(&self.config),
             layers: self.layers.iter().map(blob).collect(),
             oci_manifest: None,
+            registry: None,
         }
     }
 }

@@ -4,3 +4,4 @@ pub mod cache;
 pub mod export;
 pub mod npm;
 pub mod pip;
+pub mod registry;

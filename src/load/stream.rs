@@ -9,7 +9,16 @@ use serde::Serialize;
 #[derive(Debug, Clone)]
 pub struct LoadImage {
     pub config: Digest,
+    /// The layer blobs sent: uncompressed tars, or for an image in its registry form (format 1.4)
+    /// the registry's gzip blobs, which `docker load` decompresses itself and checks against the
+    /// diff IDs (measured on Docker 20.10.24), and zstd blobs, which it does not read: those are
+    /// in `unzstd`.
     pub layers: Vec<Digest>,
+    /// zstd layer blobs sent decompressed, with their decompressed sizes (the tar header comes
+    /// before the data).
+    pub unzstd: std::collections::HashMap<Digest, u64>,
+    /// The config's diff IDs, one per layer: what the engine's layer chains are made of.
+    pub diff_ids: Vec<Digest>,
     /// `repo:tag` names offpack gives the image once the engine has loaded it. The stream itself
     /// names no image: a load whose client was killed goes on in the engine, and would name its
     /// images after a later load had named others.
@@ -54,20 +63,28 @@ pub fn write_load_stream(
             if !written.insert(digest) {
                 continue;
             }
-            let size = bundle
+            let stored = bundle
                 .index()
                 .entries
                 .iter()
                 .find(|e| e.digest.as_ref() == Some(digest))
                 .map(|e| e.size)
                 .with_context(|| format!("the bundle's index has no blob {digest}"))?;
+            let unzstd = image.unzstd.get(digest).copied();
+            let size = unzstd.unwrap_or(stored);
             let mut header = tar::Header::new_ustar();
             header.set_size(size);
             header.set_mode(0o644);
             header.set_entry_type(tar::EntryType::Regular);
             on_blob(digest, 0, size);
+            let blob = bundle.blob(digest)?;
+            let inner: Box<dyn std::io::Read> = match unzstd {
+                Some(_) => offpack_bundle::zstd_layer_reader(blob)
+                    .with_context(|| format!("decompressing layer {digest}"))?,
+                None => Box::new(blob),
+            };
             let reader = Counting {
-                inner: bundle.blob(digest)?,
+                inner,
                 passed: 0,
                 reported: 0,
                 report: &mut |passed| on_blob(digest, passed, size),
@@ -165,6 +182,8 @@ mod tests {
             .map(|i| LoadImage {
                 config: i.config.digest.clone(),
                 layers: i.layers.iter().map(|l| l.digest.clone()).collect(),
+                diff_ids: i.diff_ids(),
+                unzstd: Default::default(),
                 names: i.refs.clone(),
             })
             .collect();

@@ -234,3 +234,17 @@ pub fn damage_largest_entry(bundle: &Path) -> serde_json::Value {
     std::fs::write(bundle, &bytes).expect("write bundle");
     largest
 }
+
+/// A Docker config directory holding the login `offpack:<password>` for `registry` (the user of
+/// test-env's htpasswd registries on 5001 and 5002), for `DOCKER_CONFIG`.
+pub fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("offpack:{password}"));
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    dir
+}

@@ -308,6 +308,16 @@ fn main() -> Result<()> {
 
     let plain = zstd::encode_all(&b"not a bundle"[..], 3)?;
     v.write("not-a-bundle", &plain, "not-a-bundle")?;
+
+    // Format 1.4: an image in its registry form (gzip and zstd layers, a Docker manifest from a
+    // two-platform index, one platform carried), and one whose zstd layer is not its diff ID.
+    write_registry_sample(&v.path("ok-registry-form"), None)?;
+    v.expect("ok-registry-form", "ok")?;
+    write_registry_sample(
+        &v.path("registry-bad-diff-id"),
+        Some(Digest::of_bytes(b"another layer")),
+    )?;
+    v.expect("registry-bad-diff-id", "bad-layer")?;
     println!("vectors written to {}", dir.display());
     Ok(())
 }
@@ -481,19 +491,41 @@ fn write_sample_with(
                 },
             ],
             oci_manifest: None,
+            registry: None,
         });
     }
     w.finish(manifest)?;
     Ok(())
 }
 
+/// [`testkit::add_registry_image`] with two layers; `second_diff_id` replaces the second's.
+fn write_registry_sample(path: &Path, second_diff_id: Option<Digest>) -> Result<()> {
+    let opts = WriteOptions {
+        level: 3,
+        threads: 1,
+        ..WriteOptions::default()
+    };
+    let mut w = BundleWriter::create(path, opts)?;
+    let layer1 = layer_tar("app/main.py", b"print('hello')\n")?;
+    let layer2 = layer_tar("etc/motd", b"offline\n")?;
+    let layers = testkit::gzip_then_zstd(&layer1, &layer2);
+    let diff_ids = second_diff_id.map(|d| vec![Digest::of_bytes(&layer1), d]);
+    let image = testkit::add_registry_image(
+        &mut w,
+        "registry.example/team/app",
+        "1.0",
+        &layers,
+        &["linux/amd64", "linux/arm64"],
+        diff_ids,
+    )?;
+    let mut manifest = Manifest::new("0.1.0", "shop");
+    manifest.created = "2026-01-01T00:00:00Z".into();
+    manifest.platforms = vec!["linux/amd64".into()];
+    manifest.images.push(image);
+    w.finish(manifest)?;
+    Ok(())
+}
+
 fn layer_tar(name: &str, content: &[u8]) -> Result<Vec<u8>> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_size(content.len() as u64);
-    h.set_mode(0o644);
-    h.set_mtime(0);
-    h.set_cksum();
-    b.append_data(&mut h, name, content)?;
-    Ok(b.into_inner()?)
+    Ok(testkit::layer_tar(name, content))
 }

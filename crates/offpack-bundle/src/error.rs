@@ -215,6 +215,22 @@ pub enum BundleError {
     /// offpack.json, index.json, manifest.json or an OCI manifest/config is invalid or inconsistent.
     #[error("{}; the bundle is corrupt or was written by a broken offpack, recreate it", crate::escape_controls(.0))]
     BadManifest(String),
+    /// A registry-form layer (format 1.4) does not decompress to the diff ID the image's config
+    /// gives it.
+    #[error(
+        "image {}: layer {layer} (blob {blob}): {detail}; the bundle is corrupt or the registry served a broken image, recreate it",
+        crate::escape_controls(image)
+    )]
+    BadLayer {
+        /// The image, for messages.
+        image: String,
+        /// 1-based position of the layer in the image.
+        layer: usize,
+        /// The layer's blob.
+        blob: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// offpack.json names a blob that is not in the bundle.
     #[error(
         "{} names blob {digest}, which is not in the bundle; the bundle is incomplete, recreate it",
@@ -381,6 +397,7 @@ impl BundleError {
             BundleError::UnknownEntry { .. } => "unknown-entry",
             BundleError::BadManifest(_) => "bad-manifest",
             BundleError::MissingBlob { .. } => "missing-blob",
+            BundleError::BadLayer { .. } => "bad-layer",
             BundleError::UnsupportedVersion { .. } => "unsupported-version",
             BundleError::SidecarMismatch { .. } => "sidecar-mismatch",
             BundleError::BadSidecar { .. } => "bad-sidecar",

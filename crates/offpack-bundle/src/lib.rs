@@ -7,7 +7,9 @@
 //! [`verify_with_key`], [`generate_keypair`]). Format 1.2 adds the builder and the build-inputs digest of
 //! each built service ([`RebuildService::builder`], [`RebuildService::inputs`]). Format 1.3 specifies
 //! language packages ([`Manifest::packages`], [`Package`]): wheels and npm tarballs stored as blobs, a
-//! bundle of packages alone (no image) included.
+//! bundle of packages alone (no image) included. Format 1.4 adds the registry form of an image
+//! ([`Image::registry`], [`RegistryImage`]): the registry's manifest, index and compressed layer
+//! blobs kept byte for byte, so that repository digests stay valid.
 //!
 //! ```
 //! use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Image, Manifest, WriteOptions, verify};
@@ -28,6 +30,7 @@
 //!     config: BlobRef { digest: config_digest, size: config.len() as u64 },
 //!     layers: vec![BlobRef { digest: layer_digest.clone(), size: layer.len() as u64 }],
 //!     oci_manifest: None, // filled in by finish()
+//!     registry: None,     // an image from an engine: uncompressed layers
 //! });
 //! let written = writer.finish(manifest)?; // also writes shop.offpack.sha256
 //!
@@ -52,6 +55,7 @@ mod loadcheck;
 mod manifest;
 mod output;
 mod reader;
+mod registry;
 mod sign;
 mod source;
 mod target;
@@ -73,6 +77,10 @@ pub use manifest::{
     check_package_filename, rfc3339_from_unix, rfc3339_utc_now,
 };
 pub use reader::BundleReader;
+pub use registry::{
+    Compression, DiffHasher, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX,
+    MEDIA_OCI_MANIFEST, RegistryImage, RegistryIndex, RegistryLayer, zstd_layer_reader,
+};
 pub use sign::{IndexSignature, SigningKey, VerifyingKey, generate_keypair};
 pub use source::bundle_len;
 pub use target::{OutputRole, TargetLock, check_target_name, existing_outputs, is_offpack_output};

@@ -105,7 +105,14 @@ fn open_checked(path: &Path, key: Option<&VerifyingKey>) -> Result<CheckedBundle
     let mut retained: HashMap<Digest, Vec<u8>> = HashMap::new();
     let mut retained_total = 0;
     for image in &manifest.images {
-        let small_json = std::iter::once(&image.config).chain(image.oci_manifest.as_ref());
+        let registry_index = image
+            .registry
+            .as_ref()
+            .and_then(|r| r.index.as_ref())
+            .map(|i| i.blob());
+        let small_json = std::iter::once(&image.config)
+            .chain(image.oci_manifest.as_ref())
+            .chain(registry_index.as_ref());
         for blob in small_json {
             if retained.contains_key(&blob.digest) || blob.size > MAX_RETAINED_BLOB {
                 continue;
@@ -126,7 +133,9 @@ fn open_checked(path: &Path, key: Option<&VerifyingKey>) -> Result<CheckedBundle
             }
         }
     }
-    let manifest = check_metadata(&metadata, &blobs, &retained)?;
+    // Diff IDs of compressed layers are not checked here (that needs every layer decompressed):
+    // the engine checks them as it loads.
+    let manifest = check_metadata(&metadata, &blobs, &retained, None)?;
     let signed_by = match &index.signature {
         Some(sig) => Some(crate::sign::check(sig, &index.manifest.digest)?),
         None => None,

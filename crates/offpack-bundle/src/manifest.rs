@@ -8,10 +8,13 @@ use offpack_ref::ImageRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::registry::{
+    MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, RegistryImage, RegistryIndex,
+};
 use crate::{BundleError, Digest};
 
 /// The format version this crate writes.
-pub const FORMAT_VERSION: &str = "1.3";
+pub const FORMAT_VERSION: &str = "1.4";
 /// The major format version this crate reads.
 pub const FORMAT_MAJOR: u32 = 1;
 
@@ -150,9 +153,14 @@ pub struct Image {
     /// Uncompressed layer tars, in order (digests = diff IDs).
     pub layers: Vec<BlobRef>,
     /// The OCI image manifest blob. [`crate::BundleWriter::finish`] writes it and fills this in (any value
-    /// given is replaced); always present in a bundle.
+    /// given is replaced) unless the image has its [`Image::registry`] form, whose manifest is the
+    /// registry's own blob, given here; always present in a bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_manifest: Option<BlobRef>,
+    /// Format 1.4: the image as its registry serves it (spec 5.8). Then `oci_manifest` is the
+    /// registry's manifest and `layers` are its (usually compressed) blobs, whose diff IDs are here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryImage>,
 }
 
 /// A language package stored as a blob (spec 5.7): a Python wheel or sdist, an npm tarball. Several
@@ -315,6 +323,7 @@ impl Manifest {
                     image.config.digest
                 )));
             }
+            image.check_registry_form()?;
             parse_platform(&image.platform).ok_or_else(|| {
                 BundleError::BadManifest(format!(
                     "offpack.json: image {} has platform `{}`, expected os/arch[/variant]",
@@ -354,7 +363,89 @@ impl Manifest {
     }
 }
 
+impl RegistryIndex {
+    /// The index blob.
+    pub fn blob(&self) -> BlobRef {
+        BlobRef {
+            digest: self.digest.clone(),
+            size: self.size,
+        }
+    }
+}
+
 impl Image {
+    /// The layers' diff IDs (the config's `rootfs.diff_ids`): the layer blobs' digests, or for the
+    /// registry form the digests of what they decompress to.
+    pub fn diff_ids(&self) -> Vec<Digest> {
+        match &self.registry {
+            Some(r) => r.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            None => self.layers.iter().map(|l| l.digest.clone()).collect(),
+        }
+    }
+
+    /// The media type of the manifest `oci_manifest` names.
+    pub fn manifest_media_type(&self) -> &str {
+        self.registry
+            .as_ref()
+            .map_or(OCI_MANIFEST_MEDIA_TYPE, |r| r.media_type.as_str())
+    }
+
+    /// What serde cannot check of the registry form: one entry per layer, known media types, and
+    /// repository digests that name the manifest or the index.
+    fn check_registry_form(&self) -> Result<(), BundleError> {
+        let Some(r) = &self.registry else {
+            return Ok(());
+        };
+        let name = self.display_name();
+        let bad =
+            |why: String| BundleError::BadManifest(format!("offpack.json: image {name}: {why}"));
+        if r.layers.len() != self.layers.len() {
+            return Err(bad(format!(
+                "registry.layers has {} entries for {} layers",
+                r.layers.len(),
+                self.layers.len()
+            )));
+        }
+        if ![OCI_MANIFEST_MEDIA_TYPE, MEDIA_DOCKER_MANIFEST].contains(&r.media_type.as_str()) {
+            return Err(bad(format!(
+                "registry.media_type `{}` is not an image manifest media type",
+                r.media_type
+            )));
+        }
+        if let Some(index) = &r.index {
+            if ![MEDIA_OCI_INDEX, MEDIA_DOCKER_LIST].contains(&index.media_type.as_str()) {
+                return Err(bad(format!(
+                    "registry.index.media_type `{}` is not an index media type",
+                    index.media_type
+                )));
+            }
+        }
+        for (i, l) in r.layers.iter().enumerate() {
+            if crate::registry::Compression::of_media_type(&l.media_type).is_none() {
+                return Err(bad(format!(
+                    "layer {} has media type `{}`, not a layer offpack can load",
+                    i + 1,
+                    l.media_type
+                )));
+            }
+        }
+        let manifest_digest = self.oci_manifest.as_ref().map(|m| &m.digest);
+        for rd in &r.repo_digests {
+            let digest = rd
+                .rsplit_once('@')
+                .and_then(|(_, d)| d.parse::<Digest>().ok());
+            let names_ours = digest.as_ref().is_some_and(|d| {
+                Some(d) == manifest_digest || r.index.as_ref().is_some_and(|i| i.digest == *d)
+            });
+            if !names_ours {
+                return Err(bad(format!(
+                    "repository digest `{rd}` names neither its manifest nor its index"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// A name for messages: the first reference, or the ID.
     pub fn display_name(&self) -> String {
         self.refs
@@ -478,7 +569,7 @@ pub(crate) fn oci_index_value(manifest: &Manifest) -> Value {
             continue;
         };
         let mut base = Map::new();
-        base.insert("mediaType".into(), OCI_MANIFEST_MEDIA_TYPE.into());
+        base.insert("mediaType".into(), image.manifest_media_type().into());
         base.insert("digest".into(), oci.digest.to_string().into());
         base.insert("size".into(), oci.size.into());
         if let Some((os, arch, variant)) = parse_platform(&image.platform) {
@@ -569,6 +660,7 @@ mod tests {
                 digest: digest('e'),
                 size: 30,
             }),
+            registry: None,
         }
     }
 

@@ -28,6 +28,7 @@ pub fn add_image(
         },
         layers,
         oci_manifest: None,
+        registry: None,
     })
 }
 
@@ -171,4 +172,162 @@ fn index_span(bytes: &[u8]) -> Result<(usize, usize), BundleError> {
         u64::from_le_bytes(bytes[len_pos..len_pos + 8].try_into().map_err(|_| bad())?) as usize;
     let start = len_pos.checked_sub(len).ok_or_else(bad)?;
     Ok((start, len_pos))
+}
+
+/// A layer tar holding one file `name` with `content`.
+pub fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(content.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, name, content)
+        .and_then(|()| b.into_inner())
+        .unwrap_or_default()
+}
+
+/// A layer of [`add_registry_image`]: the uncompressed tar and how the registry compressed it.
+pub struct RegistryLayerInput<'a> {
+    /// The uncompressed layer tar.
+    pub tar: &'a [u8],
+    /// How the registry stores it.
+    pub compression: crate::Compression,
+}
+
+/// Two layers as a registry may hold them: `a` gzip-compressed, `b` zstd-compressed.
+pub fn gzip_then_zstd<'a>(a: &'a [u8], b: &'a [u8]) -> [RegistryLayerInput<'a>; 2] {
+    [
+        RegistryLayerInput {
+            tar: a,
+            compression: crate::Compression::Gzip,
+        },
+        RegistryLayerInput {
+            tar: b,
+            compression: crate::Compression::Zstd,
+        },
+    ]
+}
+
+/// Adds an image in its registry form (format 1.4) the way a registry serves it: compressed layer
+/// blobs, a config, a Docker schema 2 manifest and, with `platforms` of more than one entry, an
+/// OCI index listing one manifest per platform (every manifest names the same config and layers;
+/// only the first is carried, as with `--platform` choosing one). `diff_ids`, when given, replaces
+/// the config's diff IDs (to make a broken image).
+pub fn add_registry_image(
+    w: &mut BundleWriter,
+    repository: &str,
+    tag: &str,
+    layers: &[RegistryLayerInput<'_>],
+    platforms: &[&str],
+    diff_ids: Option<Vec<Digest>>,
+) -> Result<Image, BundleError> {
+    use std::io::Write as _;
+    let mut blobs = Vec::new();
+    let mut registry_layers = Vec::new();
+    for layer in layers {
+        let (bytes, media_type) = match layer.compression {
+            crate::Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(layer.tar)
+                    .map_err(|e| BundleError::io("gzip", e))?;
+                let bytes = e.finish().map_err(|e| BundleError::io("gzip", e))?;
+                (bytes, "application/vnd.docker.image.rootfs.diff.tar.gzip")
+            }
+            crate::Compression::Zstd => (
+                zstd::encode_all(layer.tar, 3).map_err(|e| BundleError::io("zstd", e))?,
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            crate::Compression::None => {
+                (layer.tar.to_vec(), "application/vnd.oci.image.layer.v1.tar")
+            }
+        };
+        let digest = w.add_blob_bytes(&bytes)?;
+        blobs.push(BlobRef {
+            digest,
+            size: bytes.len() as u64,
+        });
+        registry_layers.push(crate::RegistryLayer {
+            media_type: media_type.into(),
+            diff_id: Digest::of_bytes(layer.tar),
+            diff_size: layer.tar.len() as u64,
+        });
+    }
+    let diff_ids =
+        diff_ids.unwrap_or_else(|| registry_layers.iter().map(|l| l.diff_id.clone()).collect());
+    for (l, d) in registry_layers.iter_mut().zip(&diff_ids) {
+        l.diff_id = d.clone();
+    }
+    let (os, arch) = platforms[0].split_once('/').unwrap_or(("linux", "amd64"));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": arch, "os": os,
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap_or_default();
+    let config_digest = w.add_blob_bytes(&config)?;
+    let layer_descriptors: Vec<serde_json::Value> = blobs
+        .iter()
+        .zip(&registry_layers)
+        .map(|(b, l)| serde_json::json!({"mediaType": l.media_type, "size": b.size, "digest": b.digest}))
+        .collect();
+    let manifest_for = |platform: &str| {
+        // The platform only tells the manifests apart (as two builds of one image would).
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": crate::MEDIA_DOCKER_MANIFEST,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": config.len(), "digest": config_digest},
+            "layers": layer_descriptors,
+            "annotations": {"dev.offpack.test.platform": platform},
+        }))
+        .unwrap_or_default()
+    };
+    let manifest = manifest_for(platforms[0]);
+    let manifest_digest = w.add_blob_bytes(&manifest)?;
+    let mut repo_digests = vec![format!("{repository}@{manifest_digest}")];
+    let index = if platforms.len() > 1 {
+        let descriptors: Vec<serde_json::Value> = platforms
+            .iter()
+            .map(|p| {
+                let m = manifest_for(p);
+                let (os, arch) = p.split_once('/').unwrap_or(("linux", "amd64"));
+                serde_json::json!({"mediaType": crate::MEDIA_DOCKER_MANIFEST, "size": m.len(),
+                    "digest": Digest::of_bytes(&m), "platform": {"architecture": arch, "os": os}})
+            })
+            .collect();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": crate::MEDIA_OCI_INDEX, "manifests": descriptors,
+        }))
+        .unwrap_or_default();
+        let digest = w.add_blob_bytes(&index)?;
+        repo_digests.push(format!("{repository}@{digest}"));
+        Some(crate::RegistryIndex {
+            digest,
+            size: index.len() as u64,
+            media_type: crate::MEDIA_OCI_INDEX.into(),
+        })
+    } else {
+        None
+    };
+    Ok(Image {
+        refs: vec![format!("{repository}:{tag}")],
+        id: config_digest.clone(),
+        platform: platforms[0].into(),
+        config: BlobRef {
+            digest: config_digest,
+            size: config.len() as u64,
+        },
+        layers: blobs,
+        oci_manifest: Some(BlobRef {
+            digest: manifest_digest,
+            size: manifest.len() as u64,
+        }),
+        registry: Some(crate::RegistryImage {
+            media_type: crate::MEDIA_DOCKER_MANIFEST.into(),
+            repo_digests,
+            layers: registry_layers,
+            index,
+        }),
+    })
 }

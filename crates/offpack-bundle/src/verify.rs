@@ -13,6 +13,7 @@ use crate::hashpipe::HashPipe;
 use crate::index::{EntryName, Index};
 use crate::manifest::{self, BlobRef};
 use crate::reader::MAX_METADATA_LEN;
+use crate::registry::{Compression, Decompressed, DiffHasher, RegistryImage};
 use crate::sign::VerifyingKey;
 use crate::source::{SeqReader, Source};
 use crate::tarhdr::{self, BLOCK, EntryType};
@@ -253,6 +254,7 @@ fn walk_source(
         blobs: HashMap::new(),
         retained: HashMap::new(),
         retained_total: 0,
+        decompressed: HashMap::new(),
         metadata: HashMap::new(),
         previous: None,
         phase: Phase::Start,
@@ -416,6 +418,9 @@ fn referenced_blobs(m: &Manifest) -> HashSet<Digest> {
         if let Some(o) = &image.oci_manifest {
             set.insert(o.digest.clone());
         }
+        if let Some(i) = image.registry.as_ref().and_then(|r| r.index.as_ref()) {
+            set.insert(i.digest.clone());
+        }
     }
     set.extend(m.packages.iter().map(|p| p.digest.clone()));
     set
@@ -429,6 +434,9 @@ struct WalkState<'a> {
     blobs: HashMap<Digest, u64>,
     retained: HashMap<Digest, Vec<u8>>,
     retained_total: u64,
+    /// What each blob that starts like gzip or zstd decompresses to: the diff IDs of registry-form
+    /// layers are checked against it (spec 5.8).
+    decompressed: HashMap<Digest, Decompressed>,
     metadata: HashMap<&'static str, Vec<u8>>,
     /// (index position, first frame offset) of the previous regular entry, to check its compressed length.
     previous: Option<(usize, u64)>,
@@ -512,6 +520,7 @@ impl WalkState<'_> {
                 }
             };
             let mut kept = Vec::new();
+            let mut diff = matches!(name, EntryName::Blob(_)).then(DiffHasher::sniffing);
             if let Some(s) = sink.as_deref_mut() {
                 s.begin(&entry)?;
             }
@@ -523,6 +532,12 @@ impl WalkState<'_> {
                     return Err(fs.ended_early(&entry));
                 }
                 self.pipe.update(&buf[..n])?;
+                if let Some(d) = &mut diff {
+                    d.update(&buf[..n]);
+                    if d.is_plain() {
+                        diff = None;
+                    }
+                }
                 if retain {
                     kept.extend_from_slice(&buf[..n]);
                 }
@@ -579,6 +594,9 @@ impl WalkState<'_> {
                     {
                         self.retained_total += h.size;
                         self.retained.insert(d.clone(), kept);
+                    }
+                    if let Some(diff) = diff {
+                        self.decompressed.insert(d.clone(), diff.finish());
                     }
                     self.blobs.insert(d, h.size);
                 }
@@ -720,17 +738,24 @@ impl WalkState<'_> {
     }
 
     fn check_metadata(&self) -> Result<Manifest, BundleError> {
-        check_metadata(&self.metadata, &self.blobs, &self.retained)
+        check_metadata(
+            &self.metadata,
+            &self.blobs,
+            &self.retained,
+            Some(&self.decompressed),
+        )
     }
 }
 
 /// Cross-checks offpack.json, index.json, manifest.json, oci-layout and the retained OCI manifests and
 /// configs (`metadata`: those entries' data by name; `blobs`: every blob's size; `retained`: the data of
-/// small JSON blobs).
+/// small JSON blobs; `decompressed`: what compressed blobs decompress to, when they were read,
+/// to check registry-form layers against their diff IDs).
 pub(crate) fn check_metadata(
     metadata: &HashMap<&'static str, Vec<u8>>,
     blobs: &HashMap<Digest, u64>,
     retained: &HashMap<Digest, Vec<u8>>,
+    decompressed: Option<&HashMap<Digest, Decompressed>>,
 ) -> Result<Manifest, BundleError> {
     let get = |name: &str| {
         metadata
@@ -785,12 +810,40 @@ pub(crate) fn check_metadata(
             retained_json(retained, &oci.digest, &name)?,
             "an OCI manifest",
         )?;
-        let derived: Value = parse_json(&manifest::oci_manifest_json(image), "an OCI manifest")?;
-        if stored != derived {
-            return Err(bad(format!(
-                "the OCI manifest of image {name} ({}) does not list the config and layers offpack.json lists",
-                oci.digest
-            )));
+        match &image.registry {
+            None => {
+                let derived: Value =
+                    parse_json(&manifest::oci_manifest_json(image), "an OCI manifest")?;
+                if stored != derived {
+                    return Err(bad(format!(
+                        "the OCI manifest of image {name} ({}) does not list the config and layers offpack.json lists",
+                        oci.digest
+                    )));
+                }
+            }
+            Some(registry) => {
+                check_registry_manifest(image, registry, &stored)?;
+                if let Some(index) = &registry.index {
+                    check_blob(
+                        &index.blob(),
+                        &format!("the registry index of image {name}"),
+                    )?;
+                    let index_json: Value = parse_json(
+                        retained_json(retained, &index.digest, &name)?,
+                        "an image index",
+                    )?;
+                    let listed = crate::registry::index_manifest_digests(&index_json);
+                    if !listed.contains(&oci.digest.to_string().as_str()) {
+                        return Err(bad(format!(
+                            "image {name}: its registry index {} does not list its manifest {}",
+                            index.digest, oci.digest
+                        )));
+                    }
+                }
+                if let Some(decompressed) = decompressed {
+                    check_diff_ids(image, registry, blobs, decompressed)?;
+                }
+            }
         }
         let config: Value = parse_json(
             retained_json(retained, &image.config.digest, &name)?,
@@ -801,7 +854,7 @@ pub(crate) fn check_metadata(
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let layers: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
+        let layers: Vec<String> = image.diff_ids().iter().map(Digest::to_string).collect();
         if diff_ids != layers {
             return Err(bad(format!(
                 "image {name}: its config's rootfs.diff_ids ({}) differ from the layers in offpack.json ({})",
@@ -830,6 +883,129 @@ pub(crate) fn check_metadata(
         ));
     }
     Ok(manifest)
+}
+
+/// The registry's manifest of a registry-form image lists exactly its config and layer blobs,
+/// with the media types offpack.json gives.
+fn check_registry_manifest(
+    image: &crate::Image,
+    registry: &RegistryImage,
+    stored: &Value,
+) -> Result<(), BundleError> {
+    let name = image.display_name();
+    let bad = |why: String| {
+        BundleError::BadManifest(format!("image {name}: its registry manifest {why}"))
+    };
+    if let Some(media_type) = stored.get("mediaType").and_then(Value::as_str) {
+        if media_type != registry.media_type {
+            return Err(bad(format!(
+                "has media type `{media_type}`, offpack.json says `{}`",
+                registry.media_type
+            )));
+        }
+    }
+    let descriptor = |v: &Value| {
+        (
+            v.get("digest").and_then(Value::as_str).map(str::to_owned),
+            v.get("size").and_then(Value::as_u64),
+            v.get("mediaType")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        )
+    };
+    let (config_digest, config_size, _) = descriptor(&stored["config"]);
+    if config_digest.as_deref() != Some(image.config.digest.to_string().as_str())
+        || config_size != Some(image.config.size)
+    {
+        return Err(bad(format!(
+            "names config {}, offpack.json {}",
+            config_digest.unwrap_or_default(),
+            image.config.digest
+        )));
+    }
+    let layers = stored
+        .get("layers")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    if layers.len() != image.layers.len() {
+        return Err(bad(format!(
+            "lists {} layers, offpack.json {}",
+            layers.len(),
+            image.layers.len()
+        )));
+    }
+    for (i, ((stored, blob), ours)) in layers
+        .iter()
+        .zip(&image.layers)
+        .zip(&registry.layers)
+        .enumerate()
+    {
+        let expected = (
+            Some(blob.digest.to_string()),
+            Some(blob.size),
+            Some(ours.media_type.clone()),
+        );
+        if descriptor(stored) != expected {
+            return Err(bad(format!(
+                "lists layer {} as {stored}, offpack.json as {} ({} bytes, {})",
+                i + 1,
+                blob.digest,
+                blob.size,
+                ours.media_type
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Each registry-form layer the bundle carries decompresses to its diff ID and diff size.
+fn check_diff_ids(
+    image: &crate::Image,
+    registry: &RegistryImage,
+    blobs: &HashMap<Digest, u64>,
+    decompressed: &HashMap<Digest, Decompressed>,
+) -> Result<(), BundleError> {
+    for (i, (blob, layer)) in image.layers.iter().zip(&registry.layers).enumerate() {
+        let plain = Compression::of_media_type(&layer.media_type) == Some(Compression::None);
+        let actual = if plain {
+            Ok((blob.digest.clone(), blob.size))
+        } else {
+            match decompressed.get(&blob.digest) {
+                Some(result) => result.clone(),
+                // A delta bundle's absent layer: the far side's engine checks it.
+                None if !blobs.contains_key(&blob.digest) => continue,
+                None => Err("it is neither gzip nor zstd".into()),
+            }
+        };
+        let bad = |detail: String| BundleError::BadLayer {
+            image: image.display_name(),
+            layer: i + 1,
+            blob: blob.digest.to_string(),
+            detail,
+        };
+        match actual {
+            Ok((diff_id, _)) if diff_id != layer.diff_id => {
+                return Err(bad(format!(
+                    "it decompresses to {diff_id}, but the image's config has diff ID {}",
+                    layer.diff_id
+                )));
+            }
+            Ok((_, size)) if size != layer.diff_size => {
+                return Err(bad(format!(
+                    "it decompresses to {size} bytes, offpack.json says {}",
+                    layer.diff_size
+                )));
+            }
+            Ok(_) => {}
+            Err(why) => {
+                return Err(bad(format!(
+                    "it does not decompress as its media type {} says: {why}",
+                    layer.media_type
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn retained_json<'a>(

@@ -257,7 +257,7 @@ impl BundleWriter {
         manifest::check_format_version(&manifest.format_version).map_err(invalid)?;
         manifest.validate().map_err(invalid)?;
         self.check_referenced(&manifest)?;
-        for image in &mut manifest.images {
+        for image in manifest.images.iter_mut().filter(|i| i.registry.is_none()) {
             let json = manifest::oci_manifest_json(image);
             let digest = self.add_blob_bytes(&json)?;
             image.oci_manifest = Some(BlobRef {
@@ -393,6 +393,17 @@ impl BundleWriter {
             check(&image.config, format!("config of image {name}"))?;
             for (i, layer) in image.layers.iter().enumerate() {
                 check(layer, format!("layer {} of image {name}", i + 1))?;
+            }
+            if let Some(registry) = &image.registry {
+                let manifest = image.oci_manifest.as_ref().ok_or_else(|| {
+                    BundleError::InvalidInput(format!(
+                        "the manifest given to finish(): image {name} has a registry form but no oci_manifest (its registry's manifest)"
+                    ))
+                })?;
+                check(manifest, format!("the registry manifest of image {name}"))?;
+                if let Some(index) = &registry.index {
+                    check(&index.blob(), format!("the registry index of image {name}"))?;
+                }
             }
         }
         for p in &manifest.packages {

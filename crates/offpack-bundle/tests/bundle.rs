@@ -202,6 +202,7 @@ fn writer_rejects_bad_input_and_stays_usable() {
             size: data.len() as u64,
         }],
         oci_manifest: None,
+        registry: None,
     });
     let err = w.finish(manifest).unwrap_err();
     assert_eq!(err.kind(), "unwritten-blob");
@@ -554,6 +555,7 @@ fn delta_bundles_leave_out_only_the_listed_layers() {
             },
         ],
         oci_manifest: None,
+        registry: None,
     };
     let config = serde_json::to_vec(&serde_json::json!({
         "rootfs": {"type": "layers", "diff_ids": [da.to_string(), dp.to_string()]}

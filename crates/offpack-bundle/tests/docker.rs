@@ -158,6 +158,7 @@ fn docker_save_streams_into_a_bundle_and_loads_back() {
         config,
         layers,
         oci_manifest: None,
+        registry: None,
     });
     let result = w.finish(m).unwrap();
     let write_time = started.elapsed();

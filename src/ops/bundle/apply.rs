@@ -15,7 +15,7 @@ use super::{
 use crate::engine::Builder;
 use crate::engine::Engine;
 use crate::ops::pull_policy::PullPolicy;
-use crate::plan::{Plan, build_order, familiar_name};
+use crate::plan::{ImageRole, Plan, build_order, familiar_name};
 use crate::rebuild::packages::set_package_files_label;
 use crate::rebuild::{
     Carriers, build_carrier, build_prepared, check_needed_images, image_tags, prepare,
@@ -34,6 +34,9 @@ pub struct Collect {
     pub no_build: bool,
     /// The builder the far side's `rebuild` will use, and so the one `bundle` builds with.
     pub builder: Builder,
+    /// `--from-registry`: images that only services run (no build uses them) are not pulled
+    /// into the engine but recorded in [`BundleContents::from_registry`].
+    pub from_registry: bool,
 }
 
 /// The images `plan` needs, pulled or built as `options` say, and the rebuild metadata. A built
@@ -50,6 +53,24 @@ pub async fn collect_images(
     let mut contents = BundleContents::default();
     let mut proofs = Vec::new();
     for image in &plan.images {
+        if options.from_registry && image.role == ImageRole::Service {
+            // The pin tag is a name for the engine; the registry is asked for the digest.
+            let name = ImageRef::parse(&image.reference)
+                .ok()
+                .and_then(|r| offpack_dockerfile::pin_tag(&r))
+                .unwrap_or_else(|| image.reference.clone());
+            let names = std::iter::once(name)
+                .chain(image.aliases.iter().cloned())
+                .collect();
+            contents.from_registry.push((
+                crate::fetch::registry::Wanted {
+                    reference: image.reference.clone(),
+                    names,
+                },
+                image.used_by.clone(),
+            ));
+            continue;
+        }
         let id = match decide_pull(engine, &image.reference, &image.aliases, options.pull).await? {
             PullDecision::Present(id) => id,
             PullDecision::Pull => pull(engine, &image.reference, reporter).await?,

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -73,7 +75,18 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     };
     let sign = super::signing_key(request)?;
     let engine = Engine::connect().await?;
-    check_platforms(&engine, &request.platforms).await?;
+    // A registry serves every platform; the engine's images (builds) are its own platform.
+    let registry_platforms = match &request.from_registry {
+        Some(_) if request.platforms.is_empty() => {
+            let facts = engine.facts(&[]).await?;
+            vec![format!("{}/{}", facts.os, facts.arch)]
+        }
+        Some(_) => request.platforms.clone(),
+        None => {
+            check_platforms(&engine, &request.platforms).await?;
+            Vec::new()
+        }
+    };
     let builder = choose_builder(&engine, request.builder).await?;
     if builder != assumed {
         plan = make_plan(&project, &Disk, builder)?;
@@ -98,6 +111,7 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
             build: request.build,
             no_build: request.no_build,
             builder,
+            from_registry: request.from_registry.is_some(),
         },
         &package_needs,
         reporter,
@@ -111,7 +125,7 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     } else {
         prove(&engine, &proofs, reporter).await?;
     }
-    if contents.refs.is_empty() {
+    if contents.refs.is_empty() && contents.from_registry.is_empty() {
         bail!(
             "the project {} needs no images: nothing to bundle",
             project.name
@@ -152,51 +166,95 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
     // against the engine's size of the image, an estimate (the layers' contents without their tar
     // framing); the total counts the stream's bytes against an estimate from those sizes (a shared
     // layer once), raised when the bytes pass it and set to the stream's size at its end.
-    reporter.step(&format!(
-        "exporting {} images (the engine prepares the whole export before it sends the first byte)",
-        export_names.len()
-    ));
-    let ledger = export_ledger(&contents.refs, &infos);
-    let estimate = Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0);
-    let label = format!("export {} images", export_names.len());
-    let mut progress = ImageCopy::start(reporter, &label, estimate, ledger, "exported");
-    let stream = engine.export(&export_names);
-    let leave_out_for_copy = leave_out.clone();
-    let mut copy = progress.spawn(move |sink| {
-        let reader = sink.reader(SyncIoBridge::new(StreamReader::new(stream)));
-        let images = copy_export(
-            reader,
-            &mut writer,
-            &leave_out_for_copy,
-            &mut |digest, size| sink.blob_done(digest, size),
-        )?;
-        Ok((writer, images))
-    });
-    let sink = progress.sink();
-    let copied = tokio::select! {
-        copied = &mut copy => copied,
-        never = progress.report() => match never {},
-        _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
-            // Let the copy fail at its next read so that the writer is dropped, which removes
-            // the temporary file, before the process ends.
-            sink.cancel();
-            let _ = copy.await;
-            bail!("interrupted: no bundle was written at {}", request.output.display());
-        }
+    // With --from-registry every image may come from a registry: then the engine exports nothing.
+    let (mut writer, exported, streamed) = if export_names.is_empty() {
+        (writer, Vec::new(), 0)
+    } else {
+        reporter.step(&format!(
+            "exporting {} images (the engine prepares the whole export before it sends the first byte)",
+            export_names.len()
+        ));
+        let ledger = export_ledger(&contents.refs, &infos);
+        let estimate = Some(ledger.unique_estimate()).filter(|&bytes| bytes > 0);
+        let label = format!("export {} images", export_names.len());
+        let mut progress = ImageCopy::start(reporter, &label, estimate, ledger, "exported");
+        let stream = engine.export(&export_names);
+        let leave_out_for_copy = leave_out.clone();
+        let mut copy = progress.spawn(move |sink| {
+            let reader = sink.reader(SyncIoBridge::new(StreamReader::new(stream)));
+            let images = copy_export(
+                reader,
+                &mut writer,
+                &leave_out_for_copy,
+                &mut |digest, size| sink.blob_done(digest, size),
+            )?;
+            Ok((writer, images))
+        });
+        let sink = progress.sink();
+        let copied = tokio::select! {
+            copied = &mut copy => copied,
+            never = progress.report() => match never {},
+            _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
+                // Let the copy fail at its next read so that the writer is dropped, which removes
+                // the temporary file, before the process ends.
+                sink.cancel();
+                let _ = copy.await;
+                bail!("interrupted: no bundle was written at {}", request.output.display());
+            }
+        };
+        let (writer, exported) = copied.context("the export copy stopped")??;
+        let streamed = sink.bytes();
+        progress.finish(streamed);
+        (writer, exported, streamed)
     };
-    let (mut writer, exported) = copied.context("the export copy stopped")??;
-    let streamed = sink.bytes();
-    progress.finish(streamed);
-    let (writer, packages) = tokio::task::spawn_blocking(move || {
+    let (mut writer, packages) = tokio::task::spawn_blocking(move || {
         let packages = add_packages(&mut writer, &fetched)?;
         anyhow::Ok((writer, packages))
     })
     .await
     .context("adding the packages stopped")??;
+    let mut from_registry = Vec::new();
+    let mut known = crate::fetch::registry::Known::new();
+    let cancel = Arc::new(AtomicBool::new(false));
+    for (wanted, used_by) in &contents.from_registry {
+        reporter.step(&format!(
+            "taking {} from its registry ({})",
+            wanted.reference,
+            registry_platforms.join(", ")
+        ));
+        let access = request.from_registry.clone().unwrap_or_default();
+        let (wanted_c, platforms) = (wanted.clone(), registry_platforms.clone());
+        let cancel_c = cancel.clone();
+        let mut fetch = tokio::task::spawn_blocking(move || {
+            let images = crate::fetch::registry::fetch_image(
+                &mut writer,
+                &access,
+                &wanted_c,
+                &platforms,
+                &mut known,
+                &cancel_c,
+            )
+            .with_context(|| format!("taking image {} from its registry", wanted_c.reference));
+            (writer, known, images)
+        });
+        let (w, k, images) = tokio::select! {
+            done = &mut fetch => done.context("taking an image from its registry stopped")?,
+            _ = async { tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} } } => {
+                // The fetch fails at its next read; the writer it hands back is dropped here,
+                // which removes the temporary file.
+                cancel.store(true, Ordering::Relaxed);
+                let _ = fetch.await;
+                bail!("interrupted: no bundle was written at {}", request.output.display());
+            }
+        };
+        (writer, known) = (w, k);
+        from_registry.push((images?, used_by));
+    }
 
     let mut manifest = Manifest::new(env!("CARGO_PKG_VERSION"), &project.name);
     manifest.project.files = project_files(&project)?;
     contents.fill_manifest(&mut manifest, &exported, &infos)?;
+    add_registry_images(&mut manifest, from_registry);
     let package_count = packages.len();
     manifest.packages = packages;
     if let Some(have) = &request.have {
@@ -225,6 +283,70 @@ pub async fn bundle(request: &BundleRequest, reporter: &dyn Reporter) -> Result<
         exported: streamed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Adds the images taken from registries to `manifest`: each service that runs one needs the
+/// image of the first platform (the one named); the platforms are the bundle's.
+fn add_registry_images(
+    manifest: &mut Manifest,
+    fetched: Vec<(Vec<offpack_bundle::Image>, &BTreeSet<String>)>,
+) {
+    let mut platforms: BTreeSet<String> = manifest.platforms.iter().cloned().collect();
+    for (images, used_by) in fetched {
+        if let Some(first) = images.first() {
+            for service in used_by {
+                manifest
+                    .rebuild
+                    .services
+                    .entry(service.clone())
+                    .or_default()
+                    .images
+                    .insert(first.id.clone());
+            }
+        }
+        for image in images {
+            platforms.insert(image.platform.clone());
+            // The same image under another reference (a tag and a digest pin): one entry.
+            match manifest
+                .images
+                .iter_mut()
+                .find(|i| i.id == image.id && i.oci_manifest == image.oci_manifest)
+            {
+                Some(same) => {
+                    for r in image.refs {
+                        if !same.refs.contains(&r) {
+                            same.refs.push(r);
+                        }
+                    }
+                    let registry = same.registry.as_mut().expect("registry images only");
+                    let Some(other) = image.registry else {
+                        continue;
+                    };
+                    if registry.index.is_none() {
+                        registry.index = other.index.clone();
+                    }
+                    // A second index listing the same manifest is not carried: its digest is
+                    // not recorded either.
+                    let ours = |d: &String| {
+                        other.index.is_none()
+                            || registry.index == other.index
+                            || !other
+                                .index
+                                .as_ref()
+                                .is_some_and(|i| d.ends_with(&i.digest.to_string()))
+                    };
+                    for d in other.repo_digests.into_iter().filter(ours) {
+                        if !registry.repo_digests.contains(&d) {
+                            registry.repo_digests.push(d);
+                        }
+                    }
+                }
+                None => manifest.images.push(image),
+            }
+        }
+    }
+    manifest.images.sort_by(|a, b| a.refs.cmp(&b.refs));
+    manifest.platforms = platforms.into_iter().collect();
 }
 
 /// The export's progress per image: its config and layers, as the engine's inspect lists them,
@@ -302,6 +424,75 @@ fn project_files(project: &offpack_compose::Project) -> Result<Vec<offpack_bundl
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A registry-form image of manifest `m`, named `refs`, from index `index` when given.
+    fn registry_image(m: &str, refs: &[&str], index: Option<&str>) -> offpack_bundle::Image {
+        let d = |s: &str| Digest::of_bytes(s.as_bytes());
+        let mut repo_digests = vec![format!("r.example/app@{}", d(m))];
+        let index = index.map(|i| {
+            repo_digests.push(format!("r.example/app@{}", d(i)));
+            offpack_bundle::RegistryIndex {
+                digest: d(i),
+                size: 1,
+                media_type: offpack_bundle::MEDIA_OCI_INDEX.into(),
+            }
+        });
+        offpack_bundle::Image {
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+            id: d("config"),
+            platform: "linux/amd64".into(),
+            config: offpack_bundle::BlobRef {
+                digest: d("config"),
+                size: 1,
+            },
+            layers: Vec::new(),
+            oci_manifest: Some(offpack_bundle::BlobRef {
+                digest: d(m),
+                size: 1,
+            }),
+            registry: Some(offpack_bundle::RegistryImage {
+                media_type: offpack_bundle::MEDIA_DOCKER_MANIFEST.into(),
+                repo_digests,
+                layers: Vec::new(),
+                index,
+            }),
+        }
+    }
+
+    #[test]
+    fn one_manifest_named_by_a_tag_and_through_an_index_is_one_image_with_both_names() {
+        let web: BTreeSet<String> = ["web".to_string()].into();
+        let multi: BTreeSet<String> = ["multi".to_string()].into();
+        let mut manifest = Manifest::new("test", "p");
+        add_registry_images(
+            &mut manifest,
+            vec![
+                (vec![registry_image("m1", &["r.example/app:1"], None)], &web),
+                (
+                    vec![registry_image("m1", &["r.example/app:multi"], Some("idx"))],
+                    &multi,
+                ),
+            ],
+        );
+        assert_eq!(manifest.images.len(), 1);
+        let image = &manifest.images[0];
+        assert_eq!(image.refs, ["r.example/app:1", "r.example/app:multi"]);
+        let registry = image.registry.as_ref().unwrap();
+        assert!(
+            registry.index.is_some(),
+            "the index of the second name is kept"
+        );
+        assert_eq!(registry.repo_digests.len(), 2, "{registry:?}");
+        manifest.validate().unwrap();
+        for service in ["web", "multi"] {
+            assert!(
+                manifest.rebuild.services[service]
+                    .images
+                    .contains(&image.id)
+            );
+        }
+        assert_eq!(manifest.platforms, ["linux/amd64"]);
+    }
 
     #[test]
     fn export_progress_follows_the_engines_layers() {

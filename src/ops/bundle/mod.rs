@@ -54,6 +54,9 @@ pub struct BundleRequest {
     /// `--packages`: requirements and lock files whose packages the bundle carries too, for
     /// changes the far side plans to make.
     pub packages: Vec<PathBuf>,
+    /// `--from-registry`: the images services run come from their registries, in their
+    /// registry form (format 1.4), reached this way.
+    pub from_registry: Option<crate::fetch::registry::RegistryAccess>,
 }
 
 /// What to do about one image the plan names.
@@ -137,6 +140,8 @@ pub struct BundleContents {
     pub meta: Rebuild,
     /// Service → the ID of the image offpack built for it.
     pub built: BTreeMap<String, Digest>,
+    /// `--from-registry`: images to take from their registries, with the services that run them.
+    pub from_registry: Vec<(crate::fetch::registry::Wanted, BTreeSet<String>)>,
 }
 
 impl BundleContents {

@@ -121,23 +121,29 @@ struct ImagePlan {
     names: Vec<String>,
     manifest: Descriptor,
     config: OciDescriptor,
-    /// Layers bottom first; each one's digest is its diff ID (the bundle's layers are
-    /// uncompressed tars).
+    /// Layers bottom first: uncompressed tars, whose digests are their diff IDs, or for an
+    /// image in its registry form (format 1.4) the registry's compressed blobs.
     layers: Vec<OciDescriptor>,
+    /// The layers' diff IDs (the config's `rootfs.diff_ids`), what snapshots are chained by.
+    diff_ids: Vec<Digest>,
     /// `(digest, size, labels)` of every blob the image needs, the manifest last.
     blobs: Vec<(String, u64, HashMap<String, String>)>,
 }
 
 /// The labels containerd's garbage collector follows: from a manifest to its config and
-/// layers, and (as `ctr image import` leaves them) from a layer to its uncompressed digest.
-fn content_labels(manifest: &OciManifest) -> Vec<(String, HashMap<String, String>)> {
+/// layers, and (as `ctr image import` leaves them) from a layer to its uncompressed digest,
+/// `diff_ids` in order.
+fn content_labels(
+    manifest: &OciManifest,
+    diff_ids: &[Digest],
+) -> Vec<(String, HashMap<String, String>)> {
     let mut out = Vec::new();
-    for layer in &manifest.layers {
+    for (layer, diff_id) in manifest.layers.iter().zip(diff_ids) {
         out.push((
             layer.digest.clone(),
             HashMap::from([(
                 "containerd.io/uncompressed".to_string(),
-                layer.digest.clone(),
+                diff_id.to_string(),
             )]),
         ));
     }
@@ -210,9 +216,9 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
             escape_controls(&label)
         )
     })?;
-    let diff_ids: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
+    let blobs: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
     let layer_digests: Vec<&String> = manifest.layers.iter().map(|l| &l.digest).collect();
-    if layer_digests.iter().copied().ne(diff_ids.iter()) {
+    if layer_digests.iter().copied().ne(blobs.iter()) {
         bail!(
             "the OCI manifest {} of image {} lists other layers than offpack.json",
             manifest_ref.digest,
@@ -225,7 +231,8 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
         .chain(std::iter::once(&manifest.config))
         .map(|d| (d.digest.as_str(), d.size))
         .collect();
-    let blobs = content_labels(&manifest)
+    let diff_ids = image.diff_ids();
+    let blobs = content_labels(&manifest, &diff_ids)
         .into_iter()
         .map(|(digest, labels)| {
             if digest.is_empty() {
@@ -236,8 +243,19 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
             }
         })
         .collect();
+    // The registry form carries the registry's manifest: its repository digest is a true name.
+    let mut names = containerd_names(&image.refs)?;
+    let manifest_digest = manifest_ref.digest.to_string();
+    names.extend(
+        image
+            .registry
+            .iter()
+            .flat_map(|r| &r.repo_digests)
+            .filter(|d| d.ends_with(&manifest_digest))
+            .cloned(),
+    );
     Ok(ImagePlan {
-        names: containerd_names(&image.refs)?,
+        names,
         label,
         manifest: Descriptor {
             media_type: manifest.media_type.clone(),
@@ -247,6 +265,7 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
         },
         config: manifest.config.clone(),
         layers: manifest.layers,
+        diff_ids,
         blobs,
     })
 }
@@ -445,15 +464,10 @@ async fn load_leased(
     // Unpacked as containerd's own unpacker does: a snapshot per layer chain, named by its
     // chain ID, each layer applied on its parent's.
     for plan in plans {
-        let diff_ids: Vec<Digest> = plan
-            .layers
-            .iter()
-            .map(|l| l.digest.parse())
-            .collect::<Result<_, _>>()?;
-        let chains = chain_ids(&diff_ids);
+        let chains = chain_ids(&plan.diff_ids);
         let mut unpacked_here = 0;
         let mut parent = String::new();
-        for (layer, chain) in plan.layers.iter().zip(&chains) {
+        for ((layer, diff_id), chain) in plan.layers.iter().zip(&plan.diff_ids).zip(&chains) {
             let chain = chain.to_string();
             if client
                 .stat_snapshot(&target.snapshotter, &chain)
@@ -469,7 +483,7 @@ async fn load_leased(
                         escape_controls(&target.snapshotter)
                     ));
                 }
-                unpack_layer(client, &target.snapshotter, layer, &parent, &chain)
+                unpack_layer(client, &target.snapshotter, layer, diff_id, &parent, &chain)
                     .await
                     .with_context(|| format!("unpacking image {}", escape_controls(&plan.label)))?;
                 unpacked_here += 1;
@@ -618,6 +632,7 @@ async fn unpack_layer(
     client: &Containerd,
     snapshotter: &str,
     layer: &OciDescriptor,
+    diff_id: &Digest,
     parent: &str,
     chain: &str,
 ) -> Result<()> {
@@ -629,9 +644,9 @@ async fn unpack_layer(
     let mounts: Vec<Mount> = client.prepare_snapshot(snapshotter, &key, parent).await?;
     let applied = async {
         let applied = client.apply_layer(&layer.to_proto(), mounts).await?;
-        if applied.digest != layer.digest {
+        if applied.digest != diff_id.to_string() {
             bail!(
-                "containerd unpacked layer {} into content of digest {}, not the layer's diff ID",
+                "containerd unpacked layer {} into content of digest {}, not the layer's diff ID {diff_id}",
                 layer.digest,
                 applied.digest
             );
@@ -705,11 +720,16 @@ mod tests {
                           {"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:b","size":2}]}"#,
         )
         .unwrap();
-        let labels = content_labels(&manifest);
+        let diff_ids: Vec<Digest> = ["a", "b"]
+            .iter()
+            .map(|c| Digest::from_hex(&c.repeat(64)).unwrap())
+            .collect();
+        let labels = content_labels(&manifest, &diff_ids);
         assert_eq!(labels.len(), 4, "two layers, the config, the manifest last");
         assert_eq!(
-            labels[1].1["containerd.io/uncompressed"], "sha256:b",
-            "an uncompressed layer is its own diff"
+            labels[1].1["containerd.io/uncompressed"],
+            diff_ids[1].to_string(),
+            "a layer names its diff ID (for an uncompressed layer, its own digest)"
         );
         assert!(
             labels[2].1.is_empty(),

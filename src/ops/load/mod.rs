@@ -11,7 +11,7 @@ pub mod containerd;
 pub mod job;
 pub mod packages;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use anyhow::{Result, bail};
 use offpack_bundle::{Digest, Manifest, escape_controls};
@@ -44,7 +44,15 @@ pub async fn decide_load(
     wanted: &BTreeSet<Digest>,
 ) -> Result<LoadDecision> {
     let mut decision = LoadDecision::default();
-    for image in manifest.images.iter().filter(|i| wanted.contains(&i.id)) {
+    // A registry-form image without a name is another platform's image of a multi-platform
+    // index (format 1.4): kept for registries and containerd, not loaded into this engine.
+    let for_engine = |i: &&offpack_bundle::Image| i.registry.is_none() || !i.refs.is_empty();
+    for image in manifest
+        .images
+        .iter()
+        .filter(|i| wanted.contains(&i.id))
+        .filter(for_engine)
+    {
         let id = &image.id;
         let label = image
             .refs
@@ -69,25 +77,38 @@ pub async fn decide_load(
                 _ => names.push(reference.clone()),
             }
         }
-        decision.to_load.push(LoadImage {
-            config: image.config.digest.clone(),
-            layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
-            names,
-        });
+        let unzstd: HashMap<Digest, u64> = image
+            .registry
+            .iter()
+            .flat_map(|r| image.layers.iter().zip(&r.layers))
+            .filter(|(_, l)| {
+                offpack_bundle::Compression::of_media_type(&l.media_type)
+                    == Some(offpack_bundle::Compression::Zstd)
+            })
+            .map(|(blob, l)| (blob.digest.clone(), l.diff_size))
+            .collect();
+        // What the stream carries of each blob: a zstd layer goes decompressed.
         decision.load_blobs.push((
             label.clone(),
             std::iter::once(&image.config)
                 .chain(image.layers.iter())
-                .map(|b| (b.digest.clone(), b.size))
+                .map(|b| (b.digest.clone(), *unzstd.get(&b.digest).unwrap_or(&b.size)))
                 .collect(),
         ));
+        decision.to_load.push(LoadImage {
+            config: image.config.digest.clone(),
+            layers: image.layers.iter().map(|l| l.digest.clone()).collect(),
+            diff_ids: image.diff_ids(),
+            unzstd,
+            names,
+        });
         decision.loaded.push(label);
     }
     Ok(decision)
 }
 
-/// Layers of `images` the store already holds on the same chain. Only the classic store skips
-/// them on load; with the containerd image store every layer is sent.
+/// Layer blobs of `images` the store already holds on the same chain. Only the classic store
+/// skips them on load; with the containerd image store every layer is sent.
 pub async fn layers_the_engine_has(
     store: &impl ImageStore,
     containerd_image_store: bool,
@@ -98,8 +119,15 @@ pub async fn layers_the_engine_has(
     }
     let have = store.images().await?;
     let present = chain::present_chains(have.iter().map(|i| i.layers.as_slice()));
-    let wanted: Vec<&[Digest]> = images.iter().map(|i| i.layers.as_slice()).collect();
-    Ok(chain::layers_to_omit(&wanted, &present))
+    let wanted: Vec<&[Digest]> = images.iter().map(|i| i.diff_ids.as_slice()).collect();
+    let omit = chain::layers_to_omit(&wanted, &present);
+    // Chains are made of diff IDs; the stream sends blobs, which differ for compressed layers.
+    Ok(images
+        .iter()
+        .flat_map(|i| i.layers.iter().zip(&i.diff_ids))
+        .filter(|(_, diff_id)| omit.contains(*diff_id))
+        .map(|(blob, _)| blob.clone())
+        .collect())
 }
 
 /// A delta bundle leaves out layers the far side was said to hold: each one an image to load
@@ -142,13 +170,17 @@ pub fn check_delta_base(
 /// engine holds.
 pub fn stream_bytes(manifest: &Manifest, to_load: &[LoadImage], omit: &HashSet<Digest>) -> u64 {
     let mut unique: BTreeSet<Digest> = omit.iter().cloned().collect();
+    let unzstd: HashMap<&Digest, u64> = to_load
+        .iter()
+        .flat_map(|l| l.unzstd.iter().map(|(d, size)| (d, *size)))
+        .collect();
     manifest
         .images
         .iter()
         .filter(|i| to_load.iter().any(|l| l.config == i.config.digest))
         .flat_map(|i| std::iter::once(&i.config).chain(i.layers.iter()))
         .filter(|b| unique.insert(b.digest.clone()))
-        .map(|b| b.size)
+        .map(|b| unzstd.get(&b.digest).copied().unwrap_or(b.size))
         .sum()
 }
 
@@ -206,6 +238,7 @@ mod tests {
                 })
                 .collect(),
             oci_manifest: None,
+            registry: None,
         }
     }
 

@@ -228,17 +228,31 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
                 }
             })
             .collect();
-        let manifest = plan::image_manifest(image, &layers);
+        let (manifest, media_type) = match (&image.registry, &image.oci_manifest) {
+            (Some(registry), Some(carried)) => {
+                let mut bytes = Vec::new();
+                bundle
+                    .blob(&carried.digest)?
+                    .read_to_end(&mut bytes)
+                    .with_context(|| {
+                        format!("reading manifest {} of the bundle", carried.digest)
+                    })?;
+                (bytes, registry.media_type.as_str())
+            }
+            _ => (plan::image_manifest(image, &layers), MEDIA_OCI_MANIFEST),
+        };
         let mut manifest_digest = String::new();
         let mut pushed_refs = Vec::new();
         for r in refs {
             for tag in &r.tags {
-                manifest_digest =
-                    client.put_manifest(&r.repository, tag, MEDIA_OCI_MANIFEST, &manifest)?;
+                manifest_digest = client.put_manifest(&r.repository, tag, media_type, &manifest)?;
             }
             upstreams.push(r.upstream.clone());
             pushed_refs.push(pushed_ref(&target, r, &manifest_digest));
-            if r.old_digest.is_some() {
+            if r.old_digest
+                .as_ref()
+                .is_some_and(|old| *old != manifest_digest)
+            {
                 reporter.step(&format!(
                     "{} is now {}/{}@{manifest_digest}: a pushed image has a new manifest, \
                      tag {} stands for the old digest",
@@ -312,8 +326,11 @@ fn blob_jobs(images: &[offpack_bundle::Image], plans: &[Vec<RefPlan>]) -> Vec<Bl
     let mut jobs: BTreeMap<Digest, BlobJob> = BTreeMap::new();
     for (image, refs) in images.iter().zip(plans) {
         let repos = plan::repositories(refs);
-        let blobs =
-            std::iter::once((&image.config, false)).chain(image.layers.iter().map(|l| (l, true)));
+        // A registry-form image's layers (format 1.4) are the registry's compressed blobs: sent
+        // as they are, so that its manifest, and so its digest, stays the same.
+        let compress = image.registry.is_none();
+        let blobs = std::iter::once((&image.config, false))
+            .chain(image.layers.iter().map(|l| (l, compress)));
         for (blob, layer) in blobs {
             let job = jobs.entry(blob.digest.clone()).or_insert_with(|| BlobJob {
                 digest: blob.digest.clone(),

@@ -152,6 +152,7 @@ mod tests {
             },
             layers: vec![],
             oci_manifest: None,
+            registry: None,
         }
     }
 
