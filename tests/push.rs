@@ -660,7 +660,7 @@ fn answer_token_request(
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    let login = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    let login = base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{PASSWORD}"));
     let authorized = request
         .lines()
         .any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l.ends_with(&login));
@@ -686,7 +686,7 @@ fn answer_token_request(
         .as_secs();
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [base64::engine::general_purpose::STANDARD.encode(cert_der)]});
     let claims = serde_json::json!({
-        "iss": "offpack-test-issuer", "sub": USER, "aud": "offpack-test-registry",
+        "iss": "offpack-test-issuer", "sub": REGISTRY_USER, "aud": "offpack-test-registry",
         "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
         "access": access,
     });

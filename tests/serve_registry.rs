@@ -88,6 +88,7 @@ fn write_bundle_with(options: WriteOptions, images: &[Spec]) -> Bundle {
             config,
             layers,
             oci_manifest: None,
+            registry: None,
         });
     }
     writer.finish(manifest).unwrap();

@@ -319,6 +319,7 @@ mod tests {
             config,
             layers: vec![blob(layer)],
             oci_manifest: None,
+            registry: None,
         }
     }
 

@@ -235,12 +235,15 @@ pub fn damage_largest_entry(bundle: &Path) -> serde_json::Value {
     largest
 }
 
+/// The user of test-env's htpasswd registries on 5001 and 5002.
+pub const REGISTRY_USER: &str = "offpack";
+
 /// A Docker config directory holding the login `offpack:<password>` for `registry` (the user of
 /// test-env's htpasswd registries on 5001 and 5002), for `DOCKER_CONFIG`.
 pub fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("offpack:{password}"));
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{password}"));
     std::fs::write(
         dir.path().join("config.json"),
         format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
