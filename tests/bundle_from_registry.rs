@@ -317,7 +317,11 @@ fn from_a_tls_registry_with_a_login_and_its_ca_file() {
 
     let out = bundle(login.path(), false);
     assert!(!out.status.success(), "an unknown CA is refused");
-    assert!(stderr(&out).contains(registry), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(registry) && err.contains("--registry-ca-file"),
+        "names the registry and bundle's own option: {err}"
+    );
 
     let wrong = docker_config(registry, "not-the-password");
     let out = bundle(wrong.path(), true);

@@ -69,6 +69,10 @@ pub fn fetch_image(
             insecure: access.insecure.contains(&reference.domain)
                 || access.insecure.contains(&host),
             ca_file: access.ca_file.clone(),
+            tls_hint: Some(
+                "a registry with its own CA needs --registry-ca-file; \
+                 one on plain HTTP needs --insecure-registry HOST",
+            ),
             ..ClientOptions::default()
         },
     )?;

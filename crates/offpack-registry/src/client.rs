@@ -44,7 +44,14 @@ pub struct ClientOptions {
     pub attempts: u32,
     /// The first wait between attempts, doubled each time; zero means the default, 500 ms.
     pub first_backoff: Duration,
+    /// What a TLS failure tells the user to do, in the words of the command that made the client;
+    /// `None`: `offpack push`'s options.
+    pub tls_hint: Option<&'static str>,
 }
+
+/// `offpack push`'s advice on a failed TLS handshake.
+const PUSH_TLS_HINT: &str =
+    "a registry with its own CA needs --ca-file; one on plain HTTP needs --insecure";
 
 /// A manifest as the registry served it.
 #[derive(Debug, Clone)]
@@ -76,6 +83,7 @@ pub struct Client {
     auth: Mutex<HashMap<String, String>>,
     attempts: u32,
     first_backoff: Duration,
+    tls_hint: &'static str,
 }
 
 impl std::fmt::Debug for Client {
@@ -176,6 +184,7 @@ impl Client {
             } else {
                 options.first_backoff
             },
+            tls_hint: options.tls_hint.unwrap_or(PUSH_TLS_HINT),
         })
     }
 
@@ -676,9 +685,9 @@ impl Client {
                 ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
             );
         let hint = if tls {
-            " (a registry with its own CA needs --ca-file; one on plain HTTP needs --insecure)"
+            format!(" ({})", self.tls_hint)
         } else {
-            ""
+            String::new()
         };
         let err = anyhow!("{}: {what} {target}: {e}{hint}", self.host);
         if transient {
