@@ -180,7 +180,11 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
     // An image with no name (a build's stage the bundle carries by ID alone) has nowhere to go,
     // unless it is another platform of an index a named image came from.
     let index_of = |image: &offpack_bundle::Image| {
-        image.registry.as_ref().and_then(|r| r.index.as_ref()).map(|i| i.digest.clone())
+        image
+            .registry
+            .as_ref()
+            .and_then(|r| r.index.as_ref())
+            .map(|i| i.digest.clone())
     };
     let named_indexes: BTreeSet<Digest> = bundle
         .manifest()
@@ -410,7 +414,11 @@ fn image_manifest<'m>(
 }
 
 /// A small JSON blob of the bundle (a manifest, an index), whole.
-fn read_blob(bundle: &offpack_bundle::BundleReader, digest: &Digest, what: &str) -> Result<Vec<u8>> {
+fn read_blob(
+    bundle: &offpack_bundle::BundleReader,
+    digest: &Digest,
+    what: &str,
+) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     bundle
         .blob(digest)?
@@ -455,11 +463,12 @@ fn push_index(
         }
     }
     if rebuilt {
-        let name = names()
-            .next()
-            .map_or_else(|| images[group.members[0]].display_name(), |r| r.original.clone());
+        let name = names().next().map_or_else(
+            || images[group.members[0]].display_name(),
+            |r| r.original.clone(),
+        );
         reporter.step(&format!(
-            "{name}: the bundle carries {} of the platforms of index {}: pushed as a new \
+            "{name}: the bundle carries only {} of the platforms of index {}: pushed as a new \
              index {digest} of those",
             carried.len(),
             upstream.digest,

@@ -213,7 +213,9 @@ pub fn index_for_push(
         "mediaType": MEDIA_OCI_INDEX,
         "manifests": kept,
     });
-    Ok(Some(serde_json::to_vec(&doc).expect("a JSON value serializes")))
+    Ok(Some(
+        serde_json::to_vec(&doc).expect("a JSON value serializes"),
+    ))
 }
 
 #[cfg(test)]
@@ -378,7 +380,9 @@ mod tests {
         assert_eq!(doc["manifests"][0]["digest"], b.as_str());
         assert_eq!(doc["manifests"][0]["platform"]["architecture"], "arm64");
         let none = BTreeSet::from([digest(3).to_string()]);
-        let err = index_for_push(&bytes, &index, &none).unwrap_err().to_string();
+        let err = index_for_push(&bytes, &index, &none)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&index.to_string()), "{err}");
         assert!(index_for_push(b"{", &index, &both).is_err());
     }
