@@ -597,12 +597,59 @@ fn run_jobs(
 mod tests {
     use std::io::Read;
 
-    use super::Compression;
+    use super::*;
 
     fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         c.reader(data).unwrap().read_to_end(&mut out).unwrap();
         out
+    }
+
+    fn plan(tags: &[&str], old: Option<&str>) -> RefPlan {
+        RefPlan {
+            original: "r.example/app:multi".into(),
+            upstream: "r.example".into(),
+            repository: "p/app".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            old_digest: old.map(str::to_string),
+        }
+    }
+
+    fn index(old: &str, new: &str) -> PushedIndex {
+        PushedIndex {
+            digest: new.into(),
+            old_digest: old.into(),
+            media_type: MEDIA_OCI_INDEX.into(),
+            manifests: 1,
+        }
+    }
+
+    #[test]
+    fn a_tag_on_a_rebuilt_index_records_old_to_new_and_a_pin_keeps_its_pin_tag() {
+        let target = Target::parse("h.site/p").unwrap();
+        let r = pushed_ref(&target, &plan(&["multi"], None), "sha256:new", None);
+        assert_eq!(
+            (r.pushed.as_str(), r.old_digest, r.pin_tag),
+            ("h.site/p/app:multi", None, None)
+        );
+        let whole = index("sha256:up", "sha256:up");
+        let r = pushed_ref(&target, &plan(&["multi"], None), "sha256:up", Some(&whole));
+        assert_eq!((r.digest.as_str(), r.old_digest), ("sha256:up", None));
+        let rebuilt = index("sha256:up", "sha256:new");
+        let r = pushed_ref(
+            &target,
+            &plan(&["multi"], None),
+            "sha256:new",
+            Some(&rebuilt),
+        );
+        assert_eq!(r.pushed, "h.site/p/app:multi");
+        assert_eq!(r.old_digest.as_deref(), Some("sha256:up"));
+        assert_eq!(r.pin_tag, None, "a tag is no pin");
+        let pin = plan(&["offpack-pin-sha256-up"], Some("sha256:up"));
+        let r = pushed_ref(&target, &pin, "sha256:new", Some(&rebuilt));
+        assert_eq!(r.pushed, "h.site/p/app@sha256:new");
+        assert_eq!(r.old_digest.as_deref(), Some("sha256:up"));
+        assert_eq!(r.pin_tag.as_deref(), Some("offpack-pin-sha256-up"));
     }
 
     #[test]
