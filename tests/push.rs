@@ -752,10 +752,12 @@ fn a_registry_with_bearer_tokens() {
 }
 
 /// An image pushed to 5000 under a unique repository with a hand-made two-platform index of it
-/// tagged `multi` (tests/common/registry_index.rs), bundled from the registry for `platforms`.
+/// tagged `multi` (tests/common/registry_index.rs), bundled from the registry for `platforms`,
+/// named by that tag or, `pinned`, by the index digest.
 fn index_fixture(
     what: &str,
     platforms: &[&str],
+    pinned: bool,
 ) -> (Fixture, common::registry_index::TwoPlatformIndex, String) {
     use common::registry_index::{REGISTRY, two_platform_index};
     require_engine();
@@ -765,7 +767,10 @@ fn index_fixture(
     let id = image_id(&tagged).unwrap();
     ok(Command::new("docker").args(["push", &tagged]));
     let index = two_platform_index(&path, "1", "multi");
-    let image = format!("{REGISTRY}/{path}:multi");
+    let image = match pinned {
+        true => format!("{REGISTRY}/{path}@{}", index.index),
+        false => format!("{REGISTRY}/{path}:multi"),
+    };
     let f = Fixture {
         dir: project_running("app", &image),
         image: path,
@@ -780,8 +785,8 @@ fn index_fixture(
     (f, index, id)
 }
 
-/// The pushed image whose names include the index's tag, and that name.
-fn index_tag_ref(report: &Value) -> (&Value, &Value) {
+/// The pushed image with a name ending in `suffix` (the index's tag or digest), and that name.
+fn index_ref<'a>(report: &'a Value, suffix: &str) -> (&'a Value, &'a Value) {
     report["images"]
         .as_array()
         .unwrap()
@@ -790,16 +795,17 @@ fn index_tag_ref(report: &Value) -> (&Value, &Value) {
             let refs = i["refs"].as_array().unwrap();
             let r = refs
                 .iter()
-                .find(|r| r["original"].as_str().unwrap().ends_with(":multi"))?;
+                .find(|r| r["original"].as_str().unwrap().ends_with(suffix))?;
             Some((i, r))
         })
-        .unwrap_or_else(|| panic!("no pushed name for the index tag: {report}"))
+        .unwrap_or_else(|| panic!("no pushed name ending in {suffix}: {report}"))
 }
 
 #[test]
 fn an_index_whose_every_platform_is_bundled_is_pushed_unchanged() {
     use common::registry_index::{get_index, get_manifest, sha256};
-    let (mut f, upstream, id) = index_fixture("index-whole", &["linux/amd64", "linux/arm64"]);
+    let (mut f, upstream, id) =
+        index_fixture("index-whole", &["linux/amd64", "linux/arm64"], false);
     let site = unique("index-whole-site");
     let report = json(&ok(&mut f.push(&[
         "--registry",
@@ -821,7 +827,7 @@ fn an_index_whose_every_platform_is_bundled_is_pushed_unchanged() {
         "the other platform's manifest is pushed by digest"
     );
 
-    let (image, name) = index_tag_ref(&report);
+    let (image, name) = index_ref(&report, ":multi");
     assert_eq!(image["manifest_digest"], upstream.amd64.as_str());
     assert_eq!(
         image["index"]["digest"],
@@ -848,7 +854,7 @@ fn an_index_whose_every_platform_is_bundled_is_pushed_unchanged() {
 #[test]
 fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
     use common::registry_index::{OCI_INDEX, get_index};
-    let (mut f, upstream, id) = index_fixture("index-one", &["linux/amd64"]);
+    let (mut f, upstream, id) = index_fixture("index-one", &["linux/amd64"], false);
     let site = unique("index-one-site");
     let mapping = f.path().join("mapping.json");
     let out = ok(f
@@ -863,7 +869,7 @@ fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
     assert!(stderr(&out).contains("new index"), "{}", stderr(&out));
     let repo = format!("{site}/{}", f.image);
 
-    let (image, name) = index_tag_ref(&report);
+    let (image, name) = index_ref(&report, ":multi");
     let new = image["index"]["digest"].as_str().unwrap().to_string();
     assert_ne!(new, upstream.index);
     assert_eq!(image["index"]["old_digest"], upstream.index.as_str());
@@ -888,4 +894,39 @@ fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
 
     let pushed = format!("127.0.0.1:5000/{repo}:multi");
     assert_eq!(f.pull(&pushed, None), id, "a pull by tag gives the image");
+}
+
+#[test]
+fn a_name_pinned_to_an_index_bundled_for_one_platform_maps_to_the_new_index() {
+    use common::registry_index::get_index;
+    let (mut f, upstream, id) = index_fixture("index-pin", &["linux/amd64"], true);
+    let site = unique("index-pin-site");
+    let report = json(&ok(&mut f.push(&[
+        "--registry",
+        &format!("127.0.0.1:5000/{site}"),
+        "--insecure",
+    ])));
+    let repo = format!("{site}/{}", f.image);
+    let (image, name) = index_ref(&report, &format!("@{}", upstream.index));
+    let new = image["index"]["digest"].as_str().unwrap();
+    assert_ne!(new, upstream.index);
+    assert_eq!(name["digest"], new);
+    assert_eq!(name["old_digest"], upstream.index.as_str());
+    let pin_tag = format!(
+        "offpack-pin-sha256-{}",
+        upstream.index.trim_start_matches("sha256:")
+    );
+    assert_eq!(name["pin_tag"], pin_tag.as_str(), "{report}");
+    assert_eq!(
+        get_index(&repo, &pin_tag).0,
+        new,
+        "the pin tag ends on the new index"
+    );
+    let pushed = name["pushed"].as_str().unwrap();
+    assert_eq!(pushed, format!("127.0.0.1:5000/{repo}@{new}"));
+    assert_eq!(
+        f.pull(pushed, None),
+        id,
+        "a pull by the new digest gives the image"
+    );
 }
