@@ -42,6 +42,15 @@ impl Fixture {
         fixture
     }
 
+    /// `push` into the plain registry on 5000 under `prefix`.
+    fn push_plain(&self, prefix: &str) -> Command {
+        self.push(&[
+            "--registry",
+            &format!("127.0.0.1:5000/{prefix}"),
+            "--insecure",
+        ])
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -807,11 +816,7 @@ fn an_index_whose_every_platform_is_bundled_is_pushed_unchanged() {
     let (mut f, upstream, id) =
         index_fixture("index-whole", &["linux/amd64", "linux/arm64"], false);
     let site = unique("index-whole-site");
-    let report = json(&ok(&mut f.push(&[
-        "--registry",
-        &format!("127.0.0.1:5000/{site}"),
-        "--insecure",
-    ])));
+    let report = json(&ok(&mut f.push_plain(&site)));
     let repo = format!("{site}/{}", f.image);
 
     let (by_tag, _) = get_index(&repo, "multi");
@@ -857,14 +862,7 @@ fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
     let (mut f, upstream, id) = index_fixture("index-one", &["linux/amd64"], false);
     let site = unique("index-one-site");
     let mapping = f.path().join("mapping.json");
-    let out = ok(f
-        .push(&[
-            "--registry",
-            &format!("127.0.0.1:5000/{site}"),
-            "--insecure",
-            "--mapping",
-        ])
-        .arg(&mapping));
+    let out = ok(f.push_plain(&site).arg("--mapping").arg(&mapping));
     let report = json(&out);
     assert!(stderr(&out).contains("new index"), "{}", stderr(&out));
     let repo = format!("{site}/{}", f.image);
@@ -901,11 +899,7 @@ fn a_name_pinned_to_an_index_bundled_for_one_platform_maps_to_the_new_index() {
     use common::registry_index::get_index;
     let (mut f, upstream, id) = index_fixture("index-pin", &["linux/amd64"], true);
     let site = unique("index-pin-site");
-    let report = json(&ok(&mut f.push(&[
-        "--registry",
-        &format!("127.0.0.1:5000/{site}"),
-        "--insecure",
-    ])));
+    let report = json(&ok(&mut f.push_plain(&site)));
     let repo = format!("{site}/{}", f.image);
     let (image, name) = index_ref(&report, &format!("@{}", upstream.index));
     let new = image["index"]["digest"].as_str().unwrap();
