@@ -19,12 +19,10 @@ fn summary(pushed: &Pushed) -> String {
     let mut lines = Vec::new();
     for image in &pushed.mapping.images {
         for r in &image.refs {
-            let old = match &r.old_digest {
-                Some(old) => format!(
-                    " (was {old}; tag {})",
-                    r.pin_tag.as_deref().unwrap_or_default()
-                ),
-                None => String::new(),
+            let old = match (&r.old_digest, &r.pin_tag) {
+                (Some(old), Some(tag)) => format!(" (was {old}; tag {tag})"),
+                (Some(old), None) => format!(" (was {old})"),
+                (None, _) => String::new(),
             };
             lines.push(format!(
                 "{} -> {}{old}",

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use offpack_bundle::Digest;
+use offpack_bundle::{Digest, MEDIA_OCI_INDEX};
 use offpack_registry::mirror::MirrorSettings;
 use offpack_registry::{
     Client, ClientOptions, MEDIA_OCI_LAYER, MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_LAYER_ZSTD,
@@ -23,7 +23,7 @@ use offpack_registry::{
 use serde::Serialize;
 
 use self::blobs::{BlobContext, BlobDone, BlobJob};
-use self::plan::{Descriptor, RefPlan};
+use self::plan::{Descriptor, IndexGroup, RefPlan};
 use crate::fetch::cache::PackageCache;
 use crate::ops::load::apply::{SidecarGate, corrupt_bundle, is_corrupt_data, wait_for_sidecar};
 use crate::ops::verify::open_checked;
@@ -100,8 +100,11 @@ pub struct PushedRef {
     pub original: String,
     /// The name to pull it by now (`HOST/PREFIX/repo:tag`, or `…@sha256:…` for a pinned one).
     pub pushed: String,
-    /// The manifest digest the original pinned, when it pinned one: the pushed manifest is a
-    /// new one with a new digest.
+    /// What `pushed` resolves to: the image's manifest, or the index its tag ends on.
+    pub digest: String,
+    /// The digest the original stood for when `digest` is another: the manifest digest it
+    /// pinned (an engine image's pushed manifest is a new one), or the upstream index a tag
+    /// ended on when the bundle carried only some of its platforms (a new index was pushed).
     pub old_digest: Option<String>,
     /// For a pinned original: the tag in the pushed repository that stands for it.
     pub pin_tag: Option<String>,
@@ -115,7 +118,23 @@ pub struct PushedImage {
     pub platform: String,
     /// The digest of the manifest pushed for it.
     pub manifest_digest: String,
+    /// The multi-platform index it was pushed in, when it came from one (format 1.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<PushedIndex>,
     pub refs: Vec<PushedRef>,
+}
+
+/// An index pushed for images that share one (format 1.4's registry form).
+#[derive(Debug, Clone, Serialize)]
+pub struct PushedIndex {
+    /// Its digest in the target registry.
+    pub digest: String,
+    /// The upstream index's digest: the same as `digest` when the bundle carried every platform
+    /// (the index went unchanged), else the index a new one of the carried platforms replaces.
+    pub old_digest: String,
+    pub media_type: String,
+    /// How many manifests it lists.
+    pub manifests: usize,
 }
 
 /// The mapping `--mapping` writes and `--json` prints.
@@ -158,13 +177,26 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
     }
     let sidecar = SidecarGate::start(checked.sidecar);
     let bundle = checked.reader;
-    // An image with no name (a build's stage the bundle carries by ID alone) has nowhere to go.
-    let (images, unnamed): (Vec<_>, Vec<_>) = bundle
+    // An image with no name (a build's stage the bundle carries by ID alone) has nowhere to go,
+    // unless it is another platform of an index a named image came from.
+    let index_of = |image: &offpack_bundle::Image| {
+        image
+            .registry
+            .as_ref()
+            .and_then(|r| r.index.as_ref())
+            .map(|i| i.digest.clone())
+    };
+    let named_indexes: BTreeSet<Digest> = bundle
         .manifest()
         .images
         .iter()
-        .cloned()
-        .partition(|image| !image.refs.is_empty());
+        .filter(|image| !image.refs.is_empty())
+        .filter_map(index_of)
+        .collect();
+    let (images, unnamed): (Vec<_>, Vec<_>) =
+        bundle.manifest().images.iter().cloned().partition(|image| {
+            !image.refs.is_empty() || index_of(image).is_some_and(|i| named_indexes.contains(&i))
+        });
     for image in &unnamed {
         reporter.warn(&format!(
             "image {} has no name in the bundle: not pushed",
@@ -172,6 +204,7 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
         ));
     }
     let plans = plan::plan_refs(&target, &images)?;
+    let groups = plan::index_groups(&images, &plans);
 
     let client = Client::new(
         &target.host,
@@ -191,7 +224,14 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
     // Records are an optimisation: without a cache directory every layer is compressed again.
     let cache = PackageCache::open_default().ok();
 
-    let jobs = blob_jobs(&images, &plans);
+    // An index's nameless images go wherever the index goes.
+    let mut repos: Vec<BTreeSet<String>> = plans.iter().map(|r| plan::repositories(r)).collect();
+    for group in &groups {
+        for &i in &group.members {
+            repos[i].extend(group.repositories.iter().cloned());
+        }
+    }
+    let jobs = blob_jobs(&images, &repos);
     let progress = Mutex::new(image_ledger(&images));
     let results = {
         let cx = BlobContext {
@@ -213,60 +253,74 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
 
     // Manifests make the images visible: only once the whole bundle matched its .sha256.
     wait_for_sidecar(&sidecar, "tagged (blobs may have been sent)")?;
-    let mut pushed_images = Vec::new();
-    let mut upstreams = Vec::new();
-    for (image, refs) in images.iter().zip(&plans) {
-        let layers: Vec<Descriptor> = image
-            .layers
-            .iter()
-            .map(|l| {
-                let done = &results[&l.digest];
-                Descriptor {
-                    media_type: request.compression.media_type(),
-                    digest: done.digest.clone(),
-                    size: done.size,
-                }
-            })
-            .collect();
-        let (manifest, media_type) = match (&image.registry, &image.oci_manifest) {
-            (Some(registry), Some(carried)) => {
-                let mut bytes = Vec::new();
-                bundle
-                    .blob(&carried.digest)?
-                    .read_to_end(&mut bytes)
-                    .with_context(|| {
-                        format!("reading manifest {} of the bundle", carried.digest)
-                    })?;
-                (bytes, registry.media_type.as_str())
-            }
-            _ => (plan::image_manifest(image, &layers), MEDIA_OCI_MANIFEST),
-        };
-        let mut manifest_digest = String::new();
-        let mut pushed_refs = Vec::new();
+    let group_of: HashMap<usize, usize> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| group.members.iter().map(move |&i| (i, g)))
+        .collect();
+    // Each image's manifest first: by digest for a member of an index (its tags end on the
+    // index, which a registry accepts only once the manifests it lists are there).
+    let mut manifest_digests = Vec::new();
+    for (i, (image, refs)) in images.iter().zip(&plans).enumerate() {
+        let (manifest, media_type) = image_manifest(&bundle, image, &results, request)?;
+        let group = group_of.get(&i).map(|&g| &groups[g]);
+        let mut manifest_digest = Digest::of_bytes(&manifest).to_string();
+        for repository in group.iter().flat_map(|g| &g.repositories) {
+            client.put_manifest(repository, &manifest_digest, media_type, &manifest)?;
+        }
         for r in refs {
             for tag in &r.tags {
-                manifest_digest = client.put_manifest(&r.repository, tag, media_type, &manifest)?;
+                if group.is_none_or(|g| !plan::tag_ends_on_index(tag, &g.index.digest)) {
+                    manifest_digest =
+                        client.put_manifest(&r.repository, tag, media_type, &manifest)?;
+                }
             }
+        }
+        manifest_digests.push(manifest_digest);
+    }
+    let mut pushed_indexes = Vec::new();
+    for group in &groups {
+        let carried: BTreeSet<String> = group
+            .members
+            .iter()
+            .map(|&i| manifest_digests[i].clone())
+            .collect();
+        pushed_indexes.push(push_index(
+            &client, &bundle, group, &images, &plans, &carried, reporter,
+        )?);
+    }
+    let mut pushed_images = Vec::new();
+    let mut upstreams = Vec::new();
+    for (i, (image, refs)) in images.iter().zip(&plans).enumerate() {
+        let index = group_of.get(&i).map(|&g| (&groups[g], &pushed_indexes[g]));
+        let mut pushed_refs = Vec::new();
+        for r in refs {
+            // A pinned name stands for what it pins; a tag ends on the index.
+            let on_index = index
+                .filter(|(g, _)| match &r.old_digest {
+                    Some(old) => *old == g.index.digest.to_string(),
+                    None => !r.tags.is_empty(),
+                })
+                .map(|(_, pushed)| pushed);
+            let digest = on_index.map_or(&manifest_digests[i], |p| &p.digest);
             upstreams.push(r.upstream.clone());
-            pushed_refs.push(pushed_ref(&target, r, &manifest_digest));
-            if r.old_digest
-                .as_ref()
-                .is_some_and(|old| *old != manifest_digest)
-            {
+            let pushed = pushed_ref(&target, r, digest, on_index);
+            if r.old_digest.as_ref().is_some_and(|old| old != digest) {
                 reporter.step(&format!(
-                    "{} is now {}/{}@{manifest_digest}: a pushed image has a new manifest, \
-                     tag {} stands for the old digest",
+                    "{} is now {}: a pushed image has a new manifest, tag {} stands for the \
+                     old digest",
                     r.original,
-                    target.host,
-                    r.repository,
+                    pushed.pushed,
                     r.tags.last().map(String::as_str).unwrap_or_default(),
                 ));
             }
+            pushed_refs.push(pushed);
         }
         pushed_images.push(PushedImage {
             id: image.id.clone(),
             platform: image.platform.clone(),
-            manifest_digest,
+            manifest_digest: manifest_digests[i].clone(),
+            index: index.map(|(_, pushed)| pushed.clone()),
             refs: pushed_refs,
         });
     }
@@ -305,27 +359,134 @@ pub fn push(request: &PushRequest, reporter: &dyn Reporter) -> Result<Pushed> {
     Ok(pushed)
 }
 
-fn pushed_ref(target: &Target, r: &RefPlan, manifest_digest: &str) -> PushedRef {
+/// What a name of an image became: its digest is the manifest's, or for a name whose tag ends on
+/// an index (`on_index`) the pushed index's.
+fn pushed_ref(
+    target: &Target,
+    r: &RefPlan,
+    digest: &str,
+    on_index: Option<&PushedIndex>,
+) -> PushedRef {
     let base = format!("{}/{}", target.host, r.repository);
     let pin_tag = r.old_digest.as_ref().and_then(|_| r.tags.last().cloned());
     let pushed = match (&r.old_digest, r.tags.first()) {
-        (Some(_), _) | (None, None) => format!("{base}@{manifest_digest}"),
+        (Some(_), _) | (None, None) => format!("{base}@{digest}"),
         (None, Some(tag)) => format!("{base}:{tag}"),
     };
+    // A tag on an index that had to be rebuilt: the upstream index digest no longer resolves.
+    let rebuilt = on_index
+        .filter(|i| i.old_digest != i.digest)
+        .map(|i| i.old_digest.clone());
     PushedRef {
         original: r.original.clone(),
         pushed,
-        old_digest: r.old_digest.clone(),
+        digest: digest.to_string(),
+        old_digest: r.old_digest.clone().or(rebuilt),
         pin_tag,
     }
 }
 
+/// The manifest pushed for `image`: a registry-form image's own (format 1.4), byte for byte, or
+/// a new OCI manifest of the layers as they were pushed.
+fn image_manifest<'m>(
+    bundle: &offpack_bundle::BundleReader,
+    image: &'m offpack_bundle::Image,
+    results: &HashMap<Digest, BlobDone>,
+    request: &PushRequest,
+) -> Result<(Vec<u8>, &'m str)> {
+    if let (Some(registry), Some(carried)) = (&image.registry, &image.oci_manifest) {
+        let bytes = read_blob(bundle, &carried.digest, "manifest")?;
+        return Ok((bytes, registry.media_type.as_str()));
+    }
+    let layers: Vec<Descriptor> = image
+        .layers
+        .iter()
+        .map(|l| {
+            let done = &results[&l.digest];
+            Descriptor {
+                media_type: request.compression.media_type(),
+                digest: done.digest.clone(),
+                size: done.size,
+            }
+        })
+        .collect();
+    Ok((plan::image_manifest(image, &layers), MEDIA_OCI_MANIFEST))
+}
+
+/// A small JSON blob of the bundle (a manifest, an index), whole.
+fn read_blob(
+    bundle: &offpack_bundle::BundleReader,
+    digest: &Digest,
+    what: &str,
+) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    bundle
+        .blob(digest)?
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} {digest} of the bundle"))?;
+    Ok(bytes)
+}
+
+/// Pushes a group's index into each of its repositories, under every tag of its images' names
+/// that ends on it (by digest where none does): the carried index unchanged when the bundle
+/// carries every manifest it lists, else a new index of the carried ones (decision 0097).
+fn push_index(
+    client: &Client,
+    bundle: &offpack_bundle::BundleReader,
+    group: &IndexGroup,
+    images: &[offpack_bundle::Image],
+    plans: &[Vec<RefPlan>],
+    carried: &BTreeSet<String>,
+    reporter: &dyn Reporter,
+) -> Result<PushedIndex> {
+    let upstream = &group.index;
+    let bytes = read_blob(bundle, &upstream.digest, "index")?;
+    let (bytes, media_type, rebuilt) =
+        match plan::index_for_push(&bytes, &upstream.digest, carried)? {
+            None => (bytes, upstream.media_type.as_str(), false),
+            Some(new) => (new, MEDIA_OCI_INDEX, true),
+        };
+    let digest = Digest::of_bytes(&bytes).to_string();
+    let names = || group.members.iter().flat_map(|&i| &plans[i]);
+    for repository in &group.repositories {
+        let mut tags: BTreeSet<&str> = names()
+            .filter(|r| r.repository == *repository)
+            .flat_map(|r| &r.tags)
+            .filter(|t| plan::tag_ends_on_index(t, &upstream.digest))
+            .map(String::as_str)
+            .collect();
+        if tags.is_empty() {
+            tags.insert(&digest);
+        }
+        for tag in tags {
+            client.put_manifest(repository, tag, media_type, &bytes)?;
+        }
+    }
+    if rebuilt {
+        let name = names().next().map_or_else(
+            || images[group.members[0]].display_name(),
+            |r| r.original.clone(),
+        );
+        reporter.step(&format!(
+            "{name}: the bundle carries only {} of the platforms of index {}: pushed as a new \
+             index {digest} of those",
+            carried.len(),
+            upstream.digest,
+        ));
+    }
+    Ok(PushedIndex {
+        digest,
+        old_digest: upstream.digest.to_string(),
+        media_type: media_type.to_string(),
+        manifests: carried.len(),
+    })
+}
+
 /// Every blob the images need, once, with the repositories that need it; configs first (they
 /// are small), then layers largest first so that the longest upload starts early.
-fn blob_jobs(images: &[offpack_bundle::Image], plans: &[Vec<RefPlan>]) -> Vec<BlobJob> {
+fn blob_jobs(images: &[offpack_bundle::Image], repos: &[BTreeSet<String>]) -> Vec<BlobJob> {
     let mut jobs: BTreeMap<Digest, BlobJob> = BTreeMap::new();
-    for (image, refs) in images.iter().zip(plans) {
-        let repos = plan::repositories(refs);
+    for (image, repos) in images.iter().zip(repos) {
         // A registry-form image's layers (format 1.4) are the registry's compressed blobs: sent
         // as they are, so that its manifest, and so its digest, stays the same.
         let compress = image.registry.is_none();
@@ -436,12 +597,59 @@ fn run_jobs(
 mod tests {
     use std::io::Read;
 
-    use super::Compression;
+    use super::*;
 
     fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         c.reader(data).unwrap().read_to_end(&mut out).unwrap();
         out
+    }
+
+    fn plan(tags: &[&str], old: Option<&str>) -> RefPlan {
+        RefPlan {
+            original: "r.example/app:multi".into(),
+            upstream: "r.example".into(),
+            repository: "p/app".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            old_digest: old.map(str::to_string),
+        }
+    }
+
+    fn index(old: &str, new: &str) -> PushedIndex {
+        PushedIndex {
+            digest: new.into(),
+            old_digest: old.into(),
+            media_type: MEDIA_OCI_INDEX.into(),
+            manifests: 1,
+        }
+    }
+
+    #[test]
+    fn a_tag_on_a_rebuilt_index_records_old_to_new_and_a_pin_keeps_its_pin_tag() {
+        let target = Target::parse("h.site/p").unwrap();
+        let r = pushed_ref(&target, &plan(&["multi"], None), "sha256:new", None);
+        assert_eq!(
+            (r.pushed.as_str(), r.old_digest, r.pin_tag),
+            ("h.site/p/app:multi", None, None)
+        );
+        let whole = index("sha256:up", "sha256:up");
+        let r = pushed_ref(&target, &plan(&["multi"], None), "sha256:up", Some(&whole));
+        assert_eq!((r.digest.as_str(), r.old_digest), ("sha256:up", None));
+        let rebuilt = index("sha256:up", "sha256:new");
+        let r = pushed_ref(
+            &target,
+            &plan(&["multi"], None),
+            "sha256:new",
+            Some(&rebuilt),
+        );
+        assert_eq!(r.pushed, "h.site/p/app:multi");
+        assert_eq!(r.old_digest.as_deref(), Some("sha256:up"));
+        assert_eq!(r.pin_tag, None, "a tag is no pin");
+        let pin = plan(&["offpack-pin-sha256-up"], Some("sha256:up"));
+        let r = pushed_ref(&target, &pin, "sha256:new", Some(&rebuilt));
+        assert_eq!(r.pushed, "h.site/p/app@sha256:new");
+        assert_eq!(r.old_digest.as_deref(), Some("sha256:up"));
+        assert_eq!(r.pin_tag.as_deref(), Some("offpack-pin-sha256-up"));
     }
 
     #[test]

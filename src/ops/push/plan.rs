@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Result, bail};
-use offpack_bundle::{Image, escape_controls};
+use offpack_bundle::{Digest, Image, MEDIA_OCI_INDEX, RegistryIndex, escape_controls};
 use offpack_dockerfile::PIN_TAG_PREFIX;
 use offpack_ref::ImageRef;
 use offpack_registry::{MEDIA_OCI_CONFIG, MEDIA_OCI_MANIFEST, Target};
 use serde::Serialize;
+use serde_json::Value;
 
 /// One name of an image and where it is pushed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,9 +135,92 @@ pub fn image_manifest(image: &Image, layers: &[Descriptor]) -> Vec<u8> {
     serde_json::to_vec(&doc).expect("a JSON value serializes")
 }
 
+/// Images of the bundle that came from one multi-platform index (format 1.4, `bundle
+/// --from-registry` with several `--platform`s): they are pushed as that index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexGroup {
+    pub index: RegistryIndex,
+    /// Positions of the images whose manifests the index lists (the first platform's image
+    /// carries the names, the others are nameless).
+    pub members: Vec<usize>,
+    /// Where the index goes: every repository a member is named in.
+    pub repositories: BTreeSet<String>,
+}
+
+/// The images that share a carried index, grouped; an index none of whose images has a name
+/// has nowhere to go and is left out.
+pub fn index_groups(images: &[Image], plans: &[Vec<RefPlan>]) -> Vec<IndexGroup> {
+    let mut groups: BTreeMap<Digest, IndexGroup> = BTreeMap::new();
+    for (i, (image, refs)) in images.iter().zip(plans).enumerate() {
+        let Some(index) = image.registry.as_ref().and_then(|r| r.index.as_ref()) else {
+            continue;
+        };
+        let group = groups
+            .entry(index.digest.clone())
+            .or_insert_with(|| IndexGroup {
+                index: index.clone(),
+                members: Vec::new(),
+                repositories: BTreeSet::new(),
+            });
+        group.members.push(i);
+        group.repositories.extend(repositories(refs));
+    }
+    groups
+        .into_values()
+        .filter(|g| !g.repositories.is_empty())
+        .collect()
+}
+
+/// Whether `tag` of a name of an image in the group of index `index` is pushed on the index:
+/// every plain tag is (a pull by tag then picks the platform, as from the upstream registry); a
+/// pin tag only when it stands for the index's own digest (one for the manifest stays on it).
+pub fn tag_ends_on_index(tag: &str, index: &Digest) -> bool {
+    match pinned_hex(tag) {
+        Some(hex) => index.to_string().strip_prefix("sha256:") == Some(hex),
+        None => true,
+    }
+}
+
+/// The index to push for a carried one (`bytes`) whose images' manifests are `carried`: `None`
+/// when it lists only carried manifests (it is pushed unchanged, keeping its digest), else a new
+/// OCI index of the carried manifests, their descriptors (platforms, annotations) copied: a
+/// registry refuses an index that names manifests it lacks.
+pub fn index_for_push(
+    bytes: &[u8],
+    digest: &Digest,
+    carried: &BTreeSet<String>,
+) -> Result<Option<Vec<u8>>> {
+    let index: Value = serde_json::from_slice(bytes)
+        .map_err(|e| anyhow::anyhow!("index {digest} of the bundle is not JSON: {e}"))?;
+    let listed = index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow::anyhow!("index {digest} of the bundle lists no manifests"))?;
+    let is_carried = |d: &Value| {
+        d.get("digest")
+            .and_then(Value::as_str)
+            .is_some_and(|d| carried.contains(d))
+    };
+    if listed.iter().all(is_carried) {
+        return Ok(None);
+    }
+    let kept: Vec<&Value> = listed.iter().filter(|d| is_carried(d)).collect();
+    if kept.is_empty() {
+        bail!("index {digest} of the bundle lists none of the manifests the bundle carries");
+    }
+    let doc = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_OCI_INDEX,
+        "manifests": kept,
+    });
+    Ok(Some(
+        serde_json::to_vec(&doc).expect("a JSON value serializes"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
-    use offpack_bundle::{BlobRef, Digest};
+    use offpack_bundle::BlobRef;
 
     use super::*;
 
@@ -215,6 +299,92 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("different images"), "{err}");
+    }
+
+    fn digest(n: u8) -> Digest {
+        Digest::from_hex(&format!("{n:02x}").repeat(32)).unwrap()
+    }
+
+    /// `image(n, refs)` in registry form, chosen from index `index`.
+    fn from_index(n: u8, refs: &[&str], index: u8) -> Image {
+        let mut img = image(n, refs);
+        img.registry = Some(offpack_bundle::RegistryImage {
+            media_type: MEDIA_OCI_MANIFEST.into(),
+            repo_digests: vec![],
+            layers: vec![],
+            index: Some(RegistryIndex {
+                digest: digest(index),
+                size: 100,
+                media_type: MEDIA_OCI_INDEX.into(),
+            }),
+        });
+        img
+    }
+
+    #[test]
+    fn images_of_one_index_go_where_its_named_image_goes() {
+        let target = Target::parse("r.site/p").unwrap();
+        let images = [
+            from_index(1, &["app:1"], 9),
+            from_index(2, &[], 9),
+            from_index(3, &[], 8),
+            image(4, &["other:1"]),
+        ];
+        let plans = plan_refs(&target, &images).unwrap();
+        let groups = index_groups(&images, &plans);
+        assert_eq!(groups.len(), 1, "an index with no named image is left out");
+        assert_eq!(groups[0].index.digest, digest(9));
+        assert_eq!(groups[0].members, [0, 1]);
+        assert_eq!(
+            groups[0].repositories.iter().collect::<Vec<_>>(),
+            ["p/library/app"]
+        );
+    }
+
+    #[test]
+    fn plain_tags_and_the_index_pin_end_on_the_index_a_manifest_pin_does_not() {
+        let index = digest(9);
+        assert!(tag_ends_on_index("1", &index));
+        assert!(tag_ends_on_index(
+            &format!("{PIN_TAG_PREFIX}{}", "09".repeat(32)),
+            &index
+        ));
+        assert!(!tag_ends_on_index(
+            &format!("{PIN_TAG_PREFIX}{}", "01".repeat(32)),
+            &index
+        ));
+    }
+
+    #[test]
+    fn an_index_is_kept_whole_or_rebuilt_from_its_carried_manifests() {
+        let (a, b) = (digest(1).to_string(), digest(2).to_string());
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": offpack_bundle::MEDIA_DOCKER_LIST,
+            "manifests": [
+                {"mediaType": MEDIA_OCI_MANIFEST, "digest": a, "size": 10,
+                 "platform": {"os": "linux", "architecture": "amd64"}},
+                {"mediaType": MEDIA_OCI_MANIFEST, "digest": b, "size": 11,
+                 "platform": {"os": "linux", "architecture": "arm64"}},
+            ],
+        }))
+        .unwrap();
+        let index = Digest::of_bytes(&bytes);
+        let both = BTreeSet::from([a.clone(), b.clone()]);
+        assert_eq!(index_for_push(&bytes, &index, &both).unwrap(), None);
+        let one = BTreeSet::from([b.clone()]);
+        let new = index_for_push(&bytes, &index, &one).unwrap().unwrap();
+        let doc: Value = serde_json::from_slice(&new).unwrap();
+        assert_eq!(doc["mediaType"], MEDIA_OCI_INDEX);
+        assert_eq!(doc["manifests"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["manifests"][0]["digest"], b.as_str());
+        assert_eq!(doc["manifests"][0]["platform"]["architecture"], "arm64");
+        let none = BTreeSet::from([digest(3).to_string()]);
+        let err = index_for_push(&bytes, &index, &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&index.to_string()), "{err}");
+        assert!(index_for_push(b"{", &index, &both).is_err());
     }
 
     #[test]
