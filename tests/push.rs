@@ -660,7 +660,8 @@ fn answer_token_request(
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    let login = base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{PASSWORD}"));
+    let login =
+        base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{PASSWORD}"));
     let authorized = request
         .lines()
         .any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l.ends_with(&login));

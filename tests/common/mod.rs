@@ -243,7 +243,8 @@ pub const REGISTRY_USER: &str = "offpack";
 pub fn docker_config(registry: &str, password: &str) -> tempfile::TempDir {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{password}"));
+    let auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{REGISTRY_USER}:{password}"));
     std::fs::write(
         dir.path().join("config.json"),
         format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
