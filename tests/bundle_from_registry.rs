@@ -7,14 +7,12 @@ mod common;
 
 use std::process::Command;
 
+use common::registry_images::{DOCKER_V2, REGISTRY, TwoPlatforms, put_two_platform_index};
 use common::{
     build_random_image, docker, docker_config, image_id, offpack, ok, require_engine, run, stderr,
 };
 use offpack_bundle::BundleReader;
-use serde_json::{Value, json};
-
-const REGISTRY: &str = "127.0.0.1:5000";
-const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+use serde_json::Value;
 
 /// Removes the test's images from the engine at the end, even when an assertion failed.
 struct Cleanup(Vec<String>);
@@ -25,28 +23,6 @@ impl Drop for Cleanup {
             let _ = Command::new("docker").args(["rmi", "-f", name]).output();
         }
     }
-}
-
-fn get_manifest(repo: &str, reference: &str) -> Vec<u8> {
-    let url = format!("http://{REGISTRY}/v2/{repo}/manifests/{reference}");
-    let mut resp = ureq::get(&url)
-        .header("Accept", DOCKER_V2)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e} (is `scripts/test-env up` done?)"));
-    resp.body_mut().read_to_vec().unwrap()
-}
-
-fn put_manifest(repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
-    let url = format!("http://{REGISTRY}/v2/{repo}/manifests/{reference}");
-    let resp = ureq::put(&url)
-        .header("Content-Type", media_type)
-        .send(bytes)
-        .unwrap_or_else(|e| panic!("PUT {url}: {e}"));
-    assert!(resp.status().is_success(), "PUT {url}: {}", resp.status());
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    offpack_bundle::Digest::of_bytes(bytes).to_string()
 }
 
 #[test]
@@ -60,32 +36,14 @@ fn bundle_from_registry_keeps_registry_digests_and_loads() {
     ok(Command::new("docker").args(["push", &tagged]));
 
     // The registry's manifest as docker push wrote it (gzip layers), and a small multi-platform
-    // index made by hand: a second manifest of the same blobs (other bytes, so another digest)
-    // stands for an arm64 build.
+    // index made by hand over it.
     let path = format!("{repo}/app");
-    let m1 = get_manifest(&path, "1");
-    let m1_digest = sha256(&m1);
-    let m2 = serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&m1).unwrap()).unwrap();
-    let m2_digest = sha256(&m2);
-    put_manifest(&path, &m2_digest, DOCKER_V2, &m2);
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": DOCKER_V2, "digest": m1_digest, "size": m1.len(),
-             "platform": {"os": "linux", "architecture": "amd64"}},
-            {"mediaType": DOCKER_V2, "digest": m2_digest, "size": m2.len(),
-             "platform": {"os": "linux", "architecture": "arm64"}},
-        ],
-    }))
-    .unwrap();
-    let index_digest = sha256(&index);
-    put_manifest(
-        &path,
-        "multi",
-        "application/vnd.oci.image.index.v1+json",
-        &index,
-    );
+    let TwoPlatforms {
+        amd64_digest: m1_digest,
+        arm64_digest: m2_digest,
+        index_digest,
+        ..
+    } = put_two_platform_index(&path, "1", "multi");
 
     // A project that names the image by tag, by digest and through the index, and builds one
     // service (whose image comes from the engine).
