@@ -7,7 +7,9 @@ mod common;
 
 use std::process::Command;
 
-use common::registry_images::{DOCKER_V2, REGISTRY, TwoPlatforms, put_two_platform_index};
+use common::registry_images::{
+    DOCKER_V2, REGISTRY, TwoPlatforms, bundle_from_registry, put_two_platform_index,
+};
 use common::{
     build_random_image, docker, docker_config, image_id, offpack, ok, require_engine, run, stderr,
 };
@@ -66,18 +68,7 @@ fn bundle_from_registry_keeps_registry_digests_and_loads() {
     cleanup.0.push(format!("{repo}_app:latest"));
     // The engine is not asked for these images: remove the local copy first.
     docker(&["rmi", "-f", &tagged]);
-    ok(offpack(dir.path()).args([
-        "bundle",
-        "--from-registry",
-        "--insecure-registry",
-        REGISTRY,
-        "--platform",
-        "linux/amd64",
-        "--platform",
-        "linux/arm64",
-        "-o",
-        "b.offpack",
-    ]));
+    bundle_from_registry(dir.path(), &["linux/amd64", "linux/arm64"]);
     assert!(
         image_id(&tagged).is_none(),
         "nothing was pulled into the engine"

@@ -819,7 +819,8 @@ fn repo_digests(reference: &str) -> Vec<String> {
 #[test]
 fn registry_form_images_keep_the_registrys_manifests_index_and_digests() {
     use common::registry_images::{
-        DOCKER_V2, OCI_INDEX, REGISTRY, get_manifest, put_two_platform_index, sha256,
+        DOCKER_V2, OCI_INDEX, REGISTRY, bundle_from_registry, get_manifest, put_two_platform_index,
+        sha256,
     };
     require_engine();
     let repo = unique("form");
@@ -837,22 +838,13 @@ fn registry_form_images_keep_the_registrys_manifests_index_and_digests() {
     let single_digest = sha256(&single_manifest);
     let two = put_two_platform_index(&format!("{repo}/multi"), "1", "1");
 
-    let project = common::project_running("web", &single);
+    let project = tempfile::tempdir().unwrap();
     std::fs::write(
         project.path().join("compose.yaml"),
         format!("services:\n  web:\n    image: {single}\n  multi:\n    image: {multi}\n"),
     )
     .unwrap();
-    ok(common::offpack(project.path()).args([
-        "bundle",
-        "--from-registry",
-        "--insecure-registry",
-        REGISTRY,
-        "--platform",
-        "linux/amd64",
-        "-o",
-        "b.offpack",
-    ]));
+    bundle_from_registry(project.path(), &["linux/amd64"]);
     let registry = Registry::start(&project.path().join("b.offpack"));
     let manifests = |name: &str, reference: &str| {
         get(&registry.url(&format!("/v2/{repo}/{name}/manifests/{reference}")))

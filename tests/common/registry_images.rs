@@ -73,3 +73,14 @@ pub fn put_two_platform_index(path: &str, from: &str, tag: &str) -> TwoPlatforms
         index_digest,
     }
 }
+
+/// `offpack bundle --from-registry` of the project in `dir` into `dir/b.offpack`, for
+/// `platforms`, from the plain registry on 5000.
+pub fn bundle_from_registry(dir: &std::path::Path, platforms: &[&str]) {
+    let mut cmd = super::offpack(dir);
+    cmd.args(["bundle", "--from-registry", "--insecure-registry", REGISTRY]);
+    for platform in platforms {
+        cmd.args(["--platform", platform]);
+    }
+    super::ok(cmd.args(["-o", "b.offpack"]));
+}
