@@ -529,7 +529,7 @@ mod tests {
         let pin = format!("r.example/team/app:{PIN_TAG_PREFIX}{}", amd_digest.hex());
         let mut pinned = amd.clone();
         pinned.refs.push(pin);
-        let catalog = build_with(&[pinned, arm.clone()], &[index.clone()]);
+        let catalog = build_with(&[pinned, arm.clone()], std::slice::from_ref(&index));
         let repository = catalog.repository("team/app", None).unwrap();
 
         let (digest, document) = catalog.manifest(repository, "1").unwrap();
