@@ -535,7 +535,7 @@ mod tests {
         let (digest, document) = catalog.manifest(repository, "1").unwrap();
         assert_eq!(
             (digest, document.bytes.to_vec()),
-            (index_digest.clone(), index)
+            (index_digest.clone(), index.clone())
         );
         assert_eq!(document.media_type, MEDIA_DOCKER_LIST);
         let by_pin = format!("{PIN_TAG_PREFIX}{}", amd_digest.hex());
@@ -552,6 +552,19 @@ mod tests {
         assert!(catalog.manifest(repository, &absent).is_none());
         assert_eq!(catalog.images, 2);
         assert!(catalog.skipped.is_empty(), "{:?}", catalog.skipped);
+
+        // An engine image under the index's tag: the index keeps the tag, and a warning says so.
+        let engine = image(&["r.example/team/app:1"], "linux/riscv64", "c");
+        let catalog = build_with(&[amd, engine.clone()], std::slice::from_ref(&index));
+        let repository = catalog.repository("team/app", None).unwrap();
+        assert_eq!(catalog.manifest(repository, "1").unwrap().0, index_digest);
+        let engine_digest = engine.oci_manifest.as_ref().unwrap().digest.to_string();
+        assert!(catalog.manifest(repository, &engine_digest).is_some());
+        assert!(
+            catalog.skipped[0].contains("team/app:1: the tag is the registry's index"),
+            "{:?}",
+            catalog.skipped
+        );
     }
 
     #[test]
