@@ -876,11 +876,16 @@ fn registry_form_images_keep_the_registrys_manifests_index_and_digests() {
     let by_digest = format!("{}@{single_digest}", served("single"));
     let by_index = format!("{}@{}", served("multi"), two.index_digest);
     let by_tag = format!("{}:1", served("multi"));
-    pulled
-        .0
-        .extend([by_digest.clone(), by_index.clone(), by_tag.clone()]);
+    let single_by_tag = format!("{}:1", served("single"));
+    pulled.0.extend([
+        by_digest.clone(),
+        by_index.clone(),
+        by_tag.clone(),
+        single_by_tag.clone(),
+    ]);
     for (reference, id, digest) in [
         (&by_digest, &single_id, &by_digest),
+        (&single_by_tag, &single_id, &by_digest),
         (&by_index, &multi_id, &by_index),
         (&by_tag, &multi_id, &by_index),
     ] {
