@@ -7,7 +7,9 @@ mod common;
 
 use std::process::Command;
 
-use common::registry_index::{DOCKER_V2, REGISTRY, TwoPlatformIndex, two_platform_index};
+use common::registry_images::{
+    DOCKER_V2, REGISTRY, TwoPlatforms, bundle_from_registry, put_two_platform_index,
+};
 use common::{
     build_random_image, docker, docker_config, image_id, offpack, ok, require_engine, run, stderr,
 };
@@ -36,13 +38,14 @@ fn bundle_from_registry_keeps_registry_digests_and_loads() {
     ok(Command::new("docker").args(["push", &tagged]));
 
     // The registry's manifest as docker push wrote it (gzip layers), and a small multi-platform
-    // index made by hand.
+    // index made by hand over it.
     let path = format!("{repo}/app");
-    let TwoPlatformIndex {
-        amd64: m1_digest,
-        arm64: m2_digest,
-        index: index_digest,
-    } = two_platform_index(&path, "1", "multi");
+    let TwoPlatforms {
+        amd64_digest: m1_digest,
+        arm64_digest: m2_digest,
+        index_digest,
+        ..
+    } = put_two_platform_index(&path, "1", "multi");
 
     // A project that names the image by tag, by digest and through the index, and builds one
     // service (whose image comes from the engine).
@@ -65,18 +68,7 @@ fn bundle_from_registry_keeps_registry_digests_and_loads() {
     cleanup.0.push(format!("{repo}_app:latest"));
     // The engine is not asked for these images: remove the local copy first.
     docker(&["rmi", "-f", &tagged]);
-    ok(offpack(dir.path()).args([
-        "bundle",
-        "--from-registry",
-        "--insecure-registry",
-        REGISTRY,
-        "--platform",
-        "linux/amd64",
-        "--platform",
-        "linux/arm64",
-        "-o",
-        "b.offpack",
-    ]));
+    bundle_from_registry(dir.path(), &["linux/amd64", "linux/arm64"]);
     assert!(
         image_id(&tagged).is_none(),
         "nothing was pulled into the engine"

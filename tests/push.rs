@@ -761,23 +761,23 @@ fn a_registry_with_bearer_tokens() {
 }
 
 /// An image pushed to 5000 under a unique repository with a hand-made two-platform index of it
-/// tagged `multi` (tests/common/registry_index.rs), bundled from the registry for `platforms`,
+/// tagged `multi` (tests/common/registry_images.rs), bundled from the registry for `platforms`,
 /// named by that tag or, `pinned`, by the index digest.
 fn index_fixture(
     what: &str,
     platforms: &[&str],
     pinned: bool,
-) -> (Fixture, common::registry_index::TwoPlatformIndex, String) {
-    use common::registry_index::{REGISTRY, two_platform_index};
+) -> (Fixture, common::registry_images::TwoPlatforms, String) {
+    use common::registry_images::{REGISTRY, bundle_from_registry, put_two_platform_index};
     require_engine();
     let path = format!("{}/app", unique(what));
     let tagged = format!("{REGISTRY}/{path}:1");
     build_random_image(&tagged, &[200_000, 3_000]);
     let id = image_id(&tagged).unwrap();
     ok(Command::new("docker").args(["push", &tagged]));
-    let index = two_platform_index(&path, "1", "multi");
+    let index = put_two_platform_index(&path, "1", "multi");
     let image = match pinned {
-        true => format!("{REGISTRY}/{path}@{}", index.index),
+        true => format!("{REGISTRY}/{path}@{}", index.index_digest),
         false => format!("{REGISTRY}/{path}:multi"),
     };
     let f = Fixture {
@@ -785,12 +785,7 @@ fn index_fixture(
         image: path,
         remove: vec![tagged],
     };
-    let mut bundle = offpack(f.path());
-    bundle.args(["bundle", "--from-registry", "--insecure-registry", REGISTRY]);
-    for p in platforms {
-        bundle.args(["--platform", p]);
-    }
-    ok(bundle.args(["-o", "b.offpack"]));
+    bundle_from_registry(f.path(), platforms);
     (f, index, id)
 }
 
@@ -812,7 +807,7 @@ fn index_ref<'a>(report: &'a Value, suffix: &str) -> (&'a Value, &'a Value) {
 
 #[test]
 fn an_index_whose_every_platform_is_bundled_is_pushed_unchanged() {
-    use common::registry_index::{get_index, get_manifest, sha256};
+    use common::registry_images::{get_index, get_manifest, sha256};
     let (mut f, upstream, id) =
         index_fixture("index-whole", &["linux/amd64", "linux/arm64"], false);
     let site = unique("index-whole-site");
@@ -820,36 +815,39 @@ fn an_index_whose_every_platform_is_bundled_is_pushed_unchanged() {
     let repo = format!("{site}/{}", f.image);
 
     let (by_tag, _) = get_index(&repo, "multi");
-    assert_eq!(by_tag, upstream.index, "the tag ends on the upstream index");
-    let (by_digest, _) = get_index(&repo, &upstream.index);
     assert_eq!(
-        by_digest, upstream.index,
+        by_tag, upstream.index_digest,
+        "the tag ends on the upstream index"
+    );
+    let (by_digest, _) = get_index(&repo, &upstream.index_digest);
+    assert_eq!(
+        by_digest, upstream.index_digest,
         "the upstream index digest resolves"
     );
     assert_eq!(
-        sha256(&get_manifest(&repo, &upstream.arm64)),
-        upstream.arm64,
+        sha256(&get_manifest(&repo, &upstream.arm64_digest)),
+        upstream.arm64_digest,
         "the other platform's manifest is pushed by digest"
     );
 
     let (image, name) = index_ref(&report, ":multi");
-    assert_eq!(image["manifest_digest"], upstream.amd64.as_str());
+    assert_eq!(image["manifest_digest"], upstream.amd64_digest.as_str());
     assert_eq!(
         image["index"]["digest"],
-        upstream.index.as_str(),
+        upstream.index_digest.as_str(),
         "{report}"
     );
-    assert_eq!(image["index"]["old_digest"], upstream.index.as_str());
+    assert_eq!(image["index"]["old_digest"], upstream.index_digest.as_str());
     assert_eq!(image["index"]["manifests"], 2);
-    assert_eq!(name["digest"], upstream.index.as_str());
+    assert_eq!(name["digest"], upstream.index_digest.as_str());
     assert_eq!(name["old_digest"], Value::Null, "nothing changed: {report}");
     let other = report["images"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["manifest_digest"] == upstream.arm64.as_str())
+        .find(|i| i["manifest_digest"] == upstream.arm64_digest.as_str())
         .expect("the nameless platform is in the mapping");
-    assert_eq!(other["index"]["digest"], upstream.index.as_str());
+    assert_eq!(other["index"]["digest"], upstream.index_digest.as_str());
 
     let pushed = format!("127.0.0.1:5000/{repo}:multi");
     assert_eq!(name["pushed"], pushed.as_str());
@@ -858,7 +856,7 @@ fn an_index_whose_every_platform_is_bundled_is_pushed_unchanged() {
 
 #[test]
 fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
-    use common::registry_index::{OCI_INDEX, get_index};
+    use common::registry_images::{OCI_INDEX, get_index};
     let (mut f, upstream, id) = index_fixture("index-one", &["linux/amd64"], false);
     let site = unique("index-one-site");
     let mapping = f.path().join("mapping.json");
@@ -869,13 +867,13 @@ fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
 
     let (image, name) = index_ref(&report, ":multi");
     let new = image["index"]["digest"].as_str().unwrap().to_string();
-    assert_ne!(new, upstream.index);
-    assert_eq!(image["index"]["old_digest"], upstream.index.as_str());
+    assert_ne!(new, upstream.index_digest);
+    assert_eq!(image["index"]["old_digest"], upstream.index_digest.as_str());
     assert_eq!(image["index"]["manifests"], 1);
     assert_eq!(name["digest"], new.as_str());
     assert_eq!(
         name["old_digest"],
-        upstream.index.as_str(),
+        upstream.index_digest.as_str(),
         "the mapping says old index -> new"
     );
     let written: Value = serde_json::from_slice(&std::fs::read(&mapping).unwrap()).unwrap();
@@ -887,7 +885,7 @@ fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
     assert_eq!(index["mediaType"], OCI_INDEX);
     let listed = index["manifests"].as_array().unwrap();
     assert_eq!(listed.len(), 1, "{index}");
-    assert_eq!(listed[0]["digest"], upstream.amd64.as_str());
+    assert_eq!(listed[0]["digest"], upstream.amd64_digest.as_str());
     assert_eq!(listed[0]["platform"]["architecture"], "amd64");
 
     let pushed = format!("127.0.0.1:5000/{repo}:multi");
@@ -896,19 +894,19 @@ fn an_index_bundled_for_one_platform_is_pushed_as_a_new_index_of_it() {
 
 #[test]
 fn a_name_pinned_to_an_index_bundled_for_one_platform_maps_to_the_new_index() {
-    use common::registry_index::get_index;
+    use common::registry_images::get_index;
     let (mut f, upstream, id) = index_fixture("index-pin", &["linux/amd64"], true);
     let site = unique("index-pin-site");
     let report = json(&ok(&mut f.push_plain(&site)));
     let repo = format!("{site}/{}", f.image);
-    let (image, name) = index_ref(&report, &format!("@{}", upstream.index));
+    let (image, name) = index_ref(&report, &format!("@{}", upstream.index_digest));
     let new = image["index"]["digest"].as_str().unwrap();
-    assert_ne!(new, upstream.index);
+    assert_ne!(new, upstream.index_digest);
     assert_eq!(name["digest"], new);
-    assert_eq!(name["old_digest"], upstream.index.as_str());
+    assert_eq!(name["old_digest"], upstream.index_digest.as_str());
     let pin_tag = format!(
         "offpack-pin-sha256-{}",
-        upstream.index.trim_start_matches("sha256:")
+        upstream.index_digest.trim_start_matches("sha256:")
     );
     assert_eq!(name["pin_tag"], pin_tag.as_str(), "{report}");
     assert_eq!(

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{docker, image_id, ok, require_engine, run, stderr};
+use common::{build_random_image, docker, image_id, ok, require_engine, run, stderr};
 use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, WriteOptions};
 use serde_json::{Value, json};
 
@@ -799,4 +799,108 @@ fn with_key_only_a_bundle_signed_by_it_is_served() {
         .arg(&bundle.path));
     assert!(!out.status.success(), "served with another key");
     assert!(stderr(&out).contains("images.offpack"), "{}", stderr(&out));
+}
+
+/// The image IDs and repository digests the engine records for `reference`.
+fn repo_digests(reference: &str) -> Vec<String> {
+    let out = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        reference,
+    ]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// A registry-form bundle (`bundle --from-registry` from the registry on 5000): one image whose
+/// tag names a single Docker schema 2 manifest, one whose tag names an index of two platforms of
+/// which only amd64 is bundled. Served, both keep the registry's digests, by tag and by digest.
+#[test]
+fn registry_form_images_keep_the_registrys_manifests_index_and_digests() {
+    use common::registry_images::{
+        DOCKER_V2, OCI_INDEX, REGISTRY, bundle_from_registry, get_manifest, put_two_platform_index,
+        sha256,
+    };
+    require_engine();
+    let repo = unique("form");
+    let single = format!("{REGISTRY}/{repo}/single:1");
+    let multi = format!("{REGISTRY}/{repo}/multi:1");
+    let mut pulled = Pulled(vec![single.clone(), multi.clone()]);
+    build_random_image(&single, &[300_000]);
+    build_random_image(&multi, &[200_000]);
+    let (single_id, multi_id) = (image_id(&single).unwrap(), image_id(&multi).unwrap());
+    for image in [&single, &multi] {
+        ok(Command::new("docker").args(["push", image]));
+        docker(&["rmi", "-f", image]);
+    }
+    let single_manifest = get_manifest(&format!("{repo}/single"), "1");
+    let single_digest = sha256(&single_manifest);
+    let two = put_two_platform_index(&format!("{repo}/multi"), "1", "1");
+
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("compose.yaml"),
+        format!("services:\n  web:\n    image: {single}\n  multi:\n    image: {multi}\n"),
+    )
+    .unwrap();
+    bundle_from_registry(project.path(), &["linux/amd64"]);
+    let registry = Registry::start(&project.path().join("b.offpack"));
+    let manifests = |name: &str, reference: &str| {
+        get(&registry.url(&format!("/v2/{repo}/{name}/manifests/{reference}")))
+    };
+
+    let (status, heads, body) = manifests("single", "1");
+    assert_eq!(status, 200);
+    assert_eq!(heads["content-type"], DOCKER_V2);
+    assert_eq!(
+        body, single_manifest,
+        "the registry's manifest, byte for byte"
+    );
+    let (status, heads, body) = manifests("multi", "1");
+    assert_eq!(status, 200);
+    assert_eq!(heads["content-type"], OCI_INDEX);
+    assert_eq!(heads["docker-content-digest"], two.index_digest);
+    assert_eq!(
+        body, two.index,
+        "the registry's index, not one offpack makes"
+    );
+    let (status, _, body) = manifests("multi", &two.amd64_digest);
+    assert_eq!((status, body), (200, two.amd64.clone()));
+    let (status, _, body) = manifests("multi", &two.arm64_digest);
+    assert_eq!(status, 404, "the arm64 manifest is not bundled");
+    assert_eq!(error_code(&body), "MANIFEST_UNKNOWN");
+
+    // The engine pulls by the upstream digests and by tag, and records those digests.
+    let served = |name: &str| format!("{}/{repo}/{name}", registry.addr);
+    let by_digest = format!("{}@{single_digest}", served("single"));
+    let by_index = format!("{}@{}", served("multi"), two.index_digest);
+    let by_tag = format!("{}:1", served("multi"));
+    let single_by_tag = format!("{}:1", served("single"));
+    pulled.0.extend([
+        by_digest.clone(),
+        by_index.clone(),
+        by_tag.clone(),
+        single_by_tag.clone(),
+    ]);
+    for (reference, id, digest) in [
+        (&by_digest, &single_id, &by_digest),
+        (&single_by_tag, &single_id, &by_digest),
+        (&by_index, &multi_id, &by_index),
+        (&by_tag, &multi_id, &by_index),
+    ] {
+        ok(Command::new("docker").args(["pull", reference]));
+        assert_eq!(image_id(reference).as_ref(), Some(id), "{reference}");
+        assert!(
+            repo_digests(reference).contains(digest),
+            "{reference}: {:?}",
+            repo_digests(reference)
+        );
+    }
+
+    // skopeo, a second client: the index by its digest, unchanged.
+    let out = ok(Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{by_index}")));
+    assert_eq!(out.stdout, two.index);
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use offpack_bundle::{BundleReader, Image, escape_controls};
+use offpack_bundle::{BlobRef, BundleReader, escape_controls};
 
 use crate::http::HttpServer;
 use crate::ops::serve::open_checked;
@@ -88,7 +88,7 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
     let catalog = Catalog::build(
         &reader.manifest().images,
         &|digest| reader.contains(digest),
-        &mut |image| read_manifest(&reader, image),
+        &mut |blob| read_document(&reader, blob),
     )
     .with_context(|| format!("{}: refused, nothing is served", path.display()))?;
     let repositories = catalog
@@ -125,21 +125,18 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
     })
 }
 
-/// The image's OCI manifest, as stored (the reader checks it against its digest).
-fn read_manifest(reader: &BundleReader, image: &Image) -> Result<Option<Vec<u8>>> {
-    let Some(manifest) = &image.oci_manifest else {
-        return Ok(None);
-    };
+/// A manifest or index blob, as stored (the reader checks it against its digest).
+fn read_document(reader: &BundleReader, blob: &BlobRef) -> Result<Vec<u8>> {
     anyhow::ensure!(
-        manifest.size <= MAX_MANIFEST,
-        "the OCI manifest {} has {} bytes, more than the {MAX_MANIFEST} a manifest may have",
-        manifest.digest,
-        manifest.size
+        blob.size <= MAX_MANIFEST,
+        "the manifest {} has {} bytes, more than the {MAX_MANIFEST} a manifest may have",
+        blob.digest,
+        blob.size
     );
-    let mut bytes = Vec::with_capacity(manifest.size as usize);
+    let mut bytes = Vec::with_capacity(blob.size as usize);
     reader
-        .blob(&manifest.digest)?
+        .blob(&blob.digest)?
         .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read the OCI manifest {}", manifest.digest))?;
-    Ok(Some(bytes))
+        .with_context(|| format!("cannot read the manifest {}", blob.digest))?;
+    Ok(bytes)
 }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::{Result, anyhow};
 use bytes::Bytes;
-use offpack_bundle::{Digest, Image, escape_controls};
+use offpack_bundle::{BlobRef, Digest, Image, escape_controls};
+use offpack_dockerfile::PIN_TAG_PREFIX;
 use offpack_ref::ImageRef;
 use serde_json::{Value, json};
 
@@ -57,15 +58,17 @@ type Tagged<'a> = (Digest, u64, &'a Image);
 impl Catalog {
     /// Builds the catalog. `present` tells whether the bundle holds a blob (a delta bundle leaves
     /// out the layers the far side already has: such an image cannot be pulled from it and is
-    /// skipped). `manifest_of` reads an image's OCI manifest (checked against its digest).
+    /// skipped). `read_document` reads a manifest or index blob (checked against its digest).
     pub fn build(
         images: &[Image],
         present: &dyn Fn(&Digest) -> bool,
-        manifest_of: &mut dyn FnMut(&Image) -> Result<Option<Vec<u8>>>,
+        read_document: &mut dyn FnMut(&BlobRef) -> Result<Vec<u8>>,
     ) -> Result<Catalog> {
         let mut catalog = Catalog::default();
         // (repository, tag) → manifests, in bundle order: several platforms make an index.
         let mut tagged: BTreeMap<(String, String), Vec<Tagged>> = BTreeMap::new();
+        // (repository, tag) → the registry's own index the tag named (registry form).
+        let mut carried_tags: BTreeMap<(String, String), Digest> = BTreeMap::new();
         for image in images {
             let label = image_label(image);
             let missing = std::iter::once(&image.config)
@@ -78,29 +81,36 @@ impl Catalog {
                 ));
                 continue;
             }
-            let Some(bytes) = manifest_of(image)? else {
+            let Some(manifest) = &image.oci_manifest else {
                 catalog
                     .skipped
                     .push(format!("image {label}: no OCI manifest; not served"));
                 continue;
             };
+            let bytes = read_document(manifest)?;
             check_manifest(image, &bytes).map_err(|e| {
                 anyhow!("the OCI manifest of image {label} does not match offpack.json: {e}")
             })?;
             let digest = Digest::of_bytes(&bytes);
             let size = bytes.len() as u64;
+            // A registry-form manifest is the registry's own (Docker schema 2 or OCI): served
+            // with its media type, or its digest would not be the one pinned upstream.
             catalog.documents.insert(
                 digest.clone(),
                 Document {
-                    media_type: OCI_MANIFEST.to_owned(),
+                    media_type: image.manifest_media_type().to_owned(),
                     bytes: Bytes::from(bytes),
                 },
             );
+            let index = carried_index(image, present, read_document, &mut catalog)?;
             for blob in std::iter::once(&image.config).chain(&image.layers) {
                 catalog.blob_sizes.insert(blob.digest.clone(), blob.size);
             }
             catalog.images += 1;
-            for reference in &image.refs {
+            // Repository digests name repositories too: an index's other platforms carry no
+            // refs, only `name@sha256:…`.
+            let repo_digests = image.registry.iter().flat_map(|r| &r.repo_digests);
+            for reference in image.refs.iter().chain(repo_digests) {
                 let parsed = match ImageRef::parse(reference) {
                     Ok(parsed) => parsed,
                     Err(e) => {
@@ -129,20 +139,39 @@ impl Catalog {
                         continue;
                     }
                     repository.manifests.insert(digest.clone());
+                    repository.manifests.extend(index.clone());
                     repository.blobs.insert(image.config.digest.clone());
                     repository
                         .blobs
                         .extend(image.layers.iter().map(|l| l.digest.clone()));
-                    if let Some(tag) = &parsed.tag {
-                        let entry = tagged.entry((name, tag.clone())).or_default();
-                        if !entry.iter().any(|(d, _, _)| *d == digest) {
-                            entry.push((digest.clone(), size, image));
+                    let Some(tag) = &parsed.tag else {
+                        continue;
+                    };
+                    // The bundle does not say which tag named the index and which the manifest
+                    // (decision 0092): every tag is the index, but the pin tag of the manifest.
+                    let pins_manifest = *tag == format!("{PIN_TAG_PREFIX}{}", digest.hex());
+                    match &index {
+                        Some(index) if !pins_manifest => {
+                            carried_tags.insert((name, tag.clone()), index.clone());
+                        }
+                        _ => {
+                            let entry = tagged.entry((name, tag.clone())).or_default();
+                            if !entry.iter().any(|(d, _, _)| *d == digest) {
+                                entry.push((digest.clone(), size, image));
+                            }
                         }
                     }
                 }
             }
         }
         for ((name, tag), manifests) in tagged {
+            if carried_tags.contains_key(&(name.clone(), tag.clone())) {
+                catalog.skipped.push(format!(
+                    "{name}:{tag}: the tag is the registry's index; {} other image(s) under it are served by digest only",
+                    manifests.len()
+                ));
+                continue;
+            }
             let digest = match manifests.as_slice() {
                 [(digest, _, _)] => digest.clone(),
                 several => {
@@ -160,6 +189,11 @@ impl Catalog {
             };
             if let Some(repository) = catalog.repositories.get_mut(&name) {
                 repository.manifests.insert(digest.clone());
+                repository.tags.insert(tag, digest);
+            }
+        }
+        for ((name, tag), digest) in carried_tags {
+            if let Some(repository) = catalog.repositories.get_mut(&name) {
                 repository.tags.insert(tag, digest);
             }
         }
@@ -221,6 +255,38 @@ fn image_label(image: &Image) -> String {
         Some(reference) => escape_controls(reference).into_owned(),
         None => image.id.to_string(),
     }
+}
+
+/// The registry's index a registry-form image was chosen from, added to the documents as it is
+/// (it may list platforms the bundle does not carry: those are MANIFEST_UNKNOWN).
+fn carried_index(
+    image: &Image,
+    present: &dyn Fn(&Digest) -> bool,
+    read_document: &mut dyn FnMut(&BlobRef) -> Result<Vec<u8>>,
+    catalog: &mut Catalog,
+) -> Result<Option<Digest>> {
+    let Some(index) = image.registry.as_ref().and_then(|r| r.index.as_ref()) else {
+        return Ok(None);
+    };
+    if !catalog.documents.contains_key(&index.digest) {
+        if !present(&index.digest) {
+            catalog.skipped.push(format!(
+                "image {}: its registry index {} is not in the bundle; served by manifest only",
+                image_label(image),
+                index.digest
+            ));
+            return Ok(None);
+        }
+        let bytes = read_document(&index.blob())?;
+        catalog.documents.insert(
+            index.digest.clone(),
+            Document {
+                media_type: index.media_type.clone(),
+                bytes: Bytes::from(bytes),
+            },
+        );
+    }
+    Ok(Some(index.digest.clone()))
 }
 
 /// The manifest names the image's config and layers, as offpack.json says.
@@ -299,7 +365,7 @@ pub fn page<'a>(
 
 #[cfg(test)]
 mod tests {
-    use offpack_bundle::BlobRef;
+    use offpack_bundle::{MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, RegistryImage, RegistryIndex};
 
     use super::*;
 
@@ -312,7 +378,7 @@ mod tests {
 
     fn image(refs: &[&str], platform: &str, layer: &str) -> Image {
         let config = blob(&format!("config {platform} {layer}"));
-        Image {
+        let mut image = Image {
             refs: refs.iter().map(|r| r.to_string()).collect(),
             id: config.digest.clone(),
             platform: platform.into(),
@@ -320,21 +386,41 @@ mod tests {
             layers: vec![blob(layer)],
             oci_manifest: None,
             registry: None,
-        }
+        };
+        let bytes = manifest(&image);
+        image.oci_manifest = Some(BlobRef {
+            digest: Digest::of_bytes(&bytes),
+            size: bytes.len() as u64,
+        });
+        image
     }
 
     fn manifest(image: &Image) -> Vec<u8> {
         serde_json::to_vec(&json!({
             "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
+            "mediaType": image.manifest_media_type(),
             "config": {"digest": image.config.digest.to_string(), "size": image.config.size},
             "layers": image.layers.iter().map(|l| json!({"digest": l.digest.to_string(), "size": l.size})).collect::<Vec<_>>(),
         }))
         .unwrap()
     }
 
+    /// Builds the catalog of `images`, whose manifests (and `extra` documents) the bundle holds.
+    fn build_with(images: &[Image], extra: &[Vec<u8>]) -> Catalog {
+        let documents: HashMap<Digest, Vec<u8>> = images
+            .iter()
+            .map(manifest)
+            .chain(extra.iter().cloned())
+            .map(|bytes| (Digest::of_bytes(&bytes), bytes))
+            .collect();
+        Catalog::build(images, &|_| true, &mut |blob| {
+            Ok(documents[&blob.digest].clone())
+        })
+        .unwrap()
+    }
+
     fn build(images: &[Image]) -> Catalog {
-        Catalog::build(images, &|_| true, &mut |image| Ok(Some(manifest(image)))).unwrap()
+        build_with(images, &[])
     }
 
     #[test]
@@ -390,7 +476,7 @@ mod tests {
         let catalog = Catalog::build(
             std::slice::from_ref(&python),
             &|d| *d != python.layers[0].digest,
-            &mut |image| Ok(Some(manifest(image))),
+            &mut |_| Ok(manifest(&python)),
         )
         .unwrap();
         assert!(catalog.repositories.is_empty());
@@ -401,9 +487,84 @@ mod tests {
         );
 
         let other = image(&["python:3"], "linux/amd64", "other");
-        let err =
-            Catalog::build(&[python], &|_| true, &mut |_| Ok(Some(manifest(&other)))).unwrap_err();
+        let err = Catalog::build(&[python], &|_| true, &mut |_| Ok(manifest(&other))).unwrap_err();
         assert!(err.to_string().contains("image python:3"), "{err}");
+    }
+
+    /// A registry-form image of the Docker schema 2, chosen from the registry's index.
+    fn registry_form(refs: &[&str], platform: &str, layer: &str, index: &[u8]) -> Image {
+        let mut image = image(refs, platform, layer);
+        image.registry = Some(RegistryImage {
+            media_type: MEDIA_DOCKER_MANIFEST.into(),
+            repo_digests: Vec::new(),
+            layers: Vec::new(),
+            index: Some(RegistryIndex {
+                digest: Digest::of_bytes(index),
+                size: index.len() as u64,
+                media_type: MEDIA_DOCKER_LIST.into(),
+            }),
+        });
+        let bytes = manifest(&image);
+        let digest = Digest::of_bytes(&bytes);
+        image.oci_manifest = Some(BlobRef {
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+        });
+        let registry = image.registry.as_mut().unwrap();
+        registry.repo_digests = vec![
+            format!("r.example/team/app@{digest}"),
+            format!("r.example/team/app@{}", Digest::of_bytes(index)),
+        ];
+        image
+    }
+
+    #[test]
+    fn a_registry_form_image_is_served_with_its_own_media_type_and_index() {
+        // The index also lists a platform the bundle does not carry (`absent`).
+        let index = br#"{"schemaVersion":2,"manifests":["amd64","arm64","absent"]}"#.to_vec();
+        let index_digest = Digest::of_bytes(&index);
+        let amd = registry_form(&["r.example/team/app:1"], "linux/amd64", "a", &index);
+        let arm = registry_form(&[], "linux/arm64", "b", &index);
+        let amd_digest = amd.oci_manifest.as_ref().unwrap().digest.clone();
+        let pin = format!("r.example/team/app:{PIN_TAG_PREFIX}{}", amd_digest.hex());
+        let mut pinned = amd.clone();
+        pinned.refs.push(pin);
+        let catalog = build_with(&[pinned, arm.clone()], std::slice::from_ref(&index));
+        let repository = catalog.repository("team/app", None).unwrap();
+
+        let (digest, document) = catalog.manifest(repository, "1").unwrap();
+        assert_eq!(
+            (digest, document.bytes.to_vec()),
+            (index_digest.clone(), index.clone())
+        );
+        assert_eq!(document.media_type, MEDIA_DOCKER_LIST);
+        let by_pin = format!("{PIN_TAG_PREFIX}{}", amd_digest.hex());
+        assert_eq!(catalog.manifest(repository, &by_pin).unwrap().0, amd_digest);
+        // The other platform has no refs: its repository digest serves it.
+        let arm_digest = arm.oci_manifest.as_ref().unwrap().digest.to_string();
+        let (_, document) = catalog.manifest(repository, &arm_digest).unwrap();
+        assert_eq!(document.media_type, MEDIA_DOCKER_MANIFEST);
+        assert_eq!(
+            catalog.blob(repository, &arm.layers[0].digest),
+            Some(arm.layers[0].size)
+        );
+        let absent = Digest::of_bytes(b"absent").to_string();
+        assert!(catalog.manifest(repository, &absent).is_none());
+        assert_eq!(catalog.images, 2);
+        assert!(catalog.skipped.is_empty(), "{:?}", catalog.skipped);
+
+        // An engine image under the index's tag: the index keeps the tag, and a warning says so.
+        let engine = image(&["r.example/team/app:1"], "linux/riscv64", "c");
+        let catalog = build_with(&[amd, engine.clone()], std::slice::from_ref(&index));
+        let repository = catalog.repository("team/app", None).unwrap();
+        assert_eq!(catalog.manifest(repository, "1").unwrap().0, index_digest);
+        let engine_digest = engine.oci_manifest.as_ref().unwrap().digest.to_string();
+        assert!(catalog.manifest(repository, &engine_digest).is_some());
+        assert!(
+            catalog.skipped[0].contains("team/app:1: the tag is the registry's index"),
+            "{:?}",
+            catalog.skipped
+        );
     }
 
     #[test]

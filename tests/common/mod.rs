@@ -3,7 +3,7 @@
 
 pub mod npm_registry;
 pub mod offline;
-pub mod registry_index;
+pub mod registry_images;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
