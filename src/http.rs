@@ -54,20 +54,26 @@ impl HttpServer {
     /// Listens on `addr` (port 0: any free port) and answers with the handler `make_handler`
     /// makes for the bound address, from a thread of its own with its own async runtime, so it
     /// runs alongside whatever the caller does. Fails at once when the address cannot be bound.
-    /// `what` names the server in messages ("the package server").
+    /// `what` names the server in messages ("the package server"), `address_option` the option
+    /// that chooses its address (`--port`), for the advice when the port is taken.
     pub fn start(
         what: &str,
+        address_option: &str,
         addr: SocketAddr,
         make_handler: impl FnOnce(SocketAddr) -> Handler,
     ) -> Result<HttpServer> {
         let listener = std::net::TcpListener::bind(addr).map_err(|e| {
             let hint = match e.kind() {
-                io::ErrorKind::AddrInUse => " (another program listens there; choose another port)",
-                io::ErrorKind::AddrNotAvailable => {
-                    " (no network interface of this machine has that address)"
+                io::ErrorKind::AddrInUse => {
+                    format!(" (another program listens there; choose another {address_option})")
                 }
-                io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
-                _ => "",
+                io::ErrorKind::AddrNotAvailable => {
+                    " (no network interface of this machine has that address)".to_string()
+                }
+                io::ErrorKind::PermissionDenied => {
+                    " (ports below 1024 need privileges)".to_string()
+                }
+                _ => String::new(),
             };
             anyhow!("cannot listen on {addr}: {e}{hint}")
         })?;

@@ -42,7 +42,7 @@ impl PackageServer {
     /// with its own async runtime, so it runs alongside whatever the caller does. Fails at once
     /// when the address cannot be bound.
     pub fn start(source: Arc<dyn PackageSource>, addr: SocketAddr) -> Result<PackageServer> {
-        let server = HttpServer::start("the package server", addr, |bound| {
+        let server = HttpServer::start("the package server", "--port", addr, |bound| {
             let state = Arc::new(State {
                 source,
                 bound,

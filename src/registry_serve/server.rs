@@ -25,7 +25,7 @@ const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-diges
 /// Starts the registry on `addr` (port 0: any free port); see [`HttpServer::start`].
 pub fn start(reader: Arc<BundleReader>, catalog: Catalog, addr: SocketAddr) -> Result<HttpServer> {
     let state = Arc::new(State { reader, catalog });
-    HttpServer::start("the registry server", addr, |_| {
+    HttpServer::start("the registry server", "--addr", addr, |_| {
         Arc::new(move |request| Box::pin(handle(state.clone(), request)))
     })
 }
