@@ -98,7 +98,11 @@ pub fn start(request: &RegistryServeRequest, reporter: &dyn Reporter) -> Result<
         .collect();
     let images = catalog.images;
     let skipped = catalog.skipped.clone();
-    let server = server::start(reader, catalog, request.addr)?;
+    let checks = match checked_against {
+        Some(_) => server::BlobChecks::FileChecked,
+        None => server::BlobChecks::EachRead,
+    };
+    let server = server::start(reader, catalog, checks, request.addr)?;
     if checked_against.is_none() {
         reporter.warn(&format!(
             "no .sha256 file beside {}: each layer is checked only as it is read (a damaged one fails that pull)",
