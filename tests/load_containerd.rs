@@ -9,95 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+use common::containerd::Containerd;
 use common::*;
 use sha2::{Digest as _, Sha256};
-
-/// A containerd of the test's own, killed when dropped (also when the test panics).
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        for tool in ["/usr/bin/containerd", "/usr/bin/ctr"] {
-            assert!(
-                Path::new(tool).exists(),
-                "{tool} is missing: run `scripts/test-env up` (it installs containerd)"
-            );
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path();
-        let socket = root.join("containerd.sock");
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\n\
-                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-                 [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-                 [debug]\n  address = \"\"\n\
-                 [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{root}/opt\"\n",
-                root = root.display(),
-                sock = socket.display()
-            ),
-        )
-        .expect("write config.toml");
-        let log = std::fs::File::create(root.join("containerd.log")).expect("log file");
-        let child = Command::new("/usr/bin/containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start containerd");
-        let containerd = Containerd { child, socket, dir };
-        let since = Instant::now();
-        loop {
-            let up = Command::new("ctr")
-                .arg("-a")
-                .arg(&containerd.socket)
-                .arg("version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if up {
-                return containerd;
-            }
-            assert!(
-                since.elapsed() < Duration::from_secs(30),
-                "containerd did not answer within 30 s; its log:\n{}",
-                std::fs::read_to_string(containerd.dir.path().join("containerd.log"))
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `ctr` on this containerd, namespace k8s.io.
-    fn ctr(&self, args: &[&str]) -> Output {
-        ok(Command::new("ctr")
-            .arg("-a")
-            .arg(&self.socket)
-            .args(["-n", "k8s.io"])
-            .args(args))
-    }
-
-    fn ctr_text(&self, args: &[&str]) -> String {
-        stdout(&self.ctr(args))
-    }
-
-    fn address(&self) -> &str {
-        self.socket.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A two-layer image FROM scratch whose second layer is a static `tini` (so that a container
 /// of it runs), under a name of this test's own, and a compose project using it; removed from the

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use common::containerd::Containerd;
 use common::*;
 use serde_json::Value;
 
@@ -135,6 +136,32 @@ fn plain_registry_push_pull_back_and_a_second_push_sends_nothing() {
             .unwrap()
             .contains(&format!("[host.\"http://127.0.0.1:5000/v2/{prefix}\"]")),
         "{hosts}"
+    );
+    // The hosts.toml as printed makes containerd resolve the ORIGINAL Docker Hub name through
+    // the push's registry and prefix, to the pushed manifest.
+    let containerd = Containerd::start();
+    let hosts_dir = containerd.dir().join("certs.d");
+    std::fs::create_dir_all(hosts_dir.join("docker.io")).unwrap();
+    std::fs::write(
+        hosts_dir.join("docker.io/hosts.toml"),
+        hosts["content"].as_str().unwrap(),
+    )
+    .unwrap();
+    let original = format!("docker.io/library/{}", f.image);
+    containerd.ctr(&[
+        "images",
+        "pull",
+        "--hosts-dir",
+        hosts_dir.to_str().unwrap(),
+        &original,
+    ]);
+    let listed = containerd.ctr_text(&["images", "ls"]);
+    let digest = report["images"][0]["manifest_digest"].as_str().unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&original) && l.contains(digest)),
+        "{original} is listed with the pushed manifest {digest}:\n{listed}"
     );
 
     assert_eq!(

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::containerd::Containerd;
 use common::{build_random_image, docker, image_id, ok, require_engine, run, stderr};
 use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, WriteOptions};
 use serde_json::{Value, json};
@@ -544,65 +545,6 @@ fn a_damaged_bundle_is_refused_before_anything_is_served() {
     assert!(read.is_err(), "a damaged layer was served whole");
 }
 
-/// A containerd of the test's own (socket, root and state in a temporary directory), killed and
-/// removed when dropped.
-struct Containerd {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let config = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/containerd.sock\"\n\
-             [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
-             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n"
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.path().join("config.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("containerd is missing: run `scripts/test-env up`");
-        let containerd = Containerd { dir, child };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !containerd.ctr(&["version"]).status.success() {
-            assert!(Instant::now() < deadline, "containerd did not start");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        containerd
-    }
-
-    fn ctr(&self, args: &[&str]) -> std::process::Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.dir.path().join("containerd.sock"))
-            .args(["--namespace", "offpack-test"])
-            .args(args)
-            .output()
-            .expect("ctr is missing: run `scripts/test-env up`")
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Snapshots may hold mounts of their own; the directory goes with the temporary dir.
-        let _ = Command::new("umount")
-            .arg("--recursive")
-            .arg(self.dir.path().join("root"))
-            .output();
-    }
-}
-
 #[test]
 fn containerd_pulls_the_docker_hub_names_through_the_server_as_a_mirror() {
     let name = unique("mirrored");
@@ -621,7 +563,7 @@ fn containerd_pulls_the_docker_hub_names_through_the_server_as_a_mirror() {
     )
     .unwrap();
     let reference = format!("docker.io/library/{name}:1");
-    let pull = containerd.ctr(&[
+    let pull = containerd.run_ctr(&[
         "images",
         "pull",
         "--hosts-dir",
@@ -633,7 +575,7 @@ fn containerd_pulls_the_docker_hub_names_through_the_server_as_a_mirror() {
         "ctr pull through the mirror failed: {}",
         String::from_utf8_lossy(&pull.stderr)
     );
-    let listed = containerd.ctr(&["images", "ls"]);
+    let listed = containerd.run_ctr(&["images", "ls"]);
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     let manifest = bundle.images[0].oci_manifest.as_ref().unwrap();
     let line = listed
@@ -641,7 +583,7 @@ fn containerd_pulls_the_docker_hub_names_through_the_server_as_a_mirror() {
         .find(|l| l.starts_with(&reference))
         .unwrap_or_else(|| panic!("{reference} not listed:\n{listed}"));
     assert!(line.contains(&manifest.digest.to_string()), "{line}");
-    let check = containerd.ctr(&["images", "check"]);
+    let check = containerd.run_ctr(&["images", "check"]);
     let check = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.contains("complete"), "{check}");
 }

@@ -1,6 +1,7 @@
 //! Test context for running the real `offpack` binary against the real engine.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod npm_registry;
 pub mod offline;
 pub mod registry_images;
