@@ -949,3 +949,39 @@ fn a_name_pinned_to_an_index_bundled_for_one_platform_maps_to_the_new_index() {
         "a pull by the new digest gives the image"
     );
 }
+
+/// A login kept by a credential helper (`credHelpers` in the Docker config, as `docker login`
+/// leaves it with a helper): the push asks `docker-credential-<name> get` for the registry.
+#[test]
+fn a_credential_helper_gives_the_login() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let f = Fixture::new("helper", &[100_000]);
+    let registry = format!("127.0.0.1:5001/{}", unique("helper"));
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("docker-credential-offpack-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread -r server\n[ \"$server\" = 127.0.0.1:5001 ] || exit 1\n\
+             printf '%s' '{{\"ServerURL\":\"127.0.0.1:5001\",\"Username\":\"{REGISTRY_USER}\",\"Secret\":\"{PASSWORD}\"}}'\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.json"),
+        r#"{"credHelpers":{"127.0.0.1:5001":"offpack-test"}}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let report = json(&ok(f
+        .push(&["--registry", &registry, "--insecure"])
+        .env("DOCKER_CONFIG", config.path())
+        .env("PATH", &path)));
+    assert_eq!(report["blobs_sent"], 2, "config and layer: {report}");
+}
