@@ -342,7 +342,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String> {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let digest = digest_of(bytes);
         let what = format!("pushing manifest {}:{reference}", self.repo(repository));
         self.retrying(&what, || {
             let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
@@ -410,7 +410,7 @@ impl Client {
                 .limit(16 << 20)
                 .read_to_vec()
                 .map_err(|e| self.transport(e, "reading a manifest", repository))?;
-            let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+            let digest = digest_of(&bytes);
             if reference.starts_with("sha256:") && reference != digest {
                 return Err(Failure::Final(anyhow!(
                     "{}: manifest {reference} arrived as {digest}",
@@ -796,6 +796,11 @@ fn config_file() -> String {
         || "~/.docker/config.json".to_string(),
         |p| p.display().to_string(),
     )
+}
+
+/// The digest string (`sha256:<hex>`) of a manifest's bytes, as a registry names it.
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 fn header(resp: &Response<Body>, name: &str) -> Option<String> {
