@@ -33,6 +33,9 @@ pub(crate) const OVERRIDE_FILES: &[&str] = &[
     "docker-compose.override.yaml",
 ];
 
+/// What `serde_norway` says when a document nests deeper than [`yaml_depth::MAX_DEPTH`].
+const RECURSION_LIMIT: &str = "recursion limit exceeded";
+
 pub(crate) fn load(opts: &LoadOptions) -> Result<Project> {
     let cwd = &opts.working_dir;
     if !cwd.is_absolute() {
@@ -388,9 +391,22 @@ impl Session {
                     let repeated = format!(" at line {} column {}", at.line(), at.column());
                     message = message.replacen(&repeated, "", 1);
                 }
-                let err = ComposeError::new(format!("invalid YAML: {message}"))
+                let err = if message == RECURSION_LIMIT {
+                    // Only reachable through aliases: plain nesting past the limit is refused
+                    // above, before parsing.
+                    ComposeError::new(format!(
+                        "invalid YAML: nests more than {} levels deep once aliases (*name) are \
+                         expanded; an alias inside the node its own anchor (&name) marks repeats \
+                         forever",
+                        yaml_depth::MAX_DEPTH
+                    ))
                     .in_file(file)
-                    .hint("fix the YAML syntax");
+                    .hint("an alias can only repeat a node that ends before it")
+                } else {
+                    ComposeError::new(format!("invalid YAML: {message}"))
+                        .in_file(file)
+                        .hint("fix the YAML syntax")
+                };
                 match e.location() {
                     Some(at) => err.at(at.line(), at.column()),
                     None => err,

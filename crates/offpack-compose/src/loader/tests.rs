@@ -1087,6 +1087,24 @@ fn reset_inside_an_extended_file_applies_to_its_own_base() {
 }
 
 #[test]
+fn an_alias_inside_its_own_anchor_is_named() {
+    let f = Fixture::new();
+    let file = f.write(
+        "p/compose.yaml",
+        "x-build: &build\n  context: .\n  nested: *build\nservices:\n  web: {image: w}\n",
+    );
+    let e = load_project(&f.opts_in("p")).expect_err("recursive alias");
+    assert_eq!(e.file(), Some(file.as_path()));
+    assert_eq!(e.line(), Some(1), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.contains("nests more than 128 levels deep once aliases"),
+        "{e}"
+    );
+    assert!(e.contains("its own anchor (&name)"), "{e}");
+}
+
+#[test]
 fn alias_bombs_are_refused() {
     let f = Fixture::new();
     let mut text = String::from(
