@@ -290,4 +290,31 @@ fn from_a_tls_registry_with_a_login_and_its_ca_file() {
         "the digest docker push printed is the one carried: {pushed}"
     );
     ok(offpack(dir.path()).args(["verify", "b.offpack"]));
+
+    // The file adds to the system's CAs, it does not replace them (a project's public registries
+    // and token servers keep working): with the test CA as the system's (SSL_CERT_FILE) and an
+    // unrelated CA in the file, the registry is still trusted.
+    let other = tempfile::tempdir().unwrap();
+    ok(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=offpack unrelated test CA", "-keyout"])
+        .arg(other.path().join("ca.key"))
+        .arg("-out")
+        .arg(other.path().join("ca.crt")));
+    std::fs::remove_file(dir.path().join("b.offpack")).unwrap();
+    let out = run(offpack(dir.path())
+        .args([
+            "bundle",
+            "--from-registry",
+            "-o",
+            "b.offpack",
+            "--registry-ca-file",
+        ])
+        .arg(other.path().join("ca.crt"))
+        .env("DOCKER_CONFIG", login.path())
+        .env("SSL_CERT_FILE", TLS_CA));
+    assert!(out.status.success(), "{}", stderr(&out));
+    ok(offpack(dir.path()).args(["verify", "b.offpack"]));
 }

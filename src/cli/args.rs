@@ -184,7 +184,7 @@ pub struct BundleArgs {
     /// images, still come from the engine. Credentials come from the Docker config.
     #[arg(long, conflicts_with = "have")]
     pub from_registry: bool,
-    /// With --from-registry: trust the CA certificates of this PEM file for the registries.
+    /// With --from-registry: trust the CA certificates of this PEM file too (besides the system's).
     #[arg(long, value_name = "PEM", requires = "from_registry")]
     pub registry_ca_file: Option<PathBuf>,
     /// With --from-registry: speak plain HTTP to this registry (HOST[:PORT]; repeatable).
@@ -401,7 +401,7 @@ pub struct PushArgs {
     /// (`python:3.11-slim` goes to `HOST/PREFIX/library/python:3.11-slim`).
     #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
     pub registry: String,
-    /// Trust this PEM CA certificate for the registry (instead of the system's CAs).
+    /// Trust the CA certificates of this PEM file too (besides the system's CAs).
     #[arg(long, value_name = "PEM")]
     pub ca_file: Option<PathBuf>,
     /// Speak plain HTTP to the registry (no TLS).

@@ -125,7 +125,7 @@ pub fn fetch_image(
     } else {
         let platform = platforms.first().map_or("linux/amd64", String::as_str);
         let mut image = fetch_manifest(writer, &repo, &top, platform, known, cancel)?;
-        if image.platform != *platform && !platform.starts_with(&format!("{}/", image.platform)) {
+        if !platform_matches(&image.platform, platform) {
             bail!(
                 "{}: the registry serves one image, for {}, not an index; it is not for {platform}",
                 wanted.reference,
@@ -227,6 +227,12 @@ fn fetch_manifest(
         })?;
         if let Some(known) = known.get(&digest) {
             // Carried already (the same layer in another platform's image, or another image).
+            if known.diff_id.to_string() != *diff_id {
+                bail!(
+                    "{shown}: {what} ({digest}) decompresses to {}, but the image's config has diff ID {diff_id}",
+                    known.diff_id
+                );
+            }
             blobs.push(BlobRef { digest, size });
             registry_layers.push(known.clone());
             continue;
@@ -310,19 +316,42 @@ fn api_host(domain: &str) -> String {
 /// The digest of the index's manifest for `platform` (`os/arch[/variant]`; a missing variant
 /// matches any).
 fn pick_platform(index: &Value, platform: &str) -> Option<String> {
-    let mut want = platform.split('/');
-    let (os, arch, variant) = (want.next()?, want.next()?, want.next());
     index["manifests"].as_array()?.iter().find_map(|m| {
         let p = &m["platform"];
-        // arm64's variant is v8 when an index leaves it out (containerd's platform matching).
-        let listed = p["variant"].as_str().or((arch == "arm64").then_some("v8"));
-        let matches = p["os"].as_str() == Some(os)
-            && p["architecture"].as_str() == Some(arch)
-            && variant.is_none_or(|v| listed == Some(v));
-        matches
+        let listed = format!(
+            "{}/{}/{}",
+            p["os"].as_str()?,
+            p["architecture"].as_str()?,
+            p["variant"].as_str().unwrap_or_default()
+        );
+        platform_matches(&listed, platform)
             .then(|| m["digest"].as_str().map(str::to_string))
             .flatten()
     })
+}
+
+/// An image's `os/arch[/variant]` serves the asked one: the same os and architecture, and the
+/// same variant when one is asked; a variant left out is v8 on arm64 and v7 on arm (containerd's
+/// normalisation).
+fn platform_matches(image: &str, asked: &str) -> bool {
+    let split = |p: &str| {
+        let mut parts = p.split('/').map(str::to_string);
+        let os = parts.next().unwrap_or_default();
+        let arch = parts.next().unwrap_or_default();
+        let variant = parts
+            .next()
+            .filter(|v| !v.is_empty())
+            .or_else(|| match arch.as_str() {
+                "arm64" => Some("v8".to_string()),
+                "arm" => Some("v7".to_string()),
+                _ => None,
+            });
+        (os, arch, variant)
+    };
+    let (os, arch, variant) = split(image);
+    let asked_variant = asked.split('/').nth(2).filter(|v| !v.is_empty());
+    let (want_os, want_arch, want_variant) = split(asked);
+    os == want_os && arch == want_arch && (asked_variant.is_none() || variant == want_variant)
 }
 
 fn index_platforms(index: &Value) -> Vec<String> {
@@ -384,7 +413,22 @@ mod tests {
         );
         assert_eq!(pick_platform(&index, "windows/amd64"), None);
         assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
+        let no_platform = json!({"manifests": [{"digest": "sha256:d"}]});
+        assert_eq!(pick_platform(&no_platform, "linux/amd64"), None);
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+    }
+
+    /// A single-platform image: its config's `os/arch[/variant]` against the asked platform.
+    #[test]
+    fn an_image_config_serves_the_asked_platform() {
+        assert!(platform_matches("linux/amd64", "linux/amd64"));
+        assert!(platform_matches("linux/arm64/v8", "linux/arm64"));
+        assert!(platform_matches("linux/arm64", "linux/arm64/v8"));
+        assert!(platform_matches("linux/arm", "linux/arm/v7"));
+        assert!(!platform_matches("linux/arm/v6", "linux/arm/v7"));
+        assert!(platform_matches("linux/arm/v6", "linux/arm"));
+        assert!(!platform_matches("linux/amd64", "linux/arm64"));
+        assert!(!platform_matches("windows/amd64", "linux/amd64"));
         assert_eq!(api_host("127.0.0.1:5000"), "127.0.0.1:5000");
     }
 }

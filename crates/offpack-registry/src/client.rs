@@ -37,7 +37,9 @@ pub const MEDIA_DOCKER_MANIFEST_LIST: &str =
 pub struct ClientOptions {
     /// Plain HTTP (never chosen without the user asking).
     pub insecure: bool,
-    /// A PEM file of CA certificates to trust for this registry, instead of the system's roots.
+    /// A PEM file of CA certificates to trust besides the system's roots (as Docker adds
+    /// `certs.d/HOST/ca.crt`): a registry with its own CA, while token servers, redirects to
+    /// storage and other registries keep their public certificates.
     pub ca_file: Option<PathBuf>,
     /// Attempts per request on transient errors (connection refused or reset, 5xx, 429);
     /// 0 means the default, 5.
@@ -152,7 +154,14 @@ impl Client {
                 if certs.is_empty() {
                     bail!("{} holds no PEM certificate", path.display());
                 }
-                tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                // Unreadable system certificates leave only the file's: what the user named
+                // still works.
+                let system = rustls_native_certs::load_native_certs().certs;
+                let all = system
+                    .iter()
+                    .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                    .chain(certs);
+                tls.root_certs(ureq::tls::RootCerts::from(all))
             }
             None => tls.root_certs(ureq::tls::RootCerts::PlatformVerifier),
         };
@@ -490,7 +499,8 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Attempt<Response<Body>> {
         let key = scope.join(" ");
-        let mut authorization = self.cached_auth(&key);
+        let own_origin = self.vet_url(url)?;
+        let mut authorization = self.cached_auth(&key).filter(|_| own_origin);
         for round in 0..2 {
             let mut req = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
@@ -511,7 +521,7 @@ impl Client {
                 None => self.agent.run(req),
             };
             let resp = result.map_err(|e| self.transport(e, method, url))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && round == 0 {
+            if resp.status() == StatusCode::UNAUTHORIZED && round == 0 && own_origin {
                 authorization = Some(self.login(&resp, &key, scope)?);
                 continue;
             }
@@ -532,7 +542,9 @@ impl Client {
             .method(method)
             .uri(url)
             .header("Content-Type", "application/octet-stream");
-        if let Some(a) = self.cached_auth(&scope.join(" ")) {
+        if self.vet_url(url)?
+            && let Some(a) = self.cached_auth(&scope.join(" "))
+        {
             req = req.header("Authorization", a);
         }
         let req = req
@@ -541,6 +553,22 @@ impl Client {
         self.agent
             .run(req)
             .map_err(|e| self.transport(e, method, url))
+    }
+
+    /// Whether the login may go with a request to `url` (a `Location` the registry sent may
+    /// name another host: a login is only for the registry itself, as `docker push` does). A
+    /// TLS registry sending us to plain HTTP (a TLS proxy that does not say so to the registry)
+    /// is refused: layers and login would cross the network in clear.
+    fn vet_url(&self, url: &str) -> Attempt<bool> {
+        if self.base.starts_with("https://") && url.starts_with("http://") {
+            return Err(Failure::Final(anyhow!(
+                "{} sent offpack to {url}, plain HTTP, from a TLS registry: refused, so the login \
+                 and layers do not cross the network in clear (behind a TLS proxy, have it set \
+                 X-Forwarded-Proto: https, or set the registry's http.relativeurls)",
+                self.host
+            )));
+        }
+        Ok(same_origin(&self.base, url))
     }
 
     fn cached_auth(&self, key: &str) -> Option<String> {
@@ -871,9 +899,47 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
+/// `url` is on `base`'s scheme, host and port (`base`: `scheme://host[:port]`).
+fn same_origin(base: &str, url: &str) -> bool {
+    url.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_login_goes_only_to_the_registry_itself() {
+        let base = "https://registry.example:5000";
+        assert!(same_origin(
+            base,
+            "https://registry.example:5000/v2/a/blobs/uploads/x?y=1"
+        ));
+        assert!(!same_origin(base, "https://registry.example:50001/v2/"));
+        assert!(!same_origin(base, "https://registry.example/v2/"));
+        assert!(!same_origin(base, "https://storage.example/v2/a"));
+        assert!(!same_origin(base, "https://registry.example:5000.evil/v2/"));
+    }
+
+    #[test]
+    fn a_tls_registry_cannot_send_the_upload_to_plain_http() {
+        let client =
+            Client::with_credentials("registry.example", &ClientOptions::default(), None).unwrap();
+        assert!(matches!(
+            client.vet_url("https://registry.example/v2/a/blobs/uploads/1"),
+            Ok(true)
+        ));
+        assert!(matches!(
+            client.vet_url("https://cdn.example/u/1"),
+            Ok(false)
+        ));
+        let Err(Failure::Final(e)) = client.vet_url("http://registry.example/v2/a/blobs/uploads/1")
+        else {
+            panic!("plain HTTP from a TLS registry is refused");
+        };
+        assert!(e.to_string().contains("X-Forwarded-Proto"), "{e}");
+    }
 
     #[test]
     fn scope_reads_only_the_mount_source() {

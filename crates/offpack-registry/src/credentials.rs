@@ -82,19 +82,7 @@ pub fn lookup(host: &str) -> Result<Option<Credentials>> {
     };
     let config: DockerConfig = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
-    let keys: Vec<String> = if host == "docker.io" {
-        vec![
-            "https://index.docker.io/v1/".into(),
-            "index.docker.io".into(),
-            "docker.io".into(),
-        ]
-    } else {
-        vec![
-            host.to_string(),
-            format!("https://{host}"),
-            format!("http://{host}"),
-        ]
-    };
+    let keys = config_keys(host);
     let helper = keys
         .iter()
         .find_map(|k| config.cred_helpers.get(k).cloned())
@@ -108,6 +96,33 @@ pub fn lookup(host: &str) -> Result<Option<Credentials>> {
         Some(helper) => from_helper(&helper, &keys[0]),
         None => Ok(None),
     }
+}
+
+/// Where the docker CLI files the login for `host`, the preferred key first. Docker Hub's is
+/// filed under its v1 address whichever of its names (the reference's `docker.io`, the API's
+/// `registry-1.docker.io`) the caller has.
+fn config_keys(host: &str) -> Vec<String> {
+    if is_docker_hub(host) {
+        vec![
+            "https://index.docker.io/v1/".into(),
+            "index.docker.io".into(),
+            "docker.io".into(),
+            "registry-1.docker.io".into(),
+        ]
+    } else {
+        vec![
+            host.to_string(),
+            format!("https://{host}"),
+            format!("http://{host}"),
+        ]
+    }
+}
+
+fn is_docker_hub(host: &str) -> bool {
+    matches!(
+        host,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
 }
 
 fn from_entry(entry: &AuthEntry, host: &str) -> Result<Option<Credentials>> {
@@ -156,11 +171,25 @@ fn from_helper(helper: &str, server: &str) -> Result<Option<Credentials>> {
     }
     let answer: HelperAnswer = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("{program} answered something other than credentials"))?;
-    Ok(Some(Credentials {
-        username: answer.username,
-        password: answer.secret,
-        identity_token: None,
-    }))
+    Ok(Some(from_helper_answer(answer)))
+}
+
+/// A helper answers `<token>` as the user name when its secret is an identity token (the docker
+/// CLI's convention), which is exchanged for a Bearer token, never sent as Basic.
+fn from_helper_answer(answer: HelperAnswer) -> Credentials {
+    if answer.username == "<token>" {
+        Credentials {
+            username: String::new(),
+            password: String::new(),
+            identity_token: Some(answer.secret),
+        }
+    } else {
+        Credentials {
+            username: answer.username,
+            password: answer.secret,
+            identity_token: None,
+        }
+    }
 }
 
 fn decode_base64(text: &str) -> Result<String> {
@@ -172,6 +201,34 @@ fn decode_base64(text: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docker_hub_logins_are_found_under_every_name_of_the_hub() {
+        for host in ["docker.io", "registry-1.docker.io", "index.docker.io"] {
+            assert_eq!(
+                config_keys(host)[0],
+                "https://index.docker.io/v1/",
+                "{host}"
+            );
+        }
+        assert_eq!(config_keys("127.0.0.1:5000")[0], "127.0.0.1:5000");
+    }
+
+    #[test]
+    fn a_helpers_token_user_is_an_identity_token() {
+        let c = from_helper_answer(HelperAnswer {
+            username: "<token>".into(),
+            secret: "refresh".into(),
+        });
+        assert_eq!(c.identity_token.as_deref(), Some("refresh"));
+        assert!(c.username.is_empty() && c.password.is_empty());
+        let c = from_helper_answer(HelperAnswer {
+            username: "ci".into(),
+            secret: "pw".into(),
+        });
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("ci", "pw"));
+        assert_eq!(c.identity_token, None);
+    }
 
     #[test]
     fn decodes_saved_login() {

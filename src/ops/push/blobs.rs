@@ -3,6 +3,7 @@
 //! compressor. A layer's compressed digest is known only once compressed; a record of it in the
 //! cache (diff ID + compression → digest, size) lets the next run skip it by `HEAD`.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Mutex;
 
@@ -28,6 +29,16 @@ pub struct BlobJob {
     /// A layer (compressed as asked) rather than a config (sent as it is).
     pub layer: bool,
     pub repositories: Vec<String>,
+}
+
+/// A blob and whether it is sent compressed: the same bundle blob can be an engine-form image's
+/// layer (compressed on the way) and a registry-form image's (sent as the registry had it).
+pub type BlobKey = (Digest, bool);
+
+impl BlobJob {
+    pub fn key(&self) -> BlobKey {
+        (self.digest.clone(), self.layer)
+    }
 }
 
 /// How a blob is known to the registry now.
@@ -67,32 +78,50 @@ impl BlobContext<'_> {
         format!("{} {}", job.digest, self.compression.record_name())
     }
 
-    /// What the registry will call this blob, when known without sending it.
-    fn known(&self, job: &BlobJob) -> Result<Option<(String, u64)>> {
+    /// What the registry will call this blob, when known without sending it. The records are
+    /// an optimisation: one that cannot be read only costs a compression.
+    fn known(&self, job: &BlobJob) -> Option<(String, u64)> {
         if !job.layer || self.compression == Compression::None {
-            return Ok(Some((job.digest.to_string(), job.size)));
+            return Some((job.digest.to_string(), job.size));
         }
-        let Some(cache) = self.cache else {
-            return Ok(None);
-        };
-        Ok(cache
-            .get_key(RECORD_KIND, &self.record_key(job))?
-            .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-            .map(|r| (r.digest, r.size)))
+        let cache = self.cache?;
+        match cache.get_key(RECORD_KIND, &self.record_key(job)) {
+            Ok(bytes) => bytes
+                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+                .map(|r| (r.digest, r.size)),
+            Err(e) => {
+                self.reporter.warn(&format!(
+                    "cannot read the record of layer {}'s compressed digest ({e:#}): it is \
+                     compressed again to ask the registry",
+                    job.digest
+                ));
+                None
+            }
+        }
     }
 
-    fn remember(&self, job: &BlobJob, digest: &str, size: u64) -> Result<()> {
+    /// Records the compressed digest for the next push; a failure is a warning, not the push's.
+    fn remember(&self, job: &BlobJob, digest: &str, size: u64) {
         if !job.layer || self.compression == Compression::None {
-            return Ok(());
+            return;
         }
-        if let Some(cache) = self.cache {
-            let record = serde_json::to_vec(&Record {
-                digest: digest.to_string(),
-                size,
-            })?;
-            cache.put_key(RECORD_KIND, &self.record_key(job), &record)?;
+        let Some(cache) = self.cache else {
+            return;
+        };
+        let record = Record {
+            digest: digest.to_string(),
+            size,
+        };
+        let written = serde_json::to_vec(&record)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| cache.put_key(RECORD_KIND, &self.record_key(job), &bytes));
+        if let Err(e) = written {
+            self.reporter.warn(&format!(
+                "cannot record layer {}'s compressed digest ({e:#}): the next push compresses it \
+                 again to ask the registry",
+                job.digest
+            ));
         }
-        Ok(())
     }
 
     fn passed(&self, job: &BlobJob, bytes: u64, done: bool) {
@@ -107,7 +136,7 @@ impl BlobContext<'_> {
 
     /// Puts the blob into every repository of the job.
     pub fn ensure(&self, job: &BlobJob) -> Result<BlobDone> {
-        let mut known = self.known(job)?;
+        let mut known = self.known(job);
         let mut done = BlobDone {
             digest: String::new(),
             size: 0,
@@ -117,21 +146,22 @@ impl BlobContext<'_> {
             uploads: 0,
         };
         let mut holder: Option<&str> = None;
-        let mut missing = Vec::new();
+        let mut present = Vec::new();
+        let mut missing = VecDeque::new();
         match &known {
             Some((digest, _)) => {
                 for repo in &job.repositories {
                     if self.client.blob_size(repo, digest)?.is_some() {
-                        done.present += 1;
+                        present.push(repo.as_str());
                         holder.get_or_insert(repo);
                     } else {
-                        missing.push(repo.as_str());
+                        missing.push_back(repo.as_str());
                     }
                 }
             }
             None => missing.extend(job.repositories.iter().map(String::as_str)),
         }
-        for repo in missing {
+        while let Some(repo) = missing.pop_front() {
             if let (Some((digest, _)), Some(from)) = (&known, holder)
                 && self.client.mount_blob(repo, digest, from)?
             {
@@ -156,9 +186,18 @@ impl BlobContext<'_> {
             ));
             done.sent += uploaded.1;
             done.uploads += 1;
+            if known
+                .as_ref()
+                .is_some_and(|(digest, _)| *digest != uploaded.0)
+            {
+                // The record named what an earlier compressor made: the manifest names this
+                // upload's digest, which the repositories holding the old one need too.
+                missing.extend(present.drain(..));
+            }
             known = Some(uploaded);
             holder = Some(repo);
         }
+        done.present = present.len();
         self.passed(job, job.size, true);
         let (digest, size) = known.expect("a blob is known once present or sent");
         done.digest = digest;
@@ -188,8 +227,20 @@ impl BlobContext<'_> {
             (!job.layer || self.compression == Compression::None).then(|| job.digest.to_string());
         let up = self
             .client
-            .upload_blob(repo, expected.as_deref(), &mut open, &|_| {})?;
-        self.remember(job, &up.digest, up.size)?;
+            .upload_blob(repo, expected.as_deref(), &mut open, &|_| {})
+            .with_context(|| {
+                if job.layer {
+                    format!(
+                        "layer {} ({}, {} bytes uncompressed)",
+                        job.digest,
+                        self.compression.record_name(),
+                        job.size
+                    )
+                } else {
+                    format!("config {}", job.digest)
+                }
+            })?;
+        self.remember(job, &up.digest, up.size);
         Ok((up.digest, up.size))
     }
 }

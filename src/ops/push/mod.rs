@@ -22,7 +22,7 @@ use offpack_registry::{
 };
 use serde::Serialize;
 
-use self::blobs::{BlobContext, BlobDone, BlobJob};
+use self::blobs::{BlobContext, BlobDone, BlobJob, BlobKey};
 use self::plan::{Descriptor, IndexGroup, RefPlan};
 use crate::fetch::cache::PackageCache;
 use crate::ops::load::apply::{SidecarGate, corrupt_bundle, is_corrupt_data, wait_for_sidecar};
@@ -391,7 +391,7 @@ fn pushed_ref(
 fn image_manifest<'m>(
     bundle: &offpack_bundle::BundleReader,
     image: &'m offpack_bundle::Image,
-    results: &HashMap<Digest, BlobDone>,
+    results: &HashMap<BlobKey, BlobDone>,
     request: &PushRequest,
 ) -> Result<(Vec<u8>, &'m str)> {
     if let (Some(registry), Some(carried)) = (&image.registry, &image.oci_manifest) {
@@ -402,7 +402,7 @@ fn image_manifest<'m>(
         .layers
         .iter()
         .map(|l| {
-            let done = &results[&l.digest];
+            let done = &results[&(l.digest.clone(), true)];
             Descriptor {
                 media_type: request.compression.media_type(),
                 digest: done.digest.clone(),
@@ -485,7 +485,7 @@ fn push_index(
 /// Every blob the images need, once, with the repositories that need it; configs first (they
 /// are small), then layers largest first so that the longest upload starts early.
 fn blob_jobs(images: &[offpack_bundle::Image], repos: &[BTreeSet<String>]) -> Vec<BlobJob> {
-    let mut jobs: BTreeMap<Digest, BlobJob> = BTreeMap::new();
+    let mut jobs: BTreeMap<BlobKey, BlobJob> = BTreeMap::new();
     for (image, repos) in images.iter().zip(repos) {
         // A registry-form image's layers (format 1.4) are the registry's compressed blobs: sent
         // as they are, so that its manifest, and so its digest, stays the same.
@@ -493,12 +493,14 @@ fn blob_jobs(images: &[offpack_bundle::Image], repos: &[BTreeSet<String>]) -> Ve
         let blobs = std::iter::once((&image.config, false))
             .chain(image.layers.iter().map(|l| (l, compress)));
         for (blob, layer) in blobs {
-            let job = jobs.entry(blob.digest.clone()).or_insert_with(|| BlobJob {
-                digest: blob.digest.clone(),
-                size: blob.size,
-                layer,
-                repositories: Vec::new(),
-            });
+            let job = jobs
+                .entry((blob.digest.clone(), layer))
+                .or_insert_with(|| BlobJob {
+                    digest: blob.digest.clone(),
+                    size: blob.size,
+                    layer,
+                    repositories: Vec::new(),
+                });
             let mut all: BTreeSet<String> = job.repositories.drain(..).collect();
             all.extend(repos.iter().cloned());
             job.repositories = all.into_iter().collect();
@@ -531,14 +533,14 @@ fn run_jobs(
     jobs: &[BlobJob],
     progress: &Mutex<ImageProgress>,
     reporter: &dyn Reporter,
-) -> Result<HashMap<Digest, BlobDone>> {
+) -> Result<HashMap<BlobKey, BlobDone>> {
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 4)
         .min(jobs.len().max(1));
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let results: Mutex<HashMap<Digest, BlobDone>> = Mutex::new(HashMap::new());
+    let results: Mutex<HashMap<BlobKey, BlobDone>> = Mutex::new(HashMap::new());
     let failure: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let total_bytes: u64 = jobs.iter().map(|j| j.size).sum();
     let total_task = reporter.start("pushing", Some(total_bytes));
@@ -548,10 +550,10 @@ fn run_jobs(
         Some(total_bytes),
         &progress.lock().unwrap_or_else(|e| e.into_inner()),
     );
-    let done_bytes = |results: &Mutex<HashMap<Digest, BlobDone>>| -> u64 {
+    let done_bytes = |results: &Mutex<HashMap<BlobKey, BlobDone>>| -> u64 {
         let results = results.lock().unwrap_or_else(|e| e.into_inner());
         jobs.iter()
-            .filter(|j| results.contains_key(&j.digest))
+            .filter(|j| results.contains_key(&j.key()))
             .map(|j| j.size)
             .sum()
     };
@@ -565,7 +567,7 @@ fn run_jobs(
                         match cx.ensure(job) {
                             Ok(done) => {
                                 let mut results = results.lock().unwrap_or_else(|e| e.into_inner());
-                                results.insert(job.digest.clone(), done);
+                                results.insert(job.key(), done);
                             }
                             Err(e) => {
                                 stop.store(true, Ordering::Relaxed);
@@ -650,6 +652,61 @@ mod tests {
         assert_eq!(r.pushed, "h.site/p/app@sha256:new");
         assert_eq!(r.old_digest.as_deref(), Some("sha256:up"));
         assert_eq!(r.pin_tag.as_deref(), Some("offpack-pin-sha256-up"));
+    }
+
+    fn blob(hex: char, size: u64) -> offpack_bundle::BlobRef {
+        offpack_bundle::BlobRef {
+            digest: format!("sha256:{}", hex.to_string().repeat(64))
+                .parse()
+                .unwrap(),
+            size,
+        }
+    }
+
+    /// An uncompressed registry layer's digest is its diff ID, which an engine-form image's layer
+    /// of the same content has too: each image needs that blob in its own form.
+    #[test]
+    fn a_blob_two_images_send_in_different_forms_is_two_jobs() {
+        let layer = blob('a', 100);
+        let engine_form = offpack_bundle::Image {
+            refs: vec!["e:1".into()],
+            id: blob('c', 0).digest,
+            platform: "linux/amd64".into(),
+            config: blob('c', 10),
+            layers: vec![layer.clone()],
+            oci_manifest: None,
+            registry: None,
+        };
+        let registry_form = offpack_bundle::Image {
+            refs: vec!["r:1".into()],
+            id: blob('d', 0).digest,
+            config: blob('d', 10),
+            registry: Some(offpack_bundle::RegistryImage {
+                media_type: MEDIA_OCI_MANIFEST.into(),
+                repo_digests: Vec::new(),
+                layers: Vec::new(),
+                index: None,
+            }),
+            ..engine_form.clone()
+        };
+        let repos = [
+            BTreeSet::from(["r".to_string()]),
+            BTreeSet::from(["e".to_string()]),
+        ];
+        let jobs = blob_jobs(&[registry_form, engine_form], &repos);
+        let forms: Vec<(String, bool, Vec<String>)> = jobs
+            .iter()
+            .filter(|j| j.digest == layer.digest)
+            .map(|j| (j.digest.to_string(), j.layer, j.repositories.clone()))
+            .collect();
+        let digest = layer.digest.to_string();
+        assert_eq!(
+            forms,
+            [
+                (digest.clone(), false, vec!["r".to_string()]),
+                (digest, true, vec!["e".to_string()]),
+            ]
+        );
     }
 
     #[test]
