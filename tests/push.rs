@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::containerd::Containerd;
+use common::second_engine::SecondEngine;
 use common::*;
 use serde_json::Value;
 
@@ -237,6 +238,38 @@ fn tls_registry_with_its_ca_file() {
     );
     let name = pushed_name(&report);
     assert_eq!(f.pull(&name, Some(login.path())), original_id);
+}
+
+/// Pushed at a registry's root, the `daemon.json` push prints is given to a second engine of the
+/// test's own (the shared one cannot be restarted): it pulls the ORIGINAL Docker Hub name through
+/// the registry as its mirror, and gets the bundle's image.
+#[test]
+fn docker_pulls_the_original_name_through_the_registry_with_the_printed_daemon_json() {
+    let f = Fixture::new("docker-mirror", &[400_000, 100_000]);
+    let original_id = image_id(&f.image).unwrap();
+    let registry = OwnRegistry::start();
+    let mapping = f.path().join("mapping.json");
+    ok(
+        f.push(&["--registry", &registry.host(), "--insecure", "--mapping"])
+            .arg(&mapping),
+    );
+    let written: Value = serde_json::from_slice(&std::fs::read(&mapping).unwrap()).unwrap();
+    let daemon_json = &written["settings"]["docker_daemon_json"];
+    assert_eq!(
+        daemon_json["registry-mirrors"][0],
+        format!("http://{}", registry.host()),
+        "{daemon_json}"
+    );
+    let engine = SecondEngine::start(daemon_json);
+    let pull = engine.docker(&["pull", &f.image]);
+    assert!(
+        pull.status.success(),
+        "docker pull {} through the mirror: {}\n{}",
+        f.image,
+        stderr(&pull),
+        engine.log()
+    );
+    assert_eq!(engine.image_id(&f.image), Some(original_id));
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::containerd::Containerd;
+use common::second_engine::SecondEngine;
 use common::{build_random_image, docker, image_id, ok, require_engine, run, stderr};
 use offpack_bundle::{BlobRef, BundleReader, BundleWriter, Digest, Image, Manifest, WriteOptions};
 use serde_json::{Value, json};
@@ -586,6 +587,33 @@ fn containerd_pulls_the_docker_hub_names_through_the_server_as_a_mirror() {
     let check = containerd.run_ctr(&["images", "check"]);
     let check = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(check.contains("complete"), "{check}");
+}
+
+/// docs/fleet.md's `daemon.json` for the server as Docker's mirror, given to a second engine of
+/// the test's own (the shared one cannot be restarted): it pulls the image by its original
+/// Docker Hub name, and gets the bundle's image.
+#[test]
+fn docker_pulls_docker_hub_names_through_the_server_as_its_registry_mirror() {
+    require_engine();
+    let name = format!("{}:1", unique("docker-mirror"));
+    let bundle = write_bundle(&[(&[name.as_str()], "linux/amd64", &[500_000, 100_000])]);
+    let registry = Registry::start(&bundle.path);
+    let engine = SecondEngine::start(&json!({
+        "registry-mirrors": [format!("http://{}", registry.addr)],
+        "insecure-registries": [registry.addr],
+    }));
+    let pull = engine.docker(&["pull", &name]);
+    assert!(
+        pull.status.success(),
+        "docker pull {name} through the mirror: {}\n{}",
+        stderr(&pull),
+        engine.log()
+    );
+    assert_eq!(
+        engine.image_id(&name).as_deref(),
+        Some(bundle.images[0].id.to_string().as_str()),
+        "{name} has the bundle's image ID"
+    );
 }
 
 #[test]

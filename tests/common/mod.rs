@@ -5,6 +5,7 @@ pub mod containerd;
 pub mod npm_registry;
 pub mod offline;
 pub mod registry_images;
+pub mod second_engine;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
