@@ -19,11 +19,23 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{mpsc, oneshot};
 
 /// Bytes per chunk of a streamed file.
 pub const CHUNK: usize = 64 << 10;
+
+/// Files streamed at once, by every server of the process: each holds a blocking thread and a
+/// decoder (up to 8 MiB of zstd window), so a crowd of slow clients waits for a turn instead of
+/// taking the blocking pool and gigabytes. 64 keeps a fleet's pulls going on 2 cores.
+const MAX_STREAMS: usize = 64;
+static STREAMS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_STREAMS);
+
+/// A client that takes nothing of a streamed body for this long is dropped.
+const STALLED_CLIENT: Duration = Duration::from_secs(300);
+
+/// A client that opens a connection and sends no complete request head within this is dropped.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A response body: whole, or streamed.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -222,6 +234,8 @@ async fn accept_loop(
                         async move { Ok::<_, Infallible>(response.await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
@@ -278,6 +292,7 @@ pub fn text(status: StatusCode, body: String, head: bool) -> Response<Body> {
 /// Where a blocking job sends the bytes of a streamed body.
 pub struct Sink {
     tx: mpsc::Sender<io::Result<Bytes>>,
+    runtime: tokio::runtime::Handle,
     opened: Option<oneshot::Sender<io::Result<()>>>,
 }
 
@@ -290,19 +305,38 @@ impl Sink {
         }
     }
 
+    /// Hands one item to the body; false when the client went away, or stopped reading for
+    /// [`STALLED_CLIENT`] (its stream's turn goes to another).
+    fn send(&self, item: io::Result<Bytes>) -> bool {
+        let sent = self
+            .runtime
+            .block_on(tokio::time::timeout(STALLED_CLIENT, self.tx.send(item)));
+        matches!(sent, Ok(Ok(())))
+    }
+
     /// Copies `reader` to its end into the body, in chunks of [`CHUNK`] bytes. Returns early,
     /// with `Ok`, when the client went away.
+    ///
+    /// Each chunk is held back until the next read succeeds: a checked reader (a bundle blob)
+    /// reports a wrong digest only at the read that would end it, and once the body has all
+    /// the bytes its `Content-Length` announced, hyper sends them and never hears the error. A
+    /// failure therefore always leaves the body short, so the client sees a broken download.
     pub fn copy_from(&mut self, reader: &mut dyn Read) -> io::Result<()> {
         self.opened();
         let mut buf = vec![0u8; CHUNK];
+        let mut held: Option<Bytes> = None;
         loop {
             match reader.read(&mut buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => {
+                    if let Some(last) = held.take() {
+                        let _ = self.send(Ok(last));
+                    }
+                    return Ok(());
+                }
                 Ok(n) => {
-                    if self
-                        .tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
+                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                    if let Some(previous) = held.replace(chunk)
+                        && !self.send(Ok(previous))
                     {
                         return Ok(());
                     }
@@ -321,11 +355,18 @@ impl Sink {
 pub async fn stream_blocking(
     job: impl FnOnce(&mut Sink) -> io::Result<()> + Send + 'static,
 ) -> io::Result<Body> {
+    let permit = STREAMS
+        .acquire()
+        .await
+        .map_err(|_| io::Error::other("the server is stopping"))?;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let (opened_tx, opened_rx) = oneshot::channel::<io::Result<()>>();
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let mut sink = Sink {
             tx,
+            runtime,
             opened: Some(opened_tx),
         };
         let result = job(&mut sink);
@@ -338,7 +379,7 @@ pub async fn stream_blocking(
             }
             (Ok(()), None) => {}
             (Err(e), None) => {
-                let _ = sink.tx.blocking_send(Err(e));
+                let _ = sink.send(Err(e));
             }
         }
     });
@@ -415,6 +456,59 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gives `data`, then fails where it would end (as a bundle blob whose digest is wrong).
+    struct FailsAtTheEnd {
+        data: io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for FailsAtTheEnd {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.data.read(buf)? {
+                0 => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "digest mismatch",
+                )),
+                n => Ok(n),
+            }
+        }
+    }
+
+    /// What a client receives of a streamed body: the bytes, and whether it ended in an error.
+    async fn receive(body: Body) -> (Vec<u8>, bool) {
+        let mut body = body;
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => bytes.extend_from_slice(frame.data_ref().unwrap()),
+                Err(_) => return (bytes, true),
+            }
+        }
+        (bytes, false)
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fails_at_the_end_leaves_the_body_short() {
+        for len in [10, CHUNK, CHUNK + 10, 3 * CHUNK] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let body = stream_blocking(move |sink| {
+                sink.copy_from(&mut FailsAtTheEnd {
+                    data: io::Cursor::new(data),
+                })
+            })
+            .await
+            .unwrap();
+            let (bytes, failed) = receive(body).await;
+            assert!(failed, "{len}: the error reaches the body");
+            assert!(bytes.len() < len, "{len}: got {} bytes", bytes.len());
+        }
+        let whole: Vec<u8> = vec![7; CHUNK + 1];
+        let sent = whole.clone();
+        let body = stream_blocking(move |sink| sink.copy_from(&mut io::Cursor::new(sent)))
+            .await
+            .unwrap();
+        assert_eq!(receive(body).await, (whole, false));
+    }
 
     #[test]
     fn ranges_are_read_as_rfc_9110_says() {

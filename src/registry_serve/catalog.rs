@@ -201,11 +201,22 @@ impl Catalog {
     }
 
     /// The repository a request names. `ns` is containerd's `?ns=` (the registry a mirror is
-    /// asked on behalf of): its own repository `ns/name` comes first.
+    /// asked on behalf of): its own repository `ns/name` comes first, and the plain `name`
+    /// answers only for that registry's image, so a node mirroring docker.io through this
+    /// server never gets `mirror.example/team/app` for `docker.io/team/app`.
     pub fn repository(&self, name: &str, ns: Option<&str>) -> Option<&Repository> {
-        ns.filter(|ns| *ns != DOCKER_HUB)
-            .and_then(|ns| self.repositories.get(&format!("{ns}/{name}")))
-            .or_else(|| self.repositories.get(name))
+        let Some(ns) = ns else {
+            return self.repositories.get(name);
+        };
+        let qualified = format!("{ns}/{name}");
+        if ns != DOCKER_HUB
+            && let Some(repository) = self.repositories.get(&qualified)
+        {
+            return Some(repository);
+        }
+        self.repositories
+            .get(name)
+            .filter(|repository| repository.origin == qualified)
     }
 
     /// The manifest `reference` (a tag or a digest) of `repository`, with its digest.
@@ -330,7 +341,7 @@ fn index_document(manifests: &[Tagged]) -> Vec<u8> {
                 platform["variant"] = json!(variant);
             }
             json!({
-                "mediaType": OCI_MANIFEST,
+                "mediaType": image.manifest_media_type(),
                 "digest": digest.to_string(),
                 "size": size,
                 "platform": platform,
@@ -451,6 +462,18 @@ mod tests {
             catalog
                 .repository("team/app", Some("mirror.example"))
                 .is_some()
+        );
+        assert!(
+            catalog
+                .repository("library/python", Some("docker.io"))
+                .is_some()
+        );
+        // Asked on behalf of another registry, a path is not another registry's image.
+        assert!(catalog.repository("team/app", Some("docker.io")).is_none());
+        assert!(
+            catalog
+                .repository("library/python", Some("ghcr.io"))
+                .is_none()
         );
         assert!(catalog.repository("nothing", None).is_none());
     }
