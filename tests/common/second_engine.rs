@@ -1,16 +1,21 @@
 //! A second Docker engine of the test's own, for settings the shared engine cannot be given
-//! without a restart (`registry-mirrors`): its own daemon.json, socket, data root (vfs storage)
-//! and exec root (it starts its own containerd there), no bridge and no iptables rules, so the
-//! shared engine and its networks are untouched. Stopped, and its files removed, when dropped
-//! (also when the test panics).
+//! without a restart (`registry-mirrors`): its own daemon.json, socket, data root (vfs storage),
+//! exec root (it starts its own containerd there) and bridge, and no iptables rules, so the
+//! shared engine and its networks are untouched. Stopped, and its files and bridge removed, when
+//! dropped (also when the test panics).
+//!
+//! Not `--bridge none`: a dockerd started so deletes the host's `docker0` (moby's
+//! `removeDefaultBridgeInterface`), which cut every container of the shared engine off.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct SecondEngine {
     child: Child,
     socket: PathBuf,
+    bridge: String,
     dir: tempfile::TempDir,
 }
 
@@ -31,6 +36,22 @@ impl SecondEngine {
         std::fs::write(&config, serde_json::to_vec_pretty(daemon_json).unwrap())
             .expect("write daemon.json");
         let socket = root.join("docker.sock");
+        // An interface name has at most 15 characters.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let bridge = format!(
+            "opk{}-{}",
+            std::process::id() % 1_000_000,
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        );
+        let added = Command::new("ip")
+            .args(["link", "add", &bridge, "type", "bridge"])
+            .output()
+            .expect("run ip (iproute2)");
+        assert!(
+            added.status.success(),
+            "cannot add bridge {bridge}: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
         let log = std::fs::File::create(root.join("dockerd.log")).expect("log file");
         let child = Command::new("/usr/sbin/dockerd")
             .arg("--config-file")
@@ -43,7 +64,7 @@ impl SecondEngine {
             .arg(root.join("dockerd.pid"))
             .arg("--host")
             .arg(format!("unix://{}", socket.display()))
-            .args(["--storage-driver", "vfs", "--bridge", "none"])
+            .args(["--storage-driver", "vfs", "--bridge", &bridge])
             .args(["--iptables=false", "--ip-masq=false", "--ip-forward=false"])
             .args(["--containerd-namespace", "offpack-second-engine"])
             .args([
@@ -54,7 +75,14 @@ impl SecondEngine {
             .stderr(log)
             .spawn()
             .expect("start dockerd");
-        let engine = SecondEngine { child, socket, dir };
+        let docker0 = Path::new("/sys/class/net/docker0");
+        let had_docker0 = docker0.exists();
+        let engine = SecondEngine {
+            child,
+            socket,
+            bridge,
+            dir,
+        };
         let since = Instant::now();
         while !engine.docker(&["version"]).status.success() {
             assert!(
@@ -64,6 +92,10 @@ impl SecondEngine {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        assert!(
+            !had_docker0 || docker0.exists(),
+            "the second engine took the shared engine's docker0 away"
+        );
         engine
     }
 
@@ -108,6 +140,9 @@ impl Drop for SecondEngine {
         let _ = Command::new("umount")
             .arg("--recursive")
             .arg(self.dir.path().join("exec"))
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
             .output();
     }
 }
