@@ -375,34 +375,36 @@ impl SlowBundle {
 
     /// Starts `offpack load --containerd` of it and returns once the blob writes began, with
     /// the rest of its stderr to read and what it printed so far.
-    fn start_load(
-        &self,
-        containerd: &Containerd,
-    ) -> (
-        Child,
-        std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
-        String,
-    ) {
-        let mut child = offpack(self.project.path())
-            .args(["load", "--containerd", "--address", containerd.address()])
-            .arg("slow.offpack")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start offpack load");
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-            child.stderr.take().expect("stderr"),
-        ));
-        let mut seen = String::new();
-        for line in lines.by_ref() {
-            let line = line.expect("read stderr");
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.starts_with("write ") {
-                break;
-            }
-        }
-        (child, lines, seen)
+    fn start_load(&self, containerd: &Containerd) -> (Child, StderrLines, String) {
+        start_load(self.project.path(), "slow.offpack", containerd)
     }
+}
+
+type StderrLines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// Starts `offpack load --containerd` of `bundle` in `dir` and returns once the blob writes
+/// began (every blob containerd holds was looked up), with the rest of its stderr to read and
+/// what it printed so far.
+fn start_load(dir: &Path, bundle: &str, containerd: &Containerd) -> (Child, StderrLines, String) {
+    let mut child = offpack(dir)
+        .args(["load", "--containerd", "--address", containerd.address()])
+        .arg(bundle)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start offpack load");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stderr.take().expect("stderr"),
+    ));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read stderr");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("write ") {
+            break;
+        }
+    }
+    (child, lines, seen)
 }
 
 impl Drop for SlowBundle {
@@ -414,11 +416,7 @@ impl Drop for SlowBundle {
 }
 
 /// Waits for `child`, adding the rest of its stderr to `seen`; whether it succeeded.
-fn finish(
-    mut child: Child,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
-    seen: &mut String,
-) -> bool {
+fn finish(mut child: Child, lines: StderrLines, seen: &mut String) -> bool {
     for line in lines {
         seen.push_str(&line.expect("read stderr"));
         seen.push('\n');
@@ -426,6 +424,88 @@ fn finish(
     let status = child.wait().expect("wait for offpack");
     eprintln!("{seen}");
     status.success()
+}
+
+/// Blobs and snapshots containerd holds but no name does (an interrupted load's, say) are found
+/// by the next load and not written again: its lease keeps them from then on, so containerd's
+/// garbage collection, running meanwhile, cannot take them from under the name it gives.
+#[test]
+fn what_a_load_finds_in_containerd_stays_until_it_is_named() {
+    let image = TestImage::build("kept");
+    let small = image.bundle("small.offpack");
+    let slow = SlowBundle::make("kept-slow");
+    // One bundle of both: the small image's blobs are found, the slow one's take a while.
+    std::fs::write(
+        slow.project.path().join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    image: {}\n  small:\n    image: {}\n",
+            slow.name, image.name
+        ),
+    )
+    .unwrap();
+    ok(offpack(slow.project.path()).args(["bundle", "-o", "both.offpack"]));
+    let containerd = Containerd::start();
+    report(&load(image.dir(), &containerd, &[], &small));
+
+    let (child, lines, mut seen) = start_load(slow.project.path(), "both.offpack", &containerd);
+    // The name goes while the load writes, and garbage collection runs at once: now only the
+    // load's lease holds the small image's blobs.
+    containerd.ctr(&["images", "rm", "--sync", &image.qualified()]);
+    assert!(finish(child, lines, &mut seen), "the load failed: {seen}");
+
+    let check = containerd.ctr_text(&["images", "check"]);
+    assert!(
+        check.lines().any(|l| l.starts_with(&image.qualified())
+            && l.contains("complete (3/3)")
+            && l.trim_end().ends_with("true")),
+        "the small image is named again, complete and unpacked:\n{check}"
+    );
+    let id = format!("offpack-test-kept-{}", std::process::id());
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        &image.qualified(),
+        &id,
+        "/tini",
+        "--version",
+    ]);
+    assert!(stdout(&out).contains("tini version"), "{}", stdout(&out));
+    assert_eq!(
+        containerd.ctr_text(&["leases", "ls"]).lines().count(),
+        1,
+        "only the header: the load's lease is gone"
+    );
+}
+
+/// Two loads of one bundle at once (two nodes' scripts sharing a containerd, or a retry while
+/// the first still runs): the second waits for the first's write of each blob they share, then
+/// finds it there; both succeed.
+#[test]
+fn two_loads_of_one_bundle_at_once_both_succeed() {
+    let bundle = SlowBundle::make("twice");
+    let containerd = Containerd::start();
+    let (first, first_lines, mut first_seen) = bundle.start_load(&containerd);
+    // Drained meanwhile, so that the first load never waits on a full pipe.
+    let first = std::thread::spawn(move || {
+        let ok = finish(first, first_lines, &mut first_seen);
+        (ok, first_seen)
+    });
+    let (second, second_lines, mut second_seen) = bundle.start_load(&containerd);
+    let second_ok = finish(second, second_lines, &mut second_seen);
+    let (first_ok, first_seen) = first.join().expect("the first load's reader");
+    assert!(first_ok, "the first load failed: {first_seen}");
+    assert!(second_ok, "the second load failed: {second_seen}");
+    let qualified = format!("docker.io/library/{}", bundle.name);
+    let check = containerd.ctr_text(&["images", "check"]);
+    assert!(
+        check
+            .lines()
+            .any(|l| l.starts_with(&qualified) && l.trim_end().ends_with("true")),
+        "{check}"
+    );
+    assert_eq!(containerd.ctr_text(&["leases", "ls"]).lines().count(), 1);
 }
 
 #[test]
