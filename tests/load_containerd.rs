@@ -696,3 +696,85 @@ fn a_registry_form_image_is_unpacked_by_its_diff_ids_and_named_by_its_digest() {
     let snapshots = containerd.ctr_text(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
     assert!(snapshots.contains(&chain_id(&diff_ids)), "{snapshots}");
 }
+
+/// A bundle that gives one tag to images of two platforms (the format allows it; a registry
+/// serves such a tag as an index): containerd's name goes to the image of this node's platform,
+/// whichever comes last, and the other is not loaded, since no name would hold it.
+#[test]
+fn a_tag_of_two_platforms_names_the_nodes_image() {
+    use offpack_bundle::testkit::layer_tar;
+    use offpack_bundle::{BlobRef, BundleWriter, Image, Manifest, WriteOptions};
+    let node = match std::env::consts::ARCH {
+        "x86_64" => "linux/amd64",
+        "aarch64" => "linux/arm64",
+        other => panic!("this test knows no platform for {other}"),
+    };
+    let other = if node == "linux/amd64" {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.offpack");
+    let mut writer = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+    let name = format!("offpack-test-ctd-{}-platforms:1", std::process::id());
+    let mut manifest = Manifest::new("test", "platforms");
+    // The node's image first: a load that named the last image would name the other one.
+    for platform in [node, other] {
+        let tar = layer_tar("platform.txt", platform.as_bytes());
+        let layer = BlobRef {
+            digest: writer.add_blob_bytes(&tar).unwrap(),
+            size: tar.len() as u64,
+        };
+        let (os, arch) = platform.split_once('/').unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch,
+            "os": os,
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest.to_string()]},
+        }))
+        .unwrap();
+        let config = BlobRef {
+            digest: writer.add_blob_bytes(&config).unwrap(),
+            size: config.len() as u64,
+        };
+        manifest.images.push(Image {
+            refs: vec![name.clone()],
+            id: config.digest.clone(),
+            platform: platform.to_string(),
+            config,
+            layers: vec![layer],
+            oci_manifest: None,
+            registry: None,
+        });
+    }
+    writer.finish(manifest).unwrap();
+    let images = offpack_bundle::BundleReader::open(&path)
+        .unwrap()
+        .manifest()
+        .images
+        .clone();
+    let node_manifest = images[0].oci_manifest.as_ref().unwrap().digest.to_string();
+    let containerd = Containerd::start();
+
+    let out = load(dir.path(), &containerd, &[], &path);
+    let loaded = report(&out);
+    let qualified = format!("docker.io/library/{name}");
+    assert_eq!(
+        loaded["containerd"]["images"],
+        serde_json::json!([{"name": qualified, "digest": node_manifest, "change": "created"}]),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("({other}): not loaded")),
+        "{}",
+        stderr(&out)
+    );
+    let listed = containerd.ctr_text(&["images", "ls"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("{qualified} ")) && l.contains(&node_manifest)),
+        "{listed}"
+    );
+}

@@ -117,6 +117,8 @@ impl OciDescriptor {
 struct ImagePlan {
     /// Its first reference, for progress lines and the report.
     label: String,
+    /// `os/arch[/variant]`, as offpack.json gives it.
+    platform: String,
     /// The fully qualified names it gets.
     names: Vec<String>,
     manifest: Descriptor,
@@ -257,6 +259,7 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
     Ok(ImagePlan {
         names,
         label,
+        platform: image.platform.clone(),
         manifest: Descriptor {
             media_type: manifest.media_type.clone(),
             digest: manifest_ref.digest.to_string(),
@@ -268,6 +271,85 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
         diff_ids,
         blobs,
     })
+}
+
+/// This node's platform as containerd spells it (`linux/amd64`): offpack runs where the
+/// containerd it loads into does (its socket is local).
+fn node_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
+}
+
+/// Plans after [`settle_shared_names`].
+struct SettledPlans {
+    kept: Vec<ImagePlan>,
+    /// Images whose every name went to another platform's image: nothing would hold them.
+    skipped: Vec<ImagePlan>,
+}
+
+/// A containerd name points at one manifest. Where a bundle gives one name to images of several
+/// platforms, the name goes to the image of `node`'s platform, as a pull of the tag would choose
+/// from an index; the others lose it (and are not loaded if no name is left them). When none of
+/// them is `node`'s platform, no choice is right: the load stops before writing anything.
+fn settle_shared_names(plans: Vec<ImagePlan>, node: &str) -> Result<SettledPlans> {
+    let os_arch = |platform: &str| platform.split('/').take(2).collect::<Vec<_>>().join("/");
+    let node = os_arch(node);
+    let mut claims: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, plan) in plans.iter().enumerate() {
+        for name in &plan.names {
+            claims.entry(name.clone()).or_default().push(i);
+        }
+    }
+    let mut losers: HashMap<usize, HashSet<String>> = HashMap::new();
+    let mut names: Vec<&String> = claims.keys().collect();
+    names.sort();
+    for name in names {
+        let holders = &claims[name];
+        if holders.len() < 2 {
+            continue;
+        }
+        let Some(&winner) = holders
+            .iter()
+            .find(|&&i| os_arch(&plans[i].platform) == node)
+        else {
+            let platforms: Vec<String> = holders
+                .iter()
+                .map(|&i| escape_controls(&plans[i].platform).into_owned())
+                .collect();
+            bail!(
+                "the bundle names images of {} all `{}`, and none is of this node's platform \
+                 {node}: containerd can give the name to one image only. Load the bundle on a \
+                 node of one of those platforms, or bundle the image for {node}",
+                platforms.join(", "),
+                escape_controls(name)
+            );
+        };
+        for &i in holders.iter().filter(|&&i| i != winner) {
+            losers.entry(i).or_default().insert(name.clone());
+        }
+    }
+    let mut settled = SettledPlans {
+        kept: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (i, mut plan) in plans.into_iter().enumerate() {
+        if let Some(lost) = losers.get(&i) {
+            plan.names.retain(|n| !lost.contains(n));
+            if plan.names.is_empty() {
+                settled.skipped.push(plan);
+                continue;
+            }
+        }
+        settled.kept.push(plan);
+    }
+    Ok(settled)
 }
 
 /// Loads the images of `bundle` whose IDs are in `wanted` into the containerd `target` names.
@@ -285,6 +367,15 @@ pub async fn load_into_containerd(
         .filter(|i| wanted.contains(&i.id))
         .map(|image| plan_image(bundle, image))
         .collect::<Result<Vec<_>>>()?;
+    let plans = settle_shared_names(plans, &node_platform())?;
+    for plan in &plans.skipped {
+        reporter.step(&format!(
+            "{} ({}): not loaded, its names go to the image of this node's platform",
+            escape_controls(&plan.label),
+            escape_controls(&plan.platform)
+        ));
+    }
+    let plans = plans.kept;
     let client = Containerd::connect(&target.address, &target.namespace).await?;
     reporter.step(&format!(
         "containerd {} at {}, namespace {}, snapshotter {}",
@@ -800,6 +891,89 @@ mod tests {
             ]
         );
         assert!(containerd_names(&["Bad:Name".to_string()]).is_err());
+    }
+
+    fn plan(label: &str, platform: &str, names: &[&str]) -> ImagePlan {
+        ImagePlan {
+            label: label.to_string(),
+            platform: platform.to_string(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            manifest: Descriptor::default(),
+            config: OciDescriptor {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+            },
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_name_of_several_platforms_goes_to_the_nodes_image_only() {
+        let app = "docker.io/library/app:1";
+        let settled = settle_shared_names(
+            vec![
+                plan("app-arm", "linux/arm64/v8", &[app]),
+                plan(
+                    "app-amd",
+                    "linux/amd64",
+                    &[app, "docker.io/library/app:amd"],
+                ),
+                plan("db", "linux/arm64", &["docker.io/library/db:1"]),
+            ],
+            "linux/amd64",
+        )
+        .unwrap();
+        let kept: Vec<(&str, &[String])> = settled
+            .kept
+            .iter()
+            .map(|p| (p.label.as_str(), p.names.as_slice()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (
+                    "app-amd",
+                    &[app.to_string(), "docker.io/library/app:amd".into()][..]
+                ),
+                // A name of one image only keeps it, whatever its platform (decision 0095).
+                ("db", &["docker.io/library/db:1".to_string()][..]),
+            ]
+        );
+        assert_eq!(settled.skipped.len(), 1);
+        assert_eq!(settled.skipped[0].label, "app-arm");
+
+        // An image that keeps another name of its own is still loaded under it.
+        let settled = settle_shared_names(
+            vec![
+                plan("arm", "linux/arm64", &[app, "docker.io/library/app:arm"]),
+                plan("amd", "linux/amd64", &[app]),
+            ],
+            "linux/amd64",
+        )
+        .unwrap();
+        assert_eq!(settled.kept[0].names, ["docker.io/library/app:arm"]);
+        assert_eq!(settled.kept[1].names, [app]);
+
+        // No image of the node's platform: no guess.
+        let err = settle_shared_names(
+            vec![
+                plan("arm", "linux/arm64", &[app]),
+                plan("s390x", "linux/s390x", &[app]),
+            ],
+            "linux/amd64",
+        )
+        .err()
+        .unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("linux/arm64, linux/s390x")
+                && text.contains(app)
+                && text.contains("linux/amd64"),
+            "{text}"
+        );
     }
 
     #[test]
