@@ -375,34 +375,36 @@ impl SlowBundle {
 
     /// Starts `offpack load --containerd` of it and returns once the blob writes began, with
     /// the rest of its stderr to read and what it printed so far.
-    fn start_load(
-        &self,
-        containerd: &Containerd,
-    ) -> (
-        Child,
-        std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
-        String,
-    ) {
-        let mut child = offpack(self.project.path())
-            .args(["load", "--containerd", "--address", containerd.address()])
-            .arg("slow.offpack")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start offpack load");
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-            child.stderr.take().expect("stderr"),
-        ));
-        let mut seen = String::new();
-        for line in lines.by_ref() {
-            let line = line.expect("read stderr");
-            seen.push_str(&line);
-            seen.push('\n');
-            if line.starts_with("write ") {
-                break;
-            }
-        }
-        (child, lines, seen)
+    fn start_load(&self, containerd: &Containerd) -> (Child, StderrLines, String) {
+        start_load(self.project.path(), "slow.offpack", containerd)
     }
+}
+
+type StderrLines = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// Starts `offpack load --containerd` of `bundle` in `dir` and returns once the blob writes
+/// began (every blob containerd holds was looked up), with the rest of its stderr to read and
+/// what it printed so far.
+fn start_load(dir: &Path, bundle: &str, containerd: &Containerd) -> (Child, StderrLines, String) {
+    let mut child = offpack(dir)
+        .args(["load", "--containerd", "--address", containerd.address()])
+        .arg(bundle)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start offpack load");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        child.stderr.take().expect("stderr"),
+    ));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("read stderr");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("write ") {
+            break;
+        }
+    }
+    (child, lines, seen)
 }
 
 impl Drop for SlowBundle {
@@ -414,11 +416,7 @@ impl Drop for SlowBundle {
 }
 
 /// Waits for `child`, adding the rest of its stderr to `seen`; whether it succeeded.
-fn finish(
-    mut child: Child,
-    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
-    seen: &mut String,
-) -> bool {
+fn finish(mut child: Child, lines: StderrLines, seen: &mut String) -> bool {
     for line in lines {
         seen.push_str(&line.expect("read stderr"));
         seen.push('\n');
@@ -426,6 +424,88 @@ fn finish(
     let status = child.wait().expect("wait for offpack");
     eprintln!("{seen}");
     status.success()
+}
+
+/// Blobs and snapshots containerd holds but no name does (an interrupted load's, say) are found
+/// by the next load and not written again: its lease keeps them from then on, so containerd's
+/// garbage collection, running meanwhile, cannot take them from under the name it gives.
+#[test]
+fn what_a_load_finds_in_containerd_stays_until_it_is_named() {
+    let image = TestImage::build("kept");
+    let small = image.bundle("small.offpack");
+    let slow = SlowBundle::make("kept-slow");
+    // One bundle of both: the small image's blobs are found, the slow one's take a while.
+    std::fs::write(
+        slow.project.path().join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    image: {}\n  small:\n    image: {}\n",
+            slow.name, image.name
+        ),
+    )
+    .unwrap();
+    ok(offpack(slow.project.path()).args(["bundle", "-o", "both.offpack"]));
+    let containerd = Containerd::start();
+    report(&load(image.dir(), &containerd, &[], &small));
+
+    let (child, lines, mut seen) = start_load(slow.project.path(), "both.offpack", &containerd);
+    // The name goes while the load writes, and garbage collection runs at once: now only the
+    // load's lease holds the small image's blobs.
+    containerd.ctr(&["images", "rm", "--sync", &image.qualified()]);
+    assert!(finish(child, lines, &mut seen), "the load failed: {seen}");
+
+    let check = containerd.ctr_text(&["images", "check"]);
+    assert!(
+        check.lines().any(|l| l.starts_with(&image.qualified())
+            && l.contains("complete (3/3)")
+            && l.trim_end().ends_with("true")),
+        "the small image is named again, complete and unpacked:\n{check}"
+    );
+    let id = format!("offpack-test-kept-{}", std::process::id());
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        &image.qualified(),
+        &id,
+        "/tini",
+        "--version",
+    ]);
+    assert!(stdout(&out).contains("tini version"), "{}", stdout(&out));
+    assert_eq!(
+        containerd.ctr_text(&["leases", "ls"]).lines().count(),
+        1,
+        "only the header: the load's lease is gone"
+    );
+}
+
+/// Two loads of one bundle at once (two nodes' scripts sharing a containerd, or a retry while
+/// the first still runs): the second waits for the first's write of each blob they share, then
+/// finds it there; both succeed.
+#[test]
+fn two_loads_of_one_bundle_at_once_both_succeed() {
+    let bundle = SlowBundle::make("twice");
+    let containerd = Containerd::start();
+    let (first, first_lines, mut first_seen) = bundle.start_load(&containerd);
+    // Drained meanwhile, so that the first load never waits on a full pipe.
+    let first = std::thread::spawn(move || {
+        let ok = finish(first, first_lines, &mut first_seen);
+        (ok, first_seen)
+    });
+    let (second, second_lines, mut second_seen) = bundle.start_load(&containerd);
+    let second_ok = finish(second, second_lines, &mut second_seen);
+    let (first_ok, first_seen) = first.join().expect("the first load's reader");
+    assert!(first_ok, "the first load failed: {first_seen}");
+    assert!(second_ok, "the second load failed: {second_seen}");
+    let qualified = format!("docker.io/library/{}", bundle.name);
+    let check = containerd.ctr_text(&["images", "check"]);
+    assert!(
+        check
+            .lines()
+            .any(|l| l.starts_with(&qualified) && l.trim_end().ends_with("true")),
+        "{check}"
+    );
+    assert_eq!(containerd.ctr_text(&["leases", "ls"]).lines().count(), 1);
 }
 
 #[test]
@@ -615,4 +695,86 @@ fn a_registry_form_image_is_unpacked_by_its_diff_ids_and_named_by_its_digest() {
     );
     let snapshots = containerd.ctr_text(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
     assert!(snapshots.contains(&chain_id(&diff_ids)), "{snapshots}");
+}
+
+/// A bundle that gives one tag to images of two platforms (the format allows it; a registry
+/// serves such a tag as an index): containerd's name goes to the image of this node's platform,
+/// whichever comes last, and the other is not loaded, since no name would hold it.
+#[test]
+fn a_tag_of_two_platforms_names_the_nodes_image() {
+    use offpack_bundle::testkit::layer_tar;
+    use offpack_bundle::{BlobRef, BundleWriter, Image, Manifest, WriteOptions};
+    let node = match std::env::consts::ARCH {
+        "x86_64" => "linux/amd64",
+        "aarch64" => "linux/arm64",
+        other => panic!("this test knows no platform for {other}"),
+    };
+    let other = if node == "linux/amd64" {
+        "linux/arm64"
+    } else {
+        "linux/amd64"
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.offpack");
+    let mut writer = BundleWriter::create(&path, WriteOptions::default()).unwrap();
+    let name = format!("offpack-test-ctd-{}-platforms:1", std::process::id());
+    let mut manifest = Manifest::new("test", "platforms");
+    // The node's image first: a load that named the last image would name the other one.
+    for platform in [node, other] {
+        let tar = layer_tar("platform.txt", platform.as_bytes());
+        let layer = BlobRef {
+            digest: writer.add_blob_bytes(&tar).unwrap(),
+            size: tar.len() as u64,
+        };
+        let (os, arch) = platform.split_once('/').unwrap();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": arch,
+            "os": os,
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest.to_string()]},
+        }))
+        .unwrap();
+        let config = BlobRef {
+            digest: writer.add_blob_bytes(&config).unwrap(),
+            size: config.len() as u64,
+        };
+        manifest.images.push(Image {
+            refs: vec![name.clone()],
+            id: config.digest.clone(),
+            platform: platform.to_string(),
+            config,
+            layers: vec![layer],
+            oci_manifest: None,
+            registry: None,
+        });
+    }
+    writer.finish(manifest).unwrap();
+    let images = offpack_bundle::BundleReader::open(&path)
+        .unwrap()
+        .manifest()
+        .images
+        .clone();
+    let node_manifest = images[0].oci_manifest.as_ref().unwrap().digest.to_string();
+    let containerd = Containerd::start();
+
+    let out = load(dir.path(), &containerd, &[], &path);
+    let loaded = report(&out);
+    let qualified = format!("docker.io/library/{name}");
+    assert_eq!(
+        loaded["containerd"]["images"],
+        serde_json::json!([{"name": qualified, "digest": node_manifest, "change": "created"}]),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains(&format!("({other}): not loaded")),
+        "{}",
+        stderr(&out)
+    );
+    let listed = containerd.ctr_text(&["images", "ls"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&format!("{qualified} ")) && l.contains(&node_manifest)),
+        "{listed}"
+    );
 }

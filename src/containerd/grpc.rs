@@ -31,6 +31,7 @@ pub struct Status {
 impl Status {
     pub const NOT_FOUND: i32 = 5;
     pub const ALREADY_EXISTS: i32 = 6;
+    pub const UNAVAILABLE: i32 = 14;
 
     /// The code's name as gRPC spells it.
     pub fn code_name(&self) -> &'static str {

@@ -47,6 +47,15 @@ pub enum Written {
     Written,
     /// containerd had it already (another load wrote it meanwhile).
     AlreadyPresent,
+    /// Another writer holds the blob's write reference (another load writing the same blob,
+    /// most likely): nothing was written, and the same write may be tried again.
+    Locked,
+}
+
+/// The write reference of blob `digest`: the same in every load, so that two loads writing one
+/// blob take turns and the second finds it committed instead of writing it twice.
+pub fn write_reference(digest: &str) -> String {
+    format!("offpack-load-{digest}")
 }
 
 impl Containerd {
@@ -140,6 +149,57 @@ impl Containerd {
         Ok(())
     }
 
+    /// Adds `resource` to lease `lease`, so that garbage collection keeps it while the lease
+    /// lasts. containerd records the reference whether or not the resource exists yet.
+    async fn add_to_lease(&self, lease: &str, resource: LeaseResource) -> Result<()> {
+        let what = format!(
+            "adding {} {} to lease {lease}",
+            resource.r#type, resource.id
+        );
+        let request = AddResourceRequest {
+            id: lease.to_string(),
+            resource: Some(resource),
+        };
+        self.channel
+            .unary::<_, Empty>(&format!("{LEASES}/AddResource"), &request)
+            .await
+            .map_err(|e| self.failed(what, e))?;
+        Ok(())
+    }
+
+    /// Puts blob `digest` under lease `lease`.
+    pub async fn lease_content(&self, lease: &str, digest: &str) -> Result<()> {
+        let resource = LeaseResource {
+            id: digest.to_string(),
+            r#type: "content".to_string(),
+        };
+        self.add_to_lease(lease, resource).await
+    }
+
+    /// Puts snapshot `key` of `snapshotter` under lease `lease`.
+    pub async fn lease_snapshot(&self, lease: &str, snapshotter: &str, key: &str) -> Result<()> {
+        let resource = LeaseResource {
+            id: key.to_string(),
+            r#type: format!("snapshots/{snapshotter}"),
+        };
+        self.add_to_lease(lease, resource).await
+    }
+
+    /// How many bytes of blob `digest` the writer holding its write reference has written;
+    /// `None` when nobody is writing it.
+    pub async fn write_progress(&self, digest: &str) -> Result<Option<i64>> {
+        let reference = write_reference(digest);
+        let request = StatusRequest {
+            r#ref: reference.clone(),
+        };
+        let answer: Option<StatusResponse> = self
+            .lookup(format!("{CONTENT}/Status"), &request, || {
+                format!("asking how far the write {reference} got")
+            })
+            .await?;
+        Ok(answer.and_then(|a| a.status).map(|s| s.offset))
+    }
+
     /// The content store's record of blob `digest`, if it holds the blob.
     pub async fn content_info(&self, digest: &str) -> Result<Option<ContentInfo>> {
         let request = InfoRequest {
@@ -185,7 +245,7 @@ impl Containerd {
         labels: HashMap<String, String>,
         data: impl Stream<Item = io::Result<Bytes>> + Send + 'static,
     ) -> Result<Written> {
-        let reference = format!("offpack-load-{digest}");
+        let reference = write_reference(digest);
         let total = size as i64;
         let mut offset = 0i64;
         let mut first = true;
@@ -239,6 +299,9 @@ impl Containerd {
                 "containerd ended the write of blob {digest} without committing it"
             )),
             Err(e) if e.code() == Some(Status::ALREADY_EXISTS) => Ok(Written::AlreadyPresent),
+            // containerd locks a write reference for one writer at a time and answers the others
+            // "unavailable" at once, before taking any data.
+            Err(e) if e.code() == Some(Status::UNAVAILABLE) => Ok(Written::Locked),
             Err(e) => Err(self.failed(format!("writing blob {digest}"), e)),
         }
     }

@@ -83,6 +83,29 @@ pub struct UpdateContentResponse {
     pub info: Option<ContentInfo>,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusRequest {
+    #[prost(string, tag = "1")]
+    pub r#ref: String,
+}
+
+/// `content.v1.Status`: an ingest in progress (timestamps left out).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IngestStatus {
+    #[prost(string, tag = "3")]
+    pub r#ref: String,
+    #[prost(int64, tag = "4")]
+    pub offset: i64,
+    #[prost(int64, tag = "5")]
+    pub total: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StatusResponse {
+    #[prost(message, optional, tag = "1")]
+    pub status: Option<IngestStatus>,
+}
+
 /// `content.v1.WriteAction`.
 pub const WRITE_ACTION_WRITE: i32 = 1;
 pub const WRITE_ACTION_COMMIT: i32 = 2;
@@ -192,6 +215,24 @@ pub struct DeleteLeaseRequest {
     pub id: String,
     #[prost(bool, tag = "2")]
     pub sync: bool,
+}
+
+/// `leases.v1.Resource`: `type` is `content` (the ID a digest) or `snapshots/<snapshotter>`
+/// (the ID a snapshot key), as containerd's metadata store spells its buckets.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LeaseResource {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(string, tag = "2")]
+    pub r#type: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AddResourceRequest {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(message, optional, tag = "2")]
+    pub resource: Option<LeaseResource>,
 }
 
 // Snapshots service.

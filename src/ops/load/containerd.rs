@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use offpack_bundle::{BundleReader, Digest, Image, Manifest, escape_controls};
@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::apply::{SidecarGate, corrupt_bundle, is_corrupt_data, load_ledger, wait_for_sidecar};
 use crate::containerd::proto::{Descriptor, Mount};
-use crate::containerd::{Containerd, Written};
+use crate::containerd::{Containerd, Written, write_reference};
 use crate::engine::channel_body;
 use crate::load::chain::chain_ids;
 use crate::ops::copy::{CopySink, ImageCopy};
@@ -117,6 +117,8 @@ impl OciDescriptor {
 struct ImagePlan {
     /// Its first reference, for progress lines and the report.
     label: String,
+    /// `os/arch[/variant]`, as offpack.json gives it.
+    platform: String,
     /// The fully qualified names it gets.
     names: Vec<String>,
     manifest: Descriptor,
@@ -257,6 +259,7 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
     Ok(ImagePlan {
         names,
         label,
+        platform: image.platform.clone(),
         manifest: Descriptor {
             media_type: manifest.media_type.clone(),
             digest: manifest_ref.digest.to_string(),
@@ -268,6 +271,85 @@ fn plan_image(bundle: &BundleReader, image: &Image) -> Result<ImagePlan> {
         diff_ids,
         blobs,
     })
+}
+
+/// This node's platform as containerd spells it (`linux/amd64`): offpack runs where the
+/// containerd it loads into does (its socket is local).
+fn node_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "x86" => "386",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
+}
+
+/// Plans after [`settle_shared_names`].
+struct SettledPlans {
+    kept: Vec<ImagePlan>,
+    /// Images whose every name went to another platform's image: nothing would hold them.
+    skipped: Vec<ImagePlan>,
+}
+
+/// A containerd name points at one manifest. Where a bundle gives one name to images of several
+/// platforms, the name goes to the image of `node`'s platform, as a pull of the tag would choose
+/// from an index; the others lose it (and are not loaded if no name is left them). When none of
+/// them is `node`'s platform, no choice is right: the load stops before writing anything.
+fn settle_shared_names(plans: Vec<ImagePlan>, node: &str) -> Result<SettledPlans> {
+    let os_arch = |platform: &str| platform.split('/').take(2).collect::<Vec<_>>().join("/");
+    let node = os_arch(node);
+    let mut claims: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, plan) in plans.iter().enumerate() {
+        for name in &plan.names {
+            claims.entry(name.clone()).or_default().push(i);
+        }
+    }
+    let mut losers: HashMap<usize, HashSet<String>> = HashMap::new();
+    let mut names: Vec<&String> = claims.keys().collect();
+    names.sort();
+    for name in names {
+        let holders = &claims[name];
+        if holders.len() < 2 {
+            continue;
+        }
+        let Some(&winner) = holders
+            .iter()
+            .find(|&&i| os_arch(&plans[i].platform) == node)
+        else {
+            let platforms: Vec<String> = holders
+                .iter()
+                .map(|&i| escape_controls(&plans[i].platform).into_owned())
+                .collect();
+            bail!(
+                "the bundle names images of {} all `{}`, and none is of this node's platform \
+                 {node}: containerd can give the name to one image only. Load the bundle on a \
+                 node of one of those platforms, or bundle the image for {node}",
+                platforms.join(", "),
+                escape_controls(name)
+            );
+        };
+        for &i in holders.iter().filter(|&&i| i != winner) {
+            losers.entry(i).or_default().insert(name.clone());
+        }
+    }
+    let mut settled = SettledPlans {
+        kept: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (i, mut plan) in plans.into_iter().enumerate() {
+        if let Some(lost) = losers.get(&i) {
+            plan.names.retain(|n| !lost.contains(n));
+            if plan.names.is_empty() {
+                settled.skipped.push(plan);
+                continue;
+            }
+        }
+        settled.kept.push(plan);
+    }
+    Ok(settled)
 }
 
 /// Loads the images of `bundle` whose IDs are in `wanted` into the containerd `target` names.
@@ -285,6 +367,15 @@ pub async fn load_into_containerd(
         .filter(|i| wanted.contains(&i.id))
         .map(|image| plan_image(bundle, image))
         .collect::<Result<Vec<_>>>()?;
+    let plans = settle_shared_names(plans, &node_platform())?;
+    for plan in &plans.skipped {
+        reporter.step(&format!(
+            "{} ({}): not loaded, its names go to the image of this node's platform",
+            escape_controls(&plan.label),
+            escape_controls(&plan.platform)
+        ));
+    }
+    let plans = plans.kept;
     let client = Containerd::connect(&target.address, &target.namespace).await?;
     reporter.step(&format!(
         "containerd {} at {}, namespace {}, snapshotter {}",
@@ -324,7 +415,7 @@ pub async fn load_into_containerd(
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let load = load_leased(
-        &leased, target, reporter, bundle, sidecar, &manifest, &plans,
+        &leased, &lease, target, reporter, bundle, sidecar, &manifest, &plans,
     );
     let outcome = tokio::select! {
         outcome = load => outcome,
@@ -354,8 +445,10 @@ fn lease_id() -> String {
     format!("offpack-load-{}-{nanos}", std::process::id())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn load_leased(
     client: &Containerd,
+    lease: &str,
     target: &ContainerdTarget,
     reporter: &dyn Reporter,
     bundle: &Arc<BundleReader>,
@@ -385,6 +478,10 @@ async fn load_leased(
             if !asked.insert(digest.clone()) {
                 continue;
             }
+            // Under the lease before it is looked up, so that what is found stays: a blob no
+            // name holds (left by an interrupted load) could otherwise be collected between
+            // here and the naming at the end.
+            client.lease_content(lease, digest).await?;
             if let Some(info) = client.content_info(digest).await? {
                 present.insert(digest.clone());
                 let lacking: HashMap<String, String> = labels
@@ -469,6 +566,10 @@ async fn load_leased(
         let mut parent = String::new();
         for ((layer, diff_id), chain) in plan.layers.iter().zip(&plan.diff_ids).zip(&chains) {
             let chain = chain.to_string();
+            // As for the blobs: a snapshot found is kept by the lease, not by luck.
+            client
+                .lease_snapshot(lease, &target.snapshotter, &chain)
+                .await?;
             if client
                 .stat_snapshot(&target.snapshotter, &chain)
                 .await?
@@ -552,6 +653,9 @@ struct WrittenBlobs {
     present: usize,
 }
 
+/// How long a blob's write waits on another writer of the same blob that writes nothing.
+const LOCK_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Streams each blob of `blobs` from the bundle into the content store, one after another.
 async fn write_blobs(
     client: &Containerd,
@@ -560,47 +664,120 @@ async fn write_blobs(
     blobs: &[BlobWrite],
 ) -> Result<WrittenBlobs> {
     let mut done = WrittenBlobs::default();
-    for BlobWrite {
-        digest,
-        size,
-        labels,
-        image,
-    } in blobs
-    {
-        let blob: Digest = digest.parse()?;
-        let (writer, body) = channel_body();
-        let copy = {
-            let bundle = bundle.clone();
-            let sink = sink.clone();
-            let blob = blob.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut writer = writer;
-                let result = copy_blob(&bundle, &blob, &sink, &mut writer);
-                if let Err(e) = &result {
-                    writer.fail(e);
-                }
-                result
-            })
-        };
-        let written = client
-            .write_content(digest, *size, labels.clone(), body)
-            .await;
-        let copied = copy.await.context("the blob copying thread stopped")?;
-        match (copied, written) {
-            (Err(e), _) if is_corrupt_data(&e) => {
-                return Err(corrupt_bundle(e, "named in containerd"));
-            }
-            (_, Ok(Written::AlreadyPresent)) => done.present += 1,
-            (Ok(()), Ok(Written::Written)) => done.written += 1,
-            (_, Err(e)) => {
-                return Err(e.context(format!("loading image {}", escape_controls(image))));
-            }
-            (Err(e), Ok(_)) => {
-                return Err(e.context(format!("streaming blob {digest} into containerd")));
-            }
+    for blob in blobs {
+        if write_blob(client, bundle, sink, blob).await? {
+            done.written += 1;
+        } else {
+            done.present += 1;
         }
     }
     Ok(done)
+}
+
+/// Writes `write` into the content store; false when containerd had it already. Another load
+/// writing the same blob holds its write reference until it commits: this one waits its turn
+/// (as containerd's own clients do), then finds the blob there.
+async fn write_blob(
+    client: &Containerd,
+    bundle: &Arc<BundleReader>,
+    sink: &CopySink,
+    write: &BlobWrite,
+) -> Result<bool> {
+    let blob: Digest = write.digest.parse()?;
+    let mut pause = Duration::from_millis(20);
+    let mut other_offset = None;
+    let mut stalled_since = Instant::now();
+    loop {
+        let before = sink.bytes();
+        match write_blob_once(client, bundle, sink, &blob, write).await? {
+            Written::Written => return Ok(true),
+            Written::AlreadyPresent => return Ok(false),
+            Written::Locked => {}
+        }
+        // Nothing of this attempt reached the content store: the progress forgets it.
+        sink.set_bytes(before);
+        sink.blob_bytes(&blob, 0);
+        // A writer that still writes is worth waiting for, however large the blob.
+        let offset = client.write_progress(&write.digest).await?;
+        if offset != other_offset {
+            other_offset = offset;
+            stalled_since = Instant::now();
+        } else if stalled_since.elapsed() > LOCK_PATIENCE {
+            bail!(
+                "another writer has held containerd's write {} of blob {} (image {}) for {} s \
+                 without writing to it (another `offpack load --containerd`?); let it finish or \
+                 stop it, then run this load again",
+                write_reference(&write.digest),
+                write.digest,
+                escape_controls(&write.image),
+                LOCK_PATIENCE.as_secs()
+            );
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// One attempt at writing `write`, its bytes copied from the bundle on a thread of their own.
+async fn write_blob_once(
+    client: &Containerd,
+    bundle: &Arc<BundleReader>,
+    sink: &CopySink,
+    blob: &Digest,
+    write: &BlobWrite,
+) -> Result<Written> {
+    let (writer, body) = channel_body();
+    let copy = {
+        let bundle = bundle.clone();
+        let sink = sink.clone();
+        let blob = blob.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            let result = copy_blob(&bundle, &blob, &sink, &mut writer);
+            if let Err(CopyError::Bundle(e)) = &result {
+                writer.fail(e);
+            }
+            result
+        })
+    };
+    let written = client
+        .write_content(&write.digest, write.size, write.labels.clone(), body)
+        .await;
+    let copied = copy.await.context("the blob copying thread stopped")?;
+    settle_write(copied, written, write, bundle.path())
+}
+
+/// What became of one blob's write, from both sides of it. The bundle's error comes first: when
+/// reading the bundle fails, the write fails too, for that reason, and containerd's side of it
+/// would only say that the stream broke off.
+fn settle_write(
+    copied: Result<(), CopyError>,
+    written: Result<Written>,
+    write: &BlobWrite,
+    bundle: &Path,
+) -> Result<Written> {
+    match (copied, written) {
+        (Err(CopyError::Bundle(e)), _) if is_corrupt_data(&e) => {
+            Err(corrupt_bundle(e, "named in containerd"))
+        }
+        (Err(CopyError::Bundle(e)), _) => Err(anyhow::anyhow!(
+            "cannot read blob {} of image {} from bundle {}: {e:#}\nNothing was named in \
+             containerd. If the medium is failing, copy the bundle again and run `offpack verify`.",
+            write.digest,
+            escape_controls(&write.image),
+            bundle.display()
+        )),
+        (_, Ok(written)) => Ok(written),
+        (_, Err(e)) => Err(e.context(format!("loading image {}", escape_controls(&write.image)))),
+    }
+}
+
+/// Why a blob's copy stopped.
+enum CopyError {
+    /// Reading the bundle failed.
+    Bundle(anyhow::Error),
+    /// containerd stopped taking the blob; its answer says why.
+    Closed,
 }
 
 /// Copies blob `blob` of `bundle` into `writer`, telling `sink` how far it got.
@@ -609,20 +786,25 @@ fn copy_blob(
     blob: &Digest,
     sink: &CopySink,
     writer: &mut impl Write,
-) -> Result<()> {
-    let mut reader = sink.reader(bundle.blob(blob)?);
+) -> Result<(), CopyError> {
+    let reader = bundle.blob(blob).map_err(|e| CopyError::Bundle(e.into()))?;
+    let mut reader = sink.reader(reader);
     let mut buffer = vec![0u8; 1 << 20];
     let mut passed = 0u64;
     loop {
-        let n = reader.read(&mut buffer)?;
+        let n = reader
+            .read(&mut buffer)
+            .map_err(|e| CopyError::Bundle(e.into()))?;
         if n == 0 {
             break;
         }
-        writer.write_all(&buffer[..n])?;
+        writer
+            .write_all(&buffer[..n])
+            .map_err(|_| CopyError::Closed)?;
         passed += n as u64;
         sink.blob_bytes(blob, passed);
     }
-    writer.flush()?;
+    writer.flush().map_err(|_| CopyError::Closed)?;
     sink.blob_done(blob, passed);
     Ok(())
 }
@@ -709,6 +891,145 @@ mod tests {
             ]
         );
         assert!(containerd_names(&["Bad:Name".to_string()]).is_err());
+    }
+
+    fn plan(label: &str, platform: &str, names: &[&str]) -> ImagePlan {
+        ImagePlan {
+            label: label.to_string(),
+            platform: platform.to_string(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            manifest: Descriptor::default(),
+            config: OciDescriptor {
+                media_type: String::new(),
+                digest: String::new(),
+                size: 0,
+            },
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+            blobs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_name_of_several_platforms_goes_to_the_nodes_image_only() {
+        let app = "docker.io/library/app:1";
+        let settled = settle_shared_names(
+            vec![
+                plan("app-arm", "linux/arm64/v8", &[app]),
+                plan(
+                    "app-amd",
+                    "linux/amd64",
+                    &[app, "docker.io/library/app:amd"],
+                ),
+                plan("db", "linux/arm64", &["docker.io/library/db:1"]),
+            ],
+            "linux/amd64",
+        )
+        .unwrap();
+        let kept: Vec<(&str, &[String])> = settled
+            .kept
+            .iter()
+            .map(|p| (p.label.as_str(), p.names.as_slice()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (
+                    "app-amd",
+                    &[app.to_string(), "docker.io/library/app:amd".into()][..]
+                ),
+                // A name of one image only keeps it, whatever its platform (decision 0095).
+                ("db", &["docker.io/library/db:1".to_string()][..]),
+            ]
+        );
+        assert_eq!(settled.skipped.len(), 1);
+        assert_eq!(settled.skipped[0].label, "app-arm");
+
+        // An image that keeps another name of its own is still loaded under it.
+        let settled = settle_shared_names(
+            vec![
+                plan("arm", "linux/arm64", &[app, "docker.io/library/app:arm"]),
+                plan("amd", "linux/amd64", &[app]),
+            ],
+            "linux/amd64",
+        )
+        .unwrap();
+        assert_eq!(settled.kept[0].names, ["docker.io/library/app:arm"]);
+        assert_eq!(settled.kept[1].names, [app]);
+
+        // No image of the node's platform: no guess.
+        let err = settle_shared_names(
+            vec![
+                plan("arm", "linux/arm64", &[app]),
+                plan("s390x", "linux/s390x", &[app]),
+            ],
+            "linux/amd64",
+        )
+        .err()
+        .unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("linux/arm64, linux/s390x")
+                && text.contains(app)
+                && text.contains("linux/amd64"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bundle_read_error_is_reported_as_the_bundles_not_as_containerd_stopping() {
+        let write = BlobWrite {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 10,
+            labels: HashMap::new(),
+            image: "redis:7".to_string(),
+        };
+        let bundle = Path::new("/media/usb/b.offpack");
+        // What the broken stream makes of the bundle's error on containerd's side.
+        let stopped = || {
+            Err(anyhow::anyhow!(
+                "containerd at /run/containerd/containerd.sock did not answer \
+                 /containerd.services.content.v1.Content/Write (stream error): did it stop?"
+            ))
+        };
+        let eio = || {
+            CopyError::Bundle(anyhow::Error::new(std::io::Error::from_raw_os_error(
+                5, // EIO
+            )))
+        };
+        let err = settle_write(Err(eio()), stopped(), &write, bundle).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&write.digest)
+                && text.contains("redis:7")
+                && text.contains("/media/usb/b.offpack")
+                && text.contains("Input/output error")
+                && text.contains("offpack verify")
+                && !text.contains("did it stop?"),
+            "{text}"
+        );
+        // Even when containerd had the blob already: a bundle that cannot be read is said.
+        let err = settle_write(Err(eio()), Ok(Written::AlreadyPresent), &write, bundle);
+        assert!(format!("{:#}", err.unwrap_err()).contains("Input/output error"));
+
+        // containerd's own failure, with the copy cut off by it, is containerd's.
+        let err = settle_write(Err(CopyError::Closed), stopped(), &write, bundle).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("did it stop?") && text.contains("loading image redis:7"),
+            "{text}"
+        );
+        // containerd answering "already there" at once cuts the copy off too; that is no error.
+        assert_eq!(
+            settle_write(
+                Err(CopyError::Closed),
+                Ok(Written::AlreadyPresent),
+                &write,
+                bundle
+            )
+            .unwrap(),
+            Written::AlreadyPresent
+        );
     }
 
     #[test]
