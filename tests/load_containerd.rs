@@ -208,25 +208,11 @@ fn a_loaded_image_is_named_labelled_unpacked_and_runs_and_a_second_load_sends_no
             "no committed snapshot {chain} in:\n{snapshots}"
         );
     }
-    assert_eq!(
-        containerd.ctr_text(&["leases", "ls"]).lines().count(),
-        1,
-        "only the header: the load's lease is gone"
-    );
+    assert_no_lease_left(&containerd);
 
     // A container of the image runs (runc, overlayfs): the unpacked root holds /tini.
     let id = format!("offpack-test-{}", std::process::id());
-    let out = containerd.ctr(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "overlayfs",
-        &image.qualified(),
-        &id,
-        "/tini",
-        "--version",
-    ]);
-    assert!(stdout(&out).contains("tini version"), "{}", stdout(&out));
+    assert_tini_runs(&containerd, &image.qualified(), &id);
 
     // A second load finds everything and changes nothing.
     let second = report(&load(image.dir(), &containerd, &[], &bundle));
@@ -461,22 +447,8 @@ fn what_a_load_finds_in_containerd_stays_until_it_is_named() {
         "the small image is named again, complete and unpacked:\n{check}"
     );
     let id = format!("offpack-test-kept-{}", std::process::id());
-    let out = containerd.ctr(&[
-        "run",
-        "--rm",
-        "--snapshotter",
-        "overlayfs",
-        &image.qualified(),
-        &id,
-        "/tini",
-        "--version",
-    ]);
-    assert!(stdout(&out).contains("tini version"), "{}", stdout(&out));
-    assert_eq!(
-        containerd.ctr_text(&["leases", "ls"]).lines().count(),
-        1,
-        "only the header: the load's lease is gone"
-    );
+    assert_tini_runs(&containerd, &image.qualified(), &id);
+    assert_no_lease_left(&containerd);
 }
 
 /// Two loads of one bundle at once (two nodes' scripts sharing a containerd, or a retry while
@@ -776,5 +748,28 @@ fn a_tag_of_two_platforms_names_the_nodes_image() {
             .lines()
             .any(|l| l.starts_with(&format!("{qualified} ")) && l.contains(&node_manifest)),
         "{listed}"
+    );
+}
+
+/// A container of `image` runs (runc, overlayfs): its unpacked root holds /tini.
+fn assert_tini_runs(containerd: &Containerd, image: &str, id: &str) {
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        image,
+        id,
+        "/tini",
+        "--version",
+    ]);
+    assert!(stdout(&out).contains("tini version"), "{}", stdout(&out));
+}
+
+fn assert_no_lease_left(containerd: &Containerd) {
+    assert_eq!(
+        containerd.ctr_text(&["leases", "ls"]).lines().count(),
+        1,
+        "only the header: the load's lease is gone"
     );
 }
