@@ -147,6 +147,7 @@ impl BlobContext<'_> {
         };
         let mut holder: Option<&str> = None;
         let mut present = Vec::new();
+        let mut mounted = Vec::new();
         let mut missing = VecDeque::new();
         match &known {
             Some((digest, _)) => {
@@ -165,7 +166,7 @@ impl BlobContext<'_> {
             if let (Some((digest, _)), Some(from)) = (&known, holder)
                 && self.client.mount_blob(repo, digest, from)?
             {
-                done.mounted += 1;
+                mounted.push(repo);
                 continue;
             }
             if !self.bundle.contains(&job.digest) {
@@ -193,11 +194,13 @@ impl BlobContext<'_> {
                 // The record named what an earlier compressor made: the manifest names this
                 // upload's digest, which the repositories holding the old one need too.
                 missing.extend(present.drain(..));
+                missing.extend(mounted.drain(..));
             }
             known = Some(uploaded);
             holder = Some(repo);
         }
         done.present = present.len();
+        done.mounted = mounted.len();
         self.passed(job, job.size, true);
         let (digest, size) = known.expect("a blob is known once present or sent");
         done.digest = digest;
