@@ -55,6 +55,10 @@ pub struct ClientOptions {
 const PUSH_TLS_HINT: &str =
     "a registry with its own CA needs --ca-file; one on plain HTTP needs --insecure";
 
+/// What a blob upload cut off by a body-size limit asks the user to change.
+const BODY_LIMIT_HINT: &str = ": a proxy in front of the registry that limits request bodies \
+     does this, e.g. nginx needs `client_max_body_size 0;` for registry uploads, as for `docker push`";
+
 /// A manifest as the registry served it.
 #[derive(Debug, Clone)]
 pub struct PulledManifest {
@@ -712,8 +716,15 @@ impl Client {
                 e,
                 ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed
             );
+        let cut_off = matches!(&e, ureq::Error::Io(io) if matches!(
+            io.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ));
         let hint = if tls {
             format!(" ({})", self.tls_hint)
+        } else if cut_off && what == "PATCH" {
+            // Its answer (a 413) is lost with the connection: the write fails first.
+            format!(" (the connection was closed while the blob was sent){BODY_LIMIT_HINT}")
         } else {
             String::new()
         };
@@ -754,6 +765,9 @@ impl Client {
             403 => anyhow!(
                 "{place}: {what}{object}: the login may not push here (403){detail}: check the \
                  account's rights on this repository"
+            ),
+            413 => anyhow!(
+                "{place}: {what}{object}: the registry answered 413 (too large){detail}{BODY_LIMIT_HINT}"
             ),
             _ => anyhow!("{place}: {what}{object}: the registry answered {status}{detail}"),
         };

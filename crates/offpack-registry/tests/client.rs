@@ -116,3 +116,64 @@ fn a_wrong_expected_digest_is_refused_before_the_registry_keeps_it() {
         .unwrap_err();
     assert!(format!("{err:#}").contains(&wrong), "{err:#}");
 }
+
+/// A registry behind a proxy that limits request bodies (nginx's default 1 MiB): it answers the
+/// upload's `POST`, then cuts the `PATCH` off with a 413 that the client, still sending, never
+/// reads. The error must say what to change, not only "broken pipe".
+#[test]
+fn a_proxy_that_cuts_an_upload_off_is_named_with_what_to_change() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let mut stream = stream;
+            if request.starts_with("PATCH") {
+                let mut some = vec![0u8; 64 << 10];
+                let _ = reader.read(&mut some);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            } else {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 202 Accepted\r\nLocation: /v2/r/blobs/uploads/1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+            }
+            // Closing with the rest of the body unread resets the connection, as a proxy does.
+        }
+    });
+    let client = Client::with_credentials(
+        &host,
+        &ClientOptions {
+            insecure: true,
+            attempts: 2,
+            first_backoff: std::time::Duration::from_millis(10),
+            ..ClientOptions::default()
+        },
+        None,
+    )
+    .unwrap();
+    let err = client
+        .upload_blob(
+            "r",
+            None,
+            &mut || Ok(Box::new(std::io::repeat(7).take(64 << 20))),
+            &|_| {},
+        )
+        .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("PATCH") && text.contains("client_max_body_size"),
+        "{text}"
+    );
+}
