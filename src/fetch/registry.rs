@@ -13,6 +13,7 @@ use offpack_bundle::{
     BlobRef, BundleWriter, Compression, DiffHasher, Digest, Image, MEDIA_DOCKER_LIST,
     MEDIA_OCI_INDEX, RegistryImage, RegistryIndex, RegistryLayer,
 };
+use offpack_dockerfile::platform_parts;
 use offpack_ref::ImageRef;
 use offpack_registry::{Client, ClientOptions};
 use serde_json::Value;
@@ -330,28 +331,14 @@ fn pick_platform(index: &Value, platform: &str) -> Option<String> {
     })
 }
 
-/// An image's `os/arch[/variant]` serves the asked one: the same os and architecture, and the
-/// same variant when one is asked; a variant left out is v8 on arm64 and v7 on arm (containerd's
-/// normalisation).
+/// An image's `os/arch[/variant]` serves the asked one: the same os and architecture once
+/// normalized as containerd does (a variant left out is v8 on arm64 and v7 on arm), and the same
+/// variant when one is asked.
 fn platform_matches(image: &str, asked: &str) -> bool {
-    let split = |p: &str| {
-        let mut parts = p.split('/').map(str::to_string);
-        let os = parts.next().unwrap_or_default();
-        let arch = parts.next().unwrap_or_default();
-        let variant = parts
-            .next()
-            .filter(|v| !v.is_empty())
-            .or_else(|| match arch.as_str() {
-                "arm64" => Some("v8".to_string()),
-                "arm" => Some("v7".to_string()),
-                _ => None,
-            });
-        (os, arch, variant)
-    };
-    let (os, arch, variant) = split(image);
-    let asked_variant = asked.split('/').nth(2).filter(|v| !v.is_empty());
-    let (want_os, want_arch, want_variant) = split(asked);
-    os == want_os && arch == want_arch && (asked_variant.is_none() || variant == want_variant)
+    let (os, arch, variant) = platform_parts(image);
+    let (want_os, want_arch, want_variant) = platform_parts(asked);
+    let variant_asked = asked.split('/').nth(2).is_some_and(|v| !v.is_empty());
+    os == want_os && arch == want_arch && (!variant_asked || variant == want_variant)
 }
 
 fn index_platforms(index: &Value) -> Vec<String> {

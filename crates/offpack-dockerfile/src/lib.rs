@@ -40,7 +40,7 @@ pub use parser::{
 pub use pins::{PIN_TAG_PREFIX, PinError, pin_tag, rewrite_pins};
 pub use resolve::{
     CopySources, Finding, FindingCode, ImageUse, ResolveError, ResolveOptions, Resolved, RunStep,
-    Subject, UseKind, resolve,
+    Subject, UseKind, platform_parts, resolve,
 };
 pub use run::PackageInstall;
 

@@ -380,8 +380,9 @@ fn find_stage(df: &Dockerfile, name: &str) -> Option<usize> {
         .rposition(|s| s.name.as_deref() == Some(lower.as_str()))
 }
 
-/// `os/arch[/variant]`, normalized like containerd's `platforms.Normalize`.
-fn platform_parts(platform: &str) -> (String, String, String) {
+/// `os/arch[/variant]`, normalized like containerd's `platforms.Normalize`: (os, arch, variant),
+/// the variant empty where none is meant (`arm64` and `arm64/v8` alike), `v7` for a bare `arm`.
+pub fn platform_parts(platform: &str) -> (String, String, String) {
     let mut parts = platform.split('/').map(|p| p.trim().to_lowercase());
     let os = parts
         .next()
